@@ -1,0 +1,1 @@
+"""FerrumDeck services: the control plane (gateway), the data plane (worker) and their contract."""

@@ -1,0 +1,1 @@
+"""The `ferrumdeck` command."""

@@ -1,0 +1,111 @@
+"""Bodies of the public REST API (`/v1/*`), shared by the gateway and its Python clients."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.contract.runs import Budget, ModelParams, RunStatus, StepKind, StepStatus, Usage
+
+AGENT_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+AGENT_REF = r"^[a-z0-9][a-z0-9_-]{0,62}(@[1-9][0-9]{0,8})?$"
+TOOL_PATTERN = r"^[A-Za-z0-9_*?-]+\.[A-Za-z0-9_.*?-]+$|^\*$"
+ToolPattern = Annotated[str, Field(pattern=TOOL_PATTERN, max_length=200)]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class AgentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=AGENT_NAME)
+    model: str = Field(min_length=1, max_length=200)
+    system_prompt: str = Field(default="", max_length=100_000)
+    tools: list[ToolPattern] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Tools the agent may call, as `<server>.<tool>` names or globs.",
+    )
+    budget: Budget = Field(default_factory=Budget)
+    params: ModelParams = Field(default_factory=ModelParams)
+
+
+class Agent(AgentCreate):
+    version: int
+    created_at: datetime
+
+
+class AgentPage(BaseModel):
+    items: list[Agent]
+    next_cursor: str | None
+
+
+class RunCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent: str = Field(pattern=AGENT_REF, description="`name` (latest version) or `name@version`")
+    input: str = Field(min_length=1, max_length=200_000)
+    metadata: dict[str, Any] = Field(default_factory=dict, max_length=50)
+
+
+class Run(BaseModel):
+    id: uuid.UUID
+    agent: str
+    agent_version: int
+    status: RunStatus
+    input: str
+    output: str | None
+    error: str | None
+    metadata: dict[str, Any]
+    usage: Usage
+    steps_count: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RunPage(BaseModel):
+    items: list[Run]
+    next_cursor: str | None
+
+
+class RunListQuery(BaseModel):
+    status: RunStatus | None = None
+    agent: str | None = Field(default=None, pattern=AGENT_NAME)
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, max_length=200)
+
+
+class PageQuery(BaseModel):
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, max_length=200)
+
+
+class Step(BaseModel):
+    seq: int
+    kind: StepKind
+    status: StepStatus
+    model: str | None
+    tool: str | None
+    input: Any
+    output: Any
+    error: str | None
+    usage: Usage | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+class StepPage(BaseModel):
+    items: list[Step]
+    next_cursor: str | None

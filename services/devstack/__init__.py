@@ -1,0 +1,1 @@
+"""The local development stack behind `ferrumdeck dev`: embedded servers and a demo model."""

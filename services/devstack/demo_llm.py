@@ -1,0 +1,97 @@
+"""A small OpenAI-compatible chat-completions server.
+
+`ferrumdeck dev` serves it as the clearly labelled local demo model, so the demo agent
+answers with no provider key and no network; the test suite serves it with scripted
+replies. Either way LiteLLM talks to it exactly as it talks to OpenAI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from quart import Quart, jsonify, request
+
+DEMO_MODEL = "ferrumdeck-demo"
+DEMO_LABEL = "[FerrumDeck local demo model, not a real LLM]"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the model answers: text, tool calls as OpenAI shapes them, or an HTTP error."""
+
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    delay_seconds: float = 0.0
+    error_status: int | None = None
+
+
+Responder = Callable[[dict[str, Any]], Awaitable[Reply]]
+
+
+def _count_tokens(text: str) -> int:
+    return max(1, len(text.split()))
+
+
+def _prompt_text(body: dict[str, Any]) -> str:
+    return " ".join(str(m.get("content") or "") for m in body.get("messages", []))
+
+
+async def demo_responder(body: dict[str, Any]) -> Reply:
+    """Answers every conversation by quoting its last user message, labelled as a demo."""
+    users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    said = str(users[-1].get("content") or "") if users else ""
+    return Reply(content=f"{DEMO_LABEL} You said: {said}")
+
+
+def create_llm_app(responder: Responder = demo_responder) -> Quart:
+    app = Quart("ferrumdeck-demo-llm")
+    ids = itertools.count(1)
+
+    @app.get("/v1/models")
+    async def models() -> Any:
+        return jsonify({"object": "list", "data": [{"id": DEMO_MODEL, "object": "model"}]})
+
+    @app.post("/v1/chat/completions")
+    @app.post("/chat/completions")
+    async def chat_completions() -> Any:
+        body = await request.get_json(force=True)
+        reply = await responder(body)
+        if reply.delay_seconds:
+            await asyncio.sleep(reply.delay_seconds)
+        if reply.error_status is not None:
+            error = {"message": reply.content, "type": "invalid_request_error", "code": None}
+            return jsonify({"error": error}), reply.error_status
+        prompt_tokens = reply.prompt_tokens or _count_tokens(_prompt_text(body))
+        completion_tokens = reply.completion_tokens or _count_tokens(reply.content or "tool")
+        message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+        if reply.tool_calls:
+            message["tool_calls"] = reply.tool_calls
+        return jsonify(
+            {
+                "id": f"chatcmpl-{next(ids)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", DEMO_MODEL),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
+
+    return app

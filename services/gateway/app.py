@@ -1,0 +1,59 @@
+"""The gateway's Quart application factory."""
+
+from __future__ import annotations
+
+from quart import Quart
+from quart_schema import QuartSchema
+from redis.asyncio import Redis
+
+from services.contract.model_catalog import ModelCatalog
+from services.gateway.db.connections import create_pool
+from services.gateway.errors import register_error_handlers
+from services.gateway.outbox import OutboxRelay
+from services.gateway.resources import Resources, resources
+from services.gateway.routes import agents, health, runs, worker
+from services.gateway.settings import GatewaySettings
+
+
+def create_app(settings: GatewaySettings | None = None) -> Quart:
+    settings = settings or GatewaySettings()
+    catalog = ModelCatalog.load(settings.models)
+
+    app = Quart("ferrumdeck")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    QuartSchema(
+        app,
+        info={"title": "FerrumDeck", "version": "1"},
+        security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
+        security=[{"bearer": []}],
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+    )
+    register_error_handlers(app)
+    for module in (health, agents, runs, worker):
+        app.register_blueprint(module.blueprint)
+
+    @app.before_serving
+    async def _open() -> None:
+        pool = await create_pool(
+            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        )
+        redis = Redis.from_url(settings.redis_url)
+        relay = OutboxRelay(
+            pool,
+            redis,
+            settings.streams,
+            batch=settings.relay_batch,
+            poll_seconds=settings.relay_poll_seconds,
+        )
+        Resources(settings, catalog, pool, redis, relay).install(app)
+        relay.start()
+
+    @app.after_serving
+    async def _close() -> None:
+        res = resources()
+        await res.relay.stop()
+        await res.redis.aclose()
+        await res.pool.close()
+
+    return app

@@ -1,0 +1,42 @@
+"""Opaque cursors for keyset pagination.
+
+A cursor is the sort key of the last item on the previous page, base64url-encoded so
+clients treat it as opaque and we stay free to change what is inside.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from services.gateway.errors import BadRequest
+
+T = TypeVar("T")
+
+
+def encode_cursor(key: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        key = json.loads(raw)
+    except (binascii.Error, ValueError):
+        raise BadRequest("cursor is not one this API issued", code="invalid_cursor") from None
+    if not isinstance(key, list) or len(key) != arity:
+        raise BadRequest("cursor is not one this API issued", code="invalid_cursor")
+    return key
+
+
+def paginate(items: list[T], limit: int, key: Callable[[T], list[Any]]) -> tuple[list[T], str | None]:
+    """Trim a `limit + 1` fetch to `limit` items and the cursor to the next page, if any."""
+    if len(items) <= limit:
+        return items, None
+    page = items[:limit]
+    return page, encode_cursor(key(page[-1]))

@@ -1,0 +1,41 @@
+"""`/healthz` (the process answers) and `/readyz` (it can do useful work)."""
+
+from __future__ import annotations
+
+from quart import Blueprint
+from quart_schema import tag
+
+from services.gateway.db.migrations import applied_version, latest_version
+from services.gateway.errors import error_response
+from services.gateway.resources import resources
+
+blueprint = Blueprint("health", __name__)
+
+
+@blueprint.get("/healthz")
+@tag(["operations"])
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@blueprint.get("/readyz")
+@tag(["operations"])
+async def readyz() -> object:
+    """PostgreSQL reachable with every migration applied, and Redis reachable."""
+    res = resources()
+    problems = []
+    try:
+        async with res.pool.acquire(timeout=2) as conn:
+            applied = await applied_version(conn)
+        if applied < latest_version():
+            problems.append(f"database schema at {applied}, needs {latest_version()}: run migrate")
+    except Exception as exc:
+        problems.append(f"database: {exc}")
+    try:
+        await res.redis.ping()
+    except Exception as exc:
+        problems.append(f"redis: {exc}")
+    if problems:
+        return error_response(503, "not_ready", "; ".join(problems))
+    return {"status": "ready"}

@@ -1,0 +1,121 @@
+"""`/v1/runs`: start runs, follow them, cancel them."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from quart import Blueprint, Response, request
+from quart_schema import tag, validate_querystring, validate_request, validate_response
+
+from services.contract.api import PageQuery, Run, RunCreate, RunListQuery, RunPage, StepPage
+from services.gateway.auth import Role, require_role
+from services.gateway.errors import BadRequest, NotFound, UnprocessableEntity
+from services.gateway.pagination import decode_cursor, paginate
+from services.gateway.resources import resources
+from services.gateway.store import agents as agent_store
+from services.gateway.store import runs as store
+from services.gateway.store.steps import list_steps
+
+blueprint = Blueprint("runs", __name__, url_prefix="/v1/runs")
+require_role(blueprint, Role.ADMIN)
+
+_MAX_IDEMPOTENCY_KEY = 200
+
+
+def _run_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound(f"no run {value!r}: run ids are UUIDs") from None
+
+
+@blueprint.post("")
+@tag(["runs"])
+@validate_request(RunCreate)
+@validate_response(Run, 202)
+async def create_run(data: RunCreate) -> tuple[Run, int, dict[str, str]]:
+    """Start a run; answers 202 at once, before any worker has seen it.
+
+    Send `Idempotency-Key` to make retries safe: a repeat returns the run the first
+    request created.
+    """
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= _MAX_IDEMPOTENCY_KEY:
+        raise BadRequest(
+            f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} characters",
+            code="invalid_idempotency_key",
+        )
+    name, _, version = data.agent.partition("@")
+    res = resources()
+    agent = await agent_store.get_version(res.pool, name, int(version) if version else None)
+    if agent is None:
+        raise UnprocessableEntity(f"no agent {data.agent!r}", code="unknown_agent")
+    request_hash = (
+        hashlib.sha256(data.model_dump_json().encode()).hexdigest() if key is not None else None
+    )
+    run, created = await store.create_run(
+        res.pool, agent, data, idempotency_key=key, request_hash=request_hash
+    )
+    if created:
+        res.relay.wake()
+    headers = {"Location": f"/v1/runs/{run.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return run, 202, headers
+
+
+@blueprint.get("")
+@tag(["runs"])
+@validate_querystring(RunListQuery)
+@validate_response(RunPage)
+async def list_runs(query_args: RunListQuery) -> RunPage:
+    """Runs, newest first, filtered by status and agent."""
+    cursor = decode_cursor(query_args.cursor, 1)
+    before = None
+    if cursor is not None:
+        try:
+            before = uuid.UUID(str(cursor[0]))
+        except ValueError:
+            raise BadRequest("cursor is not one this API issued", code="invalid_cursor") from None
+    items = await store.list_runs(
+        resources().pool,
+        status=query_args.status,
+        agent=query_args.agent,
+        before=before,
+        limit=query_args.limit + 1,
+    )
+    page, next_cursor = paginate(items, query_args.limit, lambda r: [str(r.id)])
+    return RunPage(items=page, next_cursor=next_cursor)
+
+
+@blueprint.get("/<run_id>")
+@tag(["runs"])
+@validate_response(Run)
+async def get_run(run_id: str) -> Run:
+    """One run with its status, output, error and usage totals."""
+    return await store.get_run(resources().pool, _run_id(run_id))
+
+
+@blueprint.get("/<run_id>/steps")
+@tag(["runs"])
+@validate_querystring(PageQuery)
+@validate_response(StepPage)
+async def get_steps(run_id: str, query_args: PageQuery) -> StepPage:
+    """A run's steps in order, from 1."""
+    rid = _run_id(run_id)
+    cursor = decode_cursor(query_args.cursor, 1)
+    after = cursor[0] if cursor and isinstance(cursor[0], int) else 0
+    pool = resources().pool
+    await store.get_run(pool, rid)
+    items = await list_steps(pool, rid, after=after, limit=query_args.limit + 1)
+    page, next_cursor = paginate(items, query_args.limit, lambda s: [s.seq])
+    return StepPage(items=page, next_cursor=next_cursor)
+
+
+@blueprint.post("/<run_id>/cancel")
+@tag(["runs"])
+@validate_response(Run)
+async def cancel_run(run_id: str) -> Run | Response:
+    """Cancel a queued or running run; a finished run answers 409."""
+    return await store.cancel_run(resources().pool, _run_id(run_id), "cancelled through the API")

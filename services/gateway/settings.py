@@ -1,0 +1,24 @@
+"""Gateway settings (`FERRUMDECK_*`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from services.contract.settings import CommonSettings
+
+
+class GatewaySettings(CommonSettings):
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/ferrumdeck"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8700, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    lease_seconds: float = Field(default=30.0, gt=0)
+    db_pool_min: int = Field(default=2, ge=1)
+    db_pool_max: int = Field(default=20, ge=1)
+    relay_batch: int = Field(default=500, ge=1, le=10_000)
+    relay_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often the outbox relay looks for rows it was not told about "
+        "(left by another gateway or by a failed publish).",
+    )

@@ -1,0 +1,267 @@
+"""The worker's side of a run: claim with a fencing epoch, heartbeat, steps, outcome.
+
+Every write after the claim is conditional on `epoch` being the run's current one and the
+run still `running`. A worker that lost its lease (expired, or the run was cancelled, or a
+second claim from a duplicate message won) gets a `Conflict` and must drop the run.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from services.contract.runs import Budget, RunStatus, StepStatus
+from services.contract.worker_api import (
+    AgentSpec,
+    ClaimGrant,
+    PriorStep,
+    StepAck,
+    StepReport,
+)
+from services.gateway.errors import Conflict, NotFound
+from services.gateway.store.agents import get_version
+from services.gateway.store.runs import RUN_COLUMNS, to_run
+
+
+async def _refusal(conn: asyncpg.Connection | asyncpg.Pool, run_id: uuid.UUID, epoch: int) -> Conflict:
+    row = await conn.fetchrow("SELECT status, epoch FROM runs WHERE id = $1", run_id)
+    if row is None:
+        raise NotFound(f"no run {run_id}")
+    if row["epoch"] != epoch:
+        return Conflict(
+            f"lease epoch {epoch} is stale; the run is at epoch {row['epoch']}",
+            code="stale_epoch",
+            details={"status": row["status"], "epoch": row["epoch"]},
+        )
+    return Conflict(
+        f"run is {row['status']}, not running",
+        code="run_not_running",
+        details={"status": row["status"], "epoch": row["epoch"]},
+    )
+
+
+async def claim(
+    pool: asyncpg.Pool, run_id: uuid.UUID, worker_id: str, lease_seconds: float
+) -> ClaimGrant:
+    """Take the run if it is queued or its lease has expired; bump the epoch."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            f"""UPDATE runs SET status = 'running', epoch = epoch + 1, lease_owner = $2,
+                                lease_expires_at = now() + make_interval(secs => $3),
+                                started_at = coalesce(started_at, now()), updated_at = now()
+                 WHERE id = $1 AND (status = 'queued'
+                                    OR (status = 'running' AND lease_expires_at < now()))
+                 RETURNING {RUN_COLUMNS}, epoch, lease_expires_at""",
+            run_id,
+            worker_id,
+            lease_seconds,
+        )
+        if row is None:
+            current = await conn.fetchrow(
+                "SELECT status, lease_expires_at FROM runs WHERE id = $1", run_id
+            )
+            if current is None:
+                raise NotFound(f"no run {run_id}")
+            code = "lease_held" if current["status"] == "running" else "run_not_claimable"
+            raise Conflict(
+                f"run is {current['status']}"
+                + (" under a live lease" if code == "lease_held" else ""),
+                code=code,
+                details={"status": current["status"]},
+            )
+        run = to_run(row)
+        agent = await get_version(conn, run.agent, run.agent_version)
+        assert agent is not None
+        steps = await conn.fetch(
+            "SELECT seq, kind, status, output FROM steps WHERE run_id = $1 ORDER BY seq", run_id
+        )
+    assert run.started_at is not None
+    return ClaimGrant(
+        run_id=run.id,
+        epoch=row["epoch"],
+        lease_expires_at=row["lease_expires_at"],
+        agent=AgentSpec.model_validate(agent.model_dump()),
+        input=run.input,
+        steps=[PriorStep.model_validate(dict(s)) for s in steps],
+        usage=run.usage,
+        started_at=run.started_at,
+    )
+
+
+async def heartbeat(
+    pool: asyncpg.Pool, run_id: uuid.UUID, epoch: int, lease_seconds: float
+) -> asyncpg.Record:
+    row = await pool.fetchrow(
+        """UPDATE runs SET lease_expires_at = now() + make_interval(secs => $3)
+            WHERE id = $1 AND epoch = $2 AND status = 'running'
+            RETURNING lease_expires_at""",
+        run_id,
+        epoch,
+        lease_seconds,
+    )
+    if row is None:
+        raise await _refusal(pool, run_id, epoch)
+    return row
+
+
+def _budget_breach(budget: Budget, run: asyncpg.Record) -> str | None:
+    tokens = run["prompt_tokens"] + run["completion_tokens"]
+    if budget.max_tokens is not None and tokens > budget.max_tokens:
+        return f"token budget exceeded: {tokens} > {budget.max_tokens}"
+    cost = run["cost_usd"]
+    if budget.max_cost_usd is not None and cost is not None and cost > budget.max_cost_usd:
+        return f"cost budget exceeded: ${cost:.6f} > ${budget.max_cost_usd}"
+    if budget.max_seconds is not None and run["elapsed"] > budget.max_seconds:
+        return f"time budget exceeded: {run['elapsed']:.1f}s > {budget.max_seconds}s"
+    return None
+
+
+async def record_step(
+    pool: asyncpg.Pool, run_id: uuid.UUID, report: StepReport, lease_seconds: float
+) -> StepAck:
+    """Record (or finish) step `report.seq`, add its usage to the run, and check budgets.
+
+    Steps are numbered without gaps. A step that already finished is never recorded
+    again: the same report replayed after a lost response is acknowledged as it stands.
+    A step that breaches the budget ends the run `budget_exceeded` in the same
+    transaction; the worker then hears `Conflict(budget_exceeded)` and stops.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        ack, breach = await _record_step(conn, run_id, report, lease_seconds)
+        if breach is not None:
+            await _finish(conn, run_id, RunStatus.BUDGET_EXCEEDED, breach)
+    if breach is not None:
+        raise Conflict(breach, code="budget_exceeded")
+    assert ack is not None
+    return ack
+
+
+async def _record_step(
+    conn: asyncpg.Connection, run_id: uuid.UUID, report: StepReport, lease_seconds: float
+) -> tuple[StepAck | None, str | None]:
+    run = await conn.fetchrow(
+        """SELECT r.status, r.epoch, r.steps_count, r.lease_expires_at, a.budget
+             FROM runs r JOIN agents a ON a.name = r.agent_name AND a.version = r.agent_version
+            WHERE r.id = $1 FOR UPDATE OF r""",
+        run_id,
+    )
+    if run is None:
+        raise NotFound(f"no run {run_id}")
+    if run["epoch"] != report.epoch or run["status"] != RunStatus.RUNNING:
+        raise await _refusal(conn, run_id, report.epoch)
+    existing = await conn.fetchval(
+        "SELECT status FROM steps WHERE run_id = $1 AND seq = $2", run_id, report.seq
+    )
+    if existing is not None and existing != StepStatus.STARTED:
+        replay = StepAck(
+            seq=report.seq,
+            status=StepStatus(existing),
+            replayed=True,
+            lease_expires_at=run["lease_expires_at"],
+        )
+        return replay, None
+    if existing is None and report.seq != run["steps_count"] + 1:
+        raise Conflict(
+            f"step {report.seq} out of order: the run has {run['steps_count']} steps",
+            code="step_out_of_order",
+        )
+    budget = Budget.model_validate(run["budget"])
+    if report.seq > budget.max_steps:
+        return None, f"step budget exceeded: max_steps is {budget.max_steps}"
+    usage = report.usage
+    await conn.execute(
+        """INSERT INTO steps (run_id, seq, kind, status, model, tool, input, output, error,
+                              prompt_tokens, completion_tokens, cost_usd, epoch,
+                              started_at, finished_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::float8, $13, $14, $15)
+           ON CONFLICT (run_id, seq) DO UPDATE SET
+               status = EXCLUDED.status, output = EXCLUDED.output, error = EXCLUDED.error,
+               prompt_tokens = EXCLUDED.prompt_tokens,
+               completion_tokens = EXCLUDED.completion_tokens,
+               cost_usd = EXCLUDED.cost_usd, epoch = EXCLUDED.epoch,
+               finished_at = EXCLUDED.finished_at""",
+        run_id,
+        report.seq,
+        report.kind.value,
+        report.status.value,
+        report.model,
+        report.tool,
+        report.input,
+        report.output,
+        report.error,
+        usage.prompt_tokens if usage else None,
+        usage.completion_tokens if usage else None,
+        usage.cost_usd if usage else None,
+        report.epoch,
+        report.started_at,
+        report.finished_at,
+    )
+    finished = report.status != StepStatus.STARTED
+    counted = finished and usage is not None
+    totals = await conn.fetchrow(
+        """UPDATE runs SET
+               steps_count = greatest(steps_count, $2),
+               prompt_tokens = prompt_tokens + $3,
+               completion_tokens = completion_tokens + $4,
+               cost_usd = CASE WHEN NOT $6 THEN cost_usd
+                               WHEN cost_usd IS NULL OR $5::float8 IS NULL THEN NULL
+                               ELSE cost_usd + $5::float8 END,
+               lease_expires_at = now() + make_interval(secs => $7),
+               updated_at = now()
+            WHERE id = $1
+            RETURNING prompt_tokens, completion_tokens, cost_usd, lease_expires_at,
+                      extract(epoch FROM now() - started_at)::float8 AS elapsed""",
+        run_id,
+        report.seq,
+        usage.prompt_tokens if usage and counted else 0,
+        usage.completion_tokens if usage and counted else 0,
+        usage.cost_usd if usage else None,
+        counted,
+        lease_seconds,
+    )
+    ack = StepAck(
+        seq=report.seq,
+        status=report.status,
+        replayed=False,
+        lease_expires_at=totals["lease_expires_at"],
+    )
+    return ack, _budget_breach(budget, totals) if finished else None
+
+
+async def _finish(
+    conn: asyncpg.Connection, run_id: uuid.UUID, status: RunStatus, error: str | None
+) -> None:
+    await conn.execute(
+        """UPDATE runs SET status = $2, error = $3, finished_at = now(), updated_at = now(),
+                           lease_owner = NULL, lease_expires_at = NULL
+            WHERE id = $1""",
+        run_id,
+        status.value,
+        error,
+    )
+
+
+async def finish(
+    pool: asyncpg.Pool,
+    run_id: uuid.UUID,
+    epoch: int,
+    status: RunStatus,
+    *,
+    output: str | None = None,
+    error: str | None = None,
+) -> None:
+    """End a running run held under `epoch`: completed, failed or over budget."""
+    row = await pool.fetchrow(
+        """UPDATE runs SET status = $3, output = $4, error = $5, finished_at = now(),
+                           updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+            WHERE id = $1 AND epoch = $2 AND status = 'running'
+            RETURNING id""",
+        run_id,
+        epoch,
+        status.value,
+        output,
+        error,
+    )
+    if row is None:
+        raise await _refusal(pool, run_id, epoch)

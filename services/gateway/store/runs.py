@@ -1,0 +1,141 @@
+"""Runs: creation through the outbox, reads, cancellation.
+
+The worker side of a run's life (claim, steps, completion) is in `store.leases`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+import asyncpg
+
+from services.contract.api import Agent, Run, RunCreate
+from services.contract.ids import uuid7
+from services.contract.jobs import JobReason
+from services.contract.runs import RunStatus, Usage
+from services.gateway.errors import Conflict, NotFound
+
+RUN_COLUMNS = """id, agent_name, agent_version, status, input, output, error, metadata,
+    prompt_tokens, completion_tokens, cost_usd, steps_count, created_at, started_at,
+    finished_at, request_hash"""
+
+_OPEN = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING_APPROVAL)
+
+
+def to_run(row: asyncpg.Record) -> Run:
+    cost: Decimal | None = row["cost_usd"]
+    return Run(
+        id=row["id"],
+        agent=row["agent_name"],
+        agent_version=row["agent_version"],
+        status=RunStatus(row["status"]),
+        input=row["input"],
+        output=row["output"],
+        error=row["error"],
+        metadata=row["metadata"],
+        usage=Usage(
+            prompt_tokens=row["prompt_tokens"],
+            completion_tokens=row["completion_tokens"],
+            total_tokens=row["prompt_tokens"] + row["completion_tokens"],
+            cost_usd=None if cost is None else float(cost),
+        ),
+        steps_count=row["steps_count"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+async def enqueue(conn: asyncpg.Connection, run_id: uuid.UUID, reason: JobReason) -> None:
+    """Publish a job for `run_id` when the surrounding transaction commits, never before."""
+    await conn.execute("INSERT INTO outbox (run_id, reason) VALUES ($1, $2)", run_id, reason.value)
+
+
+async def create_run(
+    pool: asyncpg.Pool,
+    agent: Agent,
+    body: RunCreate,
+    *,
+    idempotency_key: str | None,
+    request_hash: str | None,
+) -> tuple[Run, bool]:
+    """Insert a queued run and its outbox row together; returns the run and whether it is new.
+
+    A repeated `Idempotency-Key` returns the run it first created, unless the request
+    differs, which is a client bug worth a 409 rather than a silent mix-up.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            f"""INSERT INTO runs (id, agent_name, agent_version, status, input, metadata,
+                                  idempotency_key, request_hash)
+                VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7)
+                ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                RETURNING {RUN_COLUMNS}""",
+            uuid7(),
+            agent.name,
+            agent.version,
+            body.input,
+            body.metadata,
+            idempotency_key,
+            request_hash,
+        )
+        if row is None:
+            existing = await conn.fetchrow(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = $1", idempotency_key
+            )
+            assert existing is not None
+            if existing["request_hash"] != request_hash:
+                raise Conflict(
+                    "this Idempotency-Key was already used for a different request",
+                    code="idempotency_key_reused",
+                )
+            return to_run(existing), False
+        await enqueue(conn, row["id"], JobReason.CREATED)
+    return to_run(row), True
+
+
+async def get_run(conn: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID) -> Run:
+    row = await conn.fetchrow(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = $1", run_id)
+    if row is None:
+        raise NotFound(f"no run {run_id}")
+    return to_run(row)
+
+
+async def list_runs(
+    pool: asyncpg.Pool,
+    *,
+    status: RunStatus | None,
+    agent: str | None,
+    before: uuid.UUID | None,
+    limit: int,
+) -> list[Run]:
+    """Newest first; ids are UUIDv7, so id order is creation order."""
+    rows = await pool.fetch(
+        f"""SELECT {RUN_COLUMNS} FROM runs
+             WHERE ($1::text IS NULL OR status = $1)
+               AND ($2::text IS NULL OR agent_name = $2)
+               AND ($3::uuid IS NULL OR id < $3)
+             ORDER BY id DESC LIMIT $4""",
+        status.value if status else None,
+        agent,
+        before,
+        limit,
+    )
+    return [to_run(r) for r in rows]
+
+
+async def cancel_run(pool: asyncpg.Pool, run_id: uuid.UUID, reason: str) -> Run:
+    """Make an open run `cancelled` at once; its worker learns it on its next callback."""
+    row = await pool.fetchrow(
+        f"""UPDATE runs SET status = 'cancelled', error = $2, finished_at = now(),
+                            updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = $1 AND status = ANY($3::text[])
+             RETURNING {RUN_COLUMNS}""",
+        run_id,
+        reason,
+        [s.value for s in _OPEN],
+    )
+    if row is not None:
+        return to_run(row)
+    current = await get_run(pool, run_id)
+    raise Conflict(f"run is already {current.status.value}", code="run_finished")

@@ -1,0 +1,75 @@
+"""The worker's HTTP client for the gateway's callback API.
+
+A 409 means this worker no longer holds the run (stale epoch, cancelled, over budget) and
+surfaces as `LeaseLost`, so the agent loop can stop at once whatever it was doing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from services.contract.worker_api import (
+    ClaimGrant,
+    ClaimRequest,
+    CompleteReport,
+    EpochBody,
+    FailReport,
+    LeaseInfo,
+    StepAck,
+    StepReport,
+)
+
+
+class LeaseLost(Exception):
+    """The gateway refused a callback: the run is no longer ours to work on."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+class GatewayClient:
+    def __init__(self, base_url: str, token: str, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(30.0),
+            transport=transport,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _post(self, path: str, body: BaseModel) -> dict[str, Any] | None:
+        response = await self._http.post(path, content=body.model_dump_json(), headers={"Content-Type": "application/json"})
+        if response.status_code in (404, 409):
+            error = response.json().get("error", {})
+            raise LeaseLost(error.get("code", "conflict"), error.get("message", ""))
+        response.raise_for_status()
+        if response.status_code == 204:
+            return None
+        payload: dict[str, Any] = response.json()
+        return payload
+
+    async def claim(self, run_id: uuid.UUID, worker_id: str) -> ClaimGrant:
+        payload = await self._post(f"/v1/worker/runs/{run_id}/claim", ClaimRequest(worker_id=worker_id))
+        return ClaimGrant.model_validate(payload)
+
+    async def heartbeat(self, run_id: uuid.UUID, epoch: int) -> LeaseInfo:
+        payload = await self._post(f"/v1/worker/runs/{run_id}/heartbeat", EpochBody(epoch=epoch))
+        return LeaseInfo.model_validate(payload)
+
+    async def report_step(self, run_id: uuid.UUID, report: StepReport) -> StepAck:
+        payload = await self._post(f"/v1/worker/runs/{run_id}/steps", report)
+        return StepAck.model_validate(payload)
+
+    async def complete(self, run_id: uuid.UUID, report: CompleteReport) -> None:
+        await self._post(f"/v1/worker/runs/{run_id}/complete", report)
+
+    async def fail(self, run_id: uuid.UUID, report: FailReport) -> None:
+        await self._post(f"/v1/worker/runs/{run_id}/fail", report)

@@ -1,0 +1,90 @@
+"""The LiteLLM adapter: one chat completion, with usage and cost.
+
+Cost comes from the operator's configured prices when the models file gives them, else
+from LiteLLM's bundled price map (read locally: `LITELLM_LOCAL_MODEL_COST_MAP`, so no
+network fetch at import). A model neither knows has cost `None` — unknown, never 0.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import litellm  # noqa: E402
+
+from services.contract.model_catalog import ModelCatalog, ModelCatalogError  # noqa: E402
+from services.contract.runs import ModelParams, Usage  # noqa: E402
+
+litellm.suppress_debug_info = True
+
+
+class LLMError(Exception):
+    """The model call failed; the message is the provider's, for the operator to read."""
+
+
+@dataclass(frozen=True)
+class LLMReply:
+    message: dict[str, Any]
+    usage: Usage
+    model: str
+    seconds: float
+
+
+class LLM:
+    def __init__(self, catalog: ModelCatalog, timeout_seconds: float) -> None:
+        self._catalog = catalog
+        self._timeout = timeout_seconds
+
+    async def complete(
+        self, model: str, messages: list[dict[str, Any]], params: ModelParams
+    ) -> LLMReply:
+        try:
+            resolved = self._catalog.resolve(model)
+        except ModelCatalogError as exc:
+            raise LLMError(str(exc)) from exc
+        started = time.perf_counter()
+        try:
+            response = await litellm.acompletion(
+                model=resolved.model,
+                messages=messages,
+                timeout=self._timeout,
+                num_retries=0,
+                **resolved.call_kwargs,
+                **params.model_dump(exclude_none=True),
+            )
+        except Exception as exc:
+            raise LLMError(f"{type(exc).__name__}: {exc}") from exc
+        seconds = time.perf_counter() - started
+        prompt = int(getattr(response.usage, "prompt_tokens", 0) or 0)
+        completion = int(getattr(response.usage, "completion_tokens", 0) or 0)
+        if resolved.price is not None:
+            cost: float | None = resolved.price.cost(prompt, completion)
+        else:
+            cost = _price_map_cost(response)
+        choice = response.choices[0]
+        message = choice.message.model_dump(exclude_none=True)
+        return LLMReply(
+            message={"role": "assistant", "content": message.get("content")}
+            | ({"tool_calls": message["tool_calls"]} if message.get("tool_calls") else {}),
+            usage=Usage(
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                total_tokens=prompt + completion,
+                cost_usd=cost,
+            ),
+            model=resolved.model,
+            seconds=seconds,
+        )
+
+
+def _price_map_cost(response: Any) -> float | None:
+    # LiteLLM signals "no price for this model" with a bare Exception, so nothing narrower
+    # can be caught here; any failure means the cost is unknown.
+    try:
+        return float(litellm.completion_cost(completion_response=response))
+    except Exception:
+        return None

@@ -1,0 +1,49 @@
+"""A worker process: consume jobs until SIGINT/SIGTERM, then drain and exit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from redis.asyncio import Redis
+
+from services.contract.model_catalog import ModelCatalog
+from services.worker.agent_loop import AgentLoop
+from services.worker.consumer import Consumer
+from services.worker.gateway_client import GatewayClient
+from services.worker.llm import LLM
+from services.worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 20.0
+
+
+async def run_worker(settings: WorkerSettings) -> None:
+    if not settings.worker_token:
+        raise SystemExit("FERRUMDECK_WORKER_TOKEN is not set: create a worker key first")
+    catalog = ModelCatalog.load(settings.models)
+    redis = Redis.from_url(settings.redis_url)
+    gateway = GatewayClient(settings.url, settings.worker_token)
+    consumer = Consumer(
+        redis,
+        settings.streams,
+        gateway,
+        AgentLoop(gateway, LLM(catalog, settings.llm_timeout_seconds), settings.heartbeat_seconds),
+        worker_id=settings.worker_id,
+        max_in_flight=settings.max_in_flight,
+        read_block_ms=settings.read_block_ms,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker %s consuming %s", settings.worker_id, settings.streams.runs)
+    try:
+        await consumer.run(stop)
+        log.info("worker %s stopping, %d runs in flight", settings.worker_id, consumer.in_flight)
+        await consumer.drain(DRAIN_SECONDS)
+    finally:
+        await gateway.aclose()
+        await redis.aclose()

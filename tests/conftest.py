@@ -1,0 +1,155 @@
+"""Fixtures: real PostgreSQL and Redis (the machine's, or embedded), a throw-away database
+and stream prefix per run, and a scripted OpenAI-compatible model server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import yaml
+from quart.typing import TestAppProtocol as App
+from quart.typing import TestClientProtocol as Client
+from redis.asyncio import Redis
+
+from services.gateway.app import create_app
+from services.gateway.auth import Role
+from services.gateway.db.connections import connect, create_pool
+from services.gateway.db.migrations import migrate
+from services.gateway.settings import GatewaySettings
+from services.gateway.store.keys import create_key
+from tests.support import servers
+from tests.support.scripted_llm import ScriptedLLM, serve_llm
+
+PRICE_IN = 0.000002
+PRICE_OUT = 0.000004
+
+
+@pytest.fixture(scope="session")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+async def database_url(scratch: Path) -> AsyncIterator[str]:
+    async with (
+        servers.postgres_admin_dsn(scratch) as admin_dsn,
+        servers.throwaway_database(admin_dsn) as dsn,
+    ):
+        conn = await connect(dsn)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def redis_url(scratch: Path) -> AsyncIterator[str]:
+    async with servers.redis_url(scratch) as url:
+        yield url
+
+
+@pytest.fixture
+async def prefix(redis_url: str) -> AsyncIterator[str]:
+    value = servers.unique_prefix()
+    yield value
+    await servers.delete_prefix(redis_url, value)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+async def llm() -> AsyncIterator[ScriptedLLM]:
+    scripted = ScriptedLLM()
+    async with serve_llm(scripted) as base_url:
+        scripted.base_url = base_url  # type: ignore[attr-defined]
+        yield scripted
+
+
+@pytest.fixture(scope="session")
+def models_file(llm: ScriptedLLM, scratch: Path) -> Path:
+    """`scripted` has configured prices; `unpriced` has none (cost unknown);
+    `mapped` is a model LiteLLM's own price map knows."""
+    base = llm.base_url  # type: ignore[attr-defined]
+    entries = [
+        {
+            "model_name": "scripted",
+            "litellm_params": {
+                "model": "openai/scripted",
+                "api_base": base,
+                "api_key": "test",
+                "input_cost_per_token": PRICE_IN,
+                "output_cost_per_token": PRICE_OUT,
+            },
+        },
+        {
+            "model_name": "unpriced",
+            "litellm_params": {"model": "openai/no-such-model", "api_base": base, "api_key": "t"},
+        },
+        {
+            "model_name": "mapped",
+            "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": base, "api_key": "t"},
+        },
+    ]
+    path = scratch / "models.yaml"
+    path.write_text(yaml.safe_dump({"model_list": entries}))
+    return path
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, prefix: str, models_file: Path) -> GatewaySettings:
+    return GatewaySettings(
+        database_url=database_url,
+        redis_url=redis_url,
+        stream_prefix=prefix,
+        models=models_file,
+        relay_poll_seconds=0.2,
+        max_body_bytes=64 * 1024,
+    )
+
+
+@pytest.fixture
+async def app(settings: GatewaySettings) -> AsyncIterator[App]:
+    async with create_app(settings).test_app() as test_app:
+        yield test_app
+
+
+@pytest.fixture
+def client(app: App) -> Client:
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+async def admin_key(db: asyncpg.Pool) -> str:
+    _, secret = await create_key(db, "test-admin", Role.ADMIN)
+    return secret
+
+
+@pytest.fixture(scope="session")
+async def worker_key(db: asyncpg.Pool) -> str:
+    _, secret = await create_key(db, "test-worker", Role.WORKER)
+    return secret
+
+
+@pytest.fixture
+def admin(admin_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {admin_key}"}
+
+
+@pytest.fixture
+def worker(worker_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {worker_key}"}
