@@ -89,7 +89,7 @@ def _cmd_demo_llm(args: argparse.Namespace) -> int:
     config = Config()
     config.bind = [f"{args.host}:{args.port}"]
     config.accesslog = None
-    asyncio.run(serve(create_llm_app(), config))  # type: ignore[arg-type]
+    asyncio.run(serve(create_llm_app(), config))
     return 0
 
 
@@ -110,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=int(os.environ.get("FERRUMDECK_PORT", "8700")))
     dev.set_defaults(func=_cmd_dev)
 
-    commands.add_parser("gateway", help="serve the control plane API").set_defaults(func=_cmd_gateway)
+    commands.add_parser("gateway", help="serve the control plane API").set_defaults(
+        func=_cmd_gateway
+    )
     commands.add_parser("worker", help="consume and execute runs").set_defaults(func=_cmd_worker)
     commands.add_parser("migrate", help="apply database migrations").set_defaults(func=_cmd_migrate)
 

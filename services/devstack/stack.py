@@ -115,7 +115,9 @@ async def _ensure_database(admin_dsn: str, name: str) -> None:
         await conn.close()
 
 
-async def prepare_database(database_url: str, home: Path, model: str, catalog: ModelCatalog) -> Keys:
+async def prepare_database(
+    database_url: str, home: Path, model: str, catalog: ModelCatalog
+) -> Keys:
     """Migrate, make (or reuse) the dev keys, and register the demo agent if it changed."""
     conn = await connect(database_url)
     try:
@@ -123,10 +125,17 @@ async def prepare_database(database_url: str, home: Path, model: str, catalog: M
         keys_path = home / "keys.env"
         saved = _read_env_file(keys_path)
         admin, worker = saved.get("FERRUMDECK_API_KEY"), saved.get("FERRUMDECK_WORKER_TOKEN")
-        if not (admin and worker and await key_is_valid(conn, admin) and await key_is_valid(conn, worker)):
+        if not (
+            admin
+            and worker
+            and await key_is_valid(conn, admin)
+            and await key_is_valid(conn, worker)
+        ):
             _, admin = await create_key(conn, "dev-admin", Role.ADMIN)
             _, worker = await create_key(conn, "dev-worker", Role.WORKER)
-            _write_env_file(keys_path, {"FERRUMDECK_API_KEY": admin, "FERRUMDECK_WORKER_TOKEN": worker})
+            _write_env_file(
+                keys_path, {"FERRUMDECK_API_KEY": admin, "FERRUMDECK_WORKER_TOKEN": worker}
+            )
         await _register_demo_agent(conn, model, catalog)
         return Keys(admin=admin, worker=worker)
     finally:
@@ -135,7 +144,9 @@ async def prepare_database(database_url: str, home: Path, model: str, catalog: M
 
 async def _register_demo_agent(conn: asyncpg.Connection, model: str, catalog: ModelCatalog) -> None:
     if not catalog.accepts(model):
-        raise SystemExit(f"FERRUMDECK_DEMO_MODEL={model!r} is neither configured nor a LiteLLM model")
+        raise SystemExit(
+            f"FERRUMDECK_DEMO_MODEL={model!r} is neither configured nor a LiteLLM model"
+        )
     spec = AgentCreate(
         name=DEMO_AGENT,
         model=model,
@@ -235,7 +246,9 @@ def run_dev(home: Path, host: str, port: int) -> int:
         llm_port = free_port()
         models_file = write_models_file(home, llm_port)
         model = demo_model()
-        keys = asyncio.run(prepare_database(database_url, home, model, ModelCatalog.load(models_file)))
+        keys = asyncio.run(
+            prepare_database(database_url, home, model, ModelCatalog.load(models_file))
+        )
         url = f"http://{host}:{port}"
         env = {
             **os.environ,

@@ -34,7 +34,9 @@ def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
     return key
 
 
-def paginate(items: list[T], limit: int, key: Callable[[T], list[Any]]) -> tuple[list[T], str | None]:
+def paginate(
+    items: list[T], limit: int, key: Callable[[T], list[Any]]
+) -> tuple[list[T], str | None]:
     """Trim a `limit + 1` fetch to `limit` items and the cursor to the next page, if any."""
     if len(items) <= limit:
         return items, None

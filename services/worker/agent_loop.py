@@ -113,7 +113,8 @@ class AgentLoop:
                 ),
             )
             await self._gateway.fail(
-                grant.run_id, FailReport(epoch=grant.epoch, error=f"model call failed: {exc}"[:10_000])
+                grant.run_id,
+                FailReport(epoch=grant.epoch, error=f"model call failed: {exc}"[:10_000]),
             )
             return
         await self._gateway.report_step(

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_SECONDS = 5.0
 
+# XREADGROUP's reply: [(stream, [(entry_id, {field: value})])]
+_ReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None
+
 
 class Consumer:
     def __init__(
@@ -54,7 +57,9 @@ class Consumer:
         """Create the group from the stream's start, so jobs published before any worker
         existed are not skipped."""
         try:
-            await self._redis.xgroup_create(self._streams.runs, self._streams.group, id="0", mkstream=True)
+            await self._redis.xgroup_create(
+                self._streams.runs, self._streams.group, id="0", mkstream=True
+            )
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -68,7 +73,7 @@ class Consumer:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                batches = await self._redis.xreadgroup(
+                batches: _ReadReply = await self._redis.xreadgroup(  # type: ignore[assignment]
                     self._streams.group,
                     self._worker_id,
                     {self._streams.runs: ">"},
@@ -93,12 +98,12 @@ class Consumer:
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
 
-    async def drain(self, timeout: float) -> None:
-        """Wait for in-flight runs; whatever is still going after `timeout` is cancelled
+    async def drain(self, grace_seconds: float) -> None:
+        """Wait for in-flight runs; whatever is still going after `grace_seconds` is cancelled
         and its entry stays pending for another worker."""
         if not self._tasks:
             return
-        _done, pending = await asyncio.wait(self._tasks, timeout=timeout)
+        _done, pending = await asyncio.wait(self._tasks, timeout=grace_seconds)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -124,7 +129,9 @@ class Consumer:
                 log.info("run %s not claimed: %s", job.run_id, exc)
                 return None
             except (httpx.TransportError, httpx.HTTPStatusError) as exc:
-                log.warning("claim of run %s failed, retrying in %.1fs: %s", job.run_id, backoff, exc)
+                log.warning(
+                    "claim of run %s failed, retrying in %.1fs: %s", job.run_id, backoff, exc
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
 
@@ -138,7 +145,10 @@ class Consumer:
             try:
                 await self._gateway.fail(
                     grant.run_id,
-                    FailReport(epoch=grant.epoch, error=f"worker error: {type(exc).__name__}: {exc}"[:10_000]),
+                    FailReport(
+                        epoch=grant.epoch,
+                        error=f"worker error: {type(exc).__name__}: {exc}"[:10_000],
+                    ),
                 )
             except (LeaseLost, httpx.HTTPError) as report_exc:
                 log.error("could not report the failure of run %s: %s", grant.run_id, report_exc)

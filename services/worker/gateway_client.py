@@ -33,7 +33,9 @@ class LeaseLost(Exception):
 
 
 class GatewayClient:
-    def __init__(self, base_url: str, token: str, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self, base_url: str, token: str, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}"},
@@ -46,7 +48,9 @@ class GatewayClient:
         await self._http.aclose()
 
     async def _post(self, path: str, body: BaseModel) -> dict[str, Any] | None:
-        response = await self._http.post(path, content=body.model_dump_json(), headers={"Content-Type": "application/json"})
+        response = await self._http.post(
+            path, content=body.model_dump_json(), headers={"Content-Type": "application/json"}
+        )
         if response.status_code in (404, 409):
             error = response.json().get("error", {})
             raise LeaseLost(error.get("code", "conflict"), error.get("message", ""))
@@ -57,7 +61,9 @@ class GatewayClient:
         return payload
 
     async def claim(self, run_id: uuid.UUID, worker_id: str) -> ClaimGrant:
-        payload = await self._post(f"/v1/worker/runs/{run_id}/claim", ClaimRequest(worker_id=worker_id))
+        payload = await self._post(
+            f"/v1/worker/runs/{run_id}/claim", ClaimRequest(worker_id=worker_id)
+        )
         return ClaimGrant.model_validate(payload)
 
     async def heartbeat(self, run_id: uuid.UUID, epoch: int) -> LeaseInfo:

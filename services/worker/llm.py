@@ -14,10 +14,10 @@ from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import litellm  # noqa: E402
+import litellm
 
-from services.contract.model_catalog import ModelCatalog, ModelCatalogError  # noqa: E402
-from services.contract.runs import ModelParams, Usage  # noqa: E402
+from services.contract.model_catalog import ModelCatalog, ModelCatalogError
+from services.contract.runs import ModelParams, Usage
 
 litellm.suppress_debug_info = True
 

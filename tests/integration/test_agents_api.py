@@ -85,7 +85,9 @@ async def test_unknown_model_is_rejected_and_nothing_written(
     client: Client, admin: dict[str, str], db: asyncpg.Pool
 ) -> None:
     name = _name()
-    response = await client.post("/v1/agents", json={"name": name, "model": "gpt-4o"}, headers=admin)
+    response = await client.post(
+        "/v1/agents", json={"name": name, "model": "gpt-4o"}, headers=admin
+    )
     assert response.status_code == 422
     body = await response.get_json()
     assert body["error"]["code"] == "unknown_model"
@@ -93,9 +95,7 @@ async def test_unknown_model_is_rejected_and_nothing_written(
     assert await db.fetchval("SELECT count(*) FROM agents WHERE name = $1", name) == 0
 
 
-async def test_params_cannot_redirect_workers(
-    client: Client, admin: dict[str, str]
-) -> None:
+async def test_params_cannot_redirect_workers(client: Client, admin: dict[str, str]) -> None:
     response = await client.post(
         "/v1/agents",
         json={"name": _name(), "model": "scripted", "params": {"api_base": "http://evil"}},

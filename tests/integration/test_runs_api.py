@@ -16,7 +16,9 @@ from tests.support.waiting import eventually
 @pytest.fixture
 async def agent(client: Client, admin: dict[str, str]) -> str:
     name = f"agent-{uuid.uuid4().hex[:8]}"
-    response = await client.post("/v1/agents", json={"name": name, "model": "scripted"}, headers=admin)
+    response = await client.post(
+        "/v1/agents", json={"name": name, "model": "scripted"}, headers=admin
+    )
     assert response.status_code == 201
     return name
 
@@ -44,14 +46,21 @@ async def test_create_answers_202_and_publishes_the_job(
     db: asyncpg.Pool,
 ) -> None:
     response = await client.post(
-        "/v1/runs", json={"agent": agent, "input": "hi", "metadata": {"ticket": "T-1"}}, headers=admin
+        "/v1/runs",
+        json={"agent": agent, "input": "hi", "metadata": {"ticket": "T-1"}},
+        headers=admin,
     )
     assert response.status_code == 202
     run = await response.get_json()
     assert run["status"] == "queued"
     assert run["agent_version"] == 1
     assert run["metadata"] == {"ticket": "T-1"}
-    assert run["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cost_usd": 0.0}
+    assert run["usage"] == {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+        "cost_usd": 0.0,
+    }
     assert response.headers["Location"] == f"/v1/runs/{run['id']}"
     assert await _stream_run_ids(redis, settings, 1) == [run["id"]]
     await eventually(
@@ -64,7 +73,9 @@ async def test_agent_version_can_be_pinned(
     client: Client, admin: dict[str, str], agent: str
 ) -> None:
     await client.post("/v1/agents", json={"name": agent, "model": "scripted"}, headers=admin)
-    latest = await (await client.post("/v1/runs", json={"agent": agent, "input": "x"}, headers=admin)).get_json()
+    latest = await (
+        await client.post("/v1/runs", json={"agent": agent, "input": "x"}, headers=admin)
+    ).get_json()
     pinned = await (
         await client.post("/v1/runs", json={"agent": f"{agent}@1", "input": "x"}, headers=admin)
     ).get_json()
@@ -74,7 +85,9 @@ async def test_agent_version_can_be_pinned(
 async def test_unknown_agent_writes_nothing(
     client: Client, admin: dict[str, str], db: asyncpg.Pool
 ) -> None:
-    response = await client.post("/v1/runs", json={"agent": "nobody-here", "input": "x"}, headers=admin)
+    response = await client.post(
+        "/v1/runs", json={"agent": "nobody-here", "input": "x"}, headers=admin
+    )
     assert response.status_code == 422
     assert (await response.get_json())["error"]["code"] == "unknown_agent"
     assert await _runs_of(db, "nobody-here") == 0
@@ -88,7 +101,11 @@ async def test_unknown_agent_writes_nothing(
         (b'{"agent": "a"}', 400, "validation_error"),
         (b'{"agent": "a", "input": "x", "surprise": 1}', 400, "validation_error"),
         (b'["not", "an", "object"]', 400, "validation_error"),
-        (json.dumps({"agent": "a", "input": "x" * 100_000}).encode(), 413, "request_entity_too_large"),
+        (
+            json.dumps({"agent": "a", "input": "x" * 100_000}).encode(),
+            413,
+            "request_entity_too_large",
+        ),
     ],
 )
 async def test_bad_bodies_get_a_clear_error_and_write_nothing(
@@ -112,9 +129,7 @@ async def test_bad_bodies_get_a_clear_error_and_write_nothing(
     assert await _runs_of(db, agent) == 0
 
 
-async def test_validation_errors_name_the_field(
-    client: Client, admin: dict[str, str]
-) -> None:
+async def test_validation_errors_name_the_field(client: Client, admin: dict[str, str]) -> None:
     response = await client.post("/v1/runs", json={"agent": "a", "input": ""}, headers=admin)
     error = (await response.get_json())["error"]
     assert [d["field"] for d in error["details"]] == ["input"]
@@ -122,9 +137,7 @@ async def test_validation_errors_name_the_field(
 
 
 @pytest.mark.parametrize("header", [None, "Bearer nope", "Bearer fd_unknown", "Basic abc"])
-async def test_requests_without_a_valid_key_are_401(
-    client: Client, header: str | None
-) -> None:
+async def test_requests_without_a_valid_key_are_401(client: Client, header: str | None) -> None:
     headers = {"Authorization": header} if header else {}
     response = await client.get("/v1/runs", headers=headers)
     assert response.status_code == 401
@@ -149,7 +162,9 @@ async def test_idempotency_key_returns_the_same_run_once(
     headers = {**admin, "Idempotency-Key": f"key-{uuid.uuid4()}"}
     body = {"agent": agent, "input": "once"}
     first = await client.post("/v1/runs", json=body, headers=headers)
-    again = await asyncio.gather(*(client.post("/v1/runs", json=body, headers=headers) for _ in range(5)))
+    again = await asyncio.gather(
+        *(client.post("/v1/runs", json=body, headers=headers) for _ in range(5))
+    )
     ids = {(await r.get_json())["id"] for r in [first, *again]}
     assert len(ids) == 1
     assert all(r.status_code == 202 for r in again)
@@ -171,9 +186,7 @@ async def test_idempotency_key_reused_for_another_request_is_409(
 
 
 @pytest.mark.parametrize("run_id", ["not-a-uuid", str(uuid.uuid4())])
-async def test_missing_runs_are_404(
-    client: Client, admin: dict[str, str], run_id: str
-) -> None:
+async def test_missing_runs_are_404(client: Client, admin: dict[str, str], run_id: str) -> None:
     for path in (f"/v1/runs/{run_id}", f"/v1/runs/{run_id}/steps"):
         response = await client.get(path, headers=admin)
         assert response.status_code == 404
@@ -185,7 +198,9 @@ async def test_list_filters_and_pages_newest_first(
 ) -> None:
     created = []
     for i in range(5):
-        run = await (await client.post("/v1/runs", json={"agent": agent, "input": f"n{i}"}, headers=admin)).get_json()
+        run = await (
+            await client.post("/v1/runs", json={"agent": agent, "input": f"n{i}"}, headers=admin)
+        ).get_json()
         created.append(run["id"])
     await client.post(f"/v1/runs/{created[0]}/cancel", headers=admin)
 
@@ -210,9 +225,7 @@ async def test_list_filters_and_pages_newest_first(
 @pytest.mark.parametrize(
     "query", ["cursor=garbage!", "status=sleeping", "limit=0", "limit=1000", "agent=Bad Name"]
 )
-async def test_bad_list_queries_are_400(
-    client: Client, admin: dict[str, str], query: str
-) -> None:
+async def test_bad_list_queries_are_400(client: Client, admin: dict[str, str], query: str) -> None:
     response = await client.get(f"/v1/runs?{query}", headers=admin)
     assert response.status_code == 400
     assert (await response.get_json())["error"]["code"] in {"invalid_cursor", "validation_error"}
@@ -221,7 +234,9 @@ async def test_bad_list_queries_are_400(
 async def test_cancel_a_queued_run_then_again(
     client: Client, admin: dict[str, str], agent: str
 ) -> None:
-    run = await (await client.post("/v1/runs", json={"agent": agent, "input": "x"}, headers=admin)).get_json()
+    run = await (
+        await client.post("/v1/runs", json={"agent": agent, "input": "x"}, headers=admin)
+    ).get_json()
     response = await client.post(f"/v1/runs/{run['id']}/cancel", headers=admin)
     assert response.status_code == 200
     cancelled = await response.get_json()

@@ -42,9 +42,9 @@ class Service:
         return self.process.returncode
 
 
-async def wait_until(predicate_url: str, timeout: float, service: Service) -> None:
+async def wait_until(predicate_url: str, within: float, service: Service) -> None:
     """Poll `predicate_url` until it answers 200, failing with the service's log."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     async with httpx.AsyncClient() as client:
         while time.monotonic() < deadline:
             if service.process.poll() is not None:
@@ -55,4 +55,4 @@ async def wait_until(predicate_url: str, timeout: float, service: Service) -> No
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.1)
-    raise AssertionError(f"{service.command} not ready after {timeout}s:\n{service.log()}")
+    raise AssertionError(f"{service.command} not ready after {within}s:\n{service.log()}")

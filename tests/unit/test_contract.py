@@ -95,7 +95,9 @@ def test_conversation_without_system_prompt() -> None:
 def test_conversation_replays_finished_model_replies_only() -> None:
     answer = {"role": "assistant", "content": "Hi!"}
     steps = [
-        PriorStep(seq=1, kind=StepKind.LLM_CALL, status=StepStatus.COMPLETED, output={"message": answer}),
+        PriorStep(
+            seq=1, kind=StepKind.LLM_CALL, status=StepStatus.COMPLETED, output={"message": answer}
+        ),
         PriorStep(seq=2, kind=StepKind.LLM_CALL, status=StepStatus.FAILED, output=None),
     ]
     assert conversation(_grant(steps))[-1] == answer

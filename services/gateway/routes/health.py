@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quart import Blueprint
+from quart import Blueprint, Response
 from quart_schema import tag
 
 from services.gateway.db.migrations import applied_version, latest_version
@@ -21,7 +21,7 @@ async def healthz() -> dict[str, str]:
 
 @blueprint.get("/readyz")
 @tag(["operations"])
-async def readyz() -> object:
+async def readyz() -> dict[str, str] | Response:
     """PostgreSQL reachable with every migration applied, and Redis reachable."""
     res = resources()
     problems = []

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, request
 from quart_schema import tag, validate_querystring, validate_request, validate_response
 
 from services.contract.api import PageQuery, Run, RunCreate, RunListQuery, RunPage, StepPage
 from services.gateway.auth import Role, require_role
-from services.gateway.errors import BadRequest, NotFound, UnprocessableEntity
+from services.gateway.errors import BadRequest, UnprocessableEntity
 from services.gateway.pagination import decode_cursor, paginate
 from services.gateway.resources import resources
 from services.gateway.store import agents as agent_store
@@ -21,13 +21,6 @@ blueprint = Blueprint("runs", __name__, url_prefix="/v1/runs")
 require_role(blueprint, Role.ADMIN)
 
 _MAX_IDEMPOTENCY_KEY = 200
-
-
-def _run_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise NotFound(f"no run {value!r}: run ids are UUIDs") from None
 
 
 @blueprint.post("")
@@ -89,33 +82,32 @@ async def list_runs(query_args: RunListQuery) -> RunPage:
     return RunPage(items=page, next_cursor=next_cursor)
 
 
-@blueprint.get("/<run_id>")
+@blueprint.get("/<uuid:run_id>")
 @tag(["runs"])
 @validate_response(Run)
-async def get_run(run_id: str) -> Run:
+async def get_run(run_id: uuid.UUID) -> Run:
     """One run with its status, output, error and usage totals."""
-    return await store.get_run(resources().pool, _run_id(run_id))
+    return await store.get_run(resources().pool, run_id)
 
 
-@blueprint.get("/<run_id>/steps")
+@blueprint.get("/<uuid:run_id>/steps")
 @tag(["runs"])
 @validate_querystring(PageQuery)
 @validate_response(StepPage)
-async def get_steps(run_id: str, query_args: PageQuery) -> StepPage:
+async def get_steps(run_id: uuid.UUID, query_args: PageQuery) -> StepPage:
     """A run's steps in order, from 1."""
-    rid = _run_id(run_id)
     cursor = decode_cursor(query_args.cursor, 1)
     after = cursor[0] if cursor and isinstance(cursor[0], int) else 0
     pool = resources().pool
-    await store.get_run(pool, rid)
-    items = await list_steps(pool, rid, after=after, limit=query_args.limit + 1)
+    await store.get_run(pool, run_id)
+    items = await list_steps(pool, run_id, after=after, limit=query_args.limit + 1)
     page, next_cursor = paginate(items, query_args.limit, lambda s: [s.seq])
     return StepPage(items=page, next_cursor=next_cursor)
 
 
-@blueprint.post("/<run_id>/cancel")
+@blueprint.post("/<uuid:run_id>/cancel")
 @tag(["runs"])
 @validate_response(Run)
-async def cancel_run(run_id: str) -> Run | Response:
+async def cancel_run(run_id: uuid.UUID) -> Run:
     """Cancel a queued or running run; a finished run answers 409."""
-    return await store.cancel_run(resources().pool, _run_id(run_id), "cancelled through the API")
+    return await store.cancel_run(resources().pool, run_id, "cancelled through the API")

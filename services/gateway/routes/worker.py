@@ -23,7 +23,6 @@ from services.contract.worker_api import (
     StepReport,
 )
 from services.gateway.auth import Role, require_role
-from services.gateway.errors import NotFound
 from services.gateway.resources import resources
 from services.gateway.store import leases
 
@@ -31,58 +30,49 @@ blueprint = Blueprint("worker", __name__, url_prefix="/v1/worker")
 require_role(blueprint, Role.WORKER)
 
 
-def _run_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise NotFound(f"no run {value!r}") from None
-
-
-@blueprint.post("/runs/<run_id>/claim")
+@blueprint.post("/runs/<uuid:run_id>/claim")
 @hide
 @validate_request(ClaimRequest)
 @validate_response(ClaimGrant)
-async def claim(run_id: str, data: ClaimRequest) -> ClaimGrant:
+async def claim(run_id: uuid.UUID, data: ClaimRequest) -> ClaimGrant:
     res = resources()
-    return await leases.claim(
-        res.pool, _run_id(run_id), data.worker_id, res.settings.lease_seconds
-    )
+    return await leases.claim(res.pool, run_id, data.worker_id, res.settings.lease_seconds)
 
 
-@blueprint.post("/runs/<run_id>/heartbeat")
+@blueprint.post("/runs/<uuid:run_id>/heartbeat")
 @hide
 @validate_request(EpochBody)
 @validate_response(LeaseInfo)
-async def heartbeat(run_id: str, data: EpochBody) -> LeaseInfo:
+async def heartbeat(run_id: uuid.UUID, data: EpochBody) -> LeaseInfo:
     res = resources()
-    row = await leases.heartbeat(res.pool, _run_id(run_id), data.epoch, res.settings.lease_seconds)
+    row = await leases.heartbeat(res.pool, run_id, data.epoch, res.settings.lease_seconds)
     return LeaseInfo(lease_expires_at=row["lease_expires_at"])
 
 
-@blueprint.post("/runs/<run_id>/steps")
+@blueprint.post("/runs/<uuid:run_id>/steps")
 @hide
 @validate_request(StepReport)
 @validate_response(StepAck)
-async def report_step(run_id: str, data: StepReport) -> StepAck:
+async def report_step(run_id: uuid.UUID, data: StepReport) -> StepAck:
     res = resources()
-    return await leases.record_step(res.pool, _run_id(run_id), data, res.settings.lease_seconds)
+    return await leases.record_step(res.pool, run_id, data, res.settings.lease_seconds)
 
 
-@blueprint.post("/runs/<run_id>/complete")
+@blueprint.post("/runs/<uuid:run_id>/complete")
 @hide
 @validate_request(CompleteReport)
-async def complete(run_id: str, data: CompleteReport) -> tuple[str, int]:
+async def complete(run_id: uuid.UUID, data: CompleteReport) -> tuple[str, int]:
     await leases.finish(
-        resources().pool, _run_id(run_id), data.epoch, RunStatus.COMPLETED, output=data.output
+        resources().pool, run_id, data.epoch, RunStatus.COMPLETED, output=data.output
     )
     return "", 204
 
 
-@blueprint.post("/runs/<run_id>/fail")
+@blueprint.post("/runs/<uuid:run_id>/fail")
 @hide
 @validate_request(FailReport)
-async def fail(run_id: str, data: FailReport) -> tuple[str, int]:
+async def fail(run_id: uuid.UUID, data: FailReport) -> tuple[str, int]:
     await leases.finish(
-        resources().pool, _run_id(run_id), data.epoch, RunStatus(data.status), error=data.error
+        resources().pool, run_id, data.epoch, RunStatus(data.status), error=data.error
     )
     return "", 204

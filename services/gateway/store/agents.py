@@ -49,9 +49,7 @@ async def get_version(
     return None if row is None else _agent(row)
 
 
-async def list_latest(
-    conn: asyncpg.Pool, *, after: str | None, limit: int
-) -> list[Agent]:
+async def list_latest(conn: asyncpg.Pool, *, after: str | None, limit: int) -> list[Agent]:
     """The newest version of each agent, by name."""
     rows = await conn.fetch(
         f"""SELECT DISTINCT ON (name) {_COLUMNS} FROM agents

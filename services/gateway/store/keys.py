@@ -10,7 +10,9 @@ from services.contract.ids import uuid7
 from services.gateway.auth import Role, hash_secret, new_secret
 
 
-async def create_key(conn: asyncpg.Connection | asyncpg.Pool, name: str, role: Role) -> tuple[uuid.UUID, str]:
+async def create_key(
+    conn: asyncpg.Connection | asyncpg.Pool, name: str, role: Role
+) -> tuple[uuid.UUID, str]:
     """Returns the key id and its secret; the secret is not recoverable afterwards."""
     key_id = uuid7()
     secret = new_secret()

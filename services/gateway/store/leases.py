@@ -24,7 +24,9 @@ from services.gateway.store.agents import get_version
 from services.gateway.store.runs import RUN_COLUMNS, to_run
 
 
-async def _refusal(conn: asyncpg.Connection | asyncpg.Pool, run_id: uuid.UUID, epoch: int) -> Conflict:
+async def _refusal(
+    conn: asyncpg.Connection | asyncpg.Pool, run_id: uuid.UUID, epoch: int
+) -> Conflict:
     row = await conn.fetchrow("SELECT status, epoch FROM runs WHERE id = $1", run_id)
     if row is None:
         raise NotFound(f"no run {run_id}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+
 import asyncpg
 
 from services.contract.api import Agent, Run, RunCreate

@@ -1,0 +1,81 @@
+"""A real stack per test module: a hypercorn gateway and two worker processes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.devstack.embedded import free_port
+from tests.support import servers
+from tests.support.processes import Service, wait_until
+from tests.support.scripted_llm import ScriptedLLM
+
+
+@dataclass
+class Stack:
+    url: str
+    api: httpx.AsyncClient
+    llm: ScriptedLLM
+    prefix: str
+    gateway: Service
+    workers: list[Service]
+
+
+@pytest.fixture(scope="module")
+async def stack(
+    database_url: str,
+    redis_url: str,
+    models_file: Path,
+    llm: ScriptedLLM,
+    admin_key: str,
+    worker_key: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Stack]:
+    logs = tmp_path_factory.mktemp("e2e-logs")
+    prefix = servers.unique_prefix()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    common = {
+        "FERRUMDECK_REDIS_URL": redis_url,
+        "FERRUMDECK_STREAM_PREFIX": prefix,
+        "FERRUMDECK_MODELS": str(models_file),
+    }
+    gateway = Service(
+        "gateway",
+        {
+            **common,
+            "FERRUMDECK_DATABASE_URL": database_url,
+            "FERRUMDECK_PORT": str(port),
+            "FERRUMDECK_LEASE_SECONDS": "5",
+        },
+        logs / "gateway.log",
+    )
+    workers = [
+        Service(
+            "worker",
+            {
+                **common,
+                "FERRUMDECK_URL": url,
+                "FERRUMDECK_WORKER_TOKEN": worker_key,
+                "FERRUMDECK_WORKER_ID": f"e2e-worker-{n}",
+                "FERRUMDECK_HEARTBEAT_SECONDS": "1",
+                "FERRUMDECK_READ_BLOCK_MS": "200",
+            },
+            logs / f"worker-{n}.log",
+        )
+        for n in (1, 2)
+    ]
+    try:
+        await wait_until(f"{url}/readyz", 30, gateway)
+        async with httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=10
+        ) as api:
+            yield Stack(url, api, llm, prefix, gateway, workers)
+    finally:
+        for service in [*workers, gateway]:
+            service.stop()
+        await servers.delete_prefix(redis_url, prefix)

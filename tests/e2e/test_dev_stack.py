@@ -1,0 +1,122 @@
+"""`ferrumdeck dev` (what `make dev` runs): embedded servers, demo agent, clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from services.devstack.demo_llm import DEMO_LABEL
+from services.devstack.embedded import free_port
+
+START_TIMEOUT = 90
+
+
+class DevStack:
+    def __init__(self, home: Path, port: int, log: Path) -> None:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("FERRUMDECK_") and not k.endswith("_API_KEY")
+        }
+        self.home = home
+        self.log_path = log
+        self._log = log.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "services.cli.main",
+                "dev",
+                "--home",
+                str(home),
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self) -> dict[str, str]:
+        dev_env = self.home / "dev.env"
+        deadline = time.monotonic() + START_TIMEOUT
+        while not dev_env.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"dev stack did not start:\n{self.log_path.read_text()}")
+            time.sleep(0.2)
+        pairs = (line.split("=", 1) for line in dev_env.read_text().splitlines())
+        return dict(pairs)
+
+    def descendants(self) -> list[psutil.Process]:
+        return psutil.Process(self.process.pid).children(recursive=True)
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(30)
+        finally:
+            self._log.close()
+        return code
+
+
+@pytest.fixture
+def dev_home(tmp_path: Path) -> Iterator[Path]:
+    home = tmp_path / "home"
+    yield home
+    for proc in psutil.process_iter(["cmdline"]):
+        if str(home) in " ".join(proc.info["cmdline"] or []):
+            proc.kill()
+
+
+def _demo_run(env: dict[str, str], text: str) -> dict[str, object]:
+    headers = {"Authorization": f"Bearer {env['FERRUMDECK_API_KEY']}"}
+    with httpx.Client(base_url=env["FERRUMDECK_URL"], headers=headers, timeout=10) as api:
+        created = api.post("/v1/runs", json={"agent": "demo", "input": text})
+        assert created.status_code == 202, created.text
+        run_id = created.json()["id"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            run: dict[str, object] = api.get(f"/v1/runs/{run_id}").json()
+            if run["status"] not in ("queued", "running"):
+                return run
+            time.sleep(0.1)
+    raise AssertionError(f"demo run {run_id} did not finish")
+
+
+def test_dev_stack_runs_the_demo_offline_stops_cleanly_and_keeps_its_data(
+    dev_home: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    first = DevStack(dev_home, port, tmp_path / "dev.log")
+    env = first.wait_ready()
+    assert env["FERRUMDECK_URL"] == f"http://127.0.0.1:{port}"
+    assert env["FERRUMDECK_API_KEY"].startswith("fd_")
+    run = _demo_run(env, "Hello, deck!")
+    assert run["status"] == "completed"
+    assert run["output"] == f"{DEMO_LABEL} You said: Hello, deck!"
+    children = first.descendants()
+    assert len(children) >= 4, "gateway, worker, demo model and the embedded servers"
+    assert first.stop() in (0, 143)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], f"left behind: {[p.cmdline() for p in alive]}"
+
+    (dev_home / "dev.env").unlink()
+    second = DevStack(dev_home, port, tmp_path / "dev.log")
+    try:
+        again = second.wait_ready()
+        assert again["FERRUMDECK_API_KEY"] == env["FERRUMDECK_API_KEY"]
+        headers = {"Authorization": f"Bearer {again['FERRUMDECK_API_KEY']}"}
+        kept = httpx.get(f"{again['FERRUMDECK_URL']}/v1/runs/{run['id']}", headers=headers)
+        assert kept.json()["output"] == run["output"]
+        assert _demo_run(again, "still here?")["status"] == "completed"
+    finally:
+        second.stop()

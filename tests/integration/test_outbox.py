@@ -1,0 +1,93 @@
+"""The transactional outbox: no job lost while Redis is away, none published twice."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from quart.typing import TestClientProtocol as Client
+from redis.asyncio import Redis
+
+from services.contract.jobs import StreamNames
+from services.devstack.embedded import EmbeddedValkey, free_port
+from services.gateway.app import create_app
+from services.gateway.outbox import OutboxRelay
+from services.gateway.settings import GatewaySettings
+from tests.support.waiting import eventually
+
+
+@pytest.fixture
+async def flaky_redis(tmp_path: Path) -> AsyncIterator[tuple[int, list[EmbeddedValkey]]]:
+    """A Redis-compatible server on a fixed port that the test may stop and start again."""
+    port = free_port()
+    servers = [EmbeddedValkey(tmp_path / "valkey", port=port)]
+    servers[0].start()
+    yield port, servers
+    for server in servers:
+        server.stop()
+
+
+async def test_a_run_created_while_redis_is_down_is_published_when_it_returns(
+    settings: GatewaySettings,
+    admin: dict[str, str],
+    db: asyncpg.Pool,
+    flaky_redis: tuple[int, list[EmbeddedValkey]],
+    tmp_path: Path,
+) -> None:
+    port, servers = flaky_redis
+    url = f"redis://127.0.0.1:{port}/0"
+    app = create_app(settings.model_copy(update={"redis_url": url}))
+    async with app.test_app() as test_app:
+        client: Client = test_app.test_client()
+        agent = f"agent-{uuid.uuid4().hex[:8]}"
+        await client.post("/v1/agents", json={"name": agent, "model": "scripted"}, headers=admin)
+        servers[0].stop()
+
+        response = await client.post("/v1/runs", json={"agent": agent, "input": "x"}, headers=admin)
+        assert response.status_code == 202
+        run_id = uuid.UUID((await response.get_json())["id"])
+        await asyncio.sleep(0.5)
+        assert await db.fetchval("SELECT count(*) FROM outbox WHERE run_id = $1", run_id) == 1
+
+        servers.append(EmbeddedValkey(tmp_path / "valkey-again", port=port))
+        servers[-1].start()
+        redis = Redis.from_url(url)
+        try:
+            entries = await eventually(
+                lambda: redis.xrange(settings.streams.runs), lambda e: len(e) > 0, within=15
+            )
+        finally:
+            await redis.aclose()
+        assert [f[b"run_id"].decode() for _, f in entries] == [str(run_id)]
+        await eventually(
+            lambda: db.fetchval("SELECT count(*) FROM outbox WHERE run_id = $1", run_id),
+            lambda n: n == 0,
+        )
+
+
+async def test_relays_side_by_side_publish_every_row_exactly_once(
+    db: asyncpg.Pool, redis: Redis, prefix: str
+) -> None:
+    streams = StreamNames(prefix)
+    run_ids = [uuid.uuid4() for _ in range(300)]
+    await db.executemany(
+        "INSERT INTO outbox (run_id, reason) VALUES ($1, 'created')", [(r,) for r in run_ids]
+    )
+    relays = [OutboxRelay(db, redis, streams, batch=25, poll_seconds=1) for _ in range(3)]
+
+    async def drain(relay: OutboxRelay) -> int:
+        total = 0
+        while published := await relay.publish_batch():
+            total += published
+        return total
+
+    counts = await asyncio.gather(*(drain(r) for r in relays))
+    assert all(counts), "every relay took a share"
+    entries = await redis.xrange(streams.runs)
+    ours = set(run_ids)
+    published = [uuid.UUID(f[b"run_id"].decode()) for _, f in entries]
+    assert sorted(p for p in published if p in ours) == sorted(run_ids)
