@@ -45,6 +45,15 @@ async def database_url(scratch: Path) -> AsyncIterator[str]:
         yield dsn
 
 
+@pytest.fixture
+async def empty_database(scratch: Path) -> AsyncIterator[str]:
+    async with (
+        servers.postgres_admin_dsn(scratch) as admin_dsn,
+        servers.throwaway_database(admin_dsn) as dsn,
+    ):
+        yield dsn
+
+
 @pytest.fixture(scope="session")
 async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(database_url)

@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev", help="run the whole platform locally on embedded servers")
     dev.add_argument("--home", default=os.environ.get("FERRUMDECK_HOME", ".ferrumdeck"))
     dev.add_argument("--host", default=os.environ.get("FERRUMDECK_HOST", "127.0.0.1"))
-    dev.add_argument("--port", type=int, default=int(os.environ.get("FERRUMDECK_PORT", "8700")))
+    dev.add_argument("--port", type=int, default=os.environ.get("FERRUMDECK_PORT", "8700"))
     dev.set_defaults(func=_cmd_dev)
 
     commands.add_parser("gateway", help="serve the control plane API").set_defaults(
@@ -136,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except ValidationError as exc:
-        print(f"ferrumdeck: invalid configuration:\n{exc}", file=sys.stderr)
+        print("ferrumdeck: invalid configuration:", file=sys.stderr)
+        for error in exc.errors(include_url=False, include_input=False):
+            variable = "FERRUMDECK_" + "_".join(str(part) for part in error["loc"]).upper()
+            print(f"  {variable}: {error['msg']}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -176,7 +176,7 @@ def _gateway_ready(url: str) -> bool:
 
 
 def _worker_listening(redis_url: str, streams: StreamNames, worker_id: str) -> bool:
-    """This start's worker has read from the stream (it joins the group on its first read)."""
+    """This start's worker has joined the consumer group (it does so as it starts reading)."""
     try:
         with Redis.from_url(redis_url) as redis:
             consumers = redis.xinfo_consumers(streams.runs, streams.group)

@@ -55,7 +55,8 @@ class Consumer:
 
     async def ensure_group(self) -> None:
         """Create the group from the stream's start, so jobs published before any worker
-        existed are not skipped."""
+        existed are not skipped, and join it at once: Redis before 7.2 lists a consumer
+        only after its first delivery, and operators want to see idle workers too."""
         try:
             await self._redis.xgroup_create(
                 self._streams.runs, self._streams.group, id="0", mkstream=True
@@ -63,6 +64,9 @@ class Consumer:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        await self._redis.xgroup_createconsumer(
+            self._streams.runs, self._streams.group, self._worker_id
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.ensure_group()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -13,20 +14,24 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from redis.asyncio import Redis
 
 from services.devstack.demo_llm import DEMO_LABEL
 from services.devstack.embedded import free_port
+from tests.support import servers
 
 START_TIMEOUT = 90
 
 
 class DevStack:
-    def __init__(self, home: Path, port: int, log: Path) -> None:
+    def __init__(
+        self, home: Path, port: int, log: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
         env = {
             k: v
             for k, v in os.environ.items()
             if not k.startswith("FERRUMDECK_") and not k.endswith("_API_KEY")
-        }
+        } | (extra_env or {})
         self.home = home
         self.log_path = log
         self._log = log.open("ab")
@@ -120,3 +125,33 @@ def test_dev_stack_runs_the_demo_offline_stops_cleanly_and_keeps_its_data(
         assert _demo_run(again, "still here?")["status"] == "completed"
     finally:
         second.stop()
+
+
+async def test_dev_stack_uses_the_servers_it_is_given(
+    dev_home: Path, tmp_path: Path, empty_database: str, redis_url: str
+) -> None:
+    prefix = servers.unique_prefix()
+    stack = DevStack(
+        dev_home,
+        free_port(),
+        tmp_path / "dev.log",
+        {
+            "FERRUMDECK_DATABASE_URL": empty_database,
+            "FERRUMDECK_REDIS_URL": redis_url,
+            "FERRUMDECK_STREAM_PREFIX": prefix,
+        },
+    )
+    try:
+        env = await asyncio.to_thread(stack.wait_ready)
+        run = await asyncio.to_thread(_demo_run, env, "external")
+        assert run["status"] == "completed"
+        redis = Redis.from_url(redis_url)
+        try:
+            assert await redis.exists(f"{prefix}:runs")
+        finally:
+            await redis.aclose()
+        assert not (dev_home / "postgres").exists()
+        assert not (dev_home / "valkey").exists()
+    finally:
+        await asyncio.to_thread(stack.stop)
+        await servers.delete_prefix(redis_url, prefix)

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from services.gateway.app import create_app
+from services.gateway.db.connections import connect
+from services.gateway.db.migrations import applied_version, latest_version, migrate
+from services.gateway.settings import GatewaySettings
+
+
+async def test_concurrent_migrations_apply_each_file_once(empty_database: str) -> None:
+    conns = [await connect(empty_database) for _ in range(3)]
+    try:
+        applied = await asyncio.gather(*(migrate(c) for c in conns))
+        assert sorted(len(a) for a in applied) == [0, 0, latest_version()]
+        assert await applied_version(conns[0]) == latest_version()
+        assert await migrate(conns[0]) == []
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+async def test_readyz_says_when_the_schema_is_behind(
+    empty_database: str, redis_url: str, tmp_path: Path
+) -> None:
+    settings = GatewaySettings(database_url=empty_database, redis_url=redis_url)
+    async with create_app(settings).test_app() as app:
+        client = app.test_client()
+        response = await client.get("/readyz")
+        assert response.status_code == 503
+        assert "run migrate" in (await response.get_json())["error"]["message"]
+        conn = await connect(empty_database)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        assert (await client.get("/readyz")).status_code == 200
+        assert (await client.get("/healthz")).status_code == 200

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from services.contract.model_catalog import ModelCatalog
+from services.devstack.demo_llm import DEMO_MODEL
+from services.devstack.stack import demo_model, write_models_file
+
+
+@pytest.fixture(autouse=True)
+def _no_provider_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "FERRUMDECK_DEMO_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_without_a_provider_key_the_demo_uses_the_local_model() -> None:
+    assert demo_model() == DEMO_MODEL
+
+
+def test_a_provider_key_selects_a_real_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant")
+    assert demo_model().startswith("anthropic/")
+
+
+def test_an_explicit_choice_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk")
+    monkeypatch.setenv("FERRUMDECK_DEMO_MODEL", "openai/gpt-4o")
+    assert demo_model() == "openai/gpt-4o"
+
+
+def test_models_file_keeps_the_operators_models_and_adds_the_demo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = tmp_path / "own.yaml"
+    own.write_text(
+        yaml.safe_dump(
+            {"model_list": [{"model_name": "fast", "litellm_params": {"model": "openai/x"}}]}
+        )
+    )
+    monkeypatch.setenv("FERRUMDECK_MODELS", str(own))
+    catalog = ModelCatalog.load(write_models_file(tmp_path, 9999))
+    assert catalog.names() == sorted(["fast", DEMO_MODEL])
+    demo = catalog.resolve(DEMO_MODEL)
+    assert demo.call_kwargs["api_base"] == "http://127.0.0.1:9999/v1"
+    assert demo.price is not None
+    assert demo.price.cost(100, 100) == 0
