@@ -3,7 +3,9 @@ and stream prefix per run, and a scripted OpenAI-compatible model server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -20,6 +22,7 @@ from services.gateway.db.migrations import migrate
 from services.gateway.settings import GatewaySettings
 from services.gateway.store.keys import create_key
 from tests.support import servers
+from tests.support.harness import ToolHarness
 from tests.support.scripted_llm import ScriptedLLM, serve_llm
 
 PRICE_IN = 0.000002
@@ -27,8 +30,12 @@ PRICE_OUT = 0.000004
 
 
 @pytest.fixture(scope="session")
-def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("servers")
+def scratch() -> Iterator[Path]:
+    """Outside pytest's own temp root on purpose: that one is private to its owner (0700),
+    and embedded PostgreSQL runs as another user when the tests run as root."""
+    with tempfile.TemporaryDirectory(prefix="ferrumdeck-test-") as path:
+        os.chmod(path, 0o755)
+        yield Path(path)
 
 
 @pytest.fixture(scope="session")
@@ -127,6 +134,7 @@ def settings(database_url: str, redis_url: str, prefix: str, models_file: Path) 
         stream_prefix=prefix,
         models=models_file,
         relay_poll_seconds=0.2,
+        sweep_seconds=0.2,
         max_body_bytes=64 * 1024,
     )
 
@@ -162,3 +170,8 @@ def admin(admin_key: str) -> dict[str, str]:
 @pytest.fixture
 def worker(worker_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {worker_key}"}
+
+
+@pytest.fixture
+def h(client: Client, admin: dict[str, str], worker: dict[str, str]) -> ToolHarness:
+    return ToolHarness(client, admin, worker)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.contract.policy import PolicyDecision, PolicyRule
 from services.contract.runs import Budget, ModelParams, RunStatus, StepKind, StepStatus, Usage
 
 AGENT_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -92,6 +94,12 @@ class PageQuery(BaseModel):
     cursor: str | None = Field(default=None, max_length=200)
 
 
+class StepDecision(PolicyDecision):
+    """The policy decision on a tool call step, and who approved it when a human did."""
+
+    approved_by: str | None = None
+
+
 class Step(BaseModel):
     seq: int
     kind: StepKind
@@ -102,6 +110,7 @@ class Step(BaseModel):
     output: Any
     error: str | None
     usage: Usage | None
+    decision: StepDecision | None = None
     started_at: datetime
     finished_at: datetime | None
 
@@ -109,3 +118,77 @@ class Step(BaseModel):
 class StepPage(BaseModel):
     items: list[Step]
     next_cursor: str | None
+
+
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class Approval(BaseModel):
+    id: uuid.UUID
+    run_id: uuid.UUID
+    step_seq: int
+    agent: str
+    tool: str
+    arguments: dict[str, Any]
+    rule: str | None
+    policy_version: int | None
+    explanation: str
+    status: ApprovalStatus
+    reason: str | None
+    decided_by: str | None
+    expires_at: datetime | None
+    created_at: datetime
+    decided_at: datetime | None
+
+
+class ApprovalPage(BaseModel):
+    items: list[Approval]
+    next_cursor: str | None
+
+
+class ApprovalListQuery(BaseModel):
+    status: ApprovalStatus | None = None
+    run_id: uuid.UUID | None = None
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, max_length=200)
+
+
+class ApprovalDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class PolicyVersionOut(BaseModel):
+    version: int
+    rules: list[PolicyRule]
+    created_by: str
+    created_at: datetime
+
+
+class PolicyState(BaseModel):
+    """The policy in force (version 0 and no rules: nothing is allowed) and its history."""
+
+    version: int
+    rules: list[PolicyRule]
+    history: list[PolicyVersionOut]
+    next_cursor: str | None
+
+
+class ToolEntry(BaseModel):
+    name: str
+    server: str
+    tool: str
+    description: str
+    input_schema: dict[str, Any]
+    idempotent: bool
+    workers: list[str]
+
+
+class ToolCatalogue(BaseModel):
+    items: list[ToolEntry]

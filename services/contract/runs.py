@@ -34,9 +34,28 @@ class StepKind(StrEnum):
 
 
 class StepStatus(StrEnum):
+    """Where a step stands. A tool call goes `started → completed | failed`, or is
+    `denied` by policy, or waits (`waiting_approval`) for a human who `approved` or
+    `rejected` it; `outcome_unknown` marks a call whose worker died mid-call."""
+
     STARTED = "started"
     COMPLETED = "completed"
     FAILED = "failed"
+    DENIED = "denied"
+    WAITING_APPROVAL = "waiting_approval"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    OUTCOME_UNKNOWN = "outcome_unknown"
+
+    @property
+    def settled(self) -> bool:
+        """The model can be told how this step ended."""
+        return self in SETTLED_STEP_STATUSES
+
+
+SETTLED_STEP_STATUSES = frozenset(
+    {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.DENIED, StepStatus.REJECTED}
+)
 
 
 class Usage(BaseModel):

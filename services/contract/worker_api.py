@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.contract.policy import PolicyDecision
 from services.contract.runs import Budget, ModelParams, StepKind, StepStatus, Usage
+from services.contract.tools import ToolSpec
 
 JsonValue = Any
 
@@ -42,7 +44,12 @@ class PriorStep(BaseModel):
     seq: int
     kind: StepKind
     status: StepStatus
+    tool: str | None = None
+    tool_call_id: str | None = None
+    input: JsonValue = None
     output: JsonValue = None
+    error: str | None = None
+    idempotent: bool | None = None
 
 
 class ClaimGrant(BaseModel):
@@ -109,3 +116,54 @@ class FailReport(BaseModel):
     epoch: int = Field(ge=1)
     status: Literal["failed", "budget_exceeded"] = "failed"
     error: str = Field(min_length=1, max_length=10_000)
+
+
+class LlmAuthorization(BaseModel):
+    """Asked before each model call: may a call this large still fit the budget?"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epoch: int = Field(ge=1)
+    seq: int = Field(ge=1)
+    prompt_tokens: int = Field(ge=0, description="The worker's estimate for the prompt.")
+    max_output_tokens: int | None = Field(
+        default=None, ge=1, description="The most the call may generate, if the model says."
+    )
+    input_cost_per_token: float | None = Field(default=None, ge=0)
+    output_cost_per_token: float | None = Field(default=None, ge=0)
+
+
+class LlmAllowance(BaseModel):
+    """How much the call may generate so that the budget holds (None: no limit)."""
+
+    max_output_tokens: int | None
+
+
+class ToolAuthorization(BaseModel):
+    """Asked before each tool call; the gateway decides by policy and records the step."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epoch: int = Field(ge=1)
+    seq: int = Field(ge=1)
+    tool: str = Field(min_length=3, max_length=200)
+    tool_call_id: str = Field(min_length=1, max_length=200)
+    arguments: dict[str, JsonValue] = Field(default_factory=dict)
+    idempotent: bool = False
+
+
+class ToolVerdict(BaseModel):
+    """`execute`: call it now and report the step. `denied`: tell the model. `parked`:
+    a human must decide; stop working on the run (it is re-queued after the decision)."""
+
+    verdict: Literal["execute", "denied", "parked"]
+    seq: int
+    decision: PolicyDecision
+    approval_id: uuid.UUID | None = None
+
+
+class CatalogueReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: str = Field(min_length=1, max_length=200)
+    tools: list[ToolSpec] = Field(max_length=5000)

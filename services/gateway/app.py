@@ -11,8 +11,9 @@ from services.gateway.db.connections import create_pool
 from services.gateway.errors import register_error_handlers
 from services.gateway.outbox import OutboxRelay
 from services.gateway.resources import Resources, resources
-from services.gateway.routes import agents, health, runs, worker
+from services.gateway.routes import agents, approvals, health, policies, runs, tools, worker
 from services.gateway.settings import GatewaySettings
+from services.gateway.sweeper import Sweeper
 
 
 def create_app(settings: GatewaySettings | None = None) -> Quart:
@@ -30,7 +31,7 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
         scalar_ui_path=None,
     )
     register_error_handlers(app)
-    for module in (health, agents, runs, worker):
+    for module in (health, agents, runs, approvals, policies, tools, worker):
         app.register_blueprint(module.blueprint)
 
     @app.before_serving
@@ -46,13 +47,16 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
             batch=settings.relay_batch,
             poll_seconds=settings.relay_poll_seconds,
         )
-        Resources(settings, catalog, pool, redis, relay).install(app)
+        sweeper = Sweeper(pool, interval_seconds=settings.sweep_seconds)
+        Resources(settings, catalog, pool, redis, relay, sweeper).install(app)
         relay.start()
+        sweeper.start()
 
     @app.after_serving
     async def _close() -> None:
         res = resources()
         await res.relay.stop()
+        await res.sweeper.stop()
         await res.redis.aclose()
         await res.pool.close()
 

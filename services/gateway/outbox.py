@@ -1,33 +1,42 @@
-"""The outbox relay: moves committed outbox rows onto the runs stream.
+"""The transactional outbox: jobs are written with the state change that causes them, and
+a relay moves them onto the runs stream.
 
-Rows are taken with `FOR UPDATE SKIP LOCKED`, published with one pipelined `XADD` batch,
-and deleted in the same transaction, so any number of gateways can relay side by side and
-a row is only gone once Redis has it. If Redis is down the transaction rolls back and the
-rows wait. Publishing twice (a crash between `XADD` and commit) is harmless: workers fence
-duplicate jobs at claim time.
+`enqueue` inserts the outbox row inside the caller's transaction, so a job exists exactly
+when its run change committed. The relay takes rows with `FOR UPDATE SKIP LOCKED`,
+publishes them with one pipelined `XADD` batch, and deletes them in the same transaction:
+any number of gateways can relay side by side, and a row is only gone once Redis has it.
+If Redis is down the transaction rolls back and the rows wait. Publishing twice (a crash
+between `XADD` and commit) is harmless: workers fence duplicate jobs at claim time.
 
-A request that just committed a run calls `wake()` so the job reaches the stream at once;
-the periodic poll picks up whatever was left behind by another gateway or a failure.
+A request that just committed a run wakes the relay so the job reaches the stream at
+once; the periodic poll picks up whatever another gateway or a failure left behind.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
+import uuid
 
 import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.contract.jobs import JobMessage, JobReason, StreamNames
+from services.gateway.background import BackgroundLoop
 
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_SECONDS = 5.0
 
 
-class OutboxRelay:
+async def enqueue(conn: asyncpg.Connection, run_id: uuid.UUID, reason: JobReason) -> None:
+    """Publish a job for `run_id` when the surrounding transaction commits, never before."""
+    await conn.execute("INSERT INTO outbox (run_id, reason) VALUES ($1, $2)", run_id, reason.value)
+
+
+class OutboxRelay(BackgroundLoop):
+    name = "outbox-relay"
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -37,35 +46,13 @@ class OutboxRelay:
         batch: int,
         poll_seconds: float,
     ) -> None:
+        super().__init__()
         self._pool = pool
         self._redis = redis
         self._streams = streams
         self._batch = batch
         self._poll_seconds = poll_seconds
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-relay")
-
-    async def stop(self) -> None:
-        """Let the current batch finish, then end. A flag rather than a bare cancel: a
-        cancellation that lands inside a driver call can be absorbed by it."""
-        if self._task is None:
-            return
-        self._stopping = True
-        self._wake.set()
-        try:
-            async with asyncio.timeout(5):
-                await self._task
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._backoff = 0.1
 
     async def publish_batch(self) -> int:
         """Publish up to one batch; returns how many jobs went out."""
@@ -85,24 +72,12 @@ class OutboxRelay:
                 await pipe.execute()
         return len(rows)
 
-    async def _run(self) -> None:
-        backoff = 0.1
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                published = await self.publish_batch()
-            except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("outbox relay cannot publish, retrying in %.1fs: %s", backoff, exc)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(backoff):
-                        await self._wake.wait()
-                backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
-                continue
-            backoff = 0.1
-            if published == self._batch:
-                continue
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
-            # cancellation that stops the relay when the wake-up lands at the same time.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_seconds):
-                    await self._wake.wait()
+    async def step(self) -> float:
+        try:
+            published = await self.publish_batch()
+        except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("outbox relay cannot publish, retrying in %.1fs: %s", self._backoff, exc)
+            rest, self._backoff = self._backoff, min(self._backoff * 2, _MAX_BACKOFF_SECONDS)
+            return rest
+        self._backoff = 0.1
+        return 0 if published == self._batch else self._poll_seconds

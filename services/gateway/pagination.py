@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,6 +33,17 @@ def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
     if not isinstance(key, list) or len(key) != arity:
         raise BadRequest("cursor is not one this API issued", code="invalid_cursor")
     return key
+
+
+def decode_uuid_cursor(cursor: str | None) -> uuid.UUID | None:
+    """For lists keyed by a UUIDv7 id alone."""
+    key = decode_cursor(cursor, 1)
+    if key is None:
+        return None
+    try:
+        return uuid.UUID(str(key[0]))
+    except ValueError:
+        raise BadRequest("cursor is not one this API issued", code="invalid_cursor") from None
 
 
 def paginate(

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from services.contract.model_catalog import ModelCatalog
 from services.gateway.outbox import OutboxRelay
 from services.gateway.settings import GatewaySettings
+from services.gateway.sweeper import Sweeper
 
 _KEY = "ferrumdeck"
 
@@ -26,6 +27,7 @@ class Resources:
     pool: asyncpg.Pool
     redis: Redis
     relay: OutboxRelay
+    sweeper: Sweeper
 
     def install(self, app: Quart) -> None:
         app.extensions[_KEY] = self

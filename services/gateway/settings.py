@@ -16,6 +16,9 @@ class GatewaySettings(CommonSettings):
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=20, ge=1)
     relay_batch: int = Field(default=500, ge=1, le=10_000)
+    sweep_seconds: float = Field(
+        default=5.0, gt=0, description="How often approvals past their deadline are expired."
+    )
     relay_poll_seconds: float = Field(
         default=1.0,
         gt=0,

@@ -1,22 +1,38 @@
-"""The agent loop for one claimed run: call the model, report each step, finish the run.
+"""The agent loop for one claimed run: ask the model, make the tool calls it asks for
+(each decided by the gateway's policy first), feed the results back, until it answers.
 
-While the loop works, a heartbeat keeps the lease alive. The moment the gateway refuses a
-callback (run cancelled, lease taken over, budget spent) the loop is cancelled wherever it
-is, including in the middle of an LLM call.
+Everything the loop knows comes from the claim and goes back as steps, so any worker can
+continue any run: after a crash, after a human decided a parked call, or after a lease
+moved. While the loop works, a heartbeat keeps the lease alive; the moment the gateway
+refuses a callback (run cancelled, lease taken over, budget spent) the loop is cancelled
+wherever it is, in the middle of a model or tool call included.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from typing import Any
 
 from services.contract.runs import StepKind, StepStatus
-from services.contract.worker_api import ClaimGrant, CompleteReport, FailReport, StepReport
+from services.contract.tools import ToolSpec
+from services.contract.worker_api import (
+    ClaimGrant,
+    CompleteReport,
+    FailReport,
+    LlmAuthorization,
+    StepReport,
+    ToolAuthorization,
+)
+from services.worker.conversation import Conversation, PendingCall, tool_message
 from services.worker.gateway_client import GatewayClient, LeaseLost
 from services.worker.llm import LLM, LLMError
+from services.worker.mcp_router import McpRouter
+from services.worker.tool_names import ToolNames
 
 log = logging.getLogger(__name__)
 
@@ -25,22 +41,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def conversation(grant: ClaimGrant) -> list[dict[str, Any]]:
-    """The messages so far: system prompt, the run's input, and every finished model reply."""
-    messages: list[dict[str, Any]] = []
-    if grant.agent.system_prompt:
-        messages.append({"role": "system", "content": grant.agent.system_prompt})
-    messages.append({"role": "user", "content": grant.input})
-    for step in grant.steps:
-        if step.kind == StepKind.LLM_CALL and step.status == StepStatus.COMPLETED:
-            messages.append(step.output["message"])
-    return messages
+class _Parked(Exception):
+    """A tool call waits for a human; the run is no longer this worker's business."""
 
 
 class AgentLoop:
-    def __init__(self, gateway: GatewayClient, llm: LLM, heartbeat_seconds: float) -> None:
+    def __init__(
+        self, gateway: GatewayClient, llm: LLM, tools: McpRouter, heartbeat_seconds: float
+    ) -> None:
         self._gateway = gateway
         self._llm = llm
+        self._tools = tools
         self._heartbeat_seconds = heartbeat_seconds
 
     async def execute(self, grant: ClaimGrant) -> None:
@@ -53,6 +64,8 @@ class AgentLoop:
             await self._advance(grant)
         except LeaseLost as exc:
             log.info("run %s dropped: %s", grant.run_id, exc)
+        except _Parked:
+            log.info("run %s parked for approval", grant.run_id)
         except asyncio.CancelledError:
             if not lost:
                 raise
@@ -75,28 +88,70 @@ class AgentLoop:
                 work.cancel()
                 return
 
+    def _offered(self, grant: ClaimGrant) -> list[ToolSpec]:
+        return [
+            spec
+            for spec in self._tools.catalogue()
+            if any(fnmatchcase(spec.name, allowed) for allowed in grant.agent.tools)
+        ]
+
     async def _advance(self, grant: ClaimGrant) -> None:
-        messages = conversation(grant)
-        last = messages[-1]
-        if last["role"] == "assistant" and not last.get("tool_calls"):
-            # A previous holder got the answer recorded but died before completing the
-            # run: finish with that answer instead of paying for the call again.
-            await self._complete(grant, last.get("content") or "")
-            return
-        seq = len(grant.steps) + 1
-        if seq > grant.agent.budget.max_steps:
-            await self._gateway.fail(
-                grant.run_id,
-                FailReport(
-                    epoch=grant.epoch,
-                    status="budget_exceeded",
-                    error=f"step budget exceeded: max_steps is {grant.agent.budget.max_steps}",
-                ),
-            )
-            return
+        conversation = Conversation(grant)
+        offered = self._offered(grant)
+        names = ToolNames([spec.name for spec in offered])
+        llm_tools = [
+            {
+                "type": "function",
+                "function": {
+                    "name": names.for_llm(spec.name),
+                    "description": spec.description,
+                    "parameters": spec.input_schema or {"type": "object", "properties": {}},
+                },
+            }
+            for spec in offered
+        ]
+        idempotent = {spec.name for spec in offered if spec.idempotent}
+        while True:
+            for call in conversation.pending:
+                await self._tool_call(grant, conversation, names, idempotent, call)
+            conversation.pending = []
+            answer = conversation.final_answer
+            if answer is not None:
+                await self._gateway.complete(
+                    grant.run_id, CompleteReport(epoch=grant.epoch, output=answer)
+                )
+                return
+            if not await self._model_call(grant, conversation, llm_tools):
+                return
+
+    async def _model_call(
+        self, grant: ClaimGrant, conversation: Conversation, llm_tools: list[dict[str, Any]]
+    ) -> bool:
+        """One model call, reported as a step; False when the run failed here."""
+        agent = grant.agent
+        seq = conversation.next_seq
+        messages = list(conversation.messages)
         started = _now()
         try:
-            reply = await self._llm.complete(grant.agent.model, messages, grant.agent.params)
+            plan = self._llm.plan(agent.model, messages, llm_tools, agent.params)
+            allowance = await self._gateway.authorize_llm(
+                grant.run_id,
+                LlmAuthorization(
+                    epoch=grant.epoch,
+                    seq=seq,
+                    prompt_tokens=plan.prompt_tokens,
+                    max_output_tokens=plan.max_output_tokens,
+                    input_cost_per_token=plan.input_cost_per_token,
+                    output_cost_per_token=plan.output_cost_per_token,
+                ),
+            )
+            reply = await self._llm.complete(
+                agent.model,
+                messages,
+                agent.params,
+                tools=llm_tools,
+                max_output_tokens=allowance.max_output_tokens,
+            )
         except LLMError as exc:
             await self._gateway.report_step(
                 grant.run_id,
@@ -105,7 +160,7 @@ class AgentLoop:
                     seq=seq,
                     kind=StepKind.LLM_CALL,
                     status=StepStatus.FAILED,
-                    model=grant.agent.model,
+                    model=agent.model,
                     input={"messages": messages},
                     error=str(exc)[:10_000],
                     started_at=started,
@@ -116,7 +171,7 @@ class AgentLoop:
                 grant.run_id,
                 FailReport(epoch=grant.epoch, error=f"model call failed: {exc}"[:10_000]),
             )
-            return
+            return False
         await self._gateway.report_step(
             grant.run_id,
             StepReport(
@@ -132,16 +187,75 @@ class AgentLoop:
                 finished_at=_now(),
             ),
         )
-        if reply.message.get("tool_calls"):
-            await self._gateway.fail(
-                grant.run_id,
-                FailReport(
-                    epoch=grant.epoch,
-                    error="the model asked to call tools, but this agent has none it may use",
-                ),
+        conversation.messages.append(reply.message)
+        conversation.next_seq = seq + 1
+        conversation.pending = [
+            PendingCall(
+                tool_call_id=call["id"],
+                llm_name=call["function"]["name"],
+                raw_arguments=call["function"].get("arguments") or "{}",
+                step=None,
             )
-            return
-        await self._complete(grant, reply.message.get("content") or "")
+            for call in reply.message.get("tool_calls") or []
+        ]
+        return True
 
-    async def _complete(self, grant: ClaimGrant, output: str) -> None:
-        await self._gateway.complete(grant.run_id, CompleteReport(epoch=grant.epoch, output=output))
+    async def _tool_call(
+        self,
+        grant: ClaimGrant,
+        conversation: Conversation,
+        names: ToolNames,
+        idempotent: set[str],
+        call: PendingCall,
+    ) -> None:
+        """Ask the gateway, then make the call, tell the model it was denied, or park."""
+        tool = names.from_llm(call.llm_name) or f"unknown.{call.llm_name}"
+        try:
+            arguments = json.loads(call.raw_arguments)
+            valid = isinstance(arguments, dict)
+        except json.JSONDecodeError:
+            valid = False
+        if not valid:
+            arguments = {"invalid_arguments": call.raw_arguments[:2000]}
+        seq = call.step.seq if call.step is not None else conversation.next_seq
+        verdict = await self._gateway.authorize_tool(
+            grant.run_id,
+            ToolAuthorization(
+                epoch=grant.epoch,
+                seq=seq,
+                tool=tool,
+                tool_call_id=call.tool_call_id,
+                arguments=arguments,
+                idempotent=tool in idempotent,
+            ),
+        )
+        conversation.next_seq = max(conversation.next_seq, verdict.seq + 1)
+        if verdict.verdict == "parked":
+            raise _Parked
+        if verdict.verdict == "denied":
+            content = f"denied by policy: {verdict.decision.explanation}"
+            conversation.messages.append(tool_message(call.tool_call_id, content))
+            return
+        started = _now()
+        if valid:
+            outcome = await self._tools.call(tool, arguments)
+            ok, content = outcome.ok, outcome.content
+        else:
+            ok, content = False, "the arguments were not a valid JSON object"
+        await self._gateway.report_step(
+            grant.run_id,
+            StepReport(
+                epoch=grant.epoch,
+                seq=verdict.seq,
+                kind=StepKind.TOOL_CALL,
+                status=StepStatus.COMPLETED if ok else StepStatus.FAILED,
+                tool=tool,
+                output=content if ok else None,
+                error=None if ok else content[:10_000],
+                started_at=started,
+                finished_at=_now(),
+            ),
+        )
+        conversation.messages.append(
+            tool_message(call.tool_call_id, content if ok else f"error: {content}")
+        )

@@ -13,14 +13,19 @@ import httpx
 from pydantic import BaseModel
 
 from services.contract.worker_api import (
+    CatalogueReport,
     ClaimGrant,
     ClaimRequest,
     CompleteReport,
     EpochBody,
     FailReport,
     LeaseInfo,
+    LlmAllowance,
+    LlmAuthorization,
     StepAck,
     StepReport,
+    ToolAuthorization,
+    ToolVerdict,
 )
 
 
@@ -47,9 +52,14 @@ class GatewayClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _post(self, path: str, body: BaseModel) -> dict[str, Any] | None:
-        response = await self._http.post(
-            path, content=body.model_dump_json(), headers={"Content-Type": "application/json"}
+    async def _send(
+        self, path: str, body: BaseModel, method: str = "POST"
+    ) -> dict[str, Any] | None:
+        response = await self._http.request(
+            method,
+            path,
+            content=body.model_dump_json(),
+            headers={"Content-Type": "application/json"},
         )
         if response.status_code in (404, 409):
             error = response.json().get("error", {})
@@ -61,21 +71,32 @@ class GatewayClient:
         return payload
 
     async def claim(self, run_id: uuid.UUID, worker_id: str) -> ClaimGrant:
-        payload = await self._post(
+        payload = await self._send(
             f"/v1/worker/runs/{run_id}/claim", ClaimRequest(worker_id=worker_id)
         )
         return ClaimGrant.model_validate(payload)
 
     async def heartbeat(self, run_id: uuid.UUID, epoch: int) -> LeaseInfo:
-        payload = await self._post(f"/v1/worker/runs/{run_id}/heartbeat", EpochBody(epoch=epoch))
+        payload = await self._send(f"/v1/worker/runs/{run_id}/heartbeat", EpochBody(epoch=epoch))
         return LeaseInfo.model_validate(payload)
 
     async def report_step(self, run_id: uuid.UUID, report: StepReport) -> StepAck:
-        payload = await self._post(f"/v1/worker/runs/{run_id}/steps", report)
+        payload = await self._send(f"/v1/worker/runs/{run_id}/steps", report)
         return StepAck.model_validate(payload)
 
     async def complete(self, run_id: uuid.UUID, report: CompleteReport) -> None:
-        await self._post(f"/v1/worker/runs/{run_id}/complete", report)
+        await self._send(f"/v1/worker/runs/{run_id}/complete", report)
 
     async def fail(self, run_id: uuid.UUID, report: FailReport) -> None:
-        await self._post(f"/v1/worker/runs/{run_id}/fail", report)
+        await self._send(f"/v1/worker/runs/{run_id}/fail", report)
+
+    async def authorize_llm(self, run_id: uuid.UUID, ask: LlmAuthorization) -> LlmAllowance:
+        payload = await self._send(f"/v1/worker/runs/{run_id}/llm/authorize", ask)
+        return LlmAllowance.model_validate(payload)
+
+    async def authorize_tool(self, run_id: uuid.UUID, ask: ToolAuthorization) -> ToolVerdict:
+        payload = await self._send(f"/v1/worker/runs/{run_id}/tools/authorize", ask)
+        return ToolVerdict.model_validate(payload)
+
+    async def report_tools(self, report: CatalogueReport) -> None:
+        await self._send("/v1/worker/tools", report, method="PUT")

@@ -16,7 +16,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm
 
-from services.contract.model_catalog import ModelCatalog, ModelCatalogError
+from services.contract.model_catalog import ModelCatalog, ModelCatalogError, ResolvedModel
 from services.contract.runs import ModelParams, Usage
 
 litellm.suppress_debug_info = True
@@ -24,6 +24,16 @@ litellm.suppress_debug_info = True
 
 class LLMError(Exception):
     """The model call failed; the message is the provider's, for the operator to read."""
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """What a call will cost at most, for the gateway's budget check before it is made."""
+
+    prompt_tokens: int
+    max_output_tokens: int | None
+    input_cost_per_token: float | None
+    output_cost_per_token: float | None
 
 
 @dataclass(frozen=True)
@@ -39,13 +49,50 @@ class LLM:
         self._catalog = catalog
         self._timeout = timeout_seconds
 
-    async def complete(
-        self, model: str, messages: list[dict[str, Any]], params: ModelParams
-    ) -> LLMReply:
+    def plan(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        params: ModelParams,
+    ) -> CallPlan:
+        resolved = self._resolve(model)
+        prompt_tokens = litellm.token_counter(
+            model=resolved.model,
+            messages=messages,
+            tools=tools or None,  # type: ignore[arg-type]  # OpenAI tool dicts, as LiteLLM sends them
+        )
+        info = _model_info(resolved.model)
+        max_output = params.max_tokens or info.get("max_output_tokens")
+        if resolved.price is not None:
+            input_cost: float | None = resolved.price.input_per_token
+            output_cost: float | None = resolved.price.output_per_token
+        else:
+            input_cost = info.get("input_cost_per_token")
+            output_cost = info.get("output_cost_per_token")
+        return CallPlan(prompt_tokens, max_output, input_cost, output_cost)
+
+    def _resolve(self, model: str) -> ResolvedModel:
         try:
-            resolved = self._catalog.resolve(model)
+            return self._catalog.resolve(model)
         except ModelCatalogError as exc:
             raise LLMError(str(exc)) from exc
+
+    async def complete(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        params: ModelParams,
+        *,
+        tools: list[dict[str, Any]],
+        max_output_tokens: int | None,
+    ) -> LLMReply:
+        resolved = self._resolve(model)
+        call_params = params.model_dump(exclude_none=True)
+        if max_output_tokens is not None:
+            call_params["max_tokens"] = max_output_tokens
+        if tools:
+            call_params["tools"] = tools
         started = time.perf_counter()
         try:
             response = await litellm.acompletion(
@@ -54,7 +101,7 @@ class LLM:
                 timeout=self._timeout,
                 num_retries=0,
                 **resolved.call_kwargs,
-                **params.model_dump(exclude_none=True),
+                **call_params,
             )
         except Exception as exc:
             raise LLMError(f"{type(exc).__name__}: {exc}") from exc
@@ -79,6 +126,16 @@ class LLM:
             model=resolved.model,
             seconds=seconds,
         )
+
+
+def _model_info(model: str) -> dict[str, Any]:
+    """LiteLLM's knowledge of a model: limits and prices, or nothing for unmapped ones."""
+    # get_model_info raises a bare Exception subclass for unmapped models.
+    try:
+        info: dict[str, Any] = dict(litellm.get_model_info(model))
+    except Exception:
+        return {}
+    return {k: v for k, v in info.items() if v is not None}
 
 
 def _price_map_cost(response: Any) -> float | None:

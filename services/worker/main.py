@@ -1,8 +1,9 @@
-"""A worker process: consume jobs until SIGINT/SIGTERM, then drain and exit."""
+"""A worker process: connect to MCP servers, consume jobs until SIGINT/SIGTERM, drain."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -10,9 +11,12 @@ from redis.asyncio import Redis
 
 from services.contract.model_catalog import ModelCatalog
 from services.worker.agent_loop import AgentLoop
+from services.worker.catalogue_reporter import CatalogueReporter
 from services.worker.consumer import Consumer
 from services.worker.gateway_client import GatewayClient
 from services.worker.llm import LLM
+from services.worker.mcp_config import load_mcp_servers
+from services.worker.mcp_router import McpRouter
 from services.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -24,26 +28,44 @@ async def run_worker(settings: WorkerSettings) -> None:
     if not settings.worker_token:
         raise SystemExit("FERRUMDECK_WORKER_TOKEN is not set: create a worker key first")
     catalog = ModelCatalog.load(settings.models)
+    router = McpRouter(
+        load_mcp_servers(settings.mcp_servers),
+        call_timeout_seconds=settings.tool_timeout_seconds,
+        max_result_chars=settings.max_tool_result_chars,
+    )
     redis = Redis.from_url(settings.redis_url)
     gateway = GatewayClient(settings.url, settings.worker_token)
     consumer = Consumer(
         redis,
         settings.streams,
         gateway,
-        AgentLoop(gateway, LLM(catalog, settings.llm_timeout_seconds), settings.heartbeat_seconds),
+        AgentLoop(
+            gateway,
+            LLM(catalog, settings.llm_timeout_seconds),
+            router,
+            settings.heartbeat_seconds,
+        ),
         worker_id=settings.worker_id,
         max_in_flight=settings.max_in_flight,
         read_block_ms=settings.read_block_ms,
     )
+    reporter = CatalogueReporter(gateway, router, settings.worker_id)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    await router.start()
+    reporting = asyncio.create_task(reporter.run(), name="catalogue-reporter")
     log.info("worker %s consuming %s", settings.worker_id, settings.streams.runs)
     try:
         await consumer.run(stop)
         log.info("worker %s stopping, %d runs in flight", settings.worker_id, consumer.in_flight)
         await consumer.drain(DRAIN_SECONDS)
     finally:
+        reporting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporting
+        await reporter.withdraw()
+        await router.aclose()
         await gateway.aclose()
         await redis.aclose()

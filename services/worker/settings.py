@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 from pydantic import Field
 
@@ -22,3 +23,9 @@ class WorkerSettings(CommonSettings):
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
     read_block_ms: int = Field(default=1000, ge=10)
+    mcp_servers: Path | None = Field(
+        default=None,
+        description="A JSON file shaped like the `mcpServers` object of common MCP clients.",
+    )
+    tool_timeout_seconds: float = Field(default=60.0, gt=0)
+    max_tool_result_chars: int = Field(default=100_000, ge=100)

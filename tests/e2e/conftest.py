@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,7 @@ from services.devstack.embedded import free_port
 from tests.support import servers
 from tests.support.processes import Service, wait_until
 from tests.support.scripted_llm import ScriptedLLM
+from tests.support.waiting import eventually
 
 
 @dataclass
@@ -23,6 +26,38 @@ class Stack:
     prefix: str
     gateway: Service
     workers: list[Service]
+    notes_file: Path
+
+
+def mcp_servers_file(directory: Path, notes_file: Path) -> Path:
+    """Workers' MCP servers: the test notes server and the third-party time server."""
+    config = {
+        "mcpServers": {
+            "notes": {
+                "command": sys.executable,
+                "args": ["-m", "tests.support.mcp_servers.notes_server"],
+                "env": {"NOTES_FILE": str(notes_file)},
+            },
+            "time": {"command": sys.executable, "args": ["-m", "mcp_server_time"]},
+        }
+    }
+    path = directory / "mcp.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+async def _tools_reported(api: httpx.AsyncClient, workers: set[str]) -> None:
+    """Both workers connected to their MCP servers and told the gateway."""
+
+    async def catalogue() -> dict[str, set[str]]:
+        items = (await api.get("/v1/tools")).json()["items"]
+        return {t["name"]: set(t["workers"]) for t in items}
+
+    await eventually(
+        catalogue,
+        lambda c: all(c.get(n) == workers for n in ("notes.write_note", "time.get_current_time")),
+        within=60,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +71,7 @@ async def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Stack]:
     logs = tmp_path_factory.mktemp("e2e-logs")
+    notes_file = logs / "notes.txt"
     prefix = servers.unique_prefix()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -64,6 +100,7 @@ async def stack(
                 "FERRUMDECK_WORKER_ID": f"e2e-worker-{n}",
                 "FERRUMDECK_HEARTBEAT_SECONDS": "1",
                 "FERRUMDECK_READ_BLOCK_MS": "200",
+                "FERRUMDECK_MCP_SERVERS": str(mcp_servers_file(logs, notes_file)),
             },
             logs / f"worker-{n}.log",
         )
@@ -74,7 +111,8 @@ async def stack(
         async with httpx.AsyncClient(
             base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=10
         ) as api:
-            yield Stack(url, api, llm, prefix, gateway, workers)
+            await _tools_reported(api, {"e2e-worker-1", "e2e-worker-2"})
+            yield Stack(url, api, llm, prefix, gateway, workers, notes_file)
     finally:
         for service in [*workers, gateway]:
             service.stop()

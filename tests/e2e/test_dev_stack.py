@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,8 +75,8 @@ class DevStack:
 
 
 @pytest.fixture
-def dev_home(tmp_path: Path) -> Iterator[Path]:
-    home = tmp_path / "home"
+def dev_home(scratch: Path) -> Iterator[Path]:
+    home = scratch / f"home-{uuid.uuid4().hex[:8]}"
     yield home
     for proc in psutil.process_iter(["cmdline"]):
         if str(home) in " ".join(proc.info["cmdline"] or []):

@@ -14,58 +14,35 @@ from services.contract.jobs import JobMessage, JobReason, StreamNames
 from services.devstack.demo_llm import Reply
 from tests.conftest import PRICE_IN, PRICE_OUT
 from tests.e2e.conftest import Stack
+from tests.e2e.driving import (
+    TERMINAL,
+    get_run,
+    list_steps,
+    register_agent,
+    start_run,
+    unique_prompt,
+    wait_finished,
+)
 from tests.support.waiting import eventually
 
-TERMINAL = {"completed", "failed", "cancelled", "budget_exceeded"}
 
-
-async def _agent(stack: Stack, model: str = "scripted", **fields: Any) -> str:
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
-    response = await stack.api.post("/v1/agents", json={"name": name, "model": model, **fields})
-    assert response.status_code == 201, response.text
-    return name
-
-
-async def _start(stack: Stack, agent: str, prompt: str) -> dict[str, Any]:
-    response = await stack.api.post("/v1/runs", json={"agent": agent, "input": prompt})
-    assert response.status_code == 202, response.text
-    run: dict[str, Any] = response.json()
-    return run
-
-
-async def _run(stack: Stack, run_id: str) -> dict[str, Any]:
-    run: dict[str, Any] = (await stack.api.get(f"/v1/runs/{run_id}")).json()
-    return run
-
-
-async def _finished(stack: Stack, run_id: str, within: float = 20) -> dict[str, Any]:
-    return await eventually(
-        lambda: _run(stack, run_id), lambda r: r["status"] in TERMINAL, within=within
+async def test_a_run_completes_with_the_scripted_answer_tokens_cost_and_steps(
+    stack: Stack,
+) -> None:
+    agent = await register_agent(
+        stack, system_prompt="Answer with one word.", params={"temperature": 0.1}
     )
-
-
-async def _steps(stack: Stack, run_id: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = (await stack.api.get(f"/v1/runs/{run_id}/steps")).json()["items"]
-    return items
-
-
-def _prompt(label: str) -> str:
-    return f"{label} {uuid.uuid4().hex[:8]}"
-
-
-async def test_a_run_completes_with_the_scripted_answer_tokens_cost_and_steps(stack: Stack) -> None:
-    agent = await _agent(stack, system_prompt="Answer with one word.", params={"temperature": 0.1})
-    prompt = _prompt("Capital of France?")
+    prompt = unique_prompt("Capital of France?")
     stack.llm.script(
         prompt, Reply(content="Paris.", prompt_tokens=84, completion_tokens=34, delay_seconds=1.0)
     )
-    created = await _start(stack, agent, prompt)
+    created = await start_run(stack, agent, prompt)
     assert created["status"] == "queued"
 
     seen = [created["status"]]
 
     async def status() -> dict[str, Any]:
-        run = await _run(stack, created["id"])
+        run = await get_run(stack, created["id"])
         if run["status"] != seen[-1]:
             seen.append(run["status"])
         return run
@@ -81,7 +58,7 @@ async def test_a_run_completes_with_the_scripted_answer_tokens_cost_and_steps(st
     assert run["steps_count"] == 1
     assert run["started_at"] <= run["finished_at"]
 
-    (step,) = await _steps(stack, created["id"])
+    (step,) = await list_steps(stack, created["id"])
     assert (step["seq"], step["kind"], step["status"]) == (1, "llm_call", "completed")
     assert step["model"] == "openai/scripted"
     assert step["input"]["messages"] == [
@@ -96,8 +73,8 @@ async def test_a_run_completes_with_the_scripted_answer_tokens_cost_and_steps(st
 
 
 async def test_an_unpriced_model_records_cost_as_unknown(stack: Stack) -> None:
-    agent = await _agent(stack, model="unpriced")
-    run = await _finished(stack, (await _start(stack, agent, _prompt("hi")))["id"])
+    agent = await register_agent(stack, model="unpriced")
+    run = await wait_finished(stack, (await start_run(stack, agent, unique_prompt("hi")))["id"])
     assert run["status"] == "completed"
     assert run["usage"]["total_tokens"] > 0
     assert run["usage"]["cost_usd"] is None
@@ -108,36 +85,36 @@ async def test_a_known_model_is_priced_from_litellms_map(stack: Stack) -> None:
     import litellm
 
     prices = litellm.model_cost["gpt-4o-mini"]
-    agent = await _agent(stack, model="mapped")
-    prompt = _prompt("price me")
+    agent = await register_agent(stack, model="mapped")
+    prompt = unique_prompt("price me")
     stack.llm.script(prompt, Reply(content="ok", prompt_tokens=1000, completion_tokens=100))
-    run = await _finished(stack, (await _start(stack, agent, prompt))["id"])
+    run = await wait_finished(stack, (await start_run(stack, agent, prompt))["id"])
     expected = 1000 * prices["input_cost_per_token"] + 100 * prices["output_cost_per_token"]
     assert run["usage"]["cost_usd"] == pytest.approx(expected)
 
 
 async def test_a_provider_error_fails_the_run_with_its_message(stack: Stack) -> None:
-    agent = await _agent(stack)
-    prompt = _prompt("break")
+    agent = await register_agent(stack)
+    prompt = unique_prompt("break")
     stack.llm.script(prompt, Reply(content="the model is on fire", error_status=400))
-    run = await _finished(stack, (await _start(stack, agent, prompt))["id"])
+    run = await wait_finished(stack, (await start_run(stack, agent, prompt))["id"])
     assert run["status"] == "failed"
     assert "the model is on fire" in run["error"]
-    (step,) = await _steps(stack, run["id"])
+    (step,) = await list_steps(stack, run["id"])
     assert step["status"] == "failed"
     assert "the model is on fire" in step["error"]
 
 
 async def test_duplicate_stream_messages_execute_the_run_once(stack: Stack, redis: Redis) -> None:
-    agent = await _agent(stack)
-    prompt = _prompt("once only")
+    agent = await register_agent(stack)
+    prompt = unique_prompt("once only")
     stack.llm.script(prompt, Reply(content="done", delay_seconds=1.0))
-    run_id = (await _start(stack, agent, prompt))["id"]
+    run_id = (await start_run(stack, agent, prompt))["id"]
     streams = StreamNames(stack.prefix)
     duplicate = JobMessage(run_id=uuid.UUID(run_id), reason=JobReason.REQUEUED).to_fields()
     for _ in range(5):
         await redis.xadd(streams.runs, duplicate)  # type: ignore[arg-type]
-    run = await _finished(stack, run_id)
+    run = await wait_finished(stack, run_id)
     for _ in range(3):
         await redis.xadd(streams.runs, duplicate)  # type: ignore[arg-type]
     await eventually(
@@ -145,29 +122,29 @@ async def test_duplicate_stream_messages_execute_the_run_once(stack: Stack, redi
     )
     assert run["status"] == "completed"
     assert stack.llm.calls[prompt] == 1
-    assert len(await _steps(stack, run_id)) == 1
+    assert len(await list_steps(stack, run_id)) == 1
 
 
 async def test_cancelling_a_running_run_stops_its_worker(stack: Stack) -> None:
-    agent = await _agent(stack)
-    slow = _prompt("slow")
+    agent = await register_agent(stack)
+    slow = unique_prompt("slow")
     stack.llm.script(slow, Reply(content="too late", delay_seconds=6.0))
-    run_id = (await _start(stack, agent, slow))["id"]
-    await eventually(lambda: _run(stack, run_id), lambda r: r["status"] == "running")
+    run_id = (await start_run(stack, agent, slow))["id"]
+    await eventually(lambda: get_run(stack, run_id), lambda r: r["status"] == "running")
     response = await stack.api.post(f"/v1/runs/{run_id}/cancel")
     assert response.json()["status"] == "cancelled"
     await asyncio.sleep(2.5)
-    run = await _run(stack, run_id)
+    run = await get_run(stack, run_id)
     assert (run["status"], run["output"], run["steps_count"]) == ("cancelled", None, 0)
     assert "dropped" in "".join(w.log() for w in stack.workers)
 
 
 async def test_many_runs_in_flight_all_complete_once(stack: Stack) -> None:
-    agent = await _agent(stack)
-    prompts = [_prompt(f"parallel {i}") for i in range(40)]
+    agent = await register_agent(stack)
+    prompts = [unique_prompt(f"parallel {i}") for i in range(40)]
     for prompt in prompts:
         stack.llm.script(prompt, Reply(content=f"answer to {prompt}", delay_seconds=0.5))
-    runs = await asyncio.gather(*(_start(stack, agent, p) for p in prompts))
-    finished = await asyncio.gather(*(_finished(stack, r["id"]) for r in runs))
+    runs = await asyncio.gather(*(start_run(stack, agent, p) for p in prompts))
+    finished = await asyncio.gather(*(wait_finished(stack, r["id"]) for r in runs))
     assert [r["output"] for r in finished] == [f"answer to {p}" for p in prompts]
     assert all(stack.llm.calls[p] == 1 for p in prompts)

@@ -3,78 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
-import pytest
-from quart.typing import TestClientProtocol as Client
 
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-class Harness:
-    def __init__(self, client: Client, admin: dict[str, str], worker: dict[str, str]) -> None:
-        self.client = client
-        self.admin = admin
-        self.worker = worker
-
-    async def agent(self, **fields: Any) -> str:
-        name = f"agent-{uuid.uuid4().hex[:8]}"
-        response = await self.client.post(
-            "/v1/agents", json={"name": name, "model": "scripted", **fields}, headers=self.admin
-        )
-        assert response.status_code == 201, await response.get_json()
-        return name
-
-    async def run(self, **agent_fields: Any) -> str:
-        agent = await self.agent(**agent_fields)
-        response = await self.client.post(
-            "/v1/runs", json={"agent": agent, "input": "hello"}, headers=self.admin
-        )
-        return str((await response.get_json())["id"])
-
-    async def call(self, run_id: str, action: str, body: dict[str, Any]) -> tuple[int, Any]:
-        response = await self.client.post(
-            f"/v1/worker/runs/{run_id}/{action}", json=body, headers=self.worker
-        )
-        payload = await response.get_json() if response.status_code != 204 else None
-        return response.status_code, payload
-
-    async def claim(self, run_id: str, worker_id: str = "w1") -> tuple[int, Any]:
-        return await self.call(run_id, "claim", {"worker_id": worker_id})
-
-    async def step(self, run_id: str, epoch: int, seq: int, **fields: Any) -> tuple[int, Any]:
-        body = {
-            "epoch": epoch,
-            "seq": seq,
-            "kind": "llm_call",
-            "status": "completed",
-            "started_at": _now(),
-            "finished_at": _now(),
-            "output": {"message": {"role": "assistant", "content": f"step {seq}"}},
-            **fields,
-        }
-        return await self.call(run_id, "steps", body)
-
-    async def get(self, run_id: str) -> Any:
-        return await (await self.client.get(f"/v1/runs/{run_id}", headers=self.admin)).get_json()
-
-
-@pytest.fixture
-def h(client: Client, admin: dict[str, str], worker: dict[str, str]) -> Harness:
-    return Harness(client, admin, worker)
-
-
-def _usage(prompt: int, completion: int, cost: float | None) -> dict[str, Any]:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "cost_usd": cost,
-    }
+from tests.support.harness import Harness, usage
 
 
 async def test_claim_grants_epoch_one_and_the_run_context(h: Harness) -> None:
@@ -113,7 +45,7 @@ async def test_expired_lease_is_reclaimed_with_a_higher_epoch_and_the_old_one_is
 ) -> None:
     run_id = await h.run()
     _, first = await h.claim(run_id, "w1")
-    assert (await h.step(run_id, first["epoch"], 1, usage=_usage(5, 5, 0.1)))[0] == 200
+    assert (await h.step(run_id, first["epoch"], 1, usage=usage(5, 5, 0.1)))[0] == 200
     await db.execute(
         "UPDATE runs SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
         uuid.UUID(run_id),
@@ -138,23 +70,23 @@ async def test_steps_add_usage_once_even_when_replayed(h: Harness) -> None:
     run_id = await h.run()
     _, grant = await h.claim(run_id)
     epoch = grant["epoch"]
-    assert (await h.step(run_id, epoch, 1, usage=_usage(10, 5, 0.25)))[1]["replayed"] is False
-    status, ack = await h.step(run_id, epoch, 1, usage=_usage(10, 5, 0.25))
+    assert (await h.step(run_id, epoch, 1, usage=usage(10, 5, 0.25)))[1]["replayed"] is False
+    status, ack = await h.step(run_id, epoch, 1, usage=usage(10, 5, 0.25))
     assert (status, ack["replayed"]) == (200, True)
-    await h.step(run_id, epoch, 2, usage=_usage(1, 2, 0.5))
+    await h.step(run_id, epoch, 2, usage=usage(1, 2, 0.5))
     run = await h.get(run_id)
     assert run["steps_count"] == 2
-    assert run["usage"] == _usage(11, 7, 0.75)
+    assert run["usage"] == usage(11, 7, 0.75)
 
 
 async def test_a_started_step_is_finished_in_place(h: Harness) -> None:
     run_id = await h.run()
     _, grant = await h.claim(run_id)
     await h.step(run_id, grant["epoch"], 1, status="started", output=None, finished_at=None)
-    await h.step(run_id, grant["epoch"], 1, usage=_usage(3, 4, None))
+    await h.step(run_id, grant["epoch"], 1, usage=usage(3, 4, None))
     steps = await (await h.client.get(f"/v1/runs/{run_id}/steps", headers=h.admin)).get_json()
     assert [(s["seq"], s["status"]) for s in steps["items"]] == [(1, "completed")]
-    assert steps["items"][0]["usage"] == _usage(3, 4, None)
+    assert steps["items"][0]["usage"] == usage(3, 4, None)
 
 
 async def test_steps_must_come_in_order(h: Harness) -> None:
@@ -167,9 +99,9 @@ async def test_steps_must_come_in_order(h: Harness) -> None:
 async def test_an_unpriced_step_makes_the_run_cost_unknown(h: Harness) -> None:
     run_id = await h.run()
     _, grant = await h.claim(run_id)
-    await h.step(run_id, grant["epoch"], 1, usage=_usage(1, 1, 0.5))
-    await h.step(run_id, grant["epoch"], 2, usage=_usage(1, 1, None))
-    await h.step(run_id, grant["epoch"], 3, usage=_usage(1, 1, 0.5))
+    await h.step(run_id, grant["epoch"], 1, usage=usage(1, 1, 0.5))
+    await h.step(run_id, grant["epoch"], 2, usage=usage(1, 1, None))
+    await h.step(run_id, grant["epoch"], 3, usage=usage(1, 1, 0.5))
     assert (await h.get(run_id))["usage"]["cost_usd"] is None
 
 
@@ -188,7 +120,7 @@ async def test_the_step_budget_is_enforced_by_the_gateway(h: Harness) -> None:
 async def test_a_step_over_the_token_budget_is_kept_and_ends_the_run(h: Harness) -> None:
     run_id = await h.run(budget={"max_tokens": 10})
     _, grant = await h.claim(run_id)
-    status, body = await h.step(run_id, grant["epoch"], 1, usage=_usage(8, 8, None))
+    status, body = await h.step(run_id, grant["epoch"], 1, usage=usage(8, 8, None))
     assert (status, body["error"]["code"]) == (409, "budget_exceeded")
     run = await h.get(run_id)
     assert (run["status"], run["steps_count"]) == ("budget_exceeded", 1)

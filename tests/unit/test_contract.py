@@ -1,16 +1,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
 
 from services.contract.api import AgentCreate, RunCreate
 from services.contract.jobs import JobMessage, JobReason, StreamNames
-from services.contract.runs import Budget, RunStatus, StepKind, StepStatus, Usage
-from services.contract.worker_api import AgentSpec, ClaimGrant, PriorStep
-from services.worker.agent_loop import conversation
+from services.contract.runs import RunStatus
 
 
 def test_job_message_round_trips_through_stream_fields() -> None:
@@ -57,48 +54,3 @@ def test_run_agent_reference(agent: str) -> None:
 def test_bad_agent_reference(agent: str) -> None:
     with pytest.raises(ValidationError):
         RunCreate(agent=agent, input="hi")
-
-
-def _grant(steps: list[PriorStep], system_prompt: str = "Be brief.") -> ClaimGrant:
-    now = datetime.now(UTC)
-    return ClaimGrant(
-        run_id=uuid.uuid4(),
-        epoch=1,
-        lease_expires_at=now,
-        agent=AgentSpec(
-            name="a",
-            version=1,
-            model="openai/x",
-            system_prompt=system_prompt,
-            tools=[],
-            budget=Budget(),
-            params={},  # type: ignore[arg-type]
-        ),
-        input="Hello",
-        steps=steps,
-        usage=Usage(),
-        started_at=now,
-    )
-
-
-def test_conversation_starts_with_system_prompt_and_input() -> None:
-    assert conversation(_grant([])) == [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Hello"},
-    ]
-
-
-def test_conversation_without_system_prompt() -> None:
-    assert conversation(_grant([], system_prompt="")) == [{"role": "user", "content": "Hello"}]
-
-
-def test_conversation_replays_finished_model_replies_only() -> None:
-    answer = {"role": "assistant", "content": "Hi!"}
-    steps = [
-        PriorStep(
-            seq=1, kind=StepKind.LLM_CALL, status=StepStatus.COMPLETED, output={"message": answer}
-        ),
-        PriorStep(seq=2, kind=StepKind.LLM_CALL, status=StepStatus.FAILED, output=None),
-    ]
-    assert conversation(_grant(steps))[-1] == answer
-    assert len(conversation(_grant(steps))) == 3

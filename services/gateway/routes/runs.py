@@ -11,7 +11,7 @@ from quart_schema import tag, validate_querystring, validate_request, validate_r
 from services.contract.api import PageQuery, Run, RunCreate, RunListQuery, RunPage, StepPage
 from services.gateway.auth import Role, require_role
 from services.gateway.errors import BadRequest, UnprocessableEntity
-from services.gateway.pagination import decode_cursor, paginate
+from services.gateway.pagination import decode_cursor, decode_uuid_cursor, paginate
 from services.gateway.resources import resources
 from services.gateway.store import agents as agent_store
 from services.gateway.store import runs as store
@@ -64,13 +64,7 @@ async def create_run(data: RunCreate) -> tuple[Run, int, dict[str, str]]:
 @validate_response(RunPage)
 async def list_runs(query_args: RunListQuery) -> RunPage:
     """Runs, newest first, filtered by status and agent."""
-    cursor = decode_cursor(query_args.cursor, 1)
-    before = None
-    if cursor is not None:
-        try:
-            before = uuid.UUID(str(cursor[0]))
-        except ValueError:
-            raise BadRequest("cursor is not one this API issued", code="invalid_cursor") from None
+    before = decode_uuid_cursor(query_args.cursor)
     items = await store.list_runs(
         resources().pool,
         status=query_args.status,

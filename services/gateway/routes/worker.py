@@ -13,18 +13,25 @@ from quart_schema import hide, validate_request, validate_response
 
 from services.contract.runs import RunStatus
 from services.contract.worker_api import (
+    CatalogueReport,
     ClaimGrant,
     ClaimRequest,
     CompleteReport,
     EpochBody,
     FailReport,
     LeaseInfo,
+    LlmAllowance,
+    LlmAuthorization,
     StepAck,
     StepReport,
+    ToolAuthorization,
+    ToolVerdict,
 )
 from services.gateway.auth import Role, require_role
 from services.gateway.resources import resources
 from services.gateway.store import leases
+from services.gateway.store import tools as tool_store
+from services.gateway.store.authorizations import authorize_llm, authorize_tool
 
 blueprint = Blueprint("worker", __name__, url_prefix="/v1/worker")
 require_role(blueprint, Role.WORKER)
@@ -75,4 +82,28 @@ async def fail(run_id: uuid.UUID, data: FailReport) -> tuple[str, int]:
     await leases.finish(
         resources().pool, run_id, data.epoch, RunStatus(data.status), error=data.error
     )
+    return "", 204
+
+
+@blueprint.post("/runs/<uuid:run_id>/llm/authorize")
+@hide
+@validate_request(LlmAuthorization)
+@validate_response(LlmAllowance)
+async def llm_authorize(run_id: uuid.UUID, data: LlmAuthorization) -> LlmAllowance:
+    return await authorize_llm(resources().pool, run_id, data)
+
+
+@blueprint.post("/runs/<uuid:run_id>/tools/authorize")
+@hide
+@validate_request(ToolAuthorization)
+@validate_response(ToolVerdict)
+async def tool_authorize(run_id: uuid.UUID, data: ToolAuthorization) -> ToolVerdict:
+    return await authorize_tool(resources().pool, run_id, data)
+
+
+@blueprint.put("/tools")
+@hide
+@validate_request(CatalogueReport)
+async def report_tools(data: CatalogueReport) -> tuple[str, int]:
+    await tool_store.replace_catalogue(resources().pool, data.worker_id, data.tools)
     return "", 204

@@ -11,7 +11,7 @@ import uuid
 
 import asyncpg
 
-from services.contract.runs import Budget, RunStatus, StepStatus
+from services.contract.runs import Budget, RunStatus, StepKind, StepStatus
 from services.contract.worker_api import (
     AgentSpec,
     ClaimGrant,
@@ -76,7 +76,9 @@ async def claim(
         agent = await get_version(conn, run.agent, run.agent_version)
         assert agent is not None
         steps = await conn.fetch(
-            "SELECT seq, kind, status, output FROM steps WHERE run_id = $1 ORDER BY seq", run_id
+            """SELECT seq, kind, status, tool, tool_call_id, input, output, error, idempotent
+                 FROM steps WHERE run_id = $1 ORDER BY seq""",
+            run_id,
         )
     assert run.started_at is not None
     return ClaimGrant(
@@ -89,6 +91,25 @@ async def claim(
         usage=run.usage,
         started_at=run.started_at,
     )
+
+
+async def lock_running(conn: asyncpg.Connection, run_id: uuid.UUID, epoch: int) -> asyncpg.Record:
+    """Lock the run held under `epoch` for the rest of the transaction, with what budget
+    checks need; refuse if the run is no longer ours."""
+    run = await conn.fetchrow(
+        """SELECT r.status, r.epoch, r.steps_count, r.lease_expires_at, r.agent_name,
+                  r.prompt_tokens, r.completion_tokens, r.cost_usd,
+                  extract(epoch FROM now() - r.started_at)::float8 AS elapsed,
+                  a.budget, a.tools
+             FROM runs r JOIN agents a ON a.name = r.agent_name AND a.version = r.agent_version
+            WHERE r.id = $1 FOR UPDATE OF r""",
+        run_id,
+    )
+    if run is None:
+        raise NotFound(f"no run {run_id}")
+    if run["epoch"] != epoch or run["status"] != RunStatus.RUNNING:
+        raise await _refusal(conn, run_id, epoch)
+    return run
 
 
 async def heartbeat(
@@ -132,7 +153,7 @@ async def record_step(
     async with pool.acquire() as conn, conn.transaction():
         ack, breach = await _record_step(conn, run_id, report, lease_seconds)
         if breach is not None:
-            await _finish(conn, run_id, RunStatus.BUDGET_EXCEEDED, breach)
+            await end_run(conn, run_id, RunStatus.BUDGET_EXCEEDED, breach)
     if breach is not None:
         raise Conflict(breach, code="budget_exceeded")
     assert ack is not None
@@ -142,19 +163,14 @@ async def record_step(
 async def _record_step(
     conn: asyncpg.Connection, run_id: uuid.UUID, report: StepReport, lease_seconds: float
 ) -> tuple[StepAck | None, str | None]:
-    run = await conn.fetchrow(
-        """SELECT r.status, r.epoch, r.steps_count, r.lease_expires_at, a.budget
-             FROM runs r JOIN agents a ON a.name = r.agent_name AND a.version = r.agent_version
-            WHERE r.id = $1 FOR UPDATE OF r""",
-        run_id,
-    )
-    if run is None:
-        raise NotFound(f"no run {run_id}")
-    if run["epoch"] != report.epoch or run["status"] != RunStatus.RUNNING:
-        raise await _refusal(conn, run_id, report.epoch)
+    run = await lock_running(conn, run_id, report.epoch)
     existing = await conn.fetchval(
         "SELECT status FROM steps WHERE run_id = $1 AND seq = $2", run_id, report.seq
     )
+    if report.kind == StepKind.TOOL_CALL and existing is None:
+        raise Conflict(
+            f"tool call step {report.seq} was never authorized", code="tool_call_not_authorized"
+        )
     if existing is not None and existing != StepStatus.STARTED:
         replay = StepAck(
             seq=report.seq,
@@ -231,7 +247,7 @@ async def _record_step(
     return ack, _budget_breach(budget, totals) if finished else None
 
 
-async def _finish(
+async def end_run(
     conn: asyncpg.Connection, run_id: uuid.UUID, status: RunStatus, error: str | None
 ) -> None:
     await conn.execute(

@@ -15,6 +15,8 @@ from services.contract.ids import uuid7
 from services.contract.jobs import JobReason
 from services.contract.runs import RunStatus, Usage
 from services.gateway.errors import Conflict, NotFound
+from services.gateway.outbox import enqueue
+from services.gateway.store.approvals import cancel_for_run
 
 RUN_COLUMNS = """id, agent_name, agent_version, status, input, output, error, metadata,
     prompt_tokens, completion_tokens, cost_usd, steps_count, created_at, started_at,
@@ -45,11 +47,6 @@ def to_run(row: asyncpg.Record) -> Run:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
     )
-
-
-async def enqueue(conn: asyncpg.Connection, run_id: uuid.UUID, reason: JobReason) -> None:
-    """Publish a job for `run_id` when the surrounding transaction commits, never before."""
-    await conn.execute("INSERT INTO outbox (run_id, reason) VALUES ($1, $2)", run_id, reason.value)
 
 
 async def create_run(
@@ -126,16 +123,20 @@ async def list_runs(
 
 
 async def cancel_run(pool: asyncpg.Pool, run_id: uuid.UUID, reason: str) -> Run:
-    """Make an open run `cancelled` at once; its worker learns it on its next callback."""
-    row = await pool.fetchrow(
-        f"""UPDATE runs SET status = 'cancelled', error = $2, finished_at = now(),
-                            updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = $1 AND status = ANY($3::text[])
-             RETURNING {RUN_COLUMNS}""",
-        run_id,
-        reason,
-        [s.value for s in _OPEN],
-    )
+    """Make an open run `cancelled` at once; its worker learns it on its next callback,
+    and a parked run's pending approval can no longer be decided."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            f"""UPDATE runs SET status = 'cancelled', error = $2, finished_at = now(),
+                                updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+                 WHERE id = $1 AND status = ANY($3::text[])
+                 RETURNING {RUN_COLUMNS}""",
+            run_id,
+            reason,
+            [s.value for s in _OPEN],
+        )
+        if row is not None:
+            await cancel_for_run(conn, run_id)
     if row is not None:
         return to_run(row)
     current = await get_run(pool, run_id)

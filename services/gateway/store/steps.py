@@ -11,7 +11,7 @@ from services.contract.api import Step
 from services.contract.runs import StepKind, StepStatus, Usage
 
 STEP_COLUMNS = """seq, kind, status, model, tool, input, output, error, prompt_tokens,
-    completion_tokens, cost_usd, started_at, finished_at"""
+    completion_tokens, cost_usd, decision, started_at, finished_at"""
 
 
 def to_step(row: asyncpg.Record) -> Step:
@@ -34,6 +34,7 @@ def to_step(row: asyncpg.Record) -> Step:
         output=row["output"],
         error=row["error"],
         usage=usage,
+        decision=row["decision"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
     )

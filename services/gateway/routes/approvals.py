@@ -1,0 +1,69 @@
+"""`/v1/approvals`: humans decide the tool calls policy parked for them."""
+
+from __future__ import annotations
+
+import uuid
+
+from quart import Blueprint, g
+from quart_schema import tag, validate_querystring, validate_request, validate_response
+
+from services.contract.api import Approval, ApprovalDecision, ApprovalListQuery, ApprovalPage
+from services.gateway.auth import Role, require_role
+from services.gateway.pagination import decode_uuid_cursor, paginate
+from services.gateway.resources import resources
+from services.gateway.store import approvals as store
+
+blueprint = Blueprint("approvals", __name__, url_prefix="/v1/approvals")
+require_role(blueprint, Role.ADMIN)
+
+
+@blueprint.get("")
+@tag(["approvals"])
+@validate_querystring(ApprovalListQuery)
+@validate_response(ApprovalPage)
+async def list_approvals(query_args: ApprovalListQuery) -> ApprovalPage:
+    """Approvals, newest first; `?status=pending` for those waiting on a human."""
+    before = decode_uuid_cursor(query_args.cursor)
+    items = await store.list_approvals(
+        resources().pool,
+        status=query_args.status,
+        run_id=query_args.run_id,
+        before=before,
+        limit=query_args.limit + 1,
+    )
+    page, next_cursor = paginate(items, query_args.limit, lambda a: [str(a.id)])
+    return ApprovalPage(items=page, next_cursor=next_cursor)
+
+
+@blueprint.get("/<uuid:approval_id>")
+@tag(["approvals"])
+@validate_response(Approval)
+async def get_approval(approval_id: uuid.UUID) -> Approval:
+    return await store.get_approval(resources().pool, approval_id)
+
+
+@blueprint.post("/<uuid:approval_id>/approve")
+@tag(["approvals"])
+@validate_request(ApprovalDecision)
+@validate_response(Approval)
+async def approve(approval_id: uuid.UUID, data: ApprovalDecision) -> Approval:
+    """Allow the parked call; the run is re-queued and the next worker makes the call."""
+    return await _decide(approval_id, data, approve=True)
+
+
+@blueprint.post("/<uuid:approval_id>/reject")
+@tag(["approvals"])
+@validate_request(ApprovalDecision)
+@validate_response(Approval)
+async def reject(approval_id: uuid.UUID, data: ApprovalDecision) -> Approval:
+    """Refuse the parked call; the run is re-queued and the model is told why."""
+    return await _decide(approval_id, data, approve=False)
+
+
+async def _decide(approval_id: uuid.UUID, data: ApprovalDecision, *, approve: bool) -> Approval:
+    res = resources()
+    approval = await store.decide(
+        res.pool, approval_id, approve=approve, reason=data.reason, decided_by=g.principal.name
+    )
+    res.relay.wake()
+    return approval

@@ -1,0 +1,22 @@
+"""`/v1/tools`: the tools workers can call, named `<server>.<tool>`."""
+
+from __future__ import annotations
+
+from quart import Blueprint
+from quart_schema import tag, validate_response
+
+from services.contract.api import ToolCatalogue
+from services.gateway.auth import Role, require_role
+from services.gateway.resources import resources
+from services.gateway.store import tools as store
+
+blueprint = Blueprint("tools", __name__, url_prefix="/v1/tools")
+require_role(blueprint, Role.ADMIN)
+
+
+@blueprint.get("")
+@tag(["tools"])
+@validate_response(ToolCatalogue)
+async def list_tools() -> ToolCatalogue:
+    """Every tool some worker offers: server, tool, description, input schema, workers."""
+    return ToolCatalogue(items=await store.catalogue(resources().pool))

@@ -1,0 +1,160 @@
+"""Approvals: a human's yes or no on one parked tool call.
+
+Deciding (or expiring) an approval settles its step and re-queues the run through the
+outbox in one transaction; the next worker to claim the run carries on from there. A
+decision is taken once: the approval row is locked and must still be pending.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from services.contract.api import Approval, ApprovalStatus
+from services.contract.jobs import JobReason
+from services.gateway.errors import Conflict, NotFound
+from services.gateway.outbox import enqueue
+
+_COLUMNS = """id, run_id, step_seq, agent_name AS agent, tool, arguments, rule, policy_version,
+    explanation, status, reason, decided_by, expires_at, created_at, decided_at"""
+
+
+def _approval(row: asyncpg.Record) -> Approval:
+    return Approval.model_validate(dict(row))
+
+
+async def get_approval(conn: asyncpg.Pool | asyncpg.Connection, approval_id: uuid.UUID) -> Approval:
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM approvals WHERE id = $1", approval_id)
+    if row is None:
+        raise NotFound(f"no approval {approval_id}")
+    return _approval(row)
+
+
+async def list_approvals(
+    pool: asyncpg.Pool,
+    *,
+    status: ApprovalStatus | None,
+    run_id: uuid.UUID | None,
+    before: uuid.UUID | None,
+    limit: int,
+) -> list[Approval]:
+    rows = await pool.fetch(
+        f"""SELECT {_COLUMNS} FROM approvals
+             WHERE ($1::text IS NULL OR status = $1)
+               AND ($2::uuid IS NULL OR run_id = $2)
+               AND ($3::uuid IS NULL OR id < $3)
+             ORDER BY id DESC LIMIT $4""",
+        status.value if status else None,
+        run_id,
+        before,
+        limit,
+    )
+    return [_approval(r) for r in rows]
+
+
+async def decide(
+    pool: asyncpg.Pool,
+    approval_id: uuid.UUID,
+    *,
+    approve: bool,
+    reason: str,
+    decided_by: str,
+) -> Approval:
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT status, expires_at < now() AS expired FROM approvals WHERE id = $1 FOR UPDATE",
+            approval_id,
+        )
+        if row is None:
+            raise NotFound(f"no approval {approval_id}")
+        if row["status"] != ApprovalStatus.PENDING:
+            raise Conflict(
+                f"approval is already {row['status']}",
+                code="approval_decided",
+                details={"status": row["status"]},
+            )
+        if row["expired"]:
+            await _settle(
+                conn, approval_id, ApprovalStatus.EXPIRED, "the approval expired", "system"
+            )
+            expired = True
+        else:
+            status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
+            await _settle(conn, approval_id, status, reason, decided_by)
+            expired = False
+    if expired:
+        raise Conflict(
+            "approval expired before it was decided",
+            code="approval_decided",
+            details={"status": ApprovalStatus.EXPIRED.value},
+        )
+    return await get_approval(pool, approval_id)
+
+
+async def _settle(
+    conn: asyncpg.Connection,
+    approval_id: uuid.UUID,
+    status: ApprovalStatus,
+    reason: str,
+    decided_by: str,
+) -> None:
+    approval = await conn.fetchrow(
+        """UPDATE approvals SET status = $2, reason = $3, decided_by = $4, decided_at = now()
+            WHERE id = $1 RETURNING run_id, step_seq""",
+        approval_id,
+        status.value,
+        reason,
+        decided_by,
+    )
+    assert approval is not None
+    run_id, seq = approval["run_id"], approval["step_seq"]
+    if status == ApprovalStatus.APPROVED:
+        await conn.execute(
+            """UPDATE steps SET status = 'approved',
+                      decision = decision || jsonb_build_object('approved_by', $3::text)
+                WHERE run_id = $1 AND seq = $2""",
+            run_id,
+            seq,
+            decided_by,
+        )
+    else:
+        verb = "expired" if status == ApprovalStatus.EXPIRED else f"rejected by {decided_by}"
+        await conn.execute(
+            """UPDATE steps SET status = 'rejected', output = to_jsonb($3::text),
+                                finished_at = now()
+                WHERE run_id = $1 AND seq = $2""",
+            run_id,
+            seq,
+            f"the call was not made: approval {verb}: {reason}",
+        )
+    requeued = await conn.fetchval(
+        """UPDATE runs SET status = 'queued', updated_at = now()
+            WHERE id = $1 AND status = 'waiting_approval' RETURNING id""",
+        run_id,
+    )
+    if requeued is not None:
+        await enqueue(conn, run_id, JobReason.REQUEUED)
+
+
+async def expire_due(pool: asyncpg.Pool, *, batch: int = 100) -> int:
+    """Expire pending approvals past their deadline; safe to run on every gateway at once."""
+    async with pool.acquire() as conn, conn.transaction():
+        due = await conn.fetch(
+            """SELECT id FROM approvals WHERE status = 'pending' AND expires_at < now()
+                ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
+            batch,
+        )
+        for row in due:
+            await _settle(conn, row["id"], ApprovalStatus.EXPIRED, "no decision in time", "system")
+    return len(due)
+
+
+async def cancel_for_run(conn: asyncpg.Connection, run_id: uuid.UUID) -> None:
+    """A cancelled run's pending approvals can no longer be decided."""
+    await conn.execute(
+        """UPDATE approvals SET status = 'cancelled', reason = 'the run was cancelled',
+                                decided_by = 'system', decided_at = now()
+            WHERE run_id = $1 AND status = 'pending'""",
+        run_id,
+    )

@@ -1,0 +1,320 @@
+"""What a worker must ask before it acts: may this model call fit the budget, and may
+this tool call be made at all.
+
+Both checks run in the transaction that holds the run's row lock, so two calls of one run
+can never both spend the last of a budget, and the policy decision is stored on the step
+it decided in the same commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from fnmatch import fnmatchcase
+
+import asyncpg
+
+from services.contract.ids import uuid7
+from services.contract.policy import Effect, PolicyDecision
+from services.contract.runs import Budget, RunStatus, StepStatus
+from services.contract.worker_api import (
+    LlmAllowance,
+    LlmAuthorization,
+    ToolAuthorization,
+    ToolVerdict,
+)
+from services.gateway.errors import Conflict
+from services.gateway.policy import ToolCall
+from services.gateway.store.leases import end_run, lock_running
+from services.gateway.store.policies import compiled_policy
+
+DEFAULT_APPROVAL_TTL = timedelta(hours=24)
+
+
+class BudgetExceeded(Conflict):
+    code = "budget_exceeded"
+
+
+async def authorize_llm(
+    pool: asyncpg.Pool, run_id: uuid.UUID, ask: LlmAuthorization
+) -> LlmAllowance:
+    """Allow the call, capped so its worst case fits what is left, or end the run."""
+    breach: str | None = None
+    async with pool.acquire() as conn, conn.transaction():
+        run = await lock_running(conn, run_id, ask.epoch)
+        budget = Budget.model_validate(run["budget"])
+        allowance, breach = _llm_allowance(budget, run, ask)
+        if breach is not None:
+            await end_run(conn, run_id, RunStatus.BUDGET_EXCEEDED, breach)
+    if breach is not None:
+        raise BudgetExceeded(breach)
+    return allowance
+
+
+def _llm_allowance(
+    budget: Budget, run: asyncpg.Record, ask: LlmAuthorization
+) -> tuple[LlmAllowance, str | None]:
+    common = _steps_or_time_breach(budget, run, ask.seq)
+    if common is not None:
+        return LlmAllowance(max_output_tokens=None), common
+    limit = ask.max_output_tokens
+    if budget.max_tokens is not None:
+        left = (
+            budget.max_tokens - run["prompt_tokens"] - run["completion_tokens"] - ask.prompt_tokens
+        )
+        if left < 1:
+            return LlmAllowance(max_output_tokens=None), (
+                f"token budget exceeded: max_tokens is {budget.max_tokens} and the next call's "
+                f"prompt alone needs ~{ask.prompt_tokens} of what is left"
+            )
+        limit = left if limit is None else min(limit, left)
+    if budget.max_cost_usd is not None:
+        spent = run["cost_usd"]
+        if spent is None or ask.input_cost_per_token is None or ask.output_cost_per_token is None:
+            return LlmAllowance(max_output_tokens=None), (
+                f"cost budget cannot be enforced: max_cost_usd is {budget.max_cost_usd} "
+                "but this model's price is unknown"
+            )
+        left_usd = budget.max_cost_usd - float(spent) - ask.prompt_tokens * ask.input_cost_per_token
+        affordable = (
+            int(left_usd / ask.output_cost_per_token) if ask.output_cost_per_token > 0 else None
+        )
+        if left_usd <= 0 or (affordable is not None and affordable < 1):
+            return LlmAllowance(max_output_tokens=None), (
+                f"cost budget exceeded: max_cost_usd is {budget.max_cost_usd}, "
+                f"${float(spent):.6f} spent, and the next call cannot fit"
+            )
+        if affordable is not None:
+            limit = affordable if limit is None else min(limit, affordable)
+    return LlmAllowance(max_output_tokens=limit), None
+
+
+def _steps_or_time_breach(budget: Budget, run: asyncpg.Record, seq: int) -> str | None:
+    if seq > budget.max_steps:
+        return f"step budget exceeded: max_steps is {budget.max_steps}"
+    if budget.max_seconds is not None and run["elapsed"] > budget.max_seconds:
+        return f"time budget exceeded: {run['elapsed']:.1f}s > max_seconds {budget.max_seconds}"
+    return None
+
+
+async def authorize_tool(
+    pool: asyncpg.Pool, run_id: uuid.UUID, ask: ToolAuthorization
+) -> ToolVerdict:
+    """Decide a tool call by policy and record it as a step in the same transaction."""
+    breach: str | None = None
+    async with pool.acquire() as conn, conn.transaction():
+        run = await lock_running(conn, run_id, ask.epoch)
+        existing = await conn.fetchrow(
+            """SELECT status, epoch, decision, tool, idempotent FROM steps
+                WHERE run_id = $1 AND seq = $2""",
+            run_id,
+            ask.seq,
+        )
+        if existing is not None:
+            return await _resume(conn, run, run_id, ask, existing)
+        if ask.seq != run["steps_count"] + 1:
+            raise Conflict(
+                f"step {ask.seq} out of order: the run has {run['steps_count']} steps",
+                code="step_out_of_order",
+            )
+        budget = Budget.model_validate(run["budget"])
+        breach = _steps_or_time_breach(budget, run, ask.seq)
+        if breach is None:
+            decision = await _decide(conn, run, run_id, ask)
+            return await _record_decision(conn, run, run_id, ask, decision)
+        await end_run(conn, run_id, RunStatus.BUDGET_EXCEEDED, breach)
+    raise BudgetExceeded(breach)
+
+
+async def _decide(
+    conn: asyncpg.Connection,
+    run: asyncpg.Record,
+    run_id: uuid.UUID,
+    ask: ToolAuthorization,
+) -> PolicyDecision:
+    policy = await compiled_policy(conn)
+    if not any(fnmatchcase(ask.tool, allowed) for allowed in run["tools"]):
+        return PolicyDecision(
+            effect=Effect.DENY,
+            rule=None,
+            policy_version=policy.version,
+            explanation=f"agent {run['agent_name']} is not configured to use {ask.tool}",
+        )
+    prior = await conn.fetch(
+        """SELECT tool, input FROM steps
+            WHERE run_id = $1 AND kind = 'tool_call' AND status <> 'outcome_unknown'
+            ORDER BY seq DESC""",
+        run_id,
+    )
+    in_a_row = 1
+    for step in prior:
+        if step["tool"] != ask.tool or step["input"] != ask.arguments:
+            break
+        in_a_row += 1
+    call = ToolCall(
+        agent=run["agent_name"],
+        tool=ask.tool,
+        arguments=ask.arguments,
+        calls_in_run=1 + sum(1 for step in prior if step["tool"] == ask.tool),
+        identical_in_a_row=in_a_row,
+    )
+    return policy.evaluate(call)
+
+
+async def _record_decision(
+    conn: asyncpg.Connection,
+    run: asyncpg.Record,
+    run_id: uuid.UUID,
+    ask: ToolAuthorization,
+    decision: PolicyDecision,
+) -> ToolVerdict:
+    status = {
+        Effect.ALLOW: StepStatus.STARTED,
+        Effect.DENY: StepStatus.DENIED,
+        Effect.REQUIRE_APPROVAL: StepStatus.WAITING_APPROVAL,
+    }[decision.effect]
+    output = f"denied by policy: {decision.explanation}" if status == StepStatus.DENIED else None
+    await _insert_tool_step(conn, run_id, ask, status, decision, output)
+    if decision.effect == Effect.ALLOW:
+        return ToolVerdict(verdict="execute", seq=ask.seq, decision=decision)
+    if decision.effect == Effect.DENY:
+        return ToolVerdict(verdict="denied", seq=ask.seq, decision=decision)
+    approval_id = await _park(conn, run, run_id, ask, decision)
+    return ToolVerdict(verdict="parked", seq=ask.seq, decision=decision, approval_id=approval_id)
+
+
+async def _insert_tool_step(
+    conn: asyncpg.Connection,
+    run_id: uuid.UUID,
+    ask: ToolAuthorization,
+    status: StepStatus,
+    decision: PolicyDecision,
+    output: str | None,
+) -> None:
+    settled = status == StepStatus.DENIED
+    await conn.execute(
+        """INSERT INTO steps (run_id, seq, kind, status, tool, tool_call_id, input, output,
+                              idempotent, decision, epoch, started_at, finished_at)
+           VALUES ($1, $2, 'tool_call', $3, $4, $5, $6, $7, $8, $9, $10, now(),
+                   CASE WHEN $11 THEN now() END)""",
+        run_id,
+        ask.seq,
+        status.value,
+        ask.tool,
+        ask.tool_call_id,
+        ask.arguments,
+        output,
+        ask.idempotent,
+        decision.model_dump(mode="json"),
+        ask.epoch,
+        settled,
+    )
+    await conn.execute(
+        "UPDATE runs SET steps_count = greatest(steps_count, $2), updated_at = now() WHERE id = $1",
+        run_id,
+        ask.seq,
+    )
+
+
+async def _park(
+    conn: asyncpg.Connection,
+    run: asyncpg.Record,
+    run_id: uuid.UUID,
+    ask: ToolAuthorization,
+    decision: PolicyDecision,
+) -> uuid.UUID:
+    """Create the approval and set the run aside: no worker waits for a human."""
+    policy = await compiled_policy(conn)
+    ttl = policy.approval_ttl(decision.rule) or DEFAULT_APPROVAL_TTL
+    approval_id = uuid7()
+    await conn.execute(
+        """INSERT INTO approvals (id, run_id, step_seq, agent_name, tool, arguments, rule,
+                                  policy_version, explanation, status, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', now() + $10)""",
+        approval_id,
+        run_id,
+        ask.seq,
+        run["agent_name"],
+        ask.tool,
+        ask.arguments,
+        decision.rule,
+        decision.policy_version,
+        decision.explanation,
+        ttl,
+    )
+    await conn.execute(
+        """UPDATE runs SET status = 'waiting_approval', lease_owner = NULL,
+                           lease_expires_at = NULL, updated_at = now()
+            WHERE id = $1""",
+        run_id,
+    )
+    return approval_id
+
+
+async def _resume(
+    conn: asyncpg.Connection,
+    run: asyncpg.Record,
+    run_id: uuid.UUID,
+    ask: ToolAuthorization,
+    existing: asyncpg.Record,
+) -> ToolVerdict:
+    """The step was decided before: replay a lost answer, run an approved call, or deal
+    with a call whose worker died before reporting how it ended."""
+    decision = PolicyDecision.model_validate(existing["decision"])
+    status = StepStatus(existing["status"])
+    if existing["tool"] != ask.tool:
+        raise Conflict(f"step {ask.seq} is a call of {existing['tool']}", code="step_mismatch")
+    if status == StepStatus.APPROVED or (
+        status == StepStatus.STARTED and (existing["epoch"] == ask.epoch or existing["idempotent"])
+    ):
+        await conn.execute(
+            "UPDATE steps SET status = 'started', epoch = $3, started_at = now() "
+            "WHERE run_id = $1 AND seq = $2",
+            run_id,
+            ask.seq,
+            ask.epoch,
+        )
+        return ToolVerdict(verdict="execute", seq=ask.seq, decision=decision)
+    if status == StepStatus.DENIED:
+        return ToolVerdict(verdict="denied", seq=ask.seq, decision=decision)
+    if status == StepStatus.STARTED:
+        return await _retry_unknown_outcome(conn, run, run_id, ask, decision)
+    raise Conflict(f"step {ask.seq} is already {status.value}", code="step_settled")
+
+
+async def _retry_unknown_outcome(
+    conn: asyncpg.Connection,
+    run: asyncpg.Record,
+    run_id: uuid.UUID,
+    ask: ToolAuthorization,
+    original: PolicyDecision,
+) -> ToolVerdict:
+    """A non-idempotent call started under an earlier lease and never reported back: it
+    may or may not have happened. Never repeat it blindly — mark it, and ask a human to
+    allow a retry (unless policy now denies the tool outright)."""
+    await conn.execute(
+        """UPDATE steps SET status = 'outcome_unknown', finished_at = now(), error = $3
+            WHERE run_id = $1 AND seq = $2""",
+        run_id,
+        ask.seq,
+        "the worker stopped during this call; it may or may not have taken effect",
+    )
+    retry_seq = run["steps_count"] + 1
+    budget = Budget.model_validate(run["budget"])
+    breach = _steps_or_time_breach(budget, run, retry_seq)
+    if breach is not None:
+        await end_run(conn, run_id, RunStatus.BUDGET_EXCEEDED, breach)
+        return ToolVerdict(verdict="denied", seq=ask.seq, decision=original)
+    policy = await compiled_policy(conn)
+    if original.effect == Effect.DENY:
+        decision = original
+    else:
+        decision = PolicyDecision(
+            effect=Effect.REQUIRE_APPROVAL,
+            rule=original.rule,
+            policy_version=policy.version,
+            explanation=f"step {ask.seq} ({ask.tool}) may or may not have run before its "
+            "worker stopped; retrying it needs a human's approval",
+        )
+    retry = ask.model_copy(update={"seq": retry_seq})
+    return await _record_decision(conn, run, run_id, retry, decision)

@@ -1,0 +1,79 @@
+"""`/v1/policies`: versioned rules and the explain endpoint."""
+
+from __future__ import annotations
+
+from quart.typing import TestClientProtocol as Client
+
+from tests.support.harness import ToolHarness
+
+RULES = [
+    {"id": "r1", "agent": "*", "tool": "time.*", "effect": "allow"},
+    {"id": "r2", "tool": "notes.write_note", "effect": "require_approval"},
+    {
+        "id": "r3",
+        "tool": "notes.write_note",
+        "effect": "deny",
+        "when": {"args": {"text": {"regex": "(?i)password"}}},
+    },
+    {"id": "r4", "tool": "*", "when": {"calls_in_run": {"gt": 20}}, "effect": "deny"},
+]
+
+
+async def test_put_creates_versions_and_get_shows_current_and_history(h: ToolHarness) -> None:
+    first = await h.policy(*RULES)
+    second = await h.policy(RULES[0])
+    assert second == first + 1
+    state = await (await h.client.get("/v1/policies?limit=1", headers=h.admin)).get_json()
+    assert state["version"] == second
+    assert [r["id"] for r in state["rules"]] == ["r1"]
+    assert [v["version"] for v in state["history"]] == [second]
+    assert state["history"][0]["created_by"] == "test-admin"
+    older = await (
+        await h.client.get(f"/v1/policies?limit=1&cursor={state['next_cursor']}", headers=h.admin)
+    ).get_json()
+    assert [v["version"] for v in older["history"]] == [first]
+    assert older["history"][0]["rules"][2]["when"]["args"]["text"]["regex"] == "(?i)password"
+
+
+async def _evaluate(client: Client, admin: dict[str, str], **call: object) -> dict[str, object]:
+    response = await client.post("/v1/policies/evaluate", json=call, headers=admin)
+    assert response.status_code == 200, await response.get_json()
+    body: dict[str, object] = await response.get_json()
+    return body
+
+
+async def test_evaluate_explains_each_effect(h: ToolHarness) -> None:
+    version = await h.policy(*RULES)
+    allowed = await _evaluate(h.client, h.admin, agent="bot", tool="time.get_current_time")
+    assert (allowed["effect"], allowed["rule"], allowed["policy_version"]) == (
+        "allow",
+        "r1",
+        version,
+    )
+    parked = await _evaluate(
+        h.client, h.admin, agent="bot", tool="notes.write_note", arguments={"text": "hi"}
+    )
+    assert (parked["effect"], parked["rule"]) == ("require_approval", "r2")
+    denied = await _evaluate(
+        h.client, h.admin, agent="bot", tool="notes.write_note", arguments={"text": "my PASSWORD"}
+    )
+    assert (denied["effect"], denied["rule"]) == ("deny", "r3")
+    assert "r3" in str(denied["explanation"])
+    looping = await _evaluate(h.client, h.admin, agent="bot", tool="time.x", calls_in_run=21)
+    assert (looping["effect"], looping["rule"]) == ("deny", "r4")
+    uncovered = await _evaluate(h.client, h.admin, agent="bot", tool="shell.exec")
+    assert (uncovered["effect"], uncovered["rule"]) == ("deny", None)
+
+
+async def test_invalid_rules_name_the_bad_field_and_change_nothing(h: ToolHarness) -> None:
+    version = await h.policy(*RULES)
+    bad = [{"id": "r1", "tool": "x.*", "effect": "allow", "when": {"args": {"t": {"regex": "("}}}}]
+    response = await h.client.put("/v1/policies", json={"rules": bad}, headers=h.admin)
+    assert response.status_code == 400
+    error = (await response.get_json())["error"]
+    assert "rules.0.when.args.t.regex" in error["message"]
+    unknown_effect = [{"id": "r1", "tool": "x.*", "effect": "maybe"}]
+    response = await h.client.put("/v1/policies", json={"rules": unknown_effect}, headers=h.admin)
+    assert "rules.0.effect" in (await response.get_json())["error"]["message"]
+    state = await (await h.client.get("/v1/policies", headers=h.admin)).get_json()
+    assert state["version"] == version
