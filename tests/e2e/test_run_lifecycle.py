@@ -148,3 +148,24 @@ async def test_many_runs_in_flight_all_complete_once(stack: Stack) -> None:
     finished = await asyncio.gather(*(wait_finished(stack, r["id"]) for r in runs))
     assert [r["output"] for r in finished] == [f"answer to {p}" for p in prompts]
     assert all(stack.llm.calls[p] == 1 for p in prompts)
+
+
+async def test_the_model_is_asked_for_no_more_than_the_token_budget_leaves(stack: Stack) -> None:
+    agent = await register_agent(stack, budget={"max_tokens": 300})
+    prompt = unique_prompt("budgeted")
+    stack.llm.script(prompt, Reply(content="short", prompt_tokens=100, completion_tokens=50))
+    run = await wait_finished(stack, (await start_run(stack, agent, prompt))["id"])
+    assert run["status"] == "completed"
+    sent = next(b for b in stack.llm.bodies if b["messages"][-1]["content"] == prompt)
+    assert 0 < sent["max_tokens"] < 300
+
+
+async def test_a_run_over_its_token_budget_ends_budget_exceeded_naming_the_limit(
+    stack: Stack,
+) -> None:
+    agent = await register_agent(stack, budget={"max_tokens": 50})
+    prompt = unique_prompt("greedy")
+    stack.llm.script(prompt, Reply(content="way too long", prompt_tokens=40, completion_tokens=40))
+    run = await wait_finished(stack, (await start_run(stack, agent, prompt))["id"])
+    assert run["status"] == "budget_exceeded"
+    assert "max_tokens" in run["error"]

@@ -131,12 +131,12 @@ async def heartbeat(
 def _budget_breach(budget: Budget, run: asyncpg.Record) -> str | None:
     tokens = run["prompt_tokens"] + run["completion_tokens"]
     if budget.max_tokens is not None and tokens > budget.max_tokens:
-        return f"token budget exceeded: {tokens} > {budget.max_tokens}"
+        return f"token budget exceeded: {tokens} tokens used, max_tokens is {budget.max_tokens}"
     cost = run["cost_usd"]
     if budget.max_cost_usd is not None and cost is not None and cost > budget.max_cost_usd:
-        return f"cost budget exceeded: ${cost:.6f} > ${budget.max_cost_usd}"
+        return f"cost budget exceeded: ${cost:.6f} spent, max_cost_usd is {budget.max_cost_usd}"
     if budget.max_seconds is not None and run["elapsed"] > budget.max_seconds:
-        return f"time budget exceeded: {run['elapsed']:.1f}s > {budget.max_seconds}s"
+        return f"time budget exceeded: {run['elapsed']:.1f}s, max_seconds is {budget.max_seconds}"
     return None
 
 
