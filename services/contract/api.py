@@ -192,3 +192,37 @@ class ToolEntry(BaseModel):
 
 class ToolCatalogue(BaseModel):
     items: list[ToolEntry]
+
+
+class Role(StrEnum):
+    """What a key may do; see docs/architecture.md. Worker keys serve the data plane."""
+
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    INTEGRATION = "integration"
+    VIEWER = "viewer"
+    WORKER = "worker"
+
+
+class KeyInfo(BaseModel):
+    id: uuid.UUID
+    name: str
+    role: Role
+    project: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    role: Role = Field(description="admin, operator, integration or viewer")
+
+
+class KeyCreated(KeyInfo):
+    secret: str = Field(description="Shown only now; only its hash is stored.")
+
+
+class KeyList(BaseModel):
+    items: list[KeyInfo]

@@ -28,14 +28,14 @@ from honcho.manager import Manager
 from redis import Redis
 from redis.exceptions import RedisError
 
-from services.contract.api import AgentCreate
+from services.contract.api import AgentCreate, Role
 from services.contract.jobs import StreamNames
 from services.contract.model_catalog import ModelCatalog
 from services.contract.runs import Budget
 from services.contract.settings import CommonSettings
 from services.devstack.demo_llm import DEMO_LABEL, DEMO_MODEL
 from services.devstack.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
-from services.gateway.auth import Role
+from services.gateway.audit import Actor
 from services.gateway.db.connections import connect
 from services.gateway.db.migrations import migrate
 from services.gateway.store import agents as agent_store
@@ -43,6 +43,8 @@ from services.gateway.store.keys import create_key, key_is_valid
 
 DATABASE = "ferrumdeck"
 DEMO_AGENT = "demo"
+DEV_PROJECT = "default"
+_DEV = Actor.system("ferrumdeck dev")
 _PROVIDER_DEFAULTS = (
     ("OPENAI_API_KEY", "openai/gpt-4o-mini"),
     ("ANTHROPIC_API_KEY", "anthropic/claude-3-5-haiku-latest"),
@@ -131,8 +133,8 @@ async def prepare_database(
             and await key_is_valid(conn, admin)
             and await key_is_valid(conn, worker)
         ):
-            _, admin = await create_key(conn, "dev-admin", Role.ADMIN)
-            _, worker = await create_key(conn, "dev-worker", Role.WORKER)
+            _, admin = await create_key(conn, "dev-admin", Role.ADMIN, DEV_PROJECT, _DEV)
+            _, worker = await create_key(conn, "dev-worker", Role.WORKER, None, _DEV)
             _write_env_file(
                 keys_path, {"FERRUMDECK_API_KEY": admin, "FERRUMDECK_WORKER_TOKEN": worker}
             )
@@ -153,9 +155,9 @@ async def _register_demo_agent(conn: asyncpg.Connection, model: str, catalog: Mo
         system_prompt="You are FerrumDeck's demo agent. Answer briefly.",
         budget=Budget(max_steps=5),
     )
-    latest = await agent_store.get_version(conn, DEMO_AGENT, None)
+    latest = await agent_store.get_version(conn, DEV_PROJECT, DEMO_AGENT, None)
     if latest is None or not agent_store.same_definition(latest, spec):
-        await agent_store.create_version(conn, spec)
+        await agent_store.create_version(conn, DEV_PROJECT, spec, _DEV)
 
 
 def _port_is_free(host: str, port: int) -> bool:
@@ -212,6 +214,7 @@ FerrumDeck is ready ({time.monotonic() - started:.1f} s)
   admin key   {keys.admin}
   demo agent  'demo' on model {model}{label}
   written to  {dev_env}
+  operators   ferrumdeck tui   (live dashboard, runs, approvals; reads {dev_env})
 
   set -a; . {dev_env}; set +a
   curl -s -H "Authorization: Bearer $FERRUMDECK_API_KEY" -H 'Content-Type: application/json' \\
@@ -243,6 +246,10 @@ def run_dev(home: Path, host: str, port: int) -> int:
         if not redis_url:
             valkey = EmbeddedValkey(home / "valkey")
             redis_url = valkey.start()
+        _write_env_file(
+            home / "server.env",
+            {"FERRUMDECK_DATABASE_URL": database_url, "FERRUMDECK_REDIS_URL": redis_url},
+        )
         llm_port = free_port()
         models_file = write_models_file(home, llm_port)
         model = demo_model()

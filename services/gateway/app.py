@@ -7,11 +7,26 @@ from quart_schema import QuartSchema
 from redis.asyncio import Redis
 
 from services.contract.model_catalog import ModelCatalog
+from services.gateway import access_log, metrics, request_context
+from services.gateway.audit import AuditChainer
 from services.gateway.db.connections import create_pool
 from services.gateway.errors import register_error_handlers
+from services.gateway.events import EventHub, event_hub
 from services.gateway.outbox import OutboxRelay
 from services.gateway.resources import Resources, resources
-from services.gateway.routes import agents, approvals, health, policies, runs, tools, worker
+from services.gateway.routes import (
+    agents,
+    approvals,
+    audit,
+    health,
+    keys,
+    policies,
+    runs,
+    tools,
+    worker,
+)
+from services.gateway.routes import events as events_routes
+from services.gateway.routes import queue as queue_routes
 from services.gateway.settings import GatewaySettings
 from services.gateway.sweeper import Sweeper
 
@@ -31,8 +46,14 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
         scalar_ui_path=None,
     )
     register_error_handlers(app)
-    for module in (health, agents, runs, approvals, policies, tools, worker):
+    request_context.install(app)
+    access_log.install(app)
+    metrics.instrument(app)
+    app.register_blueprint(metrics.blueprint)
+    for module in (health, agents, runs, approvals, policies, tools, keys, audit, worker):
         app.register_blueprint(module.blueprint)
+    app.register_blueprint(events_routes.blueprint)
+    app.register_blueprint(queue_routes.blueprint)
 
     @app.before_serving
     async def _open() -> None:
@@ -48,15 +69,22 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
             poll_seconds=settings.relay_poll_seconds,
         )
         sweeper = Sweeper(pool, interval_seconds=settings.sweep_seconds)
-        Resources(settings, catalog, pool, redis, relay, sweeper).install(app)
+        chainer = AuditChainer(pool, poll_seconds=settings.audit_chain_seconds)
+        Resources(settings, catalog, pool, redis, relay, sweeper, chainer).install(app)
         relay.start()
         sweeper.start()
+        chainer.start()
+        hub = EventHub(settings.database_url, redis, settings.streams)
+        hub.install(app)
+        hub.start()
 
     @app.after_serving
     async def _close() -> None:
         res = resources()
+        await event_hub().stop()
         await res.relay.stop()
         await res.sweeper.stop()
+        await res.chainer.stop()
         await res.redis.aclose()
         await res.pool.close()
 

@@ -1,9 +1,13 @@
-"""Bearer-key authentication.
+"""Bearer-key authentication and role checks.
 
 Keys look like `fd_<random>`; only their SHA-256 is stored. Keys are 256 bits of
-randomness, so a fast hash is enough: there is nothing to brute-force. Each blueprint
-declares which role it admits; worker keys reach only the worker API, and no other key
-reaches it.
+randomness, so a fast hash is enough: there is nothing to brute-force.
+
+A human key belongs to one project and has a role; everything it sees is filtered to its
+project, so another project's data is simply not found (404, never 403). Worker keys
+belong to no project: they reach only the worker API, and no other key reaches it.
+Each blueprint names the roles it admits (`require_role`); a route may narrow them
+(`allow`), and a role that may not do something gets 403.
 """
 
 from __future__ import annotations
@@ -11,21 +15,29 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import StrEnum
+from functools import wraps
+from typing import ParamSpec, TypeVar
 
 import asyncpg
 from quart import Blueprint, g, request
 
-from services.gateway.errors import Unauthorized
+from services.contract.api import Role
+from services.gateway import metrics
+from services.gateway.audit import Actor
+from services.gateway.errors import Forbidden, TooManyRequests, Unauthorized
 from services.gateway.resources import resources
 
 KEY_PREFIX = "fd_"
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-class Role(StrEnum):
-    ADMIN = "admin"
-    WORKER = "worker"
+
+READERS = (Role.ADMIN, Role.OPERATOR, Role.INTEGRATION, Role.VIEWER)
+RUN_STARTERS = (Role.ADMIN, Role.INTEGRATION)
+DECIDERS = (Role.ADMIN, Role.OPERATOR)
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,7 @@ class Principal:
     key_id: uuid.UUID
     name: str
     role: Role
+    project: str | None
 
 
 def new_secret() -> str:
@@ -45,24 +58,84 @@ def hash_secret(secret: str) -> str:
 
 async def _principal_for(pool: asyncpg.Pool, secret: str) -> Principal | None:
     row = await pool.fetchrow(
-        "SELECT id, name, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        """SELECT id, name, role, project FROM api_keys
+            WHERE key_hash = $1 AND revoked_at IS NULL""",
         hash_secret(secret),
     )
     if row is None:
         return None
-    return Principal(row["id"], row["name"], Role(row["role"]))
+    return Principal(row["id"], row["name"], Role(row["role"]), row["project"])
 
 
 def require_role(blueprint: Blueprint, *roles: Role) -> None:
-    """Guard every route of `blueprint`: a valid key of one of `roles`, or 401."""
+    """Guard every route of `blueprint`: a valid key, of the right kind, of `roles`."""
+    for_workers = Role.WORKER in roles
 
     @blueprint.before_request
     async def _authenticate() -> None:
         header = request.headers.get("Authorization", "")
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.startswith(KEY_PREFIX):
+            metrics.auth_failed("missing")
+            await _count_failure()
             raise Unauthorized("send an API key as 'Authorization: Bearer fd_…'")
         principal = await _principal_for(resources().pool, secret.strip())
-        if principal is None or principal.role not in roles:
+        if principal is None or (principal.role == Role.WORKER) != for_workers:
+            metrics.auth_failed("rejected")
+            await _count_failure()
             raise Unauthorized("API key is unknown, revoked, or not allowed here")
+        if principal.role not in roles:
+            metrics.auth_failed("forbidden")
+            raise Forbidden(f"a {principal.role.value} key may not use this endpoint")
         g.principal = principal
+
+
+async def _count_failure() -> None:
+    """Count a failed authentication against the client, in Redis so every gateway shares
+    the limit; past it, the client is told to wait instead of being answered."""
+    res = resources()
+    window = res.settings.auth_failure_window_seconds
+    key = f"{res.settings.stream_prefix}:authfail:{request.remote_addr or 'unknown'}"
+    async with res.redis.pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, window, nx=True)
+        failures, _ = await pipe.execute()
+    if failures > res.settings.auth_failure_limit:
+        raise TooManyRequests(
+            "too many failed authentications from this client; wait and retry",
+            retry_after=window,
+        )
+
+
+def allow(*roles: Role) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Narrow one route to `roles` within what its blueprint admits."""
+
+    def decorator(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @wraps(view)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            role: Role = g.principal.role
+            if role not in roles:
+                raise Forbidden(f"a {role.value} key may not do this")
+            return await view(*args, **kwargs)
+
+        return guarded
+
+    return decorator
+
+
+def principal() -> Principal:
+    found: Principal = g.principal
+    return found
+
+
+def current_actor() -> Actor:
+    """Who the audit trail names for this request."""
+    who = principal()
+    return Actor.key(who.key_id, who.name)
+
+
+def project() -> str:
+    """The project every query of this request is confined to."""
+    scope = principal().project
+    assert scope is not None, "worker keys have no project"
+    return scope

@@ -4,8 +4,10 @@
 ApiError
 ├── BadRequest (400)          bad cursor, bad id, invalid field combination
 ├── Unauthorized (401)        missing, unknown or revoked key; wrong kind of key
+├── Forbidden (403)           the key's role may not do this (in its own project)
 ├── NotFound (404)            no such agent / run
 ├── Conflict (409)            state forbids the action: stale epoch, terminal run, …
+├── TooManyRequests (429)     too many failed authentications from one client
 └── UnprocessableEntity (422) well-formed but refers to what does not exist (unknown agent, model)
 ```
 
@@ -49,6 +51,11 @@ class Unauthorized(ApiError):
     code = "unauthorized"
 
 
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(ApiError):
     status = 404
     code = "not_found"
@@ -59,6 +66,15 @@ class Conflict(ApiError):
     code = "conflict"
 
 
+class TooManyRequests(ApiError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, details={"retry_after": retry_after})
+        self.retry_after = retry_after
+
+
 class UnprocessableEntity(ApiError):
     status = 422
     code = "unprocessable_entity"
@@ -66,6 +82,14 @@ class UnprocessableEntity(ApiError):
 
 class JsonRequest(Request):
     """A request whose malformed JSON body says what is wrong with it."""
+
+    async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        try:
+            return await super().get_json(force=force, silent=silent, cache=cache)
+        except RecursionError:
+            raise WerkzeugBadRequest("request body is not valid JSON: nested too deeply") from None
+        except UnicodeDecodeError as exc:
+            raise WerkzeugBadRequest(f"request body is not valid JSON: not UTF-8 ({exc})") from None
 
     def on_json_loading_failed(self, error: Exception) -> Any:
         raise WerkzeugBadRequest(f"request body is not valid JSON: {error}")
@@ -99,7 +123,10 @@ def register_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(ApiError)
     async def _api_error(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        response = error_response(exc.status, exc.code, exc.message, exc.details)
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.errorhandler(RequestSchemaValidationError)
     async def _schema_error(exc: RequestSchemaValidationError) -> Response:

@@ -65,6 +65,15 @@ class OutboxRelay(BackgroundLoop):
             )
             if not rows:
                 return 0
+            await conn.execute(
+                """INSERT INTO audit_events (project, actor, actor_kind, action, target, details)
+                   SELECT r.project, 'outbox-relay', 'system', 'run.dispatched', 'run:' || r.id,
+                          jsonb_build_object('reason', o.reason)
+                     FROM unnest($1::uuid[], $2::text[]) AS o(run_id, reason)
+                     JOIN runs r ON r.id = o.run_id""",
+                [row["run_id"] for row in rows],
+                [row["reason"] for row in rows],
+            )
             async with self._redis.pipeline(transaction=False) as pipe:
                 for row in sorted(rows, key=lambda r: r["id"]):
                     job = JobMessage(run_id=row["run_id"], reason=JobReason(row["reason"]))

@@ -16,34 +16,37 @@ from typing import Any, TypeVar
 from services.gateway.errors import BadRequest
 
 T = TypeVar("T")
+K = TypeVar("K", str, int, uuid.UUID)
 
 
 def encode_cursor(key: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
+def decode_cursor(cursor: str | None, kind: type[K]) -> K | None:
+    """The sort key of the last item seen, checked to be of the kind this list sorts by."""
     if cursor is None:
         return None
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         key = json.loads(raw)
     except (binascii.Error, ValueError):
-        raise BadRequest("cursor is not one this API issued", code="invalid_cursor") from None
-    if not isinstance(key, list) or len(key) != arity:
-        raise BadRequest("cursor is not one this API issued", code="invalid_cursor")
-    return key
+        raise _foreign() from None
+    if not isinstance(key, list) or len(key) != 1:
+        raise _foreign()
+    value = key[0]
+    if kind is uuid.UUID and isinstance(value, str):
+        try:
+            return kind(value)
+        except ValueError:
+            raise _foreign() from None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise _foreign()
+    return value
 
 
-def decode_uuid_cursor(cursor: str | None) -> uuid.UUID | None:
-    """For lists keyed by a UUIDv7 id alone."""
-    key = decode_cursor(cursor, 1)
-    if key is None:
-        return None
-    try:
-        return uuid.UUID(str(key[0]))
-    except ValueError:
-        raise BadRequest("cursor is not one this API issued", code="invalid_cursor") from None
+def _foreign() -> BadRequest:
+    return BadRequest("cursor is not one this API issued", code="invalid_cursor")
 
 
 def paginate(

@@ -13,6 +13,7 @@ from quart import Quart, current_app
 from redis.asyncio import Redis
 
 from services.contract.model_catalog import ModelCatalog
+from services.gateway.audit import AuditChainer
 from services.gateway.outbox import OutboxRelay
 from services.gateway.settings import GatewaySettings
 from services.gateway.sweeper import Sweeper
@@ -28,6 +29,7 @@ class Resources:
     redis: Redis
     relay: OutboxRelay
     sweeper: Sweeper
+    chainer: AuditChainer
 
     def install(self, app: Quart) -> None:
         app.extensions[_KEY] = self

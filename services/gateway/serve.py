@@ -1,15 +1,25 @@
-"""Serving the gateway with hypercorn, stopping cleanly on SIGINT/SIGTERM."""
+"""Serving the gateway with hypercorn, stopping cleanly on SIGINT/SIGTERM.
+
+The listening socket is bound here, before the application starts, so that when the
+service manager is told `READY=1` (after the pool, Redis and the relay are up)
+connections are already being accepted; hypercorn alone binds only after startup.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
 from services.gateway.app import create_app
+from services.gateway.events import hub_of
 from services.gateway.settings import GatewaySettings
+from services.telemetry.sd_notify import notify
+
+log = logging.getLogger(__name__)
 
 
 async def serve(settings: GatewaySettings) -> None:
@@ -17,9 +27,30 @@ async def serve(settings: GatewaySettings) -> None:
     config = Config()
     config.bind = [f"{settings.host}:{settings.port}"]
     config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 10.0
+    listening = config.create_sockets().insecure_sockets
+    for sock in listening:
+        sock.listen(config.backlog)
+    config.bind = [f"fd://{sock.detach()}" for sock in listening]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await hypercorn_serve(create_app(settings), config, shutdown_trigger=stop.wait)
+
+    app = create_app(settings)
+
+    async def stopping() -> None:
+        await stop.wait()
+        notify("STOPPING=1")
+        log.info("gateway stopping")
+        hub = hub_of(app)
+        if hub is not None:
+            hub.close_streams()
+
+    @app.before_serving
+    async def _ready() -> None:
+        log.info("gateway serving on %s:%d", settings.host, settings.port)
+        notify("READY=1")
+
+    await hypercorn_serve(app, config, shutdown_trigger=stopping)

@@ -12,12 +12,19 @@ class GatewaySettings(CommonSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8700, ge=0, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    auth_failure_limit: int = Field(
+        default=30, ge=1, description="Failed authentications a client may make per window."
+    )
+    auth_failure_window_seconds: int = Field(default=60, ge=1)
     lease_seconds: float = Field(default=30.0, gt=0)
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=20, ge=1)
     relay_batch: int = Field(default=500, ge=1, le=10_000)
     sweep_seconds: float = Field(
         default=5.0, gt=0, description="How often approvals past their deadline are expired."
+    )
+    audit_chain_seconds: float = Field(
+        default=0.5, gt=0, description="How often new audit events are linked into the chain."
     )
     relay_poll_seconds: float = Field(
         default=1.0,

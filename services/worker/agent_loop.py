@@ -28,6 +28,7 @@ from services.contract.worker_api import (
     StepReport,
     ToolAuthorization,
 )
+from services.worker import metrics
 from services.worker.conversation import Conversation, PendingCall, tool_message
 from services.worker.gateway_client import GatewayClient, LeaseLost
 from services.worker.llm import LLM, LLMError
@@ -153,6 +154,7 @@ class AgentLoop:
                 max_output_tokens=allowance.max_output_tokens,
             )
         except LLMError as exc:
+            metrics.step(StepKind.LLM_CALL, "failed")
             await self._gateway.report_step(
                 grant.run_id,
                 StepReport(
@@ -187,6 +189,7 @@ class AgentLoop:
                 finished_at=_now(),
             ),
         )
+        metrics.step(StepKind.LLM_CALL, "completed")
         conversation.messages.append(reply.message)
         conversation.next_seq = seq + 1
         conversation.pending = [
@@ -209,7 +212,8 @@ class AgentLoop:
         call: PendingCall,
     ) -> None:
         """Ask the gateway, then make the call, tell the model it was denied, or park."""
-        tool = names.from_llm(call.llm_name) or f"unknown.{call.llm_name}"
+        known = names.from_llm(call.llm_name)
+        tool = known or f"unknown.{call.llm_name}"
         try:
             arguments = json.loads(call.raw_arguments)
             valid = isinstance(arguments, dict)
@@ -230,15 +234,19 @@ class AgentLoop:
             ),
         )
         conversation.next_seq = max(conversation.next_seq, verdict.seq + 1)
+        metrics.tool_verdict(known or "unknown", verdict.verdict)
         if verdict.verdict == "parked":
+            metrics.step(StepKind.TOOL_CALL, "parked")
             raise _Parked
         if verdict.verdict == "denied":
+            metrics.step(StepKind.TOOL_CALL, "denied")
             content = f"denied by policy: {verdict.decision.explanation}"
             conversation.messages.append(tool_message(call.tool_call_id, content))
             return
         started = _now()
         if valid:
-            outcome = await self._tools.call(tool, arguments)
+            with metrics.TOOL_DURATION.labels(tool=known or "unknown").time():
+                outcome = await self._tools.call(tool, arguments)
             ok, content = outcome.ok, outcome.content
         else:
             ok, content = False, "the arguments were not a valid JSON object"
@@ -256,6 +264,7 @@ class AgentLoop:
                 finished_at=_now(),
             ),
         )
+        metrics.step(StepKind.TOOL_CALL, "completed" if ok else "failed")
         conversation.messages.append(
             tool_message(call.tool_call_id, content if ok else f"error: {content}")
         )

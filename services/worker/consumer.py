@@ -17,6 +17,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from services.contract.jobs import JobMessage, StreamNames
 from services.contract.worker_api import ClaimGrant, FailReport
+from services.telemetry import logs
+from services.worker import metrics
 from services.worker.agent_loop import AgentLoop
 from services.worker.gateway_client import GatewayClient, LeaseLost
 
@@ -113,31 +115,38 @@ class Consumer:
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def _handle(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        try:
-            job = JobMessage.from_fields(fields)
-        except ValidationError as exc:
-            log.error("dropping malformed job %s: %s", entry_id, exc)
+        with metrics.RUNS_IN_FLIGHT.track_inprogress():
+            try:
+                job = JobMessage.from_fields(fields)
+            except ValidationError as exc:
+                log.error("dropping malformed job %s: %s", entry_id, exc)
+                await self._ack(entry_id)
+                return
+            logs.run_id.set(str(job.run_id))
+            grant = await self._claim(job)
+            if grant is not None:
+                await self._execute(grant)
             await self._ack(entry_id)
-            return
-        grant = await self._claim(job)
-        if grant is not None:
-            await self._execute(grant)
-        await self._ack(entry_id)
 
     async def _claim(self, job: JobMessage) -> ClaimGrant | None:
         backoff = 0.2
         while True:
             try:
-                return await self._gateway.claim(job.run_id, self._worker_id)
+                grant = await self._gateway.claim(job.run_id, self._worker_id)
             except LeaseLost as exc:
+                metrics.claim("refused")
                 log.info("run %s not claimed: %s", job.run_id, exc)
                 return None
             except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                metrics.claim("retried")
                 log.warning(
                     "claim of run %s failed, retrying in %.1fs: %s", job.run_id, backoff, exc
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+            else:
+                metrics.claim("granted")
+                return grant
 
     async def _execute(self, grant: ClaimGrant) -> None:
         try:

@@ -52,6 +52,14 @@ class GatewayClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def reachable(self) -> bool:
+        """The gateway answers its liveness check."""
+        try:
+            response = await self._http.get("/healthz", timeout=2.0)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
     async def _send(
         self, path: str, body: BaseModel, method: str = "POST"
     ) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ import litellm
 
 from services.contract.model_catalog import ModelCatalog, ModelCatalogError, ResolvedModel
 from services.contract.runs import ModelParams, Usage
+from services.worker import metrics
 
 litellm.suppress_debug_info = True
 
@@ -104,6 +105,7 @@ class LLM:
                 **call_params,
             )
         except Exception as exc:
+            metrics.llm_call(model, time.perf_counter() - started, None)
             raise LLMError(f"{type(exc).__name__}: {exc}") from exc
         seconds = time.perf_counter() - started
         prompt = int(getattr(response.usage, "prompt_tokens", 0) or 0)
@@ -114,15 +116,17 @@ class LLM:
             cost = _price_map_cost(response)
         choice = response.choices[0]
         message = choice.message.model_dump(exclude_none=True)
+        usage = Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            cost_usd=cost,
+        )
+        metrics.llm_call(model, seconds, usage)
         return LLMReply(
             message={"role": "assistant", "content": message.get("content")}
             | ({"tool_calls": message["tool_calls"]} if message.get("tool_calls") else {}),
-            usage=Usage(
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                total_tokens=prompt + completion,
-                cost_usd=cost,
-            ),
+            usage=usage,
             model=resolved.model,
             seconds=seconds,
         )

@@ -1,4 +1,8 @@
-"""A worker process: connect to MCP servers, consume jobs until SIGINT/SIGTERM, drain."""
+"""A worker process: connect to MCP servers, consume jobs until SIGINT/SIGTERM, drain.
+
+It tells the service manager it is ready (`READY=1`) once it has joined the consumer
+group, so "started" means jobs are being read, and `STOPPING=1` when it begins to drain.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import signal
 from redis.asyncio import Redis
 
 from services.contract.model_catalog import ModelCatalog
+from services.telemetry import logs
+from services.telemetry.sd_notify import notify
 from services.worker.agent_loop import AgentLoop
 from services.worker.catalogue_reporter import CatalogueReporter
 from services.worker.consumer import Consumer
@@ -17,6 +23,7 @@ from services.worker.gateway_client import GatewayClient
 from services.worker.llm import LLM
 from services.worker.mcp_config import load_mcp_servers
 from services.worker.mcp_router import McpRouter
+from services.worker.probe_server import ProbeServer, create_probe_app
 from services.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -27,6 +34,7 @@ DRAIN_SECONDS = 20.0
 async def run_worker(settings: WorkerSettings) -> None:
     if not settings.worker_token:
         raise SystemExit("FERRUMDECK_WORKER_TOKEN is not set: create a worker key first")
+    logs.worker_id.set(settings.worker_id)
     catalog = ModelCatalog.load(settings.models)
     router = McpRouter(
         load_mcp_servers(settings.mcp_servers),
@@ -50,18 +58,28 @@ async def run_worker(settings: WorkerSettings) -> None:
         read_block_ms=settings.read_block_ms,
     )
     reporter = CatalogueReporter(gateway, router, settings.worker_id)
+    probes = ProbeServer(
+        create_probe_app(redis, settings.streams, gateway, settings.worker_id),
+        settings.metrics_host,
+        settings.metrics_port,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await router.start()
     reporting = asyncio.create_task(reporter.run(), name="catalogue-reporter")
-    log.info("worker %s consuming %s", settings.worker_id, settings.streams.runs)
+    probes.start()
     try:
+        await consumer.ensure_group()
+        log.info("worker %s consuming %s", settings.worker_id, settings.streams.runs)
+        notify("READY=1")
         await consumer.run(stop)
+        notify("STOPPING=1")
         log.info("worker %s stopping, %d runs in flight", settings.worker_id, consumer.in_flight)
         await consumer.drain(DRAIN_SECONDS)
     finally:
+        await probes.stop()
         reporting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reporting

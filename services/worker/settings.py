@@ -29,3 +29,9 @@ class WorkerSettings(CommonSettings):
     )
     tool_timeout_seconds: float = Field(default=60.0, gt=0)
     max_tool_result_chars: int = Field(default=100_000, ge=100)
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Where `/metrics`, `/healthz` and `/readyz` listen."
+    )
+    metrics_port: int = Field(
+        default=9700, ge=0, le=65535, description="Their port; 0 serves none of them."
+    )

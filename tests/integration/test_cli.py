@@ -6,10 +6,13 @@ import asyncio
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import asyncpg
 
 from services.gateway.app import create_app
+from services.gateway.db.connections import connect
+from services.gateway.db.migrations import migrate
 from services.gateway.settings import GatewaySettings
 
 
@@ -63,3 +66,48 @@ def test_bad_configuration_is_named(empty_database: str) -> None:
     )
     assert result.returncode == 2
     assert "FERRUMDECK_PORT: Input should be a valid integer" in result.stderr
+
+
+async def test_keys_create_finds_the_dev_stacks_database_by_itself(
+    empty_database: str, tmp_path: Path
+) -> None:
+    """Run from a checkout while `make dev` runs: no FERRUMDECK_DATABASE_URL needed."""
+    conn = await connect(empty_database)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    (tmp_path / ".ferrumdeck").mkdir()
+    (tmp_path / ".ferrumdeck" / "server.env").write_text(
+        f"FERRUMDECK_DATABASE_URL={empty_database}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "FERRUMDECK_DATABASE_URL"}
+    created = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "services.cli.main",
+            "keys",
+            "create",
+            "--project",
+            "acme",
+            "--name",
+            "first",
+            "--role",
+            "admin",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert created.returncode == 0, created.stderr
+    assert "project 'acme'" in created.stdout
+    conn = await asyncpg.connect(empty_database)
+    try:
+        assert await conn.fetchval("SELECT project FROM api_keys WHERE name = 'first'") == "acme"
+    finally:
+        await conn.close()

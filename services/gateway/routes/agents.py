@@ -5,21 +5,22 @@ from __future__ import annotations
 from quart import Blueprint
 from quart_schema import tag, validate_querystring, validate_request, validate_response
 
-from services.contract.api import Agent, AgentCreate, AgentPage, PageQuery
-from services.gateway.auth import Role, require_role
+from services.contract.api import Agent, AgentCreate, AgentPage, PageQuery, Role
+from services.gateway.auth import READERS, allow, current_actor, project, require_role
 from services.gateway.errors import NotFound, UnprocessableEntity
 from services.gateway.pagination import decode_cursor, paginate
 from services.gateway.resources import resources
 from services.gateway.store import agents as store
 
 blueprint = Blueprint("agents", __name__, url_prefix="/v1/agents")
-require_role(blueprint, Role.ADMIN)
+require_role(blueprint, *READERS)
 
 
 @blueprint.post("")
 @tag(["agents"])
 @validate_request(AgentCreate)
 @validate_response(Agent, 201)
+@allow(Role.ADMIN)
 async def create_agent(data: AgentCreate) -> tuple[Agent, int]:
     """Register a new immutable version of an agent."""
     res = resources()
@@ -31,7 +32,7 @@ async def create_agent(data: AgentCreate) -> tuple[Agent, int]:
             code="unknown_model",
         )
     async with res.pool.acquire() as conn:
-        agent = await store.create_version(conn, data)
+        agent = await store.create_version(conn, project(), data, current_actor())
     return agent, 201
 
 
@@ -41,9 +42,10 @@ async def create_agent(data: AgentCreate) -> tuple[Agent, int]:
 @validate_response(AgentPage)
 async def list_agents(query_args: PageQuery) -> AgentPage:
     """The latest version of every agent, by name."""
-    cursor = decode_cursor(query_args.cursor, 1)
-    after = str(cursor[0]) if cursor else None
-    items = await store.list_latest(resources().pool, after=after, limit=query_args.limit + 1)
+    after = decode_cursor(query_args.cursor, str)
+    items = await store.list_latest(
+        resources().pool, project(), after=after, limit=query_args.limit + 1
+    )
     page, next_cursor = paginate(items, query_args.limit, lambda a: [a.name])
     return AgentPage(items=page, next_cursor=next_cursor)
 
@@ -54,12 +56,11 @@ async def list_agents(query_args: PageQuery) -> AgentPage:
 @validate_response(AgentPage)
 async def agent_versions(name: str, query_args: PageQuery) -> AgentPage:
     """Every version of one agent, newest first."""
-    cursor = decode_cursor(query_args.cursor, 1)
-    before = int(cursor[0]) if cursor and isinstance(cursor[0], int) else None
+    before = decode_cursor(query_args.cursor, int)
     items = await store.list_versions(
-        resources().pool, name, before=before, limit=query_args.limit + 1
+        resources().pool, project(), name, before=before, limit=query_args.limit + 1
     )
-    if not items and cursor is None:
+    if not items and before is None:
         raise NotFound(f"no agent {name!r}")
     page, next_cursor = paginate(items, query_args.limit, lambda a: [a.version])
     return AgentPage(items=page, next_cursor=next_cursor)

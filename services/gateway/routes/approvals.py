@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import uuid
 
-from quart import Blueprint, g
+from quart import Blueprint
 from quart_schema import tag, validate_querystring, validate_request, validate_response
 
 from services.contract.api import Approval, ApprovalDecision, ApprovalListQuery, ApprovalPage
-from services.gateway.auth import Role, require_role
-from services.gateway.pagination import decode_uuid_cursor, paginate
+from services.gateway.auth import DECIDERS, READERS, allow, current_actor, project, require_role
+from services.gateway.pagination import decode_cursor, paginate
 from services.gateway.resources import resources
 from services.gateway.store import approvals as store
 
 blueprint = Blueprint("approvals", __name__, url_prefix="/v1/approvals")
-require_role(blueprint, Role.ADMIN)
+require_role(blueprint, *READERS)
 
 
 @blueprint.get("")
@@ -23,9 +23,10 @@ require_role(blueprint, Role.ADMIN)
 @validate_response(ApprovalPage)
 async def list_approvals(query_args: ApprovalListQuery) -> ApprovalPage:
     """Approvals, newest first; `?status=pending` for those waiting on a human."""
-    before = decode_uuid_cursor(query_args.cursor)
+    before = decode_cursor(query_args.cursor, uuid.UUID)
     items = await store.list_approvals(
         resources().pool,
+        project(),
         status=query_args.status,
         run_id=query_args.run_id,
         before=before,
@@ -39,13 +40,14 @@ async def list_approvals(query_args: ApprovalListQuery) -> ApprovalPage:
 @tag(["approvals"])
 @validate_response(Approval)
 async def get_approval(approval_id: uuid.UUID) -> Approval:
-    return await store.get_approval(resources().pool, approval_id)
+    return await store.get_approval(resources().pool, project(), approval_id)
 
 
 @blueprint.post("/<uuid:approval_id>/approve")
 @tag(["approvals"])
 @validate_request(ApprovalDecision)
 @validate_response(Approval)
+@allow(*DECIDERS)
 async def approve(approval_id: uuid.UUID, data: ApprovalDecision) -> Approval:
     """Allow the parked call; the run is re-queued and the next worker makes the call."""
     return await _decide(approval_id, data, approve=True)
@@ -55,6 +57,7 @@ async def approve(approval_id: uuid.UUID, data: ApprovalDecision) -> Approval:
 @tag(["approvals"])
 @validate_request(ApprovalDecision)
 @validate_response(Approval)
+@allow(*DECIDERS)
 async def reject(approval_id: uuid.UUID, data: ApprovalDecision) -> Approval:
     """Refuse the parked call; the run is re-queued and the model is told why."""
     return await _decide(approval_id, data, approve=False)
@@ -63,7 +66,12 @@ async def reject(approval_id: uuid.UUID, data: ApprovalDecision) -> Approval:
 async def _decide(approval_id: uuid.UUID, data: ApprovalDecision, *, approve: bool) -> Approval:
     res = resources()
     approval = await store.decide(
-        res.pool, approval_id, approve=approve, reason=data.reason, decided_by=g.principal.name
+        res.pool,
+        project(),
+        approval_id,
+        approve=approve,
+        reason=data.reason,
+        actor=current_actor(),
     )
     res.relay.wake()
     return approval

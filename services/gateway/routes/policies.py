@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, g
+from quart import Blueprint
 from quart_schema import tag, validate_querystring, validate_request, validate_response
 
-from services.contract.api import PageQuery, PolicyState, PolicyVersionOut
+from services.contract.api import PageQuery, PolicyState, PolicyVersionOut, Role
 from services.contract.policy import EvaluateRequest, PolicyDecision, PolicySet
-from services.gateway.auth import Role, require_role
+from services.gateway.auth import READERS, allow, current_actor, project, require_role
 from services.gateway.pagination import decode_cursor, paginate
 from services.gateway.policy import ToolCall
 from services.gateway.resources import resources
 from services.gateway.store import policies as store
 
 blueprint = Blueprint("policies", __name__, url_prefix="/v1/policies")
-require_role(blueprint, Role.ADMIN)
+require_role(blueprint, *READERS)
 
 
 def _out(version: store.PolicyVersion) -> PolicyVersionOut:
@@ -33,10 +33,9 @@ def _out(version: store.PolicyVersion) -> PolicyVersionOut:
 async def get_policies(query_args: PageQuery) -> PolicyState:
     """The rules in force and earlier versions, newest first."""
     pool = resources().pool
-    current = await store.current_policy(pool)
-    cursor = decode_cursor(query_args.cursor, 1)
-    before = cursor[0] if cursor and isinstance(cursor[0], int) else None
-    versions = await store.history(pool, before=before, limit=query_args.limit + 1)
+    current = await store.current_policy(pool, project())
+    before = decode_cursor(query_args.cursor, int)
+    versions = await store.history(pool, project(), before=before, limit=query_args.limit + 1)
     page, next_cursor = paginate(versions, query_args.limit, lambda v: [v.version])
     return PolicyState(
         version=current.version if current else 0,
@@ -50,10 +49,11 @@ async def get_policies(query_args: PageQuery) -> PolicyState:
 @tag(["policies"])
 @validate_request(PolicySet)
 @validate_response(PolicyVersionOut)
+@allow(Role.ADMIN)
 async def put_policies(data: PolicySet) -> PolicyVersionOut:
     """Replace the rules; the new set becomes the next version and is in force at once."""
     async with resources().pool.acquire() as conn:
-        version = await store.put_policy(conn, data, created_by=g.principal.name)
+        version = await store.put_policy(conn, project(), data, current_actor())
     return _out(version)
 
 
@@ -64,7 +64,7 @@ async def put_policies(data: PolicySet) -> PolicyVersionOut:
 async def evaluate(data: EvaluateRequest) -> PolicyDecision:
     """What would happen to this call under the policy in force, and which rule decides."""
     async with resources().pool.acquire() as conn:
-        policy = await store.compiled_policy(conn)
+        policy = await store.compiled_policy(conn, project())
     return policy.evaluate(
         ToolCall(
             agent=data.agent,

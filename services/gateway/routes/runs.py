@@ -9,16 +9,25 @@ from quart import Blueprint, request
 from quart_schema import tag, validate_querystring, validate_request, validate_response
 
 from services.contract.api import PageQuery, Run, RunCreate, RunListQuery, RunPage, StepPage
-from services.gateway.auth import Role, require_role
+from services.gateway import metrics
+from services.gateway.auth import (
+    DECIDERS,
+    READERS,
+    RUN_STARTERS,
+    allow,
+    current_actor,
+    project,
+    require_role,
+)
 from services.gateway.errors import BadRequest, UnprocessableEntity
-from services.gateway.pagination import decode_cursor, decode_uuid_cursor, paginate
+from services.gateway.pagination import decode_cursor, paginate
 from services.gateway.resources import resources
 from services.gateway.store import agents as agent_store
 from services.gateway.store import runs as store
 from services.gateway.store.steps import list_steps
 
 blueprint = Blueprint("runs", __name__, url_prefix="/v1/runs")
-require_role(blueprint, Role.ADMIN)
+require_role(blueprint, *READERS)
 
 _MAX_IDEMPOTENCY_KEY = 200
 
@@ -27,6 +36,7 @@ _MAX_IDEMPOTENCY_KEY = 200
 @tag(["runs"])
 @validate_request(RunCreate)
 @validate_response(Run, 202)
+@allow(*RUN_STARTERS)
 async def create_run(data: RunCreate) -> tuple[Run, int, dict[str, str]]:
     """Start a run; answers 202 at once, before any worker has seen it.
 
@@ -41,17 +51,26 @@ async def create_run(data: RunCreate) -> tuple[Run, int, dict[str, str]]:
         )
     name, _, version = data.agent.partition("@")
     res = resources()
-    agent = await agent_store.get_version(res.pool, name, int(version) if version else None)
+    agent = await agent_store.get_version(
+        res.pool, project(), name, int(version) if version else None
+    )
     if agent is None:
         raise UnprocessableEntity(f"no agent {data.agent!r}", code="unknown_agent")
     request_hash = (
         hashlib.sha256(data.model_dump_json().encode()).hexdigest() if key is not None else None
     )
     run, created = await store.create_run(
-        res.pool, agent, data, idempotency_key=key, request_hash=request_hash
+        res.pool,
+        project(),
+        agent,
+        data,
+        idempotency_key=key,
+        request_hash=request_hash,
+        actor=current_actor(),
     )
     if created:
         res.relay.wake()
+        metrics.run_created()
     headers = {"Location": f"/v1/runs/{run.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
@@ -64,9 +83,10 @@ async def create_run(data: RunCreate) -> tuple[Run, int, dict[str, str]]:
 @validate_response(RunPage)
 async def list_runs(query_args: RunListQuery) -> RunPage:
     """Runs, newest first, filtered by status and agent."""
-    before = decode_uuid_cursor(query_args.cursor)
+    before = decode_cursor(query_args.cursor, uuid.UUID)
     items = await store.list_runs(
         resources().pool,
+        project(),
         status=query_args.status,
         agent=query_args.agent,
         before=before,
@@ -81,7 +101,7 @@ async def list_runs(query_args: RunListQuery) -> RunPage:
 @validate_response(Run)
 async def get_run(run_id: uuid.UUID) -> Run:
     """One run with its status, output, error and usage totals."""
-    return await store.get_run(resources().pool, run_id)
+    return await store.get_run(resources().pool, project(), run_id)
 
 
 @blueprint.get("/<uuid:run_id>/steps")
@@ -90,10 +110,9 @@ async def get_run(run_id: uuid.UUID) -> Run:
 @validate_response(StepPage)
 async def get_steps(run_id: uuid.UUID, query_args: PageQuery) -> StepPage:
     """A run's steps in order, from 1."""
-    cursor = decode_cursor(query_args.cursor, 1)
-    after = cursor[0] if cursor and isinstance(cursor[0], int) else 0
+    after = decode_cursor(query_args.cursor, int) or 0
     pool = resources().pool
-    await store.get_run(pool, run_id)
+    await store.get_run(pool, project(), run_id)
     items = await list_steps(pool, run_id, after=after, limit=query_args.limit + 1)
     page, next_cursor = paginate(items, query_args.limit, lambda s: [s.seq])
     return StepPage(items=page, next_cursor=next_cursor)
@@ -102,6 +121,7 @@ async def get_steps(run_id: uuid.UUID, query_args: PageQuery) -> StepPage:
 @blueprint.post("/<uuid:run_id>/cancel")
 @tag(["runs"])
 @validate_response(Run)
+@allow(*DECIDERS)
 async def cancel_run(run_id: uuid.UUID) -> Run:
     """Cancel a queued or running run; a finished run answers 409."""
-    return await store.cancel_run(resources().pool, run_id, "cancelled through the API")
+    return await store.cancel_run(resources().pool, project(), run_id, current_actor())

@@ -6,12 +6,12 @@ from quart import Blueprint
 from quart_schema import tag, validate_response
 
 from services.contract.api import ToolCatalogue
-from services.gateway.auth import Role, require_role
+from services.gateway.auth import READERS, require_role
 from services.gateway.resources import resources
 from services.gateway.store import tools as store
 
 blueprint = Blueprint("tools", __name__, url_prefix="/v1/tools")
-require_role(blueprint, Role.ADMIN)
+require_role(blueprint, *READERS)
 
 
 @blueprint.get("")

@@ -11,6 +11,7 @@ import uuid
 from quart import Blueprint
 from quart_schema import hide, validate_request, validate_response
 
+from services.contract.api import Role
 from services.contract.runs import RunStatus
 from services.contract.worker_api import (
     CatalogueReport,
@@ -27,7 +28,7 @@ from services.contract.worker_api import (
     ToolAuthorization,
     ToolVerdict,
 )
-from services.gateway.auth import Role, require_role
+from services.gateway.auth import require_role
 from services.gateway.resources import resources
 from services.gateway.store import leases
 from services.gateway.store import tools as tool_store

@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 
 from services.contract.api import Agent, AgentCreate
+from services.gateway.audit import Actor, record
 
 _COLUMNS = "name, version, model, system_prompt, tools, budget, params, created_at"
 
@@ -15,15 +16,23 @@ def _agent(row: asyncpg.Record) -> Agent:
     return Agent.model_validate(dict(row))
 
 
-async def create_version(conn: asyncpg.Connection, spec: AgentCreate) -> Agent:
+async def create_version(
+    conn: asyncpg.Connection, project: str, spec: AgentCreate, actor: Actor
+) -> Agent:
     """Append the next version of `spec.name`; concurrent registrations queue on a lock."""
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('agent:' || $1))", spec.name)
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('agent:' || $1 || '/' || $2))",
+            project,
+            spec.name,
+        )
         row = await conn.fetchrow(
-            f"""INSERT INTO agents (name, version, model, system_prompt, tools, budget, params)
-                SELECT $1, coalesce(max(version), 0) + 1, $2, $3, $4, $5, $6
-                  FROM agents WHERE name = $1
+            f"""INSERT INTO agents (project, name, version, model, system_prompt, tools,
+                                    budget, params)
+                SELECT $1, $2, coalesce(max(version), 0) + 1, $3, $4, $5, $6, $7
+                  FROM agents WHERE project = $1 AND name = $2
                 RETURNING {_COLUMNS}""",
+            project,
             spec.name,
             spec.model,
             spec.system_prompt,
@@ -31,31 +40,42 @@ async def create_version(conn: asyncpg.Connection, spec: AgentCreate) -> Agent:
             spec.budget.model_dump(exclude_none=True),
             spec.params.model_dump(exclude_none=True),
         )
-    assert row is not None
+        assert row is not None
+        await record(
+            conn,
+            project,
+            actor,
+            "agent.created",
+            f"agent:{spec.name}@{row['version']}",
+            {"model": spec.model, "tools": spec.tools},
+        )
     return _agent(row)
 
 
 async def get_version(
-    conn: asyncpg.Connection | asyncpg.Pool, name: str, version: int | None
+    conn: asyncpg.Connection | asyncpg.Pool, project: str, name: str, version: int | None
 ) -> Agent | None:
-    if version is None:
-        row = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM agents WHERE name = $1 ORDER BY version DESC LIMIT 1", name
-        )
-    else:
-        row = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM agents WHERE name = $1 AND version = $2", name, version
-        )
+    row = await conn.fetchrow(
+        f"""SELECT {_COLUMNS} FROM agents
+             WHERE project = $1 AND name = $2 AND ($3::int IS NULL OR version = $3)
+             ORDER BY version DESC LIMIT 1""",
+        project,
+        name,
+        version,
+    )
     return None if row is None else _agent(row)
 
 
-async def list_latest(conn: asyncpg.Pool, *, after: str | None, limit: int) -> list[Agent]:
+async def list_latest(
+    conn: asyncpg.Pool, project: str, *, after: str | None, limit: int
+) -> list[Agent]:
     """The newest version of each agent, by name."""
     rows = await conn.fetch(
         f"""SELECT DISTINCT ON (name) {_COLUMNS} FROM agents
-             WHERE $1::text IS NULL OR name > $1
+             WHERE project = $1 AND ($2::text IS NULL OR name > $2)
              ORDER BY name, version DESC
-             LIMIT $2""",
+             LIMIT $3""",
+        project,
         after,
         limit,
     )
@@ -63,12 +83,13 @@ async def list_latest(conn: asyncpg.Pool, *, after: str | None, limit: int) -> l
 
 
 async def list_versions(
-    conn: asyncpg.Pool, name: str, *, before: int | None, limit: int
+    conn: asyncpg.Pool, project: str, name: str, *, before: int | None, limit: int
 ) -> list[Agent]:
     rows = await conn.fetch(
         f"""SELECT {_COLUMNS} FROM agents
-             WHERE name = $1 AND ($2::int IS NULL OR version < $2)
-             ORDER BY version DESC LIMIT $3""",
+             WHERE project = $1 AND name = $2 AND ($3::int IS NULL OR version < $3)
+             ORDER BY version DESC LIMIT $4""",
+        project,
         name,
         before,
         limit,

@@ -13,9 +13,11 @@ import asyncpg
 
 from services.contract.api import Approval, ApprovalStatus
 from services.contract.jobs import JobReason
+from services.gateway.audit import Actor, record
 from services.gateway.errors import Conflict, NotFound
 from services.gateway.outbox import enqueue
 
+_EXPIRY = Actor.system("approval-expiry")
 _COLUMNS = """id, run_id, step_seq, agent_name AS agent, tool, arguments, rule, policy_version,
     explanation, status, reason, decided_by, expires_at, created_at, decided_at"""
 
@@ -24,8 +26,12 @@ def _approval(row: asyncpg.Record) -> Approval:
     return Approval.model_validate(dict(row))
 
 
-async def get_approval(conn: asyncpg.Pool | asyncpg.Connection, approval_id: uuid.UUID) -> Approval:
-    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM approvals WHERE id = $1", approval_id)
+async def get_approval(
+    conn: asyncpg.Pool | asyncpg.Connection, project: str, approval_id: uuid.UUID
+) -> Approval:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM approvals WHERE project = $1 AND id = $2", project, approval_id
+    )
     if row is None:
         raise NotFound(f"no approval {approval_id}")
     return _approval(row)
@@ -33,6 +39,7 @@ async def get_approval(conn: asyncpg.Pool | asyncpg.Connection, approval_id: uui
 
 async def list_approvals(
     pool: asyncpg.Pool,
+    project: str,
     *,
     status: ApprovalStatus | None,
     run_id: uuid.UUID | None,
@@ -41,7 +48,8 @@ async def list_approvals(
 ) -> list[Approval]:
     rows = await pool.fetch(
         f"""SELECT {_COLUMNS} FROM approvals
-             WHERE ($1::text IS NULL OR status = $1)
+             WHERE project = $5
+               AND ($1::text IS NULL OR status = $1)
                AND ($2::uuid IS NULL OR run_id = $2)
                AND ($3::uuid IS NULL OR id < $3)
              ORDER BY id DESC LIMIT $4""",
@@ -49,21 +57,25 @@ async def list_approvals(
         run_id,
         before,
         limit,
+        project,
     )
     return [_approval(r) for r in rows]
 
 
 async def decide(
     pool: asyncpg.Pool,
+    project: str,
     approval_id: uuid.UUID,
     *,
     approve: bool,
     reason: str,
-    decided_by: str,
+    actor: Actor,
 ) -> Approval:
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            "SELECT status, expires_at < now() AS expired FROM approvals WHERE id = $1 FOR UPDATE",
+            """SELECT status, expires_at < now() AS expired FROM approvals
+                WHERE project = $1 AND id = $2 FOR UPDATE""",
+            project,
             approval_id,
         )
         if row is None:
@@ -76,12 +88,12 @@ async def decide(
             )
         if row["expired"]:
             await _settle(
-                conn, approval_id, ApprovalStatus.EXPIRED, "the approval expired", "system"
+                conn, approval_id, ApprovalStatus.EXPIRED, "the approval expired", _EXPIRY
             )
             expired = True
         else:
             status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
-            await _settle(conn, approval_id, status, reason, decided_by)
+            await _settle(conn, approval_id, status, reason, actor)
             expired = False
     if expired:
         raise Conflict(
@@ -89,7 +101,7 @@ async def decide(
             code="approval_decided",
             details={"status": ApprovalStatus.EXPIRED.value},
         )
-    return await get_approval(pool, approval_id)
+    return await get_approval(pool, project, approval_id)
 
 
 async def _settle(
@@ -97,11 +109,12 @@ async def _settle(
     approval_id: uuid.UUID,
     status: ApprovalStatus,
     reason: str,
-    decided_by: str,
+    actor: Actor,
 ) -> None:
+    decided_by = actor.name
     approval = await conn.fetchrow(
         """UPDATE approvals SET status = $2, reason = $3, decided_by = $4, decided_at = now()
-            WHERE id = $1 RETURNING run_id, step_seq""",
+            WHERE id = $1 RETURNING run_id, step_seq, project, tool""",
         approval_id,
         status.value,
         reason,
@@ -109,6 +122,14 @@ async def _settle(
     )
     assert approval is not None
     run_id, seq = approval["run_id"], approval["step_seq"]
+    await record(
+        conn,
+        approval["project"],
+        actor,
+        f"approval.{status.value}",
+        f"approval:{approval_id}",
+        {"run": str(run_id), "seq": seq, "tool": approval["tool"], "reason": reason},
+    )
     if status == ApprovalStatus.APPROVED:
         await conn.execute(
             """UPDATE steps SET status = 'approved',
@@ -146,7 +167,7 @@ async def expire_due(pool: asyncpg.Pool, *, batch: int = 100) -> int:
             batch,
         )
         for row in due:
-            await _settle(conn, row["id"], ApprovalStatus.EXPIRED, "no decision in time", "system")
+            await _settle(conn, row["id"], ApprovalStatus.EXPIRED, "no decision in time", _EXPIRY)
     return len(due)
 
 

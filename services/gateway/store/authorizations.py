@@ -23,6 +23,7 @@ from services.contract.worker_api import (
     ToolAuthorization,
     ToolVerdict,
 )
+from services.gateway.audit import Actor, record
 from services.gateway.errors import Conflict
 from services.gateway.policy import ToolCall
 from services.gateway.store.leases import end_run, lock_running
@@ -45,7 +46,7 @@ async def authorize_llm(
         budget = Budget.model_validate(run["budget"])
         allowance, breach = _llm_allowance(budget, run, ask)
         if breach is not None:
-            await end_run(conn, run_id, RunStatus.BUDGET_EXCEEDED, breach)
+            await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, breach)
     if breach is not None:
         raise BudgetExceeded(breach)
     return allowance
@@ -122,7 +123,7 @@ async def authorize_tool(
         if breach is None:
             decision = await _decide(conn, run, run_id, ask)
             return await _record_decision(conn, run, run_id, ask, decision)
-        await end_run(conn, run_id, RunStatus.BUDGET_EXCEEDED, breach)
+        await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, breach)
     raise BudgetExceeded(breach)
 
 
@@ -132,7 +133,7 @@ async def _decide(
     run_id: uuid.UUID,
     ask: ToolAuthorization,
 ) -> PolicyDecision:
-    policy = await compiled_policy(conn)
+    policy = await compiled_policy(conn, run["project"])
     if not any(fnmatchcase(ask.tool, allowed) for allowed in run["tools"]):
         return PolicyDecision(
             effect=Effect.DENY,
@@ -175,6 +176,24 @@ async def _record_decision(
     }[decision.effect]
     output = f"denied by policy: {decision.explanation}" if status == StepStatus.DENIED else None
     await _insert_tool_step(conn, run_id, ask, status, decision, output)
+    verb = {
+        Effect.ALLOW: "allowed",
+        Effect.DENY: "denied",
+        Effect.REQUIRE_APPROVAL: "approval_requested",
+    }[decision.effect]
+    await record(
+        conn,
+        run["project"],
+        Actor.worker(run["lease_owner"]),
+        f"tool.{verb}",
+        f"run:{run_id}",
+        {
+            "seq": ask.seq,
+            "tool": ask.tool,
+            "rule": decision.rule,
+            "policy_version": decision.policy_version,
+        },
+    )
     if decision.effect == Effect.ALLOW:
         return ToolVerdict(verdict="execute", seq=ask.seq, decision=decision)
     if decision.effect == Effect.DENY:
@@ -224,13 +243,13 @@ async def _park(
     decision: PolicyDecision,
 ) -> uuid.UUID:
     """Create the approval and set the run aside: no worker waits for a human."""
-    policy = await compiled_policy(conn)
+    policy = await compiled_policy(conn, run["project"])
     ttl = policy.approval_ttl(decision.rule) or DEFAULT_APPROVAL_TTL
     approval_id = uuid7()
     await conn.execute(
         """INSERT INTO approvals (id, run_id, step_seq, agent_name, tool, arguments, rule,
-                                  policy_version, explanation, status, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', now() + $10)""",
+                                  policy_version, explanation, status, expires_at, project)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', now() + $10, $11)""",
         approval_id,
         run_id,
         ask.seq,
@@ -241,6 +260,7 @@ async def _park(
         decision.policy_version,
         decision.explanation,
         ttl,
+        run["project"],
     )
     await conn.execute(
         """UPDATE runs SET status = 'waiting_approval', lease_owner = NULL,
@@ -299,13 +319,21 @@ async def _retry_unknown_outcome(
         ask.seq,
         "the worker stopped during this call; it may or may not have taken effect",
     )
+    await record(
+        conn,
+        run["project"],
+        Actor.worker(run["lease_owner"]),
+        "tool.outcome_unknown",
+        f"run:{run_id}",
+        {"seq": ask.seq, "tool": ask.tool},
+    )
     retry_seq = run["steps_count"] + 1
     budget = Budget.model_validate(run["budget"])
     breach = _steps_or_time_breach(budget, run, retry_seq)
     if breach is not None:
-        await end_run(conn, run_id, RunStatus.BUDGET_EXCEEDED, breach)
+        await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, breach)
         return ToolVerdict(verdict="denied", seq=ask.seq, decision=original)
-    policy = await compiled_policy(conn)
+    policy = await compiled_policy(conn, run["project"])
     if original.effect == Effect.DENY:
         decision = original
     else:

@@ -1,4 +1,8 @@
-"""API keys: created with their secret shown once, stored as a hash."""
+"""API keys: created with their secret shown once, stored as a hash, revoked at once.
+
+Human keys belong to a project (created with it if new); worker keys belong to none, and
+their creation and revocation are recorded in the platform's own audit chain.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +10,76 @@ import uuid
 
 import asyncpg
 
+from services.contract.api import KeyInfo, Role
 from services.contract.ids import uuid7
-from services.gateway.auth import Role, hash_secret, new_secret
+from services.gateway.audit import Actor, record
+from services.gateway.auth import hash_secret, new_secret
+from services.gateway.errors import NotFound
+
+PLATFORM = "_platform"
 
 
 async def create_key(
-    conn: asyncpg.Connection | asyncpg.Pool, name: str, role: Role
-) -> tuple[uuid.UUID, str]:
-    """Returns the key id and its secret; the secret is not recoverable afterwards."""
-    key_id = uuid7()
-    secret = new_secret()
-    await conn.execute(
-        "INSERT INTO api_keys (id, name, role, key_hash) VALUES ($1, $2, $3, $4)",
-        key_id,
-        name,
-        role.value,
-        hash_secret(secret),
+    conn: asyncpg.Connection,
+    name: str,
+    role: Role,
+    project: str | None,
+    actor: Actor,
+) -> tuple[KeyInfo, str]:
+    """Returns the key and its secret; the secret is not recoverable afterwards."""
+    scope = None if role == Role.WORKER else project
+    async with conn.transaction():
+        if scope is not None:
+            created = await conn.fetchval(
+                "INSERT INTO projects (name) VALUES ($1) ON CONFLICT DO NOTHING RETURNING name",
+                scope,
+            )
+            if created:
+                await record(conn, scope, actor, "project.created", f"project:{scope}")
+        secret = new_secret()
+        row = await conn.fetchrow(
+            """INSERT INTO api_keys (id, name, role, key_hash, project)
+               VALUES ($1, $2, $3, $4, $5)
+               RETURNING id, name, role, project, created_at, revoked_at""",
+            uuid7(),
+            name,
+            role.value,
+            hash_secret(secret),
+            scope,
+        )
+        assert row is not None
+        await record(
+            conn,
+            scope or PLATFORM,
+            actor,
+            "key.created",
+            f"key:{row['id']}",
+            {"name": name, "role": role.value},
+        )
+    return KeyInfo.model_validate(dict(row)), secret
+
+
+async def list_keys(pool: asyncpg.Pool, project: str) -> list[KeyInfo]:
+    rows = await pool.fetch(
+        """SELECT id, name, role, project, created_at, revoked_at FROM api_keys
+            WHERE project = $1 ORDER BY id""",
+        project,
     )
-    return key_id, secret
+    return [KeyInfo.model_validate(dict(r)) for r in rows]
+
+
+async def revoke_key(pool: asyncpg.Pool, project: str, key_id: uuid.UUID, actor: Actor) -> None:
+    """The very next request with the key is refused."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            """UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+                WHERE project = $1 AND id = $2 RETURNING name, role""",
+            project,
+            key_id,
+        )
+        if row is None:
+            raise NotFound(f"no key {key_id}")
+        await record(conn, project, actor, "key.revoked", f"key:{key_id}", {"name": row["name"]})
 
 
 async def key_is_valid(conn: asyncpg.Connection | asyncpg.Pool, secret: str) -> bool:

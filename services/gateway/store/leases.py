@@ -19,6 +19,8 @@ from services.contract.worker_api import (
     StepAck,
     StepReport,
 )
+from services.gateway import metrics
+from services.gateway.audit import Actor, record
 from services.gateway.errors import Conflict, NotFound
 from services.gateway.store.agents import get_version
 from services.gateway.store.runs import RUN_COLUMNS, to_run
@@ -54,7 +56,7 @@ async def claim(
                                 started_at = coalesce(started_at, now()), updated_at = now()
                  WHERE id = $1 AND (status = 'queued'
                                     OR (status = 'running' AND lease_expires_at < now()))
-                 RETURNING {RUN_COLUMNS}, epoch, lease_expires_at""",
+                 RETURNING {RUN_COLUMNS}, project, epoch, lease_expires_at""",
             run_id,
             worker_id,
             lease_seconds,
@@ -73,7 +75,15 @@ async def claim(
                 details={"status": current["status"]},
             )
         run = to_run(row)
-        agent = await get_version(conn, run.agent, run.agent_version)
+        await record(
+            conn,
+            row["project"],
+            Actor.worker(worker_id),
+            "run.claimed",
+            f"run:{run_id}",
+            {"epoch": row["epoch"]},
+        )
+        agent = await get_version(conn, row["project"], run.agent, run.agent_version)
         assert agent is not None
         steps = await conn.fetch(
             """SELECT seq, kind, status, tool, tool_call_id, input, output, error, idempotent
@@ -97,7 +107,8 @@ async def lock_running(conn: asyncpg.Connection, run_id: uuid.UUID, epoch: int) 
     """Lock the run held under `epoch` for the rest of the transaction, with what budget
     checks need; refuse if the run is no longer ours."""
     run = await conn.fetchrow(
-        """SELECT r.status, r.epoch, r.steps_count, r.lease_expires_at, r.agent_name,
+        """SELECT r.project, r.lease_owner, r.status, r.epoch, r.steps_count,
+                  r.lease_expires_at, r.agent_name,
                   r.prompt_tokens, r.completion_tokens, r.cost_usd,
                   extract(epoch FROM now() - r.started_at)::float8 AS elapsed,
                   a.budget, a.tools
@@ -152,8 +163,6 @@ async def record_step(
     """
     async with pool.acquire() as conn, conn.transaction():
         ack, breach = await _record_step(conn, run_id, report, lease_seconds)
-        if breach is not None:
-            await end_run(conn, run_id, RunStatus.BUDGET_EXCEEDED, breach)
     if breach is not None:
         raise Conflict(breach, code="budget_exceeded")
     assert ack is not None
@@ -186,7 +195,9 @@ async def _record_step(
         )
     budget = Budget.model_validate(run["budget"])
     if report.seq > budget.max_steps:
-        return None, f"step budget exceeded: max_steps is {budget.max_steps}"
+        breach = f"step budget exceeded: max_steps is {budget.max_steps}"
+        await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, breach)
+        return None, breach
     usage = report.usage
     await conn.execute(
         """INSERT INTO steps (run_id, seq, kind, status, model, tool, input, output, error,
@@ -238,26 +249,54 @@ async def _record_step(
         counted,
         lease_seconds,
     )
+    await record(
+        conn,
+        run["project"],
+        Actor.worker(run["lease_owner"]),
+        "step.recorded",
+        f"run:{run_id}",
+        {"seq": report.seq, "kind": report.kind.value, "status": report.status.value},
+    )
     ack = StepAck(
         seq=report.seq,
         status=report.status,
         replayed=False,
         lease_expires_at=totals["lease_expires_at"],
     )
-    return ack, _budget_breach(budget, totals) if finished else None
+    overspent = _budget_breach(budget, totals) if finished else None
+    if overspent is not None:
+        await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, overspent)
+    return ack, overspent
 
 
 async def end_run(
-    conn: asyncpg.Connection, run_id: uuid.UUID, status: RunStatus, error: str | None
+    conn: asyncpg.Connection,
+    run_id: uuid.UUID,
+    run: asyncpg.Record,
+    status: RunStatus,
+    error: str | None,
+    *,
+    output: str | None = None,
 ) -> None:
+    """End a run locked by `lock_running`, recording who ended it and why."""
     await conn.execute(
-        """UPDATE runs SET status = $2, error = $3, finished_at = now(), updated_at = now(),
-                           lease_owner = NULL, lease_expires_at = NULL
+        """UPDATE runs SET status = $2, output = $3, error = $4, finished_at = now(),
+                           updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
             WHERE id = $1""",
         run_id,
         status.value,
+        output,
         error,
     )
+    await record(
+        conn,
+        run["project"],
+        Actor.worker(run["lease_owner"]),
+        f"run.{status.value}",
+        f"run:{run_id}",
+        {"error": error} if error else {},
+    )
+    metrics.run_finished(status)
 
 
 async def finish(
@@ -270,16 +309,6 @@ async def finish(
     error: str | None = None,
 ) -> None:
     """End a running run held under `epoch`: completed, failed or over budget."""
-    row = await pool.fetchrow(
-        """UPDATE runs SET status = $3, output = $4, error = $5, finished_at = now(),
-                           updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
-            WHERE id = $1 AND epoch = $2 AND status = 'running'
-            RETURNING id""",
-        run_id,
-        epoch,
-        status.value,
-        output,
-        error,
-    )
-    if row is None:
-        raise await _refusal(pool, run_id, epoch)
+    async with pool.acquire() as conn, conn.transaction():
+        run = await lock_running(conn, run_id, epoch)
+        await end_run(conn, run_id, run, status, error, output=output)

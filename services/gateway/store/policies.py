@@ -13,10 +13,11 @@ from datetime import datetime
 import asyncpg
 
 from services.contract.policy import PolicyRule, PolicySet
+from services.gateway.audit import Actor, record
 from services.gateway.policy import CompiledPolicy
 
 _EMPTY = CompiledPolicy([], 0)
-_in_force: list[CompiledPolicy] = [_EMPTY]
+_in_force: dict[str, CompiledPolicy] = {}
 
 
 @dataclass(frozen=True)
@@ -27,17 +28,28 @@ class PolicyVersion:
     created_at: datetime
 
 
-async def put_policy(conn: asyncpg.Connection, policy: PolicySet, created_by: str) -> PolicyVersion:
+async def put_policy(
+    conn: asyncpg.Connection, project: str, policy: PolicySet, actor: Actor
+) -> PolicyVersion:
     async with conn.transaction():
-        await conn.execute("LOCK TABLE policies IN SHARE ROW EXCLUSIVE MODE")
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('policy:' || $1))", project)
         row = await conn.fetchrow(
-            """INSERT INTO policies (version, rules, created_by)
-               SELECT coalesce(max(version), 0) + 1, $1, $2 FROM policies
+            """INSERT INTO policies (project, version, rules, created_by)
+               SELECT $1, coalesce(max(version), 0) + 1, $2, $3 FROM policies WHERE project = $1
                RETURNING version, created_by, created_at""",
+            project,
             [rule.model_dump(mode="json", exclude_none=True) for rule in policy.rules],
-            created_by,
+            actor.name,
         )
-    assert row is not None
+        assert row is not None
+        await record(
+            conn,
+            project,
+            actor,
+            "policy.updated",
+            f"policy:{row['version']}",
+            {"rules": len(policy.rules)},
+        )
     return PolicyVersion(row["version"], list(policy.rules), row["created_by"], row["created_at"])
 
 
@@ -46,31 +58,41 @@ def _version(row: asyncpg.Record) -> PolicyVersion:
     return PolicyVersion(row["version"], rules, row["created_by"], row["created_at"])
 
 
-async def current_policy(conn: asyncpg.Connection | asyncpg.Pool) -> PolicyVersion | None:
+async def current_policy(
+    conn: asyncpg.Connection | asyncpg.Pool, project: str
+) -> PolicyVersion | None:
     row = await conn.fetchrow(
-        "SELECT version, rules, created_by, created_at FROM policies ORDER BY version DESC LIMIT 1"
+        """SELECT version, rules, created_by, created_at FROM policies WHERE project = $1
+            ORDER BY version DESC LIMIT 1""",
+        project,
     )
     return None if row is None else _version(row)
 
 
-async def history(conn: asyncpg.Pool, *, before: int | None, limit: int) -> list[PolicyVersion]:
+async def history(
+    conn: asyncpg.Pool, project: str, *, before: int | None, limit: int
+) -> list[PolicyVersion]:
     rows = await conn.fetch(
         """SELECT version, rules, created_by, created_at FROM policies
-            WHERE $1::int IS NULL OR version < $1 ORDER BY version DESC LIMIT $2""",
+            WHERE project = $1 AND ($2::int IS NULL OR version < $2)
+            ORDER BY version DESC LIMIT $3""",
+        project,
         before,
         limit,
     )
     return [_version(r) for r in rows]
 
 
-async def compiled_policy(conn: asyncpg.Connection) -> CompiledPolicy:
-    """The policy in force, compiled once per version per process."""
-    version = await conn.fetchval("SELECT max(version) FROM policies")
+async def compiled_policy(conn: asyncpg.Connection, project: str) -> CompiledPolicy:
+    """The project's policy in force, compiled once per version per process."""
+    version = await conn.fetchval("SELECT max(version) FROM policies WHERE project = $1", project)
     if version is None:
         return _EMPTY
-    cached = _in_force[0]
-    if cached.version != version:
-        rules = await conn.fetchval("SELECT rules FROM policies WHERE version = $1", version)
+    cached = _in_force.get(project)
+    if cached is None or cached.version != version:
+        rules = await conn.fetchval(
+            "SELECT rules FROM policies WHERE project = $1 AND version = $2", project, version
+        )
         cached = CompiledPolicy([PolicyRule.model_validate(r) for r in rules], version)
-        _in_force[0] = cached
+        _in_force[project] = cached
     return cached

@@ -14,6 +14,8 @@ from services.contract.api import Agent, Run, RunCreate
 from services.contract.ids import uuid7
 from services.contract.jobs import JobReason
 from services.contract.runs import RunStatus, Usage
+from services.gateway import metrics
+from services.gateway.audit import Actor, record
 from services.gateway.errors import Conflict, NotFound
 from services.gateway.outbox import enqueue
 from services.gateway.store.approvals import cancel_for_run
@@ -51,11 +53,13 @@ def to_run(row: asyncpg.Record) -> Run:
 
 async def create_run(
     pool: asyncpg.Pool,
+    project: str,
     agent: Agent,
     body: RunCreate,
     *,
     idempotency_key: str | None,
     request_hash: str | None,
+    actor: Actor,
 ) -> tuple[Run, bool]:
     """Insert a queued run and its outbox row together; returns the run and whether it is new.
 
@@ -64,11 +68,13 @@ async def create_run(
     """
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            f"""INSERT INTO runs (id, agent_name, agent_version, status, input, metadata,
-                                  idempotency_key, request_hash)
-                VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7)
-                ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            f"""INSERT INTO runs (project, id, agent_name, agent_version, status, input,
+                                  metadata, idempotency_key, request_hash)
+                VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8)
+                ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL
+                DO NOTHING
                 RETURNING {RUN_COLUMNS}""",
+            project,
             uuid7(),
             agent.name,
             agent.version,
@@ -79,7 +85,9 @@ async def create_run(
         )
         if row is None:
             existing = await conn.fetchrow(
-                f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = $1", idempotency_key
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE project = $1 AND idempotency_key = $2",
+                project,
+                idempotency_key,
             )
             assert existing is not None
             if existing["request_hash"] != request_hash:
@@ -89,11 +97,21 @@ async def create_run(
                 )
             return to_run(existing), False
         await enqueue(conn, row["id"], JobReason.CREATED)
+        await record(
+            conn,
+            project,
+            actor,
+            "run.created",
+            f"run:{row['id']}",
+            {"agent": f"{agent.name}@{agent.version}"},
+        )
     return to_run(row), True
 
 
-async def get_run(conn: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID) -> Run:
-    row = await conn.fetchrow(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = $1", run_id)
+async def get_run(conn: asyncpg.Pool | asyncpg.Connection, project: str, run_id: uuid.UUID) -> Run:
+    row = await conn.fetchrow(
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE project = $1 AND id = $2", project, run_id
+    )
     if row is None:
         raise NotFound(f"no run {run_id}")
     return to_run(row)
@@ -101,6 +119,7 @@ async def get_run(conn: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID) ->
 
 async def list_runs(
     pool: asyncpg.Pool,
+    project: str,
     *,
     status: RunStatus | None,
     agent: str | None,
@@ -110,10 +129,12 @@ async def list_runs(
     """Newest first; ids are UUIDv7, so id order is creation order."""
     rows = await pool.fetch(
         f"""SELECT {RUN_COLUMNS} FROM runs
-             WHERE ($1::text IS NULL OR status = $1)
-               AND ($2::text IS NULL OR agent_name = $2)
-               AND ($3::uuid IS NULL OR id < $3)
-             ORDER BY id DESC LIMIT $4""",
+             WHERE project = $1
+               AND ($2::text IS NULL OR status = $2)
+               AND ($3::text IS NULL OR agent_name = $3)
+               AND ($4::uuid IS NULL OR id < $4)
+             ORDER BY id DESC LIMIT $5""",
+        project,
         status.value if status else None,
         agent,
         before,
@@ -122,22 +143,25 @@ async def list_runs(
     return [to_run(r) for r in rows]
 
 
-async def cancel_run(pool: asyncpg.Pool, run_id: uuid.UUID, reason: str) -> Run:
+async def cancel_run(pool: asyncpg.Pool, project: str, run_id: uuid.UUID, actor: Actor) -> Run:
     """Make an open run `cancelled` at once; its worker learns it on its next callback,
     and a parked run's pending approval can no longer be decided."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             f"""UPDATE runs SET status = 'cancelled', error = $2, finished_at = now(),
                                 updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
-                 WHERE id = $1 AND status = ANY($3::text[])
+                 WHERE project = $4 AND id = $1 AND status = ANY($3::text[])
                  RETURNING {RUN_COLUMNS}""",
             run_id,
-            reason,
+            f"cancelled by {actor.name}",
             [s.value for s in _OPEN],
+            project,
         )
         if row is not None:
             await cancel_for_run(conn, run_id)
+            await record(conn, project, actor, "run.cancelled", f"run:{run_id}")
     if row is not None:
+        metrics.run_finished(RunStatus.CANCELLED)
         return to_run(row)
-    current = await get_run(pool, run_id)
+    current = await get_run(pool, project, run_id)
     raise Conflict(f"run is already {current.status.value}", code="run_finished")

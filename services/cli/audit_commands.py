@@ -1,0 +1,61 @@
+"""`ferrumdeck audit verify|export`: check a project's chain, or write it out as JSON Lines
+that the same code verifies offline (`ferrumdeck audit verify --file export.jsonl`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from services.contract.audit import AuditEvent, Verification, verify
+from services.gateway.audit import verify_project
+from services.gateway.db.connections import create_pool
+
+
+def _report(verification: Verification) -> int:
+    print(verification.model_dump_json(indent=2))
+    return 0 if verification.intact else 1
+
+
+async def verify_database(database_url: str, project: str) -> int:
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        return _report(await verify_project(pool, project))
+    finally:
+        await pool.close()
+
+
+def verify_file(path: Path) -> int:
+    """Verify an export offline; events of each project are checked as one chain."""
+    by_project: dict[str, list[AuditEvent]] = {}
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                event = AuditEvent.model_validate_json(line)
+                by_project.setdefault(event.project, []).append(event)
+    worst = 0
+    for project, events in sorted(by_project.items()):
+        print(f"project {project}:")
+        worst = max(worst, _report(verify(sorted(events, key=lambda e: e.seq or 0))))
+    return worst
+
+
+async def export(database_url: str, project: str, out: Path | None) -> int:
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    target = out.open("w", encoding="utf-8") if out else sys.stdout
+    try:
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            async for row in conn.cursor(
+                """SELECT e.id, e.project, e.actor, e.actor_kind, e.action, e.target, e.details,
+                          e.request_id, e.created_at, c.seq, c.prev_hash, c.hash
+                     FROM audit_chain c JOIN audit_events e ON e.id = c.event_id
+                    WHERE c.project = $1 ORDER BY c.seq""",
+                project,
+            ):
+                event = AuditEvent.model_validate(dict(row))
+                target.write(json.dumps(event.model_dump(mode="json")) + "\n")
+    finally:
+        if out:
+            target.close()
+        await pool.close()
+    return 0

@@ -1,0 +1,275 @@
+"""`AsyncFerrumDeck`: the gateway's public API as typed async methods.
+
+Methods return the contract's models (`services.contract`), so the gateway and every
+Python caller agree on one definition of each body. Errors are the client's own
+(`services.client.errors`); no httpx exception escapes. Lists come a page at a time
+(`runs()`), or as iterators that follow `next_cursor` lazily (`iter_runs()`), so a
+caller holding thousands of runs never fetches them all at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from services.client.config import discover
+from services.client.errors import GatewayUnavailable, error_from_response
+from services.client.live import LiveEvent, live_events
+from services.contract.api import (
+    AgentPage,
+    Approval,
+    ApprovalPage,
+    ApprovalStatus,
+    PolicyState,
+    PolicyVersionOut,
+    Run,
+    RunPage,
+    Step,
+    StepPage,
+    ToolCatalogue,
+)
+from services.contract.audit import AuditPage, Verification
+from services.contract.policy import EvaluateRequest, PolicyDecision, PolicyRule, PolicySet
+from services.contract.queue import QueueStats
+from services.contract.runs import RunStatus
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+class _Page(Protocol[T]):
+    @property
+    def items(self) -> list[T]: ...
+
+    @property
+    def next_cursor(self) -> str | None: ...
+
+
+def _query(**values: Any) -> dict[str, str]:
+    """Query parameters, leaving out those not given."""
+    out: dict[str, str] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        out[name] = value.isoformat() if isinstance(value, datetime) else str(value)
+    return out
+
+
+class AsyncFerrumDeck:
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        config = discover(url, api_key)
+        self.url = config.url
+        self._http = httpx.AsyncClient(
+            base_url=config.url,
+            headers={"Authorization": f"Bearer {config.api_key}"},
+            transport=transport,
+            timeout=timeout,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncFerrumDeck:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        try:
+            response = await self._http.request(
+                method, path, params=params, json=json, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise GatewayUnavailable(
+                f"cannot reach the gateway at {self.url}: {exc or type(exc).__name__}"
+            ) from exc
+        if response.is_error:
+            raise error_from_response(response)
+        return response
+
+    async def _get(self, model: type[M], path: str, **params: Any) -> M:
+        response = await self._request("GET", path, params=_query(**params))
+        return model.model_validate(response.json())
+
+    async def _post(self, model: type[M], path: str, body: Any = None) -> M:
+        response = await self._request("POST", path, json=body)
+        return model.model_validate(response.json())
+
+    @staticmethod
+    async def _iterate(
+        fetch: Callable[[str | None], Awaitable[_Page[T]]],
+    ) -> AsyncIterator[T]:
+        cursor: str | None = None
+        while True:
+            page = await fetch(cursor)
+            for item in page.items:
+                yield item
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    # agents
+
+    async def agents(self, *, limit: int = 50, cursor: str | None = None) -> AgentPage:
+        return await self._get(AgentPage, "/v1/agents", limit=limit, cursor=cursor)
+
+    async def agent_versions(
+        self, name: str, *, limit: int = 50, cursor: str | None = None
+    ) -> AgentPage:
+        return await self._get(AgentPage, f"/v1/agents/{name}", limit=limit, cursor=cursor)
+
+    # runs
+
+    async def runs(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        return await self._get(
+            RunPage, "/v1/runs", status=status, agent=agent, limit=limit, cursor=cursor
+        )
+
+    def iter_runs(
+        self, *, status: RunStatus | str | None = None, agent: str | None = None, page: int = 100
+    ) -> AsyncIterator[Run]:
+        return self._iterate(lambda c: self.runs(status=status, agent=agent, limit=page, cursor=c))
+
+    async def run(self, run_id: uuid.UUID | str) -> Run:
+        return await self._get(Run, f"/v1/runs/{run_id}")
+
+    async def steps(
+        self, run_id: uuid.UUID | str, *, limit: int = 200, cursor: str | None = None
+    ) -> StepPage:
+        return await self._get(StepPage, f"/v1/runs/{run_id}/steps", limit=limit, cursor=cursor)
+
+    def iter_steps(self, run_id: uuid.UUID | str) -> AsyncIterator[Step]:
+        return self._iterate(lambda c: self.steps(run_id, cursor=c))
+
+    async def create_run(
+        self,
+        agent: str,
+        input: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Run:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        body = {"agent": agent, "input": input, "metadata": metadata or {}}
+        response = await self._request("POST", "/v1/runs", json=body, headers=headers)
+        return Run.model_validate(response.json())
+
+    async def cancel_run(self, run_id: uuid.UUID | str) -> Run:
+        return await self._post(Run, f"/v1/runs/{run_id}/cancel")
+
+    # approvals
+
+    async def approvals(
+        self,
+        *,
+        status: ApprovalStatus | str | None = None,
+        run_id: uuid.UUID | str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> ApprovalPage:
+        return await self._get(
+            ApprovalPage, "/v1/approvals", status=status, run_id=run_id, limit=limit, cursor=cursor
+        )
+
+    def iter_approvals(
+        self, *, status: ApprovalStatus | str | None = None, page: int = 100
+    ) -> AsyncIterator[Approval]:
+        return self._iterate(lambda c: self.approvals(status=status, limit=page, cursor=c))
+
+    async def approval(self, approval_id: uuid.UUID | str) -> Approval:
+        return await self._get(Approval, f"/v1/approvals/{approval_id}")
+
+    async def approve(self, approval_id: uuid.UUID | str, reason: str) -> Approval:
+        return await self._post(
+            Approval, f"/v1/approvals/{approval_id}/approve", {"reason": reason}
+        )
+
+    async def reject(self, approval_id: uuid.UUID | str, reason: str) -> Approval:
+        return await self._post(Approval, f"/v1/approvals/{approval_id}/reject", {"reason": reason})
+
+    # policies and tools
+
+    async def policies(self, *, limit: int = 50, cursor: str | None = None) -> PolicyState:
+        return await self._get(PolicyState, "/v1/policies", limit=limit, cursor=cursor)
+
+    async def put_policies(self, rules: list[PolicyRule] | PolicySet) -> PolicyVersionOut:
+        policy = rules if isinstance(rules, PolicySet) else PolicySet(rules=rules)
+        response = await self._request("PUT", "/v1/policies", json=policy.model_dump(mode="json"))
+        return PolicyVersionOut.model_validate(response.json())
+
+    async def evaluate(self, call: EvaluateRequest) -> PolicyDecision:
+        return await self._post(
+            PolicyDecision, "/v1/policies/evaluate", call.model_dump(mode="json")
+        )
+
+    async def tools(self) -> ToolCatalogue:
+        return await self._get(ToolCatalogue, "/v1/tools")
+
+    # operations
+
+    async def queue(self) -> QueueStats:
+        return await self._get(QueueStats, "/v1/queue")
+
+    async def audit(
+        self,
+        *,
+        action: str | None = None,
+        actor: str | None = None,
+        target: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> AuditPage:
+        return await self._get(
+            AuditPage,
+            "/v1/audit",
+            action=action,
+            actor=actor,
+            target=target,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    async def verify_audit(self) -> Verification:
+        return await self._get(Verification, "/v1/audit/verify")
+
+    def events(self, *, max_backoff: float = 5.0) -> AsyncIterator[LiveEvent]:
+        """The live feed, reconnecting by itself; see `services.client.live`."""
+        return live_events(self._http, max_backoff=max_backoff)

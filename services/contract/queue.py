@@ -1,0 +1,26 @@
+"""What `GET /v1/queue` answers and the SSE `queue` event carries: the runs stream as the
+workers' consumer group sees it, so an operator can tell a backlog from a stuck worker."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ConsumerStats(BaseModel):
+    name: str
+    pending: int = Field(description="Entries delivered to this consumer and not yet acked.")
+    idle_seconds: float = Field(description="Time since this consumer last read or acked.")
+
+
+class QueueStats(BaseModel):
+    stream: str
+    group: str
+    depth: int = Field(description="Entries in the stream (XLEN), acked ones included.")
+    pending: int = Field(description="Entries delivered to some worker and not yet acked.")
+    lag: int | None = Field(
+        description="Entries not yet delivered to the group; null when Redis cannot tell."
+    )
+    oldest_pending_seconds: float | None = Field(
+        description="Age of the oldest unacked entry since it was published; null if none."
+    )
+    consumers: list[ConsumerStats]

@@ -1,0 +1,200 @@
+"""Appending to the audit trail, linking the chain, and checking it.
+
+`record` is called inside the transaction of the change it records, so an event exists
+exactly when its change committed. It only inserts: appends never wait on each other.
+The `AuditChainer` then links committed events into each project's hash chain, one
+chainer at a time across all gateways (an advisory lock), in the order it finds them.
+A late-committing event is simply linked later; the chain order is the link order.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from quart import g, has_request_context, request
+
+from services.contract.audit import (
+    GENESIS,
+    ActorKind,
+    AuditEvent,
+    BrokenLink,
+    Verification,
+    link_hash,
+    verify,
+)
+from services.gateway.background import BackgroundLoop
+
+log = logging.getLogger(__name__)
+
+_CHAIN_LOCK = 0x46_44_41_55_44  # "FDAUD"
+_EVENT_COLUMNS = """e.id, e.project, e.actor, e.actor_kind, e.action, e.target, e.details,
+    e.request_id, e.created_at, c.seq, c.prev_hash, c.hash"""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did it: a key (by name, and id in the trail), a worker, or a system component."""
+
+    name: str
+    kind: ActorKind
+    key_id: uuid.UUID | None = None
+
+    @property
+    def audited(self) -> str:
+        return f"{self.name} ({self.key_id})" if self.key_id else self.name
+
+    @classmethod
+    def key(cls, key_id: uuid.UUID, name: str) -> Actor:
+        return cls(name, ActorKind.KEY, key_id)
+
+    @classmethod
+    def worker(cls, worker_id: str | None) -> Actor:
+        return cls(worker_id or "unknown worker", ActorKind.WORKER)
+
+    @classmethod
+    def system(cls, component: str) -> Actor:
+        return cls(component, ActorKind.SYSTEM)
+
+
+def request_id() -> str | None:
+    if not has_request_context():
+        return None
+    found = g.get("request_id") or request.headers.get("X-Request-Id")
+    return None if found is None else str(found)[:200]
+
+
+async def record(
+    conn: asyncpg.Connection,
+    project: str,
+    actor: Actor,
+    action: str,
+    target: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Append one event; call it inside the transaction of the change it records."""
+    await conn.execute(
+        """INSERT INTO audit_events (project, actor, actor_kind, action, target, details,
+                                     request_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        project,
+        actor.audited,
+        actor.kind.value,
+        action,
+        target,
+        details or {},
+        request_id(),
+    )
+
+
+def _event(row: asyncpg.Record) -> AuditEvent:
+    return AuditEvent.model_validate(dict(row))
+
+
+async def link_pending(pool: asyncpg.Pool, *, batch: int = 1000) -> int:
+    """Link committed, unlinked events into their projects' chains; returns how many."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _CHAIN_LOCK):
+            return 0
+        rows = await conn.fetch(
+            f"""SELECT {_EVENT_COLUMNS} FROM audit_events e
+                  LEFT JOIN audit_chain c ON c.event_id = e.id
+                 WHERE c.event_id IS NULL ORDER BY e.id LIMIT $1""",
+            batch,
+        )
+        heads: dict[str, tuple[int, str]] = {}
+        links = []
+        for row in rows:
+            event = _event(row)
+            if event.project not in heads:
+                head = await conn.fetchrow(
+                    """SELECT seq, hash FROM audit_chain WHERE project = $1
+                        ORDER BY seq DESC LIMIT 1""",
+                    event.project,
+                )
+                heads[event.project] = (head["seq"], head["hash"]) if head else (0, GENESIS)
+            seq, prev = heads[event.project]
+            digest = link_hash(prev, event)
+            links.append((event.id, event.project, seq + 1, prev, digest))
+            heads[event.project] = (seq + 1, digest)
+        await conn.executemany(
+            """INSERT INTO audit_chain (event_id, project, seq, prev_hash, hash)
+               VALUES ($1, $2, $3, $4, $5)""",
+            links,
+        )
+    return len(links)
+
+
+class AuditChainer(BackgroundLoop):
+    name = "audit-chainer"
+
+    def __init__(self, pool: asyncpg.Pool, *, poll_seconds: float) -> None:
+        super().__init__()
+        self._pool = pool
+        self._poll_seconds = poll_seconds
+
+    async def step(self) -> float:
+        try:
+            linked = await link_pending(self._pool)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("audit chain linking failed, retrying: %s", exc)
+            return self._poll_seconds
+        return 0 if linked >= 1000 else self._poll_seconds
+
+
+async def verify_project(pool: asyncpg.Pool, project: str) -> Verification:
+    """Walk a project's chain in link order and report the first broken link, if any."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        events: list[AuditEvent] = []
+        async for row in conn.cursor(
+            f"""SELECT c.event_id AS linked_id, {_EVENT_COLUMNS} FROM audit_chain c
+                  LEFT JOIN audit_events e ON e.id = c.event_id
+                 WHERE c.project = $1 ORDER BY c.seq""",
+            project,
+        ):
+            if row["id"] is None:
+                missing = BrokenLink(
+                    id=row["linked_id"], seq=row["seq"], reason="the event of this link is gone"
+                )
+                return Verification(intact=False, events=len(events) + 1, first_broken=missing)
+            events.append(_event(row))
+        unchained = await conn.fetchval(
+            """SELECT count(*) FROM audit_events e LEFT JOIN audit_chain c ON c.event_id = e.id
+                WHERE e.project = $1 AND c.event_id IS NULL""",
+            project,
+        )
+    return verify(events).model_copy(update={"unchained": unchained})
+
+
+async def list_events(
+    pool: asyncpg.Pool,
+    project: str,
+    *,
+    filters: dict[str, Any],
+    before: int | None,
+    limit: int,
+) -> list[AuditEvent]:
+    rows = await pool.fetch(
+        f"""SELECT {_EVENT_COLUMNS} FROM audit_events e
+              LEFT JOIN audit_chain c ON c.event_id = e.id
+             WHERE e.project = $1
+               AND ($2::text IS NULL OR e.action = $2 OR e.action LIKE $2 || '.%')
+               AND ($3::text IS NULL OR e.actor ILIKE '%' || $3 || '%')
+               AND ($4::text IS NULL OR e.target = $4)
+               AND ($5::timestamptz IS NULL OR e.created_at >= $5)
+               AND ($6::timestamptz IS NULL OR e.created_at < $6)
+               AND ($7::bigint IS NULL OR e.id < $7)
+             ORDER BY e.id DESC LIMIT $8""",
+        project,
+        filters.get("action"),
+        filters.get("actor"),
+        filters.get("target"),
+        filters.get("since"),
+        filters.get("until"),
+        before,
+        limit,
+    )
+    return [_event(r) for r in rows]

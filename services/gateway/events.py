@@ -1,0 +1,249 @@
+"""Live change feed for operators: PostgreSQL notifications fanned out to SSE clients.
+
+Triggers (migration 0003) announce every run, step and approval change on one channel,
+on commit. Each gateway process keeps ONE dedicated connection listening to it, however
+many clients watch, and copies each event into every client's bounded queue. A client
+that cannot keep up must never slow the others or grow memory without bound: when its
+queue is full the queue is emptied and it gets one `resync` event, telling it to refetch
+what it shows. The same happens to everyone when the listening connection was lost and
+re-established, since notifications sent meanwhile are gone. Once a second the hub also
+publishes the runs stream's `queue` statistics.
+
+Which events a client may see is decided in one place, `visible_to`: only its own
+project's changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from quart import Quart, current_app
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.contract.jobs import StreamNames
+from services.gateway.auth import Principal
+from services.gateway.background import BackgroundLoop
+from services.gateway.queue_stats import queue_stats
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "ferrumdeck_events"
+APPLICATION_NAME = "ferrumdeck-events"  # how the listening connection shows in pg_stat_activity
+_KEY = "ferrumdeck.events"
+_MAX_BACKOFF_SECONDS = 5.0
+_KEEPALIVE_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Event:
+    """One server-sent event: `event: <name>` and a JSON `data` line."""
+
+    name: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return f"event: {self.name}\ndata: {json.dumps(self.data)}\n\n".encode()
+
+
+_PROJECT_EVENTS = frozenset({"run", "step", "approval"})
+RESYNC = Event("resync")
+CLOSED = Event("closed")  # internal: the hub is stopping; never sent to a client
+
+
+def visible_to(principal: Principal, event: Event) -> bool:
+    """Whether `principal` may see `event`: changes only of its own project (the triggers
+    name it); queue statistics and control events concern everyone."""
+    project = event.data.get("project")
+    if event.name in _PROJECT_EVENTS:
+        return project is not None and project == principal.project
+    return True
+
+
+class Subscription:
+    """One client's bounded queue of events."""
+
+    def __init__(self, principal: Principal, size: int) -> None:
+        self.principal = principal
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(size)
+
+    def offer(self, event: Event) -> None:
+        if event is not CLOSED and not visible_to(self.principal, event):
+            return
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._reset(RESYNC if event is not CLOSED else CLOSED)
+
+    def close(self) -> None:
+        self._reset(CLOSED)
+
+    def _reset(self, event: Event) -> None:
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(event)
+
+    async def next(self, within: float) -> Event | None:
+        """The next event, or None after `within` seconds without one (time for a heartbeat)."""
+        try:
+            async with asyncio.timeout(within):
+                return await self._queue.get()
+        except TimeoutError:
+            return None
+
+
+class _Listener(BackgroundLoop):
+    """Holds the LISTEN connection, reconnecting with backoff when it drops."""
+
+    name = "events-listener"
+
+    def __init__(self, hub: EventHub, dsn: str) -> None:
+        super().__init__()
+        self._hub = hub
+        self._dsn = dsn
+        self._conn: asyncpg.Connection | None = None
+        self._backoff = 0.1
+        self._ever_connected = False
+        self._since_keepalive = 0.0
+
+    async def step(self) -> float:
+        if self._conn is not None and not self._conn.is_closed():
+            return await self._keepalive()
+        try:
+            conn = await asyncpg.connect(
+                self._dsn, timeout=5, server_settings={"application_name": APPLICATION_NAME}
+            )
+            await conn.add_listener(CHANNEL, self._on_notify)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("event listener cannot connect (retrying): %s", exc)
+            self._backoff = min(self._backoff * 2, _MAX_BACKOFF_SECONDS)
+            return self._backoff
+        self._conn = conn
+        self._backoff = 0.1
+        if self._ever_connected:
+            log.info("event listener reconnected; clients told to resync")
+            self._hub.broadcast(RESYNC)
+        self._ever_connected = True
+        return 1.0
+
+    async def _keepalive(self) -> float:
+        """A dead TCP peer is only noticed when we talk; say something now and then."""
+        self._since_keepalive += 1.0
+        if self._since_keepalive >= _KEEPALIVE_SECONDS and self._conn is not None:
+            self._since_keepalive = 0.0
+            try:
+                await self._conn.execute("SELECT 1", timeout=5)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await self.close()
+                return 0.0
+        return 1.0
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            log.warning("ignoring malformed notification %r", payload[:200])
+            return
+        self._hub.broadcast(Event(str(data.get("type", "unknown")), data))
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await conn.close(timeout=2)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn.terminate()
+
+
+class _QueuePublisher(BackgroundLoop):
+    """Publishes the runs stream's statistics while anyone is watching."""
+
+    name = "events-queue"
+
+    def __init__(self, hub: EventHub, redis: Redis, streams: StreamNames, interval: float) -> None:
+        super().__init__()
+        self._hub = hub
+        self._redis = redis
+        self._streams = streams
+        self._interval = interval
+
+    async def step(self) -> float:
+        if self._hub.subscribers:
+            try:
+                stats = await queue_stats(self._redis, self._streams)
+            except (OSError, RedisError) as exc:
+                log.warning("queue statistics unavailable: %s", exc)
+            else:
+                self._hub.broadcast(Event("queue", stats.model_dump(mode="json")))
+        return self._interval
+
+
+class EventHub:
+    """The fan-out: one listener and one statistics loop per process, many subscribers."""
+
+    def __init__(
+        self,
+        dsn: str,
+        redis: Redis,
+        streams: StreamNames,
+        *,
+        queue_interval_seconds: float = 1.0,
+        heartbeat_seconds: float = 15.0,
+        buffer: int = 1000,
+    ) -> None:
+        self.heartbeat_seconds = heartbeat_seconds
+        self._buffer = buffer
+        self._subscriptions: set[Subscription] = set()
+        self._listener = _Listener(self, dsn)
+        self._publisher = _QueuePublisher(self, redis, streams, queue_interval_seconds)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscriptions)
+
+    def install(self, app: Quart) -> None:
+        app.extensions[_KEY] = self
+
+    def start(self) -> None:
+        self._listener.start()
+        self._publisher.start()
+
+    def close_streams(self) -> None:
+        """End every client's stream: called as shutdown begins, so open streams do not
+        hold the server's graceful drain for its whole timeout."""
+        for subscription in self._subscriptions:
+            subscription.close()
+
+    async def stop(self) -> None:
+        """End every client's stream, then the loops and the listening connection."""
+        self.close_streams()
+        await self._publisher.stop()
+        await self._listener.stop()
+        await self._listener.close()
+
+    def subscribe(self, principal: Principal) -> Subscription:
+        subscription = Subscription(principal, self._buffer)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    def broadcast(self, event: Event) -> None:
+        for subscription in self._subscriptions:
+            subscription.offer(event)
+
+
+def hub_of(app: Quart) -> EventHub | None:
+    found: EventHub | None = app.extensions.get(_KEY)
+    return found
+
+
+def event_hub() -> EventHub:
+    found: EventHub = current_app.extensions[_KEY]
+    return found

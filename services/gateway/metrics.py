@@ -1,0 +1,156 @@
+"""The gateway's Prometheus metrics and its `/metrics` endpoint.
+
+Request metrics are labelled by route *template* (`/v1/runs/<uuid:run_id>`), never the
+raw path, so a scan of random URLs cannot create series. Queue, approval, outbox and run
+gauges are read from PostgreSQL and Redis when scraped rather than kept up to date by
+every writer: they are shared state, so every gateway reports the same values (take
+`max`, not `sum`, across gateways). `/metrics` sits outside authentication, like
+`/healthz`; expose it only where Prometheus can reach it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import asyncpg
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from quart import Blueprint, Quart, Response, g, request
+from quart_schema import hide
+from redis.exceptions import RedisError
+
+from services.contract.runs import RunStatus
+from services.gateway.queue_stats import queue_stats
+from services.gateway.resources import resources
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("metrics", __name__)
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+HTTP_REQUESTS = Counter(
+    "ferrumdeck_http_requests_total",
+    "HTTP requests answered, by route template, method and status code.",
+    ["route", "method", "status"],
+)
+HTTP_DURATION = Histogram(
+    "ferrumdeck_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route template and method.",
+    ["route", "method"],
+)
+AUTH_FAILURES = Counter(
+    "ferrumdeck_auth_failures_total",
+    "Requests refused for their API key: `missing` (no or malformed bearer key), "
+    "`rejected` (unknown, revoked, wrong plane) or `forbidden` (role not allowed).",
+    ["reason"],
+)
+RUNS_CREATED = Counter(
+    "ferrumdeck_runs_created_total", "Runs created (idempotent replays excluded)."
+)
+RUNS_FINISHED = Counter(
+    "ferrumdeck_runs_finished_total", "Runs that reached a terminal status.", ["status"]
+)
+QUEUE_LAG = Gauge(
+    "ferrumdeck_queue_lag",
+    "Jobs on the runs stream not yet delivered to any worker (NaN when Redis cannot tell).",
+)
+QUEUE_PENDING = Gauge(
+    "ferrumdeck_queue_pending",
+    "Jobs delivered to a worker and not yet acknowledged (being worked on, or orphaned).",
+)
+QUEUE_DEPTH = Gauge(
+    "ferrumdeck_queue_depth", "Entries in the runs stream (XLEN), acknowledged ones included."
+)
+QUEUE_OLDEST_PENDING_AGE = Gauge(
+    "ferrumdeck_queue_oldest_pending_age_seconds",
+    "Age of the oldest unacknowledged job since it was published (0 when none).",
+)
+APPROVALS_PENDING = Gauge(
+    "ferrumdeck_approvals_pending", "Tool calls waiting for a human decision."
+)
+OUTBOX_BACKLOG = Gauge(
+    "ferrumdeck_outbox_backlog", "Jobs committed in PostgreSQL and not yet published to Redis."
+)
+RUNS = Gauge("ferrumdeck_runs", "Runs by current status.", ["status"])
+SOURCE_UP = Gauge(
+    "ferrumdeck_metrics_source_up",
+    "Whether the last scrape could read a source (`postgres`, `redis`); its gauges are "
+    "stale when 0.",
+    ["source"],
+)
+
+
+_AUTH_REASONS = frozenset({"missing", "rejected", "forbidden"})
+
+
+def auth_failed(reason: str) -> None:
+    """An API key was refused: `missing`, `rejected` (unknown, revoked, wrong plane), or
+    `forbidden` (its role may not use the route)."""
+    AUTH_FAILURES.labels(reason=reason if reason in _AUTH_REASONS else "rejected").inc()
+
+
+def run_created() -> None:
+    RUNS_CREATED.inc()
+
+
+def run_finished(status: RunStatus) -> None:
+    RUNS_FINISHED.labels(status=status.value).inc()
+
+
+def instrument(app: Quart) -> None:
+    """Count and time every request, labelled by the route that answered it."""
+
+    @app.before_request
+    async def _start_clock() -> None:
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    async def _observe(response: Response) -> Response:
+        started: float | None = g.get("metrics_started")
+        rule = request.url_rule
+        route = rule.rule if rule is not None else "unmatched"
+        method = request.method if request.method in _METHODS else "other"
+        HTTP_REQUESTS.labels(route=route, method=method, status=str(response.status_code)).inc()
+        if started is not None:
+            HTTP_DURATION.labels(route=route, method=method).observe(time.perf_counter() - started)
+        return response
+
+
+async def _read_postgres() -> None:
+    async with resources().pool.acquire(timeout=2) as conn:
+        APPROVALS_PENDING.set(
+            await conn.fetchval("SELECT count(*) FROM approvals WHERE status = 'pending'")
+        )
+        OUTBOX_BACKLOG.set(await conn.fetchval("SELECT count(*) FROM outbox"))
+        counts = dict(await conn.fetch("SELECT status, count(*) FROM runs GROUP BY status"))
+    for status in RunStatus:
+        RUNS.labels(status=status.value).set(counts.get(status.value, 0))
+
+
+async def _read_redis() -> None:
+    res = resources()
+    stats = await queue_stats(res.redis, res.settings.streams)
+    QUEUE_DEPTH.set(stats.depth)
+    QUEUE_PENDING.set(stats.pending)
+    QUEUE_LAG.set(float("nan") if stats.lag is None else stats.lag)
+    QUEUE_OLDEST_PENDING_AGE.set(stats.oldest_pending_seconds or 0.0)
+
+
+@blueprint.get("/metrics")
+@hide
+async def metrics() -> Response:
+    """Prometheus exposition; shared-state gauges are read now."""
+    try:
+        await _read_postgres()
+        SOURCE_UP.labels(source="postgres").set(1)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        log.warning("metrics: cannot read PostgreSQL: %s", exc)
+        SOURCE_UP.labels(source="postgres").set(0)
+    try:
+        await _read_redis()
+        SOURCE_UP.labels(source="redis").set(1)
+    except (RedisError, OSError) as exc:
+        log.warning("metrics: cannot read Redis: %s", exc)
+        SOURCE_UP.labels(source="redis").set(0)
+    return Response(generate_latest(), content_type=CONTENT_TYPE_LATEST)

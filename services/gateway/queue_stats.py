@@ -1,0 +1,66 @@
+"""Reading the runs stream's backlog from Redis, for `GET /v1/queue` and the SSE feed.
+
+Everything comes from Redis itself (XLEN, XINFO GROUPS, XINFO CONSUMERS, XPENDING), so
+every gateway reports the same numbers and no counter can drift. The oldest pending
+entry's age is measured from its id (the millisecond it was published) against the Redis
+server's clock, so clock skew between hosts does not enter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from services.contract.jobs import StreamNames
+from services.contract.queue import ConsumerStats, QueueStats
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _published_ms(entry_id: Any) -> int:
+    return int(_text(entry_id).split("-", 1)[0])
+
+
+async def queue_stats(redis: Redis, streams: StreamNames) -> QueueStats:
+    depth = int(await redis.xlen(streams.runs))
+    try:
+        groups = await redis.xinfo_groups(streams.runs)
+    except ResponseError:  # no stream yet: nothing was ever published
+        groups = []
+    group = next((g for g in groups if _text(g["name"]) == streams.group), None)
+    if group is None:
+        return QueueStats(
+            stream=streams.runs,
+            group=streams.group,
+            depth=depth,
+            pending=0,
+            lag=depth,
+            oldest_pending_seconds=None,
+            consumers=[],
+        )
+    consumers = await redis.xinfo_consumers(streams.runs, streams.group)
+    summary = await redis.xpending(streams.runs, streams.group)
+    oldest: float | None = None
+    if summary["pending"] and summary["min"] is not None:
+        seconds, micros = await redis.time()
+        now_ms = seconds * 1000 + micros // 1000
+        oldest = max(0.0, (now_ms - _published_ms(summary["min"])) / 1000)
+    lag = group.get("lag")
+    return QueueStats(
+        stream=streams.runs,
+        group=streams.group,
+        depth=depth,
+        pending=int(group["pending"]),
+        lag=None if lag is None else int(lag),
+        oldest_pending_seconds=oldest,
+        consumers=[
+            ConsumerStats(
+                name=_text(c["name"]), pending=int(c["pending"]), idle_seconds=c["idle"] / 1000
+            )
+            for c in consumers
+        ],
+    )

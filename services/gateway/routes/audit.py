@@ -1,0 +1,53 @@
+"""`/v1/audit`: browse the project's audit trail and verify its hash chain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+from quart import Blueprint
+from quart_schema import tag, validate_querystring, validate_response
+
+from services.contract.audit import AuditPage, Verification
+from services.gateway import audit
+from services.gateway.auth import READERS, project, require_role
+from services.gateway.pagination import decode_cursor, paginate
+from services.gateway.resources import resources
+
+blueprint = Blueprint("audit", __name__, url_prefix="/v1/audit")
+require_role(blueprint, *READERS)
+
+
+class AuditQuery(BaseModel):
+    action: str | None = Field(default=None, max_length=100, description="e.g. run or run.created")
+    actor: str | None = Field(default=None, max_length=200, description="substring of the actor")
+    target: str | None = Field(default=None, max_length=200, description="e.g. run:<id>")
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = Field(default=None, max_length=200)
+
+
+@blueprint.get("")
+@tag(["audit"])
+@validate_querystring(AuditQuery)
+@validate_response(AuditPage)
+async def list_events(query_args: AuditQuery) -> AuditPage:
+    """Events, newest first, with their chain links once linked."""
+    items = await audit.list_events(
+        resources().pool,
+        project(),
+        filters=query_args.model_dump(include={"action", "actor", "target", "since", "until"}),
+        before=decode_cursor(query_args.cursor, int),
+        limit=query_args.limit + 1,
+    )
+    page, next_cursor = paginate(items, query_args.limit, lambda e: [e.id])
+    return AuditPage(items=page, next_cursor=next_cursor)
+
+
+@blueprint.get("/verify")
+@tag(["audit"])
+@validate_response(Verification)
+async def verify() -> Verification:
+    """Recompute the project's whole chain: intact, or the first broken link."""
+    return await audit.verify_project(resources().pool, project())

@@ -1,0 +1,47 @@
+"""`/v1/keys`: a project's API keys. The secret is shown once, when a key is created."""
+
+from __future__ import annotations
+
+import uuid
+
+from quart import Blueprint
+from quart_schema import tag, validate_request, validate_response
+
+from services.contract.api import KeyCreate, KeyCreated, KeyList, Role
+from services.gateway.auth import current_actor, project, require_role
+from services.gateway.errors import BadRequest
+from services.gateway.resources import resources
+from services.gateway.store import keys as store
+
+blueprint = Blueprint("keys", __name__, url_prefix="/v1/keys")
+require_role(blueprint, Role.ADMIN)
+
+
+@blueprint.post("")
+@tag(["keys"])
+@validate_request(KeyCreate)
+@validate_response(KeyCreated, 201)
+async def create_key(data: KeyCreate) -> tuple[KeyCreated, int]:
+    """Create a key of this project; worker keys are made with `ferrumdeck keys create`."""
+    if data.role == Role.WORKER:
+        raise BadRequest("worker keys are created from the server's shell", code="bad_role")
+    async with resources().pool.acquire() as conn:
+        info, secret = await store.create_key(
+            conn, data.name, data.role, project(), current_actor()
+        )
+    return KeyCreated(**info.model_dump(), secret=secret), 201
+
+
+@blueprint.get("")
+@tag(["keys"])
+@validate_response(KeyList)
+async def list_keys() -> KeyList:
+    return KeyList(items=await store.list_keys(resources().pool, project()))
+
+
+@blueprint.delete("/<uuid:key_id>")
+@tag(["keys"])
+async def revoke_key(key_id: uuid.UUID) -> tuple[str, int]:
+    """Revoke at once: the next request with this key gets 401."""
+    await store.revoke_key(resources().pool, project(), key_id, current_actor())
+    return "", 204

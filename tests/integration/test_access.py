@@ -1,0 +1,258 @@
+"""Who may do what: every route for every role, project isolation, revocation."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+from quart import Quart
+from quart.typing import TestClientProtocol as Client
+
+from services.contract.api import Role
+from services.gateway.app import create_app
+from services.gateway.audit import Actor
+from services.gateway.settings import GatewaySettings
+from services.gateway.store.keys import create_key
+from tests.support.harness import ToolHarness
+
+HUMAN_ROLES = [Role.ADMIN, Role.OPERATOR, Role.INTEGRATION, Role.VIEWER]
+EVERYONE = set(HUMAN_ROLES)
+ADMIN = {Role.ADMIN}
+DECIDE = {Role.ADMIN, Role.OPERATOR}
+START = {Role.ADMIN, Role.INTEGRATION}
+
+# (method, URL rule) -> roles that may use it. Every /v1 route of the app must be here.
+PUBLIC_ROUTES: dict[tuple[str, str], set[Role]] = {
+    ("GET", "/v1/agents"): EVERYONE,
+    ("POST", "/v1/agents"): ADMIN,
+    ("GET", "/v1/agents/<name>"): EVERYONE,
+    ("GET", "/v1/runs"): EVERYONE,
+    ("POST", "/v1/runs"): START,
+    ("GET", "/v1/runs/<uuid:run_id>"): EVERYONE,
+    ("GET", "/v1/runs/<uuid:run_id>/steps"): EVERYONE,
+    ("POST", "/v1/runs/<uuid:run_id>/cancel"): DECIDE,
+    ("GET", "/v1/approvals"): EVERYONE,
+    ("GET", "/v1/approvals/<uuid:approval_id>"): EVERYONE,
+    ("POST", "/v1/approvals/<uuid:approval_id>/approve"): DECIDE,
+    ("POST", "/v1/approvals/<uuid:approval_id>/reject"): DECIDE,
+    ("GET", "/v1/policies"): EVERYONE,
+    ("PUT", "/v1/policies"): ADMIN,
+    ("POST", "/v1/policies/evaluate"): EVERYONE,
+    ("GET", "/v1/tools"): EVERYONE,
+    ("GET", "/v1/keys"): ADMIN,
+    ("POST", "/v1/keys"): ADMIN,
+    ("DELETE", "/v1/keys/<uuid:key_id>"): ADMIN,
+    ("GET", "/v1/audit"): EVERYONE,
+    ("GET", "/v1/audit/verify"): EVERYONE,
+    ("GET", "/v1/queue"): EVERYONE,
+    ("GET", "/v1/events"): EVERYONE,
+}
+
+
+def _routes(app: Quart) -> set[tuple[str, str]]:
+    return {
+        (method, rule.rule)
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/v1/")
+        for method in rule.methods or ()
+        if method not in {"HEAD", "OPTIONS"}
+    }
+
+
+@pytest.fixture(scope="module")
+async def role_keys(db: asyncpg.Pool) -> dict[Role, str]:
+    keys = {}
+    async with db.acquire() as conn:
+        for role in HUMAN_ROLES:
+            _, secret = await create_key(
+                conn, f"matrix-{role.value}", role, "default", Actor.system("tests")
+            )
+            keys[role] = secret
+    return keys
+
+
+@pytest.fixture(scope="module")
+async def other_project_admin(db: asyncpg.Pool) -> str:
+    async with db.acquire() as conn:
+        _, secret = await create_key(
+            conn, "other-admin", Role.ADMIN, f"other-{uuid.uuid4().hex[:6]}", Actor.system("tests")
+        )
+    return secret
+
+
+def _bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def _fixtures(h: ToolHarness) -> dict[str, str]:
+    """Real ids for every path parameter: an agent, a parked run with its approval, a key."""
+    await h.policy({"id": "ask", "tool": "notes.*", "effect": "require_approval"})
+    run_id, epoch = await h.running(tools=["notes.*"])
+    _, verdict = await h.authorize(run_id, epoch, 1, "notes.write_note", {"text": "x"})
+    key = await (
+        await h.client.post("/v1/keys", json={"name": "spare", "role": "viewer"}, headers=h.admin)
+    ).get_json()
+    agents = await (await h.client.get("/v1/agents", headers=h.admin)).get_json()
+    return {
+        "name": agents["items"][0]["name"],
+        "run_id": run_id,
+        "approval_id": verdict["approval_id"],
+        "key_id": key["id"],
+    }
+
+
+def _url(rule: str, ids: dict[str, str]) -> str:
+    for param, value in ids.items():
+        rule = rule.replace(f"<{param}>", value).replace(f"<uuid:{param}>", value)
+    return rule
+
+
+def _body(method: str, rule: str) -> dict[str, Any] | None:
+    bodies: dict[str, dict[str, Any]] = {
+        "/v1/agents": {"name": f"m-{uuid.uuid4().hex[:6]}", "model": "scripted"},
+        "/v1/runs": {"agent": "nobody", "input": "x"},
+        "/v1/policies": {"rules": [{"id": "ask", "tool": "notes.*", "effect": "require_approval"}]},
+        "/v1/policies/evaluate": {"agent": "a", "tool": "notes.write_note"},
+        "/v1/keys": {"name": "k", "role": "viewer"},
+    }
+    if rule.endswith(("/approve", "/reject")):
+        return {"reason": "matrix"}
+    return bodies.get(rule) if method in {"POST", "PUT"} else None
+
+
+async def test_every_route_is_classified(app: Any) -> None:
+    public = {r for r in _routes(app.app) if not r[1].startswith("/v1/worker/")}
+    assert public == set(PUBLIC_ROUTES)
+    worker_routes = {r for r in _routes(app.app) if r[1].startswith("/v1/worker/")}
+    assert len(worker_routes) >= 8
+
+
+async def test_role_matrix(
+    h: ToolHarness, client: Client, role_keys: dict[Role, str], app: Any
+) -> None:
+    covered = 0
+    shared = await _fixtures(h)
+    for (method, rule), allowed in sorted(PUBLIC_ROUTES.items()):
+        if rule == "/v1/events":
+            continue
+        for role in HUMAN_ROLES:
+            ids = await _fixtures(h) if method != "GET" else shared
+            response = await client.open(
+                _url(rule, ids),
+                method=method,
+                json=_body(method, rule),
+                headers=_bearer(role_keys[role]),
+            )
+            if role in allowed:
+                assert response.status_code not in (401, 403), (method, rule, role)
+            else:
+                assert response.status_code == 403, (method, rule, role, response.status_code)
+                assert (await response.get_json())["error"]["code"] == "forbidden"
+            covered += 1
+    assert covered == (len(PUBLIC_ROUTES) - 1) * len(HUMAN_ROLES)
+
+
+async def test_worker_keys_reach_only_the_worker_api(
+    client: Client, worker: dict[str, str], app: Any
+) -> None:
+    for method, rule in sorted(PUBLIC_ROUTES):
+        url = _url(
+            rule,
+            {
+                "name": "x",
+                "run_id": str(uuid.uuid4()),
+                "approval_id": str(uuid.uuid4()),
+                "key_id": str(uuid.uuid4()),
+            },
+        )
+        response = await client.open(url, method=method, json=_body(method, rule), headers=worker)
+        assert response.status_code == 401, (method, rule)
+
+
+async def test_human_keys_never_reach_the_worker_api(
+    client: Client, role_keys: dict[Role, str], app: Any
+) -> None:
+    worker_routes = sorted(r for r in _routes(app.app) if r[1].startswith("/v1/worker/"))
+    for method, rule in worker_routes:
+        url = _url(rule, {"run_id": str(uuid.uuid4())})
+        for secret in role_keys.values():
+            response = await client.open(url, method=method, json={}, headers=_bearer(secret))
+            assert response.status_code == 401, (method, rule)
+
+
+async def test_another_projects_data_is_not_found_anywhere(
+    h: ToolHarness, client: Client, other_project_admin: str
+) -> None:
+    ids = await _fixtures(h)
+    other = _bearer(other_project_admin)
+    for (method, rule), _allowed in sorted(PUBLIC_ROUTES.items()):
+        if not any(f"<{p}>" in rule or f"<uuid:{p}>" in rule for p in ids):
+            continue
+        response = await client.open(
+            _url(rule, ids), method=method, json=_body(method, rule), headers=other
+        )
+        assert response.status_code == 404, (method, rule, response.status_code)
+    for listing in ("/v1/runs", "/v1/agents", "/v1/approvals", "/v1/keys", "/v1/audit"):
+        items = (await (await client.get(listing, headers=other)).get_json())["items"]
+        mine = {ids["run_id"], ids["approval_id"], ids["key_id"], ids["name"]}
+        assert not any(
+            str(item.get("id")) in mine or item.get("name") == ids["name"] for item in items
+        ), listing
+    evaluated = await (
+        await client.post(
+            "/v1/policies/evaluate", json={"agent": "a", "tool": "notes.write_note"}, headers=other
+        )
+    ).get_json()
+    assert (evaluated["effect"], evaluated["policy_version"]) == ("deny", 0)
+    run = await client.post("/v1/runs", json={"agent": ids["name"], "input": "x"}, headers=other)
+    assert (await run.get_json())["error"]["code"] == "unknown_agent"
+
+
+async def test_a_revoked_key_is_refused_on_its_next_request(
+    client: Client, admin: dict[str, str]
+) -> None:
+    created = await client.post(
+        "/v1/keys", json={"name": "temp", "role": "operator"}, headers=admin
+    )
+    assert created.status_code == 201
+    key = await created.get_json()
+    assert key["secret"].startswith("fd_")
+    listed = await (await client.get("/v1/keys", headers=admin)).get_json()
+    assert all("secret" not in k for k in listed["items"])
+    assert (await client.get("/v1/runs", headers=_bearer(key["secret"]))).status_code == 200
+    assert (await client.delete(f"/v1/keys/{key['id']}", headers=admin)).status_code == 204
+    refused = await client.get("/v1/runs", headers=_bearer(key["secret"]))
+    assert refused.status_code == 401
+
+
+async def test_worker_keys_cannot_be_created_over_the_api(
+    client: Client, admin: dict[str, str]
+) -> None:
+    response = await client.post("/v1/keys", json={"name": "w", "role": "worker"}, headers=admin)
+    assert response.status_code == 400
+
+
+async def test_failed_authentications_are_limited_across_gateways(
+    settings: GatewaySettings, admin: dict[str, str]
+) -> None:
+    strict = settings.model_copy(
+        update={"auth_failure_limit": 3, "auth_failure_window_seconds": 30}
+    )
+    async with create_app(strict).test_app() as first, create_app(strict).test_app() as second:
+        bad = {"Authorization": "Bearer fd_not-a-key"}
+        statuses = [
+            (await gateway.test_client().get("/v1/runs", headers=bad)).status_code
+            for gateway in (first, second, first, second, first)
+        ]
+        assert statuses == [401, 401, 401, 429, 429]
+        limited = await second.test_client().get("/v1/runs", headers=bad)
+        assert limited.headers["Retry-After"] == "30"
+        assert (await _error_code(limited)) == "too_many_requests"
+        good = await first.test_client().get("/v1/runs", headers=admin)
+        assert good.status_code == 200
+
+
+async def _error_code(response: Any) -> str:
+    return str((await response.get_json())["error"]["code"])

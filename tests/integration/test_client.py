@@ -1,0 +1,119 @@
+"""The Python client against a real gateway: typed answers, typed errors, paging."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from services.client import (
+    AsyncFerrumDeck,
+    ConfigError,
+    Conflict,
+    FerrumDeck,
+    GatewayUnavailable,
+    NotFound,
+    Unauthorized,
+    Unprocessable,
+    discover,
+)
+from services.contract.api import ApprovalStatus
+from services.contract.policy import EvaluateRequest, PolicyRule
+from services.contract.runs import RunStatus
+from services.devstack.embedded import free_port
+from services.gateway.settings import GatewaySettings
+from tests.support.gateway_server import ServedGateway, serve_gateway
+from tests.support.harness import ToolHarness
+
+
+@pytest.fixture
+async def served(settings: GatewaySettings) -> AsyncIterator[ServedGateway]:
+    async with serve_gateway(settings) as gateway:
+        yield gateway
+
+
+async def test_runs_are_created_listed_by_page_and_cancelled(
+    served: ServedGateway, h: ToolHarness, admin_key: str
+) -> None:
+    agent = await h.agent()
+    async with AsyncFerrumDeck(served.url, admin_key) as deck:
+        created = [await deck.create_run(agent, f"job {n}") for n in range(5)]
+        page = await deck.runs(agent=agent, limit=2)
+        assert len(page.items) == 2
+        assert page.next_cursor is not None
+        every = [run.id async for run in deck.iter_runs(agent=agent, page=2)]
+        assert every == [run.id for run in reversed(created)]
+        cancelled = await deck.cancel_run(created[0].id)
+        assert cancelled.status is RunStatus.CANCELLED
+        with pytest.raises(Conflict) as raised:
+            await deck.cancel_run(created[0].id)
+        assert raised.value.status == 409
+        assert raised.value.code == "run_finished"
+        with pytest.raises(NotFound):
+            await deck.run(uuid.uuid4())
+        with pytest.raises(Unprocessable):
+            await deck.create_run("no-such-agent", "hi")
+
+
+async def test_approvals_and_policies(
+    served: ServedGateway, h: ToolHarness, admin_key: str
+) -> None:
+    async with AsyncFerrumDeck(served.url, admin_key) as deck:
+        version = await deck.put_policies(
+            [PolicyRule(id="ask", tool="notes.*", effect="require_approval")]
+        )
+        assert (await deck.policies()).version == version.version
+        decision = await deck.evaluate(EvaluateRequest(agent="a", tool="notes.write_note"))
+        assert decision.rule == "ask"
+        run_id, epoch = await h.running(tools=["notes.*"])
+        await h.authorize(run_id, epoch, 1, "notes.write_note", {"text": "x"})
+        (pending,) = (await deck.approvals(status="pending", run_id=run_id)).items
+        approved = await deck.approve(pending.id, "looks fine")
+        assert approved.status is ApprovalStatus.APPROVED
+        assert approved.reason == "looks fine"
+        with pytest.raises(Conflict) as raised:
+            await deck.reject(pending.id, "too late")
+        assert raised.value.code == "approval_decided"
+
+
+async def test_bad_key_and_no_gateway(served: ServedGateway) -> None:
+    async with AsyncFerrumDeck(served.url, "fd_wrong") as deck:
+        with pytest.raises(Unauthorized):
+            await deck.runs()
+    async with AsyncFerrumDeck(f"http://127.0.0.1:{free_port()}", "fd_x") as deck:
+        with pytest.raises(GatewayUnavailable):
+            await deck.queue()
+
+
+async def test_the_sync_client_behaves_the_same(
+    served: ServedGateway, h: ToolHarness, admin_key: str
+) -> None:
+    agent = await h.agent()
+
+    def use() -> list[str]:
+        with FerrumDeck(served.url, admin_key) as deck:
+            run = deck.create_run(agent, "from a script")
+            assert deck.run(run.id).input == "from a script"
+            assert deck.queue().stream.endswith(":runs")
+            return [r.agent for r in deck.iter_runs(agent=agent)]
+
+    assert await asyncio.to_thread(use) == [agent]
+
+
+def test_configuration_is_found_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FERRUMDECK_URL", raising=False)
+    monkeypatch.delenv("FERRUMDECK_API_KEY", raising=False)
+    with pytest.raises(ConfigError):
+        discover(cwd=tmp_path)
+    (tmp_path / ".ferrumdeck").mkdir()
+    (tmp_path / ".ferrumdeck" / "dev.env").write_text(
+        "FERRUMDECK_URL=http://dev:1\nFERRUMDECK_API_KEY=fd_dev\n"
+    )
+    assert discover(cwd=tmp_path) == discover("http://dev:1", "fd_dev")
+    monkeypatch.setenv("FERRUMDECK_API_KEY", "fd_env")
+    assert discover(cwd=tmp_path).api_key == "fd_env"
+    assert discover(api_key="fd_arg", cwd=tmp_path).api_key == "fd_arg"
+    assert discover(url="http://arg:2/", cwd=tmp_path).url == "http://arg:2"

@@ -1,0 +1,128 @@
+"""Hostile input is harmless: a clear 4xx JSON error, never a 500, never a partial write."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+from quart.typing import TestClientProtocol as Client
+
+LISTS = ["/v1/runs", "/v1/agents", "/v1/approvals", "/v1/policies", "/v1/audit"]
+UUID_ROUTES = [
+    ("GET", "/v1/runs/{}"),
+    ("GET", "/v1/runs/{}/steps"),
+    ("POST", "/v1/runs/{}/cancel"),
+    ("GET", "/v1/approvals/{}"),
+    ("POST", "/v1/approvals/{}/approve"),
+    ("POST", "/v1/approvals/{}/reject"),
+    ("DELETE", "/v1/keys/{}"),
+]
+BODIES = [
+    ("POST", "/v1/agents"),
+    ("POST", "/v1/runs"),
+    ("PUT", "/v1/policies"),
+    ("POST", "/v1/policies/evaluate"),
+    ("POST", "/v1/keys"),
+]
+
+
+async def _error(response: Any) -> dict[str, Any]:
+    body = await response.get_json()
+    assert set(body) == {"error"}, body
+    error: dict[str, Any] = body["error"]
+    assert error["code"]
+    assert error["message"]
+    return error
+
+
+async def _rows(db: asyncpg.Pool) -> tuple[int, ...]:
+    counts = await db.fetchrow(
+        """SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM agents),
+                  (SELECT count(*) FROM policies), (SELECT count(*) FROM api_keys)"""
+    )
+    return tuple(counts)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"{",
+        b"[1, 2",
+        b"\xff\xfe",
+        b"null",
+        b"42",
+        b'"a string"',
+        b"[]",
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    ],
+)
+async def test_malformed_and_deeply_nested_bodies_write_nothing(
+    client: Client, admin: dict[str, str], db: asyncpg.Pool, payload: bytes
+) -> None:
+    before = await _rows(db)
+    for method, path in BODIES:
+        response = await client.open(
+            path,
+            method=method,
+            data=payload,
+            headers={**admin, "Content-Type": "application/json"},
+        )
+        assert response.status_code in (400, 413), (path, response.status_code)
+        await _error(response)
+    assert await _rows(db) == before
+
+
+async def test_unknown_fields_long_strings_and_wrong_types_are_named(
+    client: Client, admin: dict[str, str], db: asyncpg.Pool
+) -> None:
+    before = await _rows(db)
+    cases: list[tuple[str, str, dict[str, Any], str]] = [
+        ("POST", "/v1/agents", {"name": "a", "model": "scripted", "colour": "red"}, "colour"),
+        ("POST", "/v1/agents", {"name": "a" * 5000, "model": "scripted"}, "name"),
+        ("POST", "/v1/agents", {"name": "a", "model": "scripted", "tools": "time.*"}, "tools"),
+        ("POST", "/v1/runs", {"agent": "a", "input": ["x"]}, "input"),
+        ("POST", "/v1/runs", {"agent": "a", "input": "x", "metadata": [1]}, "metadata"),
+        ("PUT", "/v1/policies", {"rules": [{"id": "x" * 500, "effect": "allow"}]}, "rules.0.id"),
+        ("POST", "/v1/policies/evaluate", {"agent": "a", "tool": 5}, "tool"),
+        ("POST", "/v1/keys", {"name": "k", "role": "root"}, "role"),
+    ]
+    for method, path, body, field in cases:
+        response = await client.open(path, method=method, json=body, headers=admin)
+        assert response.status_code == 400, (path, body)
+        assert field in (await _error(response))["message"], (path, field)
+    assert await _rows(db) == before
+
+
+@pytest.mark.parametrize("bad", ["nope", "1234", str(uuid.uuid4()).upper() + "x", "%00"])
+async def test_bad_ids_are_not_found(client: Client, admin: dict[str, str], bad: str) -> None:
+    for method, template in UUID_ROUTES:
+        response = await client.open(
+            template.format(bad), method=method, json={"reason": "x"}, headers=admin
+        )
+        assert response.status_code == 404, (template, response.status_code)
+        await _error(response)
+
+
+@pytest.mark.parametrize(
+    "query", ["cursor=!!", "cursor=W251bGxd", "limit=-1", "limit=abc", "limit=1e9"]
+)
+async def test_bad_paging_is_a_bad_request(
+    client: Client, admin: dict[str, str], query: str
+) -> None:
+    for path in LISTS:
+        response = await client.get(f"{path}?{query}", headers=admin)
+        assert response.status_code == 400, (path, query, response.status_code)
+        await _error(response)
+
+
+async def test_oversized_bodies_are_413(client: Client, admin: dict[str, str]) -> None:
+    response = await client.post(
+        "/v1/runs",
+        data=b'{"agent": "a", "input": "' + b"x" * 200_000 + b'"}',
+        headers={**admin, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert (await _error(response))["code"] == "request_entity_too_large"

@@ -1,0 +1,179 @@
+"""The deck's application: modes, keys, the live feed, and how errors reach the operator.
+
+One worker follows the gateway's event feed for the whole app (the client reconnects by
+itself) and hands each event to every mounted screen; the app itself keeps what every
+screen shows the same way: the connection state, the pending-approvals badge, and the
+queue history behind the dashboard's sparkline. API errors become notifications, never
+tracebacks. The app owns the client it is given and closes it when it exits.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.reactive import reactive
+from textual.screen import ModalScreen, Screen
+
+from services.client import (
+    CONNECTED,
+    DISCONNECTED,
+    RECONNECTED,
+    AsyncFerrumDeck,
+    Conflict,
+    FerrumDeckError,
+    GatewayUnavailable,
+    LiveEvent,
+    NotFound,
+    Unauthorized,
+)
+from services.contract.queue import QueueStats
+from tui.messages import LiveUpdate
+from tui.screens.approvals import ApprovalsScreen
+from tui.screens.audit import AuditScreen
+from tui.screens.dashboard import DashboardScreen
+from tui.screens.help import HelpScreen
+from tui.screens.run_detail import RunDetailScreen
+from tui.screens.runs import RunsScreen
+from tui.widgets.nav_bar import TABS
+
+Clock = Callable[[], datetime]
+QUEUE_SAMPLES = 300  # five minutes at one `queue` event a second
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class FerrumDeckApp(App[None]):
+    CSS_PATH = "ferrumdeck.tcss"
+    TITLE = "FerrumDeck"
+    MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {
+        "dashboard": DashboardScreen,
+        "runs": RunsScreen,
+        "detail": RunDetailScreen,
+        "approvals": ApprovalsScreen,
+        "audit": AuditScreen,
+    }
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *(
+            Binding(str(n), f"go('{mode}')", label.split(" ", 1)[1], show=False)
+            for n, (mode, label) in enumerate(TABS, start=1)
+        ),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "leave(True)", "Back/Quit"),
+        Binding("escape", "leave(False)", "Back", show=False),
+    ]
+
+    connection: reactive[str] = reactive("connecting")
+    pending: reactive[str] = reactive("0")
+
+    def __init__(self, client: AsyncFerrumDeck, *, clock: Clock = _utc_now) -> None:
+        super().__init__()
+        self.client = client
+        self.clock = clock
+        self.queue_history: deque[int] = deque(maxlen=QUEUE_SAMPLES)
+        self.queue_stats: QueueStats | None = None
+        self.selected_run: str | None = None
+        self.listeners: set[Screen[None]] = set()
+
+    def on_mount(self) -> None:
+        self.switch_mode("dashboard")
+        self.follow_live()
+
+    async def on_unmount(self) -> None:
+        await self.client.aclose()
+
+    # navigation
+
+    def action_go(self, mode: str) -> None:
+        if not isinstance(self.screen, ModalScreen) and self.current_mode != mode:
+            self.switch_mode(mode)
+
+    def action_leave(self, quit_at_top: bool) -> None:
+        if isinstance(self.screen, ModalScreen):
+            return
+        if self.current_mode == "detail":
+            self.switch_mode("runs")
+        elif self.current_mode != "dashboard":
+            self.switch_mode("dashboard")
+        elif quit_at_top:
+            self.exit()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, ModalScreen):
+            self.push_screen(HelpScreen())
+
+    def open_run(self, run_id: str) -> None:
+        self.selected_run = run_id
+        self.switch_mode("detail")
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for mode, label in TABS:
+            name = label.split(" ", 1)[1]
+            yield SystemCommand(f"Go to {name}", f"Show the {name} screen", self._goer(mode))
+        yield SystemCommand("Help", "Every key of the deck", self.action_help)
+
+    def _goer(self, mode: str) -> Callable[[], None]:
+        return lambda: self.action_go(mode)
+
+    # the live feed
+
+    @work(exclusive=True, group="live")
+    async def follow_live(self) -> None:
+        try:
+            async for event in self.client.events():
+                self._on_live(event)
+        except FerrumDeckError as error:
+            self.connection = "offline"
+            self.report(error)
+
+    def _on_live(self, event: LiveEvent) -> None:
+        if event.name in (CONNECTED, RECONNECTED):
+            self.connection = "live"
+            self.refresh_pending()
+        elif event.name == DISCONNECTED:
+            self.connection = "reconnecting"
+        elif event.name == "resync":
+            self.refresh_pending()
+        elif event.name == "queue":
+            self.queue_stats = QueueStats.model_validate(event.data)
+            self.queue_history.append(self.queue_stats.depth)
+        elif event.name == "approval":
+            self.refresh_pending()
+            if event.data.get("status") == "pending":
+                self.notify(
+                    f"{event.data.get('agent')} asks to call {event.data.get('tool')}: "
+                    "press 4 to decide.",
+                    title="Approval requested",
+                    severity="warning",
+                )
+        for screen in list(self.listeners):
+            screen.post_message(LiveUpdate(event))
+
+    @work(exclusive=True, group="pending")
+    async def refresh_pending(self) -> None:
+        try:
+            page = await self.client.approvals(status="pending", limit=200)
+        except FerrumDeckError:
+            return  # the connection indicator already tells the operator
+        self.pending = f"{len(page.items)}{'+' if page.next_cursor else ''}"
+
+    # errors
+
+    def report(self, error: FerrumDeckError) -> None:
+        if isinstance(error, Unauthorized):
+            message = "The gateway refused the API key (401). Check --key / FERRUMDECK_API_KEY."
+        elif isinstance(error, GatewayUnavailable):
+            message = f"Gateway unreachable: {error}"
+        elif isinstance(error, Conflict | NotFound):
+            message = error.message
+        else:
+            message = str(error)
+        self.notify(message, title="Error", severity="error", timeout=8)

@@ -1,0 +1,68 @@
+"""What every mode screen shares: the nav bar, the footer, and its place in the live feed.
+
+A screen registers with the app while mounted and receives each live event as a
+`LiveUpdate` message. After any gap in the feed (`reconnected`, `resync`) it reloads
+what it shows, because the gateway keeps no history to replay.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from textual import work
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from services.client import RECONNECTED, FerrumDeckError, LiveEvent
+from tui.messages import LiveUpdate
+from tui.widgets.nav_bar import NavBar
+
+if TYPE_CHECKING:
+    from tui.app import FerrumDeckApp
+
+
+class DeckScreen(Screen[None]):
+    MODE: ClassVar[str]
+
+    def compose(self) -> ComposeResult:
+        yield NavBar(self.MODE)
+        yield from self.compose_body()
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:
+        raise NotImplementedError
+
+    @property
+    def deck(self) -> FerrumDeckApp:
+        return cast("FerrumDeckApp", self.app)
+
+    def on_mount(self) -> None:
+        self.deck.listeners.add(self)
+        self.reload()
+
+    def on_unmount(self) -> None:
+        self.deck.listeners.discard(self)
+
+    def on_live_update(self, message: LiveUpdate) -> None:
+        if message.event.name in (RECONNECTED, "resync"):
+            self.reload()
+        else:
+            self.on_live(message.event)
+
+    def on_live(self, event: LiveEvent) -> None:
+        """React to one live event; by default nothing."""
+
+    def reload(self) -> None:
+        """Fetch what the screen shows, from scratch, in a worker (a newer load wins)."""
+        self._reload()
+
+    @work(exclusive=True, group="load")
+    async def _reload(self) -> None:
+        await self.load()
+
+    async def load(self) -> None:
+        """What `reload` runs; by default nothing."""
+
+    def report(self, error: FerrumDeckError) -> None:
+        self.deck.report(error)

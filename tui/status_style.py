@@ -1,0 +1,27 @@
+"""One colour per run, step and approval status, the same on every screen, so an operator
+learns them once."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+_STYLES = {
+    "queued": "",
+    "running": "bold cyan",
+    "started": "cyan",
+    "waiting_approval": "bold yellow",
+    "pending": "bold yellow",
+    "completed": "green",
+    "approved": "green",
+    "failed": "bold red",
+    "denied": "red",
+    "rejected": "red",
+    "outcome_unknown": "magenta",
+    "budget_exceeded": "magenta",
+    "cancelled": "dim",
+    "expired": "dim",
+}
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=_STYLES.get(status, ""))

@@ -1,0 +1,3 @@
+"""Widgets shared by the deck's screens."""
+
+from __future__ import annotations
