@@ -11,7 +11,14 @@ from pathlib import Path
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
-from services.cli import env_file
+from services.cli import (
+    agent_commands,
+    api_session,
+    approval_commands,
+    env_file,
+    policy_commands,
+    run_commands,
+)
 
 
 def _configure_logging(level: str, service: str, settings: BaseSettings | None = None) -> None:
@@ -201,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     tui.add_argument("--url", help="the gateway (else FERRUMDECK_URL, else .ferrumdeck/dev.env)")
     tui.add_argument("--key", help="an API key (else FERRUMDECK_API_KEY, else dev.env)")
     tui.set_defaults(func=_cmd_tui)
+
+    common = api_session.options()
+    for api_commands in (run_commands, agent_commands, policy_commands, approval_commands):
+        api_commands.register(commands, common)
 
     llm = commands.add_parser("demo-llm", help="serve the local OpenAI-compatible demo model")
     llm.add_argument("--host", default="127.0.0.1")

@@ -22,6 +22,8 @@ from services.client.config import discover
 from services.client.errors import GatewayUnavailable, error_from_response
 from services.client.live import LiveEvent, live_events
 from services.contract.api import (
+    Agent,
+    AgentCreate,
     AgentPage,
     Approval,
     ApprovalPage,
@@ -144,6 +146,10 @@ class AsyncFerrumDeck:
         self, name: str, *, limit: int = 50, cursor: str | None = None
     ) -> AgentPage:
         return await self._get(AgentPage, f"/v1/agents/{name}", limit=limit, cursor=cursor)
+
+    async def create_agent(self, spec: AgentCreate) -> Agent:
+        """Register a new immutable version of `spec.name`."""
+        return await self._post(Agent, "/v1/agents", spec.model_dump(mode="json"))
 
     # runs
 

@@ -18,6 +18,8 @@ import httpx
 
 from services.client.async_client import AsyncFerrumDeck
 from services.contract.api import (
+    Agent,
+    AgentCreate,
     AgentPage,
     Approval,
     ApprovalPage,
@@ -68,6 +70,9 @@ class FerrumDeck:
 
     def agent_versions(self, name: str, *, limit: int = 50, cursor: str | None = None) -> AgentPage:
         return self._runner.run(self._client.agent_versions(name, limit=limit, cursor=cursor))
+
+    def create_agent(self, spec: AgentCreate) -> Agent:
+        return self._runner.run(self._client.create_agent(spec))
 
     def runs(
         self,

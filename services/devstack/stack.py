@@ -195,9 +195,11 @@ def _announce(
     streams = CommonSettings().streams
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if _gateway_ready(url) and _worker_listening(
+        # The worker is the slow one (LiteLLM takes seconds to import); asking Redis
+        # first keeps the gateway's access log free of a readiness probe every 100 ms.
+        if _worker_listening(
             env["FERRUMDECK_REDIS_URL"], streams, env["FERRUMDECK_WORKER_ID"]
-        ):
+        ) and _gateway_ready(url):
             break
         time.sleep(0.1)
     else:

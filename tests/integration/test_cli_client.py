@@ -1,0 +1,249 @@
+"""`ferrumdeck runs|agents|policies|approvals`, run as a real subprocess against a real
+gateway: what is printed, what `--json` parses to, and the exit codes scripts rely on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.gateway.settings import GatewaySettings
+from tests.support.gateway_server import ServedGateway, serve_gateway
+from tests.support.harness import ToolHarness
+from tests.support.waiting import eventually
+
+Cli = Callable[..., Awaitable[subprocess.CompletedProcess[str]]]
+COMMAND = [sys.executable, "-m", "services.cli.main"]
+
+
+@pytest.fixture
+async def served(settings: GatewaySettings) -> AsyncIterator[ServedGateway]:
+    async with serve_gateway(settings) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+def cli_env(served: ServedGateway, admin_key: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "FERRUMDECK_URL": served.url,
+        "FERRUMDECK_API_KEY": admin_key,
+        "FERRUMDECK_ENV_FILE": "",
+    }
+
+
+@pytest.fixture
+def cli(cli_env: dict[str, str], tmp_path: Path) -> Cli:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*COMMAND, *args],
+            env=cli_env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    async def call(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(run, *args)
+
+    return call
+
+
+def one_error_line(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    for fragment in fragments:
+        assert fragment in line
+
+
+async def test_runs_are_created_listed_shown_and_cancelled(cli: Cli, h: ToolHarness) -> None:
+    agent = await h.agent()
+    created = await cli("runs", "create", agent, "--input", "first job")
+    assert created.returncode == 0, created.stderr
+    assert "queued" in created.stdout
+    as_json = await cli(
+        "runs", "create", agent, "--input", "second", "--metadata", '{"ticket": 7}', "--json"
+    )
+    run = json.loads(as_json.stdout)
+    assert (run["status"], run["metadata"]) == ("queued", {"ticket": 7})
+
+    listed = json.loads((await cli("runs", "list", "--agent", agent, "--json")).stdout)
+    assert [r["input"] for r in listed["items"]] == ["second", "first job"]
+    table = (await cli("runs", "list", "--agent", agent, "--status", "queued")).stdout
+    assert table.splitlines()[0].split()[:3] == ["ID", "AGENT", "STATUS"]
+    assert run["id"] in table
+
+    shown = await cli("runs", "show", run["id"])
+    assert shown.returncode == 0
+    assert "second" in shown.stdout
+    both = json.loads((await cli("runs", "show", run["id"], "--json")).stdout)
+    assert (both["run"]["id"], both["steps"]) == (run["id"], [])
+
+    cancelled = await cli("runs", "cancel", run["id"])
+    assert cancelled.returncode == 0
+    assert "cancelled" in cancelled.stdout
+    one_error_line(await cli("runs", "cancel", run["id"]), "409", "run_finished")
+    one_error_line(await cli("runs", "show", str(uuid.uuid4())), "runs show", "404")
+    one_error_line(await cli("runs", "create", "no-such-agent", "--input", "x"), "422")
+    one_error_line(await cli("runs", "create", agent, "--input", "x", "--metadata", "[1]"))
+
+
+async def test_bad_key_and_no_gateway_are_one_line(cli: Cli, served: ServedGateway) -> None:
+    one_error_line(await cli("agents", "list", "--key", "fd_wrong"), "401")
+    one_error_line(await cli("runs", "list", "--url", "http://127.0.0.1:9"), "cannot reach")
+
+
+async def test_agents_apply_registers_only_what_changed(
+    cli: Cli, tmp_path: Path, h: ToolHarness
+) -> None:
+    first, second = (f"cli-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    agents = tmp_path / "agents.yaml"
+
+    def write(prompt: str) -> None:
+        agents.write_text(
+            f"agents:\n"
+            f"  - name: {first}\n    model: scripted\n    system_prompt: {prompt}\n"
+            f"  - name: {second}\n    model: scripted\n    tools: ['time.*']\n"
+        )
+
+    write("Be brief.")
+    applied = await cli("agents", "apply", "-f", str(agents))
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.splitlines() == [f"{first}@1 created", f"{second}@1 created"]
+    again = await cli("agents", "apply", "-f", str(agents))
+    assert again.stdout.splitlines() == [f"{first}@1 unchanged", f"{second}@1 unchanged"]
+
+    write("Be thorough.")
+    changed = json.loads((await cli("agents", "apply", "-f", str(agents), "--json")).stdout)
+    assert changed["agents"] == [
+        {"name": first, "version": 2, "outcome": "created"},
+        {"name": second, "version": 1, "outcome": "unchanged"},
+    ]
+    listed = json.loads((await cli("agents", "list", "--limit", "200", "--json")).stdout)
+    assert {a["name"]: a["version"] for a in listed["items"]}[first] == 2
+
+    agents.write_text(f"- name: {first}\n  model: scripted\n  budget: lots\n")
+    one_error_line(await cli("agents", "apply", "-f", str(agents)), "agent #1", "budget")
+    one_error_line(await cli("agents", "apply", "-f", str(tmp_path / "none.yaml")))
+
+
+async def test_policies_apply_show_and_evaluate(cli: Cli, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    rule_id = f"r{uuid.uuid4().hex[:8]}"
+    policy.write_text(
+        "rules:\n"
+        f"  - id: {rule_id}\n    tool: notes.*\n    effect: require_approval\n"
+        "  - id: secrets\n    tool: notes.write_note\n    effect: deny\n"
+        "    when: {args: {text: {regex: '(?i)password'}}}\n"
+    )
+    applied = json.loads((await cli("policies", "apply", "-f", str(policy), "--json")).stdout)
+    assert applied["changed"] is True
+    again = await cli("policies", "apply", "-f", str(policy))
+    assert again.returncode == 0
+    assert again.stdout.strip() == f"policy unchanged at version {applied['version']}"
+
+    shown = (await cli("policies", "show")).stdout
+    assert f"policy version {applied['version']}" in shown
+    assert rule_id in shown
+    denied = await cli(
+        "policies", "evaluate", "--agent", "a", "--tool", "notes.write_note",
+        "--args", '{"text": "my password"}', "--json",
+    )  # fmt: skip
+    assert json.loads(denied.stdout)["rule"] == "secrets"
+    asked = await cli("policies", "evaluate", "--agent", "a", "--tool", "notes.list")
+    assert asked.stdout.startswith(f"require_approval ({rule_id}")
+
+    policy.write_text("rules:\n  - id: x\n    tool: notes.*\n    effect: maybe\n")
+    one_error_line(await cli("policies", "apply", "-f", str(policy)), "effect")
+
+
+async def test_parked_calls_are_approved_and_rejected(cli: Cli, h: ToolHarness) -> None:
+    await h.policy({"id": "ask", "tool": "notes.*", "effect": "require_approval"})
+    parked: list[str] = []
+    for _ in range(2):
+        run_id, epoch = await h.running(tools=["notes.*"])
+        await h.authorize(run_id, epoch, 1, "notes.write_note", {"text": "hi"})
+        parked.append(run_id)
+    pending = json.loads((await cli("approvals", "list", "--status", "pending", "--json")).stdout)
+    ids = {a["run_id"]: a["id"] for a in pending["items"] if a["run_id"] in parked}
+    assert set(ids) == set(parked)
+
+    approved = await cli("approvals", "approve", ids[parked[0]], "--reason", "looks fine")
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout.startswith("approved notes.write_note")
+    rejected = await cli("approvals", "reject", ids[parked[1]], "--reason", "no", "--json")
+    assert json.loads(rejected.stdout)["status"] == "rejected"
+    one_error_line(
+        await cli("approvals", "reject", ids[parked[0]], "--reason", "late"), "approval_decided"
+    )
+    listed = (await cli("approvals", "list")).stdout
+    assert ids[parked[0]] in listed
+
+
+async def _follow_while_seeding(
+    cli_env: dict[str, str], tmp_path: Path, h: ToolHarness, finish: str, body: dict[str, Any]
+) -> tuple[int, str, str]:
+    """Start `runs create --follow`, act as the worker of its run while it watches, and
+    finish the run with `finish` (`complete` or `fail`)."""
+    agent = await h.agent()
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND, "runs", "create", agent, "--input", "go", "--follow",
+        env=cli_env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+
+    async def runs() -> list[dict[str, Any]]:
+        response = await h.client.get(f"/v1/runs?agent={agent}", headers=h.admin)
+        items: list[dict[str, Any]] = (await response.get_json())["items"]
+        return items
+
+    (run,) = await eventually(runs, lambda items: len(items) == 1, within=30)
+    status, grant = await h.claim(run["id"])
+    assert status == 200, grant
+    await h.step(run["id"], grant["epoch"], 1)
+    seen: list[str] = []
+    while not any(line.startswith("step 1 ") for line in seen):
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
+        assert line, seen
+        seen.append(line.decode())
+    assert "step 1" in seen[-1]
+    assert "llm_call" in seen[-1]
+    await h.call(run["id"], finish, {"epoch": grant["epoch"], **body})
+    rest, errors = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode is not None
+    return process.returncode, "".join(seen) + rest.decode(), errors.decode()
+
+
+async def test_follow_shows_steps_as_they_happen_and_exits_0_when_completed(
+    cli_env: dict[str, str], tmp_path: Path, h: ToolHarness
+) -> None:
+    code, out, errors = await _follow_while_seeding(
+        cli_env, tmp_path, h, "complete", {"output": "all done"}
+    )
+    assert code == 0, errors
+    assert "running" in out
+    assert "status    completed" in out
+    assert "output    all done" in out
+
+
+async def test_follow_exits_1_when_the_run_failed(
+    cli_env: dict[str, str], tmp_path: Path, h: ToolHarness
+) -> None:
+    code, out, _ = await _follow_while_seeding(
+        cli_env, tmp_path, h, "fail", {"error": "provider said no"}
+    )
+    assert code == 1
+    assert "status    failed" in out
+    assert "provider said no" in out
