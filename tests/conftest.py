@@ -28,6 +28,9 @@ from tests.support.scripted_llm import ScriptedLLM, serve_llm
 
 # A stray .env in the checkout must not leak settings into the processes tests start.
 os.environ["FERRUMDECK_ENV_FILE"] = ""
+# Every test stack shares one database; a sweeper re-publishing other tests' old queued
+# runs into its own stream would make them run there. Tests of re-publishing call it.
+os.environ["FERRUMDECK_REQUEUE_AFTER_SECONDS"] = "86400"
 
 TESTS = Actor.system("test suite")
 PRICE_IN = 0.000002

@@ -68,7 +68,12 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
             batch=settings.relay_batch,
             poll_seconds=settings.relay_poll_seconds,
         )
-        sweeper = Sweeper(pool, interval_seconds=settings.sweep_seconds)
+        sweeper = Sweeper(
+            pool,
+            relay,
+            interval_seconds=settings.sweep_seconds,
+            requeue_after=settings.requeue_after_seconds,
+        )
         chainer = AuditChainer(pool, poll_seconds=settings.audit_chain_seconds)
         Resources(settings, catalog, pool, redis, relay, sweeper, chainer).install(app)
         relay.start()

@@ -21,7 +21,15 @@ class GatewaySettings(CommonSettings):
     db_pool_max: int = Field(default=20, ge=1)
     relay_batch: int = Field(default=500, ge=1, le=10_000)
     sweep_seconds: float = Field(
-        default=5.0, gt=0, description="How often approvals past their deadline are expired."
+        default=5.0,
+        gt=0,
+        description="How often undecided approvals are expired and stalled runs re-published.",
+    )
+    requeue_after_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A queued run with no job in the outbox, or a running one past its lease, "
+        "untouched this long is published again.",
     )
     audit_chain_seconds: float = Field(
         default=0.5, gt=0, description="How often new audit events are linked into the chain."

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import httpx
 from pydantic import ValidationError
@@ -41,6 +42,7 @@ class Consumer:
         worker_id: str,
         max_in_flight: int,
         read_block_ms: int,
+        reclaim_idle_seconds: float = 60.0,
     ) -> None:
         self._redis = redis
         self._streams = streams
@@ -49,6 +51,8 @@ class Consumer:
         self._worker_id = worker_id
         self._max_in_flight = max_in_flight
         self._read_block_ms = read_block_ms
+        self._reclaim_idle_seconds = reclaim_idle_seconds
+        self._next_reclaim = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -99,10 +103,40 @@ class Consumer:
                 continue
             backoff = 0.1
             for _stream, entries in batches or []:
-                for entry_id, fields in entries:
-                    task = asyncio.create_task(self._handle(entry_id, fields))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                self._start(entries)
+            if time.monotonic() >= self._next_reclaim:
+                self._next_reclaim = time.monotonic() + self._reclaim_idle_seconds / 4
+                await self._reclaim(self._max_in_flight - len(self._tasks))
+
+    def _start(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        for entry_id, fields in entries:
+            task = asyncio.create_task(self._handle(entry_id, fields))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _reclaim(self, free: int) -> None:
+        """Take over entries another consumer was given but never acknowledged (it died,
+        or was cut off) once they have idled past `reclaim_idle_seconds`. The claim at
+        the gateway decides whether the run is really free, so taking one too many is
+        harmless."""
+        if free <= 0:
+            return
+        try:
+            reply = await self._redis.xautoclaim(
+                self._streams.runs,
+                self._streams.group,
+                self._worker_id,
+                min_idle_time=int(self._reclaim_idle_seconds * 1000),
+                start_id="0-0",
+                count=free,
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("cannot reclaim idle entries: %s", exc)
+            return
+        entries = [(entry_id, fields) for entry_id, fields in reply[1] if fields]
+        if entries:
+            log.info("reclaimed %d idle entries", len(entries))
+            self._start(entries)
 
     async def drain(self, grace_seconds: float) -> None:
         """Wait for in-flight runs; whatever is still going after `grace_seconds` is cancelled

@@ -56,6 +56,7 @@ async def run_worker(settings: WorkerSettings) -> None:
         worker_id=settings.worker_id,
         max_in_flight=settings.max_in_flight,
         read_block_ms=settings.read_block_ms,
+        reclaim_idle_seconds=settings.reclaim_idle_seconds,
     )
     reporter = CatalogueReporter(gateway, router, settings.worker_id)
     probes = ProbeServer(

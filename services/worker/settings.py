@@ -23,6 +23,12 @@ class WorkerSettings(CommonSettings):
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
     read_block_ms: int = Field(default=1000, ge=10)
+    reclaim_idle_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Entries unacknowledged this long (their worker died) are taken over; "
+        "keep it above the gateway's lease.",
+    )
     mcp_servers: Path | None = Field(
         default=None,
         description="A JSON file shaped like the `mcpServers` object of common MCP clients.",

@@ -100,6 +100,7 @@ async def stack(
                 "FERRUMDECK_WORKER_ID": f"e2e-worker-{n}",
                 "FERRUMDECK_HEARTBEAT_SECONDS": "1",
                 "FERRUMDECK_READ_BLOCK_MS": "200",
+                "FERRUMDECK_RECLAIM_IDLE_SECONDS": "6",
                 "FERRUMDECK_MCP_SERVERS": str(mcp_servers_file(logs, notes_file)),
             },
             logs / f"worker-{n}.log",

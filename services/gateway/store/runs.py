@@ -24,6 +24,7 @@ RUN_COLUMNS = """id, agent_name, agent_version, status, input, output, error, me
     prompt_tokens, completion_tokens, cost_usd, steps_count, created_at, started_at,
     finished_at, request_hash"""
 
+_SWEEPER = Actor.system("sweeper")
 _OPEN = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING_APPROVAL)
 
 
@@ -165,3 +166,40 @@ async def cancel_run(pool: asyncpg.Pool, project: str, run_id: uuid.UUID, actor:
         return to_run(row)
     current = await get_run(pool, project, run_id)
     raise Conflict(f"run is already {current.status.value}", code="run_finished")
+
+
+async def republish_stale(pool: asyncpg.Pool, *, after_seconds: float, batch: int = 500) -> int:
+    """Publish again the runs no worker is moving: `queued` with no job waiting in the
+    outbox, or `running` under an expired lease, untouched for `after_seconds`.
+
+    PostgreSQL is the source of truth, so this recovers runs whose job Redis lost (a
+    restart without persistence, FLUSHALL) and runs whose worker died. A duplicate job
+    is harmless: the claim fences it. Touching `updated_at` spaces out the re-publishes
+    of a run nobody picks up.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            """WITH stale AS (
+                   SELECT id FROM runs
+                    WHERE updated_at < now() - make_interval(secs => $1)
+                      AND ((status = 'queued'
+                            AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.run_id = runs.id))
+                           OR (status = 'running' AND lease_expires_at < now()))
+                    ORDER BY id LIMIT $2
+                    FOR UPDATE SKIP LOCKED)
+               UPDATE runs SET updated_at = now() FROM stale WHERE runs.id = stale.id
+               RETURNING runs.id, runs.project, runs.status""",
+            after_seconds,
+            batch,
+        )
+        for row in rows:
+            await enqueue(conn, row["id"], JobReason.REQUEUED)
+            await record(
+                conn,
+                row["project"],
+                _SWEEPER,
+                "run.republished",
+                f"run:{row['id']}",
+                {"status": row["status"]},
+            )
+    return len(rows)
