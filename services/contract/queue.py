@@ -24,3 +24,12 @@ class QueueStats(BaseModel):
         description="Age of the oldest unacked entry since it was published; null if none."
     )
     consumers: list[ConsumerStats]
+    max_lag: int | None = Field(
+        default=None, description="The backlog bound past which new runs get 429."
+    )
+    max_oldest_pending_seconds: float | None = Field(
+        default=None, description="The age bound past which new runs get 429."
+    )
+    accepting_runs: bool | None = Field(
+        default=None, description="Whether POST /v1/runs is accepting runs now."
+    )

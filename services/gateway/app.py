@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from services.contract.model_catalog import ModelCatalog
 from services.gateway import access_log, metrics, request_context
 from services.gateway.audit import AuditChainer
+from services.gateway.backpressure import Backpressure, Bounds
 from services.gateway.db.connections import create_pool
 from services.gateway.errors import register_error_handlers
 from services.gateway.events import EventHub, event_hub
@@ -75,7 +76,15 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
             requeue_after=settings.requeue_after_seconds,
         )
         chainer = AuditChainer(pool, poll_seconds=settings.audit_chain_seconds)
-        Resources(settings, catalog, pool, redis, relay, sweeper, chainer).install(app)
+        backpressure = Backpressure(
+            redis,
+            settings.streams,
+            Bounds(settings.max_queue_lag, settings.max_oldest_pending_seconds),
+            refresh_seconds=settings.backpressure_refresh_seconds,
+        )
+        Resources(settings, catalog, pool, redis, relay, sweeper, chainer, backpressure).install(
+            app
+        )
         relay.start()
         sweeper.start()
         chainer.start()

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from services.contract.model_catalog import ModelCatalog
 from services.gateway.audit import AuditChainer
+from services.gateway.backpressure import Backpressure
 from services.gateway.outbox import OutboxRelay
 from services.gateway.settings import GatewaySettings
 from services.gateway.sweeper import Sweeper
@@ -30,6 +31,7 @@ class Resources:
     relay: OutboxRelay
     sweeper: Sweeper
     chainer: AuditChainer
+    backpressure: Backpressure
 
     def install(self, app: Quart) -> None:
         app.extensions[_KEY] = self

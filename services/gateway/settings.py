@@ -16,6 +16,17 @@ class GatewaySettings(CommonSettings):
         default=30, ge=1, description="Failed authentications a client may make per window."
     )
     auth_failure_window_seconds: int = Field(default=60, ge=1)
+    max_queue_lag: int = Field(
+        default=10_000,
+        ge=1,
+        description="Runs waiting for a worker beyond which POST /v1/runs answers 429.",
+    )
+    max_oldest_pending_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="Age of the oldest unfinished job beyond which POST /v1/runs answers 429.",
+    )
+    backpressure_refresh_seconds: float = Field(default=1.0, ge=0)
     lease_seconds: float = Field(default=30.0, gt=0)
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=20, ge=1)

@@ -54,7 +54,7 @@ async def test_a_runs_life_is_in_the_trail_with_actors_and_request_ids(h: ToolHa
     assert actions[0] == "run.created"
     assert {"run.dispatched", "run.claimed"} <= set(actions)
     assert "tool.approval_requested" in actions
-    assert actions[-1] == "run.cancelled"
+    assert actions.count("run.cancelled") == 1
     by_action = {e["action"]: e for e in events}
     assert by_action["run.claimed"]["actor"] == "audit-worker"
     assert by_action["run.claimed"]["actor_kind"] == "worker"

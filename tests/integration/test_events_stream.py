@@ -107,6 +107,9 @@ async def test_queue_statistics_every_second(served: ServedGateway, admin_key: s
             "lag",
             "oldest_pending_seconds",
             "consumers",
+            "max_lag",
+            "max_oldest_pending_seconds",
+            "accepting_runs",
         }
         loop = asyncio.get_running_loop()
         started = loop.time()

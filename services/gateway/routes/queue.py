@@ -20,4 +20,12 @@ require_role(blueprint, *READERS)
 async def get_queue() -> QueueStats:
     """Depth, pending, lag, the oldest pending entry's age, and each worker's share."""
     res = resources()
-    return await queue_stats(res.redis, res.settings.streams)
+    stats = await queue_stats(res.redis, res.settings.streams)
+    bounds = res.backpressure.bounds
+    return stats.model_copy(
+        update={
+            "max_lag": bounds.max_lag,
+            "max_oldest_pending_seconds": bounds.max_oldest_pending_seconds,
+            "accepting_runs": bounds.breach(stats) is None,
+        }
+    )

@@ -51,6 +51,7 @@ async def create_run(data: RunCreate) -> tuple[Run, int, dict[str, str]]:
         )
     name, _, version = data.agent.partition("@")
     res = resources()
+    await res.backpressure.admit()
     agent = await agent_store.get_version(
         res.pool, project(), name, int(version) if version else None
     )
