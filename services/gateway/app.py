@@ -88,7 +88,7 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
         relay.start()
         sweeper.start()
         chainer.start()
-        hub = EventHub(settings.database_url, redis, settings.streams)
+        hub = EventHub(settings.database_url, redis, settings.streams, bounds=backpressure.bounds)
         hub.install(app)
         hub.start()
 

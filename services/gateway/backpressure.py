@@ -46,6 +46,16 @@ class Bounds:
             )
         return None
 
+    def describe(self, stats: QueueStats) -> QueueStats:
+        """The backlog as operators see it: with these bounds and whether runs get in."""
+        return stats.model_copy(
+            update={
+                "max_lag": self.max_lag,
+                "max_oldest_pending_seconds": self.max_oldest_pending_seconds,
+                "accepting_runs": self.breach(stats) is None,
+            }
+        )
+
 
 class Backpressure:
     def __init__(

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from services.contract.jobs import StreamNames
 from services.gateway.auth import Principal
 from services.gateway.background import BackgroundLoop
+from services.gateway.backpressure import Bounds
 from services.gateway.queue_stats import queue_stats
 
 log = logging.getLogger(__name__)
@@ -165,12 +166,20 @@ class _QueuePublisher(BackgroundLoop):
 
     name = "events-queue"
 
-    def __init__(self, hub: EventHub, redis: Redis, streams: StreamNames, interval: float) -> None:
+    def __init__(
+        self,
+        hub: EventHub,
+        redis: Redis,
+        streams: StreamNames,
+        interval: float,
+        bounds: Bounds | None,
+    ) -> None:
         super().__init__()
         self._hub = hub
         self._redis = redis
         self._streams = streams
         self._interval = interval
+        self._bounds = bounds
 
     async def step(self) -> float:
         if self._hub.subscribers:
@@ -179,6 +188,8 @@ class _QueuePublisher(BackgroundLoop):
             except (OSError, RedisError) as exc:
                 log.warning("queue statistics unavailable: %s", exc)
             else:
+                if self._bounds is not None:
+                    stats = self._bounds.describe(stats)
                 self._hub.broadcast(Event("queue", stats.model_dump(mode="json")))
         return self._interval
 
@@ -195,12 +206,13 @@ class EventHub:
         queue_interval_seconds: float = 1.0,
         heartbeat_seconds: float = 15.0,
         buffer: int = 1000,
+        bounds: Bounds | None = None,
     ) -> None:
         self.heartbeat_seconds = heartbeat_seconds
         self._buffer = buffer
         self._subscriptions: set[Subscription] = set()
         self._listener = _Listener(self, dsn)
-        self._publisher = _QueuePublisher(self, redis, streams, queue_interval_seconds)
+        self._publisher = _QueuePublisher(self, redis, streams, queue_interval_seconds, bounds)
 
     @property
     def subscribers(self) -> int:

@@ -111,6 +111,8 @@ async def test_queue_statistics_every_second(served: ServedGateway, admin_key: s
             "max_oldest_pending_seconds",
             "accepting_runs",
         }
+        assert queue.data["accepting_runs"] is True
+        assert queue.data["max_lag"] == 10_000
         loop = asyncio.get_running_loop()
         started = loop.time()
         await until(events, lambda e: e.name == "queue", within=3)

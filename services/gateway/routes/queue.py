@@ -21,11 +21,4 @@ async def get_queue() -> QueueStats:
     """Depth, pending, lag, the oldest pending entry's age, and each worker's share."""
     res = resources()
     stats = await queue_stats(res.redis, res.settings.streams)
-    bounds = res.backpressure.bounds
-    return stats.model_copy(
-        update={
-            "max_lag": bounds.max_lag,
-            "max_oldest_pending_seconds": bounds.max_oldest_pending_seconds,
-            "accepting_runs": bounds.breach(stats) is None,
-        }
-    )
+    return res.backpressure.bounds.describe(stats)
