@@ -49,3 +49,44 @@ class StreamNames:
     @property
     def group(self) -> str:
         return f"{self.prefix}:workers"
+
+    @property
+    def dead_letter(self) -> str:
+        """Entries no worker could finish after `max_deliveries` tries, kept for operators."""
+        return f"{self.prefix}:runs:dead"
+
+
+class DeadLetter(BaseModel):
+    """An entry of the dead-letter stream: the job as it was, and why it was set aside.
+
+    `run_id` is None when the entry itself was unreadable; `fields` then holds what it
+    carried, so nothing is lost.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    run_id: uuid.UUID | None
+    reason: str
+    deliveries: int
+    source_id: str
+    worker_id: str
+    fields: str
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "run_id": "" if self.run_id is None else str(self.run_id),
+            "reason": self.reason,
+            "deliveries": str(self.deliveries),
+            "source_id": self.source_id,
+            "worker_id": self.worker_id,
+            "fields": self.fields,
+        }
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes] | dict[str, str]) -> DeadLetter:
+        decoded = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in fields.items()
+        }
+        decoded["run_id"] = decoded.get("run_id") or None
+        return cls.model_validate(decoded)

@@ -24,6 +24,9 @@ class QueueStats(BaseModel):
         description="Age of the oldest unacked entry since it was published; null if none."
     )
     consumers: list[ConsumerStats]
+    dead_letter: int = Field(
+        default=0, description="Jobs set aside after too many deliveries (the DLQ's length)."
+    )
     max_lag: int | None = Field(
         default=None, description="The backlog bound past which new runs get 429."
     )

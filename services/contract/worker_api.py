@@ -167,3 +167,24 @@ class CatalogueReport(BaseModel):
 
     worker_id: str = Field(min_length=1, max_length=200)
     tools: list[ToolSpec] = Field(max_length=5000)
+
+
+class ReleaseReport(BaseModel):
+    """A worker shutting down hands a run back: the lease is dropped and the run queued
+    again at once, so another worker continues it from its recorded steps."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epoch: int = Field(ge=1)
+    reason: str = Field(default="worker shutting down", min_length=1, max_length=1000)
+
+
+class DeadLetterReport(BaseModel):
+    """A job was delivered `deliveries` times and never finished: the worker asks the
+    gateway to fail its run, unless a live lease shows someone is still working on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: str = Field(min_length=1, max_length=200)
+    deliveries: int = Field(ge=1)
+    reason: str = Field(min_length=1, max_length=1000)
