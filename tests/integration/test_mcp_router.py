@@ -301,19 +301,21 @@ async def test_servers_that_cannot_start_do_not_stop_the_others(notes_file: Path
             ),
             "notes": notes_over_stdio(notes_file),
         },
-        connect_timeout_seconds=2,
+        # Python alone needs ~2 s of CPU to import the MCP SDK; on a loaded machine
+        # a healthy server may take several seconds to answer.
+        connect_timeout_seconds=10,
     )
     started = time.monotonic()
     await router.start()
     try:
-        assert time.monotonic() - started < 8
+        assert time.monotonic() - started < 20
         assert {spec.server for spec in router.catalogue()} == {"notes"}
         assert (await router.call("notes.add", {"a": 1, "b": 1})).ok
         missing = await router.call("missing.anything", {})
         assert not missing.ok
         assert "No such file or directory" in missing.content
         silent = await router.call("silent.anything", {})
-        assert "no answer within 2s" in silent.content
+        assert "no answer within 10s" in silent.content
         quits = await router.call("quits.anything", {})
         assert quits.content.startswith("MCP server 'quits' is unavailable: ")
     finally:
