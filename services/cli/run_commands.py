@@ -1,4 +1,4 @@
-"""`ferrumdeck runs …`: start, list, inspect, follow and cancel runs through the API.
+"""`ferrumdeck runs …`: start, list, inspect, follow, cancel and requeue runs through the API.
 
 `runs create --follow` exits 0 only when the run completed, so a script or CI job can
 start an agent and act on its outcome without parsing any output.
@@ -63,7 +63,12 @@ def _create(deck: FerrumDeck, args: argparse.Namespace) -> int:
 
 
 def _list(deck: FerrumDeck, args: argparse.Namespace) -> int:
-    page = deck.runs(status=args.status, agent=args.agent, limit=args.limit)
+    page = deck.runs(
+        status=args.status,
+        agent=args.agent,
+        dead_lettered=True if args.dead_lettered else None,
+        limit=args.limit,
+    )
     if args.as_json:
         print_json(page)
         return OK
@@ -107,9 +112,18 @@ def _cancel(deck: FerrumDeck, args: argparse.Namespace) -> int:
     return OK
 
 
+def _requeue(deck: FerrumDeck, args: argparse.Namespace) -> int:
+    run = deck.requeue_run(args.id)
+    if args.as_json:
+        print_json(run)
+    else:
+        print(f"run {run.id} is {run.status} again")
+    return OK
+
+
 def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     """Add `runs` and its actions to the `ferrumdeck` parser's subcommands."""
-    runs = commands.add_parser("runs", help="start, list, show, follow and cancel runs")
+    runs = commands.add_parser("runs", help="start, list, show, follow, cancel and requeue runs")
     actions = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
 
     create = actions.add_parser(
@@ -125,6 +139,11 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     listing = actions.add_parser("list", parents=[common], help="runs, newest first")
     listing.add_argument("--status", choices=[s.value for s in RunStatus])
     listing.add_argument("--agent")
+    listing.add_argument(
+        "--dead-lettered",
+        action="store_true",
+        help="only runs that failed because their job never finished (see `runs requeue`)",
+    )
     listing.add_argument("--limit", type=int, default=50, help="at most 200")
     listing.set_defaults(func=api_command("runs list", _list))
 
@@ -135,3 +154,9 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     cancel = actions.add_parser("cancel", parents=[common], help="cancel an unfinished run")
     cancel.add_argument("id", metavar="ID")
     cancel.set_defaults(func=api_command("runs cancel", _cancel))
+
+    requeue = actions.add_parser(
+        "requeue", parents=[common], help="queue a dead-lettered run again"
+    )
+    requeue.add_argument("id", metavar="ID")
+    requeue.set_defaults(func=api_command("runs requeue", _requeue))

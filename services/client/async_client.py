@@ -59,7 +59,10 @@ def _query(**values: Any) -> dict[str, str]:
     for name, value in values.items():
         if value is None:
             continue
-        out[name] = value.isoformat() if isinstance(value, datetime) else str(value)
+        if isinstance(value, bool):
+            out[name] = "true" if value else "false"
+        else:
+            out[name] = value.isoformat() if isinstance(value, datetime) else str(value)
     return out
 
 
@@ -158,17 +161,34 @@ class AsyncFerrumDeck:
         *,
         status: RunStatus | str | None = None,
         agent: str | None = None,
+        dead_lettered: bool | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> RunPage:
+        """`dead_lettered=True`: only runs failed because their job never finished."""
         return await self._get(
-            RunPage, "/v1/runs", status=status, agent=agent, limit=limit, cursor=cursor
+            RunPage,
+            "/v1/runs",
+            status=status,
+            agent=agent,
+            dead_lettered=dead_lettered,
+            limit=limit,
+            cursor=cursor,
         )
 
     def iter_runs(
-        self, *, status: RunStatus | str | None = None, agent: str | None = None, page: int = 100
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        agent: str | None = None,
+        dead_lettered: bool | None = None,
+        page: int = 100,
     ) -> AsyncIterator[Run]:
-        return self._iterate(lambda c: self.runs(status=status, agent=agent, limit=page, cursor=c))
+        return self._iterate(
+            lambda c: self.runs(
+                status=status, agent=agent, dead_lettered=dead_lettered, limit=page, cursor=c
+            )
+        )
 
     async def run(self, run_id: uuid.UUID | str) -> Run:
         return await self._get(Run, f"/v1/runs/{run_id}")
@@ -196,6 +216,10 @@ class AsyncFerrumDeck:
 
     async def cancel_run(self, run_id: uuid.UUID | str) -> Run:
         return await self._post(Run, f"/v1/runs/{run_id}/cancel")
+
+    async def requeue_run(self, run_id: uuid.UUID | str) -> Run:
+        """Queue a dead-lettered run again (`Conflict` `not_dead_lettered` for any other)."""
+        return await self._post(Run, f"/v1/runs/{run_id}/requeue")
 
     # approvals
 

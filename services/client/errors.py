@@ -11,8 +11,9 @@ FerrumDeckError
     ├── NotFound (404)          no such run, approval, agent…
     ├── Conflict (409)          state forbids it: decided approval, finished run…
     ├── Unprocessable (422)     well-formed but names what does not exist
-    ├── RateLimited (429)
-    └── ServerError (5xx)
+    ├── RateLimited (429)       `details["retry_after"]` says when to try again
+    └── ServerError (5xx)       503 while the gateway's database or Redis is away: the same
+                                `retry_after`; anything else is a gateway bug
 ```
 """
 

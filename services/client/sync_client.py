@@ -79,19 +79,37 @@ class FerrumDeck:
         *,
         status: RunStatus | str | None = None,
         agent: str | None = None,
+        dead_lettered: bool | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> RunPage:
         return self._runner.run(
-            self._client.runs(status=status, agent=agent, limit=limit, cursor=cursor)
+            self._client.runs(
+                status=status,
+                agent=agent,
+                dead_lettered=dead_lettered,
+                limit=limit,
+                cursor=cursor,
+            )
         )
 
     def iter_runs(
-        self, *, status: RunStatus | str | None = None, agent: str | None = None, page: int = 100
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        agent: str | None = None,
+        dead_lettered: bool | None = None,
+        page: int = 100,
     ) -> Iterator[Run]:
         cursor: str | None = None
         while True:
-            found = self.runs(status=status, agent=agent, limit=page, cursor=cursor)
+            found = self.runs(
+                status=status,
+                agent=agent,
+                dead_lettered=dead_lettered,
+                limit=page,
+                cursor=cursor,
+            )
             yield from found.items
             if found.next_cursor is None:
                 return
@@ -121,6 +139,9 @@ class FerrumDeck:
 
     def cancel_run(self, run_id: uuid.UUID | str) -> Run:
         return self._runner.run(self._client.cancel_run(run_id))
+
+    def requeue_run(self, run_id: uuid.UUID | str) -> Run:
+        return self._runner.run(self._client.requeue_run(run_id))
 
     def approvals(
         self,

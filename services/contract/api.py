@@ -75,6 +75,11 @@ class Run(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    dead_lettered_at: datetime | None = Field(
+        default=None,
+        description="When the run failed because its job was never finished by any worker; "
+        "such a run can be queued again (`POST /v1/runs/{id}/requeue`).",
+    )
 
 
 class RunPage(BaseModel):
@@ -85,6 +90,9 @@ class RunPage(BaseModel):
 class RunListQuery(BaseModel):
     status: RunStatus | None = None
     agent: str | None = Field(default=None, pattern=AGENT_NAME)
+    dead_lettered: bool | None = Field(
+        default=None, description="Only runs that were (true) or were not (false) dead-lettered."
+    )
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = Field(default=None, max_length=200)
 

@@ -84,7 +84,7 @@ class DeadLetter(BaseModel):
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes] | dict[str, str]) -> DeadLetter:
-        decoded = {
+        decoded: dict[str, str | None] = {
             (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
             for k, v in fields.items()
         }

@@ -72,6 +72,8 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
         sweeper = Sweeper(
             pool,
             relay,
+            redis,
+            settings.streams,
             interval_seconds=settings.sweep_seconds,
             requeue_after=settings.requeue_after_seconds,
         )

@@ -3,6 +3,11 @@
 Each is stopped by a flag rather than a bare cancel: a cancellation that lands inside a
 database or Redis driver call can be absorbed by it (and on Python 3.11 `wait_for` can
 swallow one), which would leave shutdown hanging.
+
+Each loop handles the failures it expects (a database or Redis that is away) itself. A
+round that fails in a way nobody foresaw is logged and retried after a rest rather than
+ending the loop: a loop that died quietly would leave its gateway answering requests
+while jobs stop being published or approvals stop expiring, until someone restarts it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from abc import ABC, abstractmethod
 log = logging.getLogger(__name__)
 
 _STOP_GRACE_SECONDS = 5.0
+_REST_AFTER_CRASH_SECONDS = 5.0
 
 
 class BackgroundLoop(ABC):
@@ -54,7 +60,15 @@ class BackgroundLoop(ABC):
         while not self._stopping:
             # Cleared before the round, so a wake-up during it is not lost.
             self._wake.clear()
-            rest = await self.step()
+            try:
+                rest = await self.step()
+            except Exception:
+                log.exception(
+                    "%s round failed unexpectedly; retrying in %.0fs",
+                    self.name,
+                    _REST_AFTER_CRASH_SECONDS,
+                )
+                rest = _REST_AFTER_CRASH_SECONDS
             if rest > 0 and not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(rest):

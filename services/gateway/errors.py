@@ -7,12 +7,17 @@ ApiError
 ├── Forbidden (403)           the key's role may not do this (in its own project)
 ├── NotFound (404)            no such agent / run
 ├── Conflict (409)            state forbids the action: stale epoch, terminal run, …
-├── TooManyRequests (429)     too many failed authentications from one client
-└── UnprocessableEntity (422) well-formed but refers to what does not exist (unknown agent, model)
+├── TooManyRequests (429)     too many failed authentications, or a backlog past its bound
+├── UnprocessableEntity (422) well-formed but refers to what does not exist (unknown agent, model)
+└── ServiceUnavailable (503)  PostgreSQL or Redis cannot be reached now
 ```
 
 Validation errors from quart-schema and werkzeug's HTTP errors (bad JSON, 413, 405, …) are
 turned into the same body by `register_error_handlers`, so a client has one shape to parse.
+So is a request that failed because PostgreSQL (or Redis) is away, whichever query or
+route it was in: `503 database_unavailable` (or `redis_unavailable`) with `Retry-After`,
+never a 500, and never a 401 because the key could not be looked up. 429 and 503 carry
+`Retry-After`, which well-behaved clients wait for.
 """
 
 from __future__ import annotations
@@ -23,15 +28,24 @@ from typing import Any
 from pydantic import ValidationError
 from quart import Quart, Request, Response, jsonify
 from quart_schema import RequestSchemaValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import BadRequest as WerkzeugBadRequest
 from werkzeug.exceptions import HTTPException
 
+from services.gateway.db import connections
+
 log = logging.getLogger(__name__)
+
+
+# Long enough for a restarting server to come back, short enough not to idle clients.
+OUTAGE_RETRY_AFTER_SECONDS = 5
 
 
 class ApiError(Exception):
     status = 500
     code = "internal_error"
+    retry_after: int | None = None
 
     def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
         super().__init__(message)
@@ -80,6 +94,32 @@ class UnprocessableEntity(ApiError):
     code = "unprocessable_entity"
 
 
+class ServiceUnavailable(ApiError):
+    status = 503
+    code = "service_unavailable"
+
+    def __init__(self, message: str, *, code: str, retry_after: int) -> None:
+        super().__init__(message, code=code, details={"retry_after": retry_after})
+        self.retry_after = retry_after
+
+
+def outage(exc: BaseException) -> ServiceUnavailable | None:
+    """The 503 for an error that only says a backing server is away, else None."""
+    if connections.unreachable(exc):
+        return ServiceUnavailable(
+            "the database cannot be reached; retry shortly",
+            code="database_unavailable",
+            retry_after=OUTAGE_RETRY_AFTER_SECONDS,
+        )
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return ServiceUnavailable(
+            "Redis cannot be reached; retry shortly",
+            code="redis_unavailable",
+            retry_after=OUTAGE_RETRY_AFTER_SECONDS,
+        )
+    return None
+
+
 class JsonRequest(Request):
     """A request whose malformed JSON body says what is wrong with it."""
 
@@ -124,7 +164,7 @@ def register_error_handlers(app: Quart) -> None:
     @app.errorhandler(ApiError)
     async def _api_error(exc: ApiError) -> Response:
         response = error_response(exc.status, exc.code, exc.message, exc.details)
-        if isinstance(exc, TooManyRequests):
+        if exc.retry_after is not None:
             response.headers["Retry-After"] = str(exc.retry_after)
         return response
 
@@ -144,5 +184,9 @@ def register_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(Exception)
     async def _unexpected(exc: Exception) -> Response:
+        unavailable = outage(exc)
+        if unavailable is not None:
+            log.warning("answering 503 %s: %s", unavailable.code, exc or type(exc).__name__)
+            return await _api_error(unavailable)
         log.exception("unhandled error", exc_info=exc)
         return error_response(500, "internal_error", "internal error; see the gateway log")

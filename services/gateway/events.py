@@ -119,11 +119,13 @@ class _Listener(BackgroundLoop):
             conn = await asyncpg.connect(
                 self._dsn, timeout=5, server_settings={"application_name": APPLICATION_NAME}
             )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            return self._retry_later(exc)
+        try:
             await conn.add_listener(CHANNEL, self._on_notify)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("event listener cannot connect (retrying): %s", exc)
-            self._backoff = min(self._backoff * 2, _MAX_BACKOFF_SECONDS)
-            return self._backoff
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            conn.terminate()
+            return self._retry_later(exc)
         self._conn = conn
         self._backoff = 0.1
         if self._ever_connected:
@@ -131,6 +133,11 @@ class _Listener(BackgroundLoop):
             self._hub.broadcast(RESYNC)
         self._ever_connected = True
         return 1.0
+
+    def _retry_later(self, exc: Exception) -> float:
+        log.warning("event listener cannot connect (retrying): %s", exc)
+        self._backoff = min(self._backoff * 2, _MAX_BACKOFF_SECONDS)
+        return self._backoff
 
     async def _keepalive(self) -> float:
         """A dead TCP peer is only noticed when we talk; say something now and then."""

@@ -66,6 +66,14 @@ QUEUE_OLDEST_PENDING_AGE = Gauge(
     "ferrumdeck_queue_oldest_pending_age_seconds",
     "Age of the oldest unacknowledged job since it was published (0 when none).",
 )
+QUEUE_DEAD_LETTER = Gauge(
+    "ferrumdeck_queue_dead_letter",
+    "Jobs set aside after too many deliveries, waiting for an operator (the DLQ's length).",
+)
+STREAM_TRIMMED = Counter(
+    "ferrumdeck_stream_trimmed_total",
+    "Acknowledged entries this gateway trimmed from the runs stream.",
+)
 APPROVALS_PENDING = Gauge(
     "ferrumdeck_approvals_pending", "Tool calls waiting for a human decision."
 )
@@ -96,6 +104,10 @@ def run_created() -> None:
 
 def run_finished(status: RunStatus) -> None:
     RUNS_FINISHED.labels(status=status.value).inc()
+
+
+def stream_trimmed(entries: int) -> None:
+    STREAM_TRIMMED.inc(entries)
 
 
 def instrument(app: Quart) -> None:
@@ -135,6 +147,7 @@ async def _read_redis() -> None:
     QUEUE_PENDING.set(stats.pending)
     QUEUE_LAG.set(float("nan") if stats.lag is None else stats.lag)
     QUEUE_OLDEST_PENDING_AGE.set(stats.oldest_pending_seconds or 0.0)
+    QUEUE_DEAD_LETTER.set(stats.dead_letter)
 
 
 @blueprint.get("/metrics")

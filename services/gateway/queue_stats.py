@@ -1,6 +1,7 @@
 """Reading the runs stream's backlog from Redis, for `GET /v1/queue` and the SSE feed.
 
-Everything comes from Redis itself (XLEN, XINFO GROUPS, XINFO CONSUMERS, XPENDING), so
+Everything comes from Redis itself (XLEN, XINFO GROUPS, XINFO CONSUMERS, XPENDING, and
+the dead-letter stream's XLEN), so
 every gateway reports the same numbers and no counter can drift. The oldest pending
 entry's age is measured from its id (the millisecond it was published) against the Redis
 server's clock, so clock skew between hosts does not enter.
@@ -15,6 +16,7 @@ from redis.exceptions import ResponseError
 
 from services.contract.jobs import StreamNames
 from services.contract.queue import ConsumerStats, QueueStats
+from services.gateway import dead_letter_queue
 
 
 def _text(value: Any) -> str:
@@ -27,6 +29,7 @@ def _published_ms(entry_id: Any) -> int:
 
 async def queue_stats(redis: Redis, streams: StreamNames) -> QueueStats:
     depth = int(await redis.xlen(streams.runs))
+    dead_letter = await dead_letter_queue.depth(redis, streams)
     try:
         groups = await redis.xinfo_groups(streams.runs)
     except ResponseError:  # no stream yet: nothing was ever published
@@ -41,6 +44,7 @@ async def queue_stats(redis: Redis, streams: StreamNames) -> QueueStats:
             lag=depth,
             oldest_pending_seconds=None,
             consumers=[],
+            dead_letter=dead_letter,
         )
     consumers = await redis.xinfo_consumers(streams.runs, streams.group)
     summary = await redis.xpending(streams.runs, streams.group)
@@ -63,4 +67,5 @@ async def queue_stats(redis: Redis, streams: StreamNames) -> QueueStats:
             )
             for c in consumers
         ],
+        dead_letter=dead_letter,
     )

@@ -7,17 +7,21 @@ configuration, reachable from request handlers through `resources()`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import asyncpg
 from quart import Quart, current_app
 from redis.asyncio import Redis
 
 from services.contract.model_catalog import ModelCatalog
-from services.gateway.audit import AuditChainer
-from services.gateway.backpressure import Backpressure
-from services.gateway.outbox import OutboxRelay
 from services.gateway.settings import GatewaySettings
-from services.gateway.sweeper import Sweeper
+
+if TYPE_CHECKING:
+    # Only named here: the loops import metrics, which imports this module.
+    from services.gateway.audit import AuditChainer
+    from services.gateway.backpressure import Backpressure
+    from services.gateway.outbox import OutboxRelay
+    from services.gateway.sweeper import Sweeper
 
 _KEY = "ferrumdeck"
 

@@ -1,8 +1,11 @@
-"""System housekeeping every gateway runs: expire approvals nobody decided in time, and
-publish again the runs no worker is moving (their job was lost, or their worker died).
+"""System housekeeping every gateway runs: expire approvals nobody decided in time,
+publish again the runs no worker is moving (their job was lost, or their worker died),
+and trim the runs stream of the entries every worker group has acknowledged.
 
 Every query takes its rows with `SKIP LOCKED`, so gateways sweep side by side without
-doing the same work twice.
+doing the same work twice; trimming twice is harmless. PostgreSQL and Redis work fail
+apart: a database that is away does not keep the stream from being trimmed, nor the
+other way round.
 """
 
 from __future__ import annotations
@@ -10,11 +13,16 @@ from __future__ import annotations
 import logging
 
 import asyncpg
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from services.contract.jobs import StreamNames
+from services.gateway import metrics
 from services.gateway.background import BackgroundLoop
 from services.gateway.outbox import OutboxRelay
 from services.gateway.store.approvals import expire_due
 from services.gateway.store.runs import republish_stale
+from services.gateway.stream_trim import trim_runs_stream
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +34,8 @@ class Sweeper(BackgroundLoop):
         self,
         pool: asyncpg.Pool,
         relay: OutboxRelay,
+        redis: Redis,
+        streams: StreamNames,
         *,
         interval_seconds: float,
         requeue_after: float,
@@ -33,20 +43,36 @@ class Sweeper(BackgroundLoop):
         super().__init__()
         self._pool = pool
         self._relay = relay
+        self._redis = redis
+        self._streams = streams
         self._interval = interval_seconds
         self._requeue_after = requeue_after
 
     async def step(self) -> float:
+        await self._sweep_database()
+        await self._trim_stream()
+        return self._interval
+
+    async def _sweep_database(self) -> None:
         try:
             expired = await expire_due(self._pool)
             republished = await republish_stale(self._pool, after_seconds=self._requeue_after)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("sweeper round failed: %s", exc)
-            return self._interval
+            return
         if expired:
             log.info("expired %d approvals", expired)
         if republished:
             log.info("published %d stalled runs again", republished)
         if expired or republished:
             self._relay.wake()
-        return self._interval
+
+    async def _trim_stream(self) -> None:
+        try:
+            trimmed = await trim_runs_stream(self._redis, self._streams)
+        except (RedisError, OSError) as exc:
+            log.warning("cannot trim the runs stream: %s", exc)
+            return
+        if trimmed:
+            log.debug("trimmed %d acknowledged entries from the runs stream", trimmed)
+            metrics.stream_trimmed(trimmed)

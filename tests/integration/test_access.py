@@ -33,6 +33,7 @@ PUBLIC_ROUTES: dict[tuple[str, str], set[Role]] = {
     ("GET", "/v1/runs/<uuid:run_id>"): EVERYONE,
     ("GET", "/v1/runs/<uuid:run_id>/steps"): EVERYONE,
     ("POST", "/v1/runs/<uuid:run_id>/cancel"): DECIDE,
+    ("POST", "/v1/runs/<uuid:run_id>/requeue"): DECIDE,
     ("GET", "/v1/approvals"): EVERYONE,
     ("GET", "/v1/approvals/<uuid:approval_id>"): EVERYONE,
     ("POST", "/v1/approvals/<uuid:approval_id>/approve"): DECIDE,

@@ -107,6 +107,7 @@ async def test_queue_statistics_every_second(served: ServedGateway, admin_key: s
             "lag",
             "oldest_pending_seconds",
             "consumers",
+            "dead_letter",
             "max_lag",
             "max_oldest_pending_seconds",
             "accepting_runs",

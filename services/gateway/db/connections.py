@@ -1,10 +1,40 @@
-"""Connections to PostgreSQL, pooled or single, with JSON columns decoded to Python values."""
+"""Connections to PostgreSQL, pooled or single, with JSON columns decoded to Python values,
+and telling "the database is away" apart from "this query is wrong".
+"""
 
 from __future__ import annotations
 
 import json
+import re
 
 import asyncpg
+
+# A server that drops packets would otherwise hold each request for asyncpg's default 60 s.
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+_UNREACHABLE = (
+    # Refused, reset, unreachable, or timed out (TimeoutError is an OSError, and so is a
+    # pool acquire that timed out). In the gateway only asyncpg meets raw socket errors:
+    # redis-py wraps its own in RedisError.
+    OSError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08, and a connection lost mid-query
+    asyncpg.CannotConnectNowError,  # starting up, shutting down, in recovery
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+_CLOSED = re.compile(r"\bclos(ed|ing)\b")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says PostgreSQL cannot be reached now, so retrying later will do.
+
+    A closed connection or pool shows as asyncpg's `InterfaceError`, which otherwise means
+    misuse (a bug), hence the look at its message.
+    """
+    if isinstance(exc, _UNREACHABLE):
+        return True
+    return isinstance(exc, asyncpg.InterfaceError) and _CLOSED.search(str(exc)) is not None
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -15,8 +45,14 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    """A pool that replaces connections the server dropped on their next use, so a
+    gateway outlives a database restart without restarting itself."""
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        timeout=CONNECT_TIMEOUT_SECONDS,
     )
     assert pool is not None
     return pool

@@ -1,15 +1,17 @@
-"""`/v1/runs`: start runs, follow them, cancel them."""
+"""`/v1/runs`: start runs, follow them, cancel them, queue dead-lettered ones again."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 
 from quart import Blueprint, request
 from quart_schema import tag, validate_querystring, validate_request, validate_response
+from redis.exceptions import RedisError
 
 from services.contract.api import PageQuery, Run, RunCreate, RunListQuery, RunPage, StepPage
-from services.gateway import metrics
+from services.gateway import dead_letter_queue, metrics
 from services.gateway.auth import (
     DECIDERS,
     READERS,
@@ -23,8 +25,11 @@ from services.gateway.errors import BadRequest, UnprocessableEntity
 from services.gateway.pagination import decode_cursor, paginate
 from services.gateway.resources import resources
 from services.gateway.store import agents as agent_store
+from services.gateway.store import dead_letters
 from services.gateway.store import runs as store
 from services.gateway.store.steps import list_steps
+
+log = logging.getLogger(__name__)
 
 blueprint = Blueprint("runs", __name__, url_prefix="/v1/runs")
 require_role(blueprint, *READERS)
@@ -83,13 +88,15 @@ async def create_run(data: RunCreate) -> tuple[Run, int, dict[str, str]]:
 @validate_querystring(RunListQuery)
 @validate_response(RunPage)
 async def list_runs(query_args: RunListQuery) -> RunPage:
-    """Runs, newest first, filtered by status and agent."""
+    """Runs, newest first, filtered by status, agent, and whether they were dead-lettered
+    (`dead_lettered=true`: the runs an operator may queue again)."""
     before = decode_cursor(query_args.cursor, uuid.UUID)
     items = await store.list_runs(
         resources().pool,
         project(),
         status=query_args.status,
         agent=query_args.agent,
+        dead_lettered=query_args.dead_lettered,
         before=before,
         limit=query_args.limit + 1,
     )
@@ -126,3 +133,24 @@ async def get_steps(run_id: uuid.UUID, query_args: PageQuery) -> StepPage:
 async def cancel_run(run_id: uuid.UUID) -> Run:
     """Cancel a queued or running run; a finished run answers 409."""
     return await store.cancel_run(resources().pool, project(), run_id, current_actor())
+
+
+@blueprint.post("/<uuid:run_id>/requeue")
+@tag(["runs"])
+@validate_response(Run)
+@allow(*DECIDERS)
+async def requeue_run(run_id: uuid.UUID) -> Run:
+    """Queue a dead-lettered run again; it resumes from its recorded steps.
+
+    Only a run that failed because its job was delivered too often without finishing
+    (`dead_lettered_at` set) can be queued again; any other answers 409
+    `not_dead_lettered`. Its entries leave the dead-letter stream.
+    """
+    res = resources()
+    run = await dead_letters.requeue(res.pool, project(), run_id, current_actor())
+    res.relay.wake()
+    try:
+        await dead_letter_queue.forget_run(res.redis, res.settings.streams, run_id)
+    except (RedisError, OSError) as exc:
+        log.warning("run %s queued again, but its dead-letter entries stay: %s", run_id, exc)
+    return run

@@ -18,11 +18,13 @@ from services.contract.worker_api import (
     ClaimGrant,
     ClaimRequest,
     CompleteReport,
+    DeadLetterReport,
     EpochBody,
     FailReport,
     LeaseInfo,
     LlmAllowance,
     LlmAuthorization,
+    ReleaseReport,
     StepAck,
     StepReport,
     ToolAuthorization,
@@ -30,7 +32,7 @@ from services.contract.worker_api import (
 )
 from services.gateway.auth import require_role
 from services.gateway.resources import resources
-from services.gateway.store import leases
+from services.gateway.store import dead_letters, leases
 from services.gateway.store import tools as tool_store
 from services.gateway.store.authorizations import authorize_llm, authorize_tool
 
@@ -83,6 +85,26 @@ async def fail(run_id: uuid.UUID, data: FailReport) -> tuple[str, int]:
     await leases.finish(
         resources().pool, run_id, data.epoch, RunStatus(data.status), error=data.error
     )
+    return "", 204
+
+
+@blueprint.post("/runs/<uuid:run_id>/release")
+@hide
+@validate_request(ReleaseReport)
+async def release(run_id: uuid.UUID, data: ReleaseReport) -> tuple[str, int]:
+    """Hand the run back (a worker shutting down): queued again at once."""
+    res = resources()
+    await leases.release(res.pool, run_id, data.epoch, data.reason)
+    res.relay.wake()
+    return "", 204
+
+
+@blueprint.post("/runs/<uuid:run_id>/dead-letter")
+@hide
+@validate_request(DeadLetterReport)
+async def dead_letter(run_id: uuid.UUID, data: DeadLetterReport) -> tuple[str, int]:
+    """Fail the run of a job delivered too often; the worker then sets the job aside."""
+    await dead_letters.dead_letter(resources().pool, run_id, data)
     return "", 204
 
 

@@ -11,6 +11,7 @@ import uuid
 
 import asyncpg
 
+from services.contract.jobs import JobReason
 from services.contract.runs import Budget, RunStatus, StepKind, StepStatus
 from services.contract.worker_api import (
     AgentSpec,
@@ -22,6 +23,7 @@ from services.contract.worker_api import (
 from services.gateway import metrics
 from services.gateway.audit import Actor, record
 from services.gateway.errors import Conflict, NotFound
+from services.gateway.outbox import enqueue
 from services.gateway.store.agents import get_version
 from services.gateway.store.runs import RUN_COLUMNS, to_run
 
@@ -137,6 +139,29 @@ async def heartbeat(
     if row is None:
         raise await _refusal(pool, run_id, epoch)
     return row
+
+
+async def release(pool: asyncpg.Pool, run_id: uuid.UUID, epoch: int, reason: str) -> None:
+    """Hand a run held under `epoch` back: queued again with a fresh job, so another
+    worker continues it from its recorded steps now rather than after the lease runs out.
+    The epoch stays; the next claim raises it, which fences this worker's late calls."""
+    async with pool.acquire() as conn, conn.transaction():
+        run = await lock_running(conn, run_id, epoch)
+        await conn.execute(
+            """UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
+                               updated_at = now()
+                WHERE id = $1""",
+            run_id,
+        )
+        await enqueue(conn, run_id, JobReason.REQUEUED)
+        await record(
+            conn,
+            run["project"],
+            Actor.worker(run["lease_owner"]),
+            "run.released",
+            f"run:{run_id}",
+            {"epoch": epoch, "reason": reason},
+        )
 
 
 def _budget_breach(budget: Budget, run: asyncpg.Record) -> str | None:

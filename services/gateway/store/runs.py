@@ -22,7 +22,7 @@ from services.gateway.store.approvals import cancel_for_run
 
 RUN_COLUMNS = """id, agent_name, agent_version, status, input, output, error, metadata,
     prompt_tokens, completion_tokens, cost_usd, steps_count, created_at, started_at,
-    finished_at, request_hash"""
+    finished_at, dead_lettered_at, request_hash"""
 
 _SWEEPER = Actor.system("sweeper")
 _OPEN = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING_APPROVAL)
@@ -49,6 +49,7 @@ def to_run(row: asyncpg.Record) -> Run:
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        dead_lettered_at=row["dead_lettered_at"],
     )
 
 
@@ -124,6 +125,7 @@ async def list_runs(
     *,
     status: RunStatus | None,
     agent: str | None,
+    dead_lettered: bool | None,
     before: uuid.UUID | None,
     limit: int,
 ) -> list[Run]:
@@ -134,12 +136,14 @@ async def list_runs(
                AND ($2::text IS NULL OR status = $2)
                AND ($3::text IS NULL OR agent_name = $3)
                AND ($4::uuid IS NULL OR id < $4)
+               AND ($6::boolean IS NULL OR (dead_lettered_at IS NOT NULL) = $6)
              ORDER BY id DESC LIMIT $5""",
         project,
         status.value if status else None,
         agent,
         before,
         limit,
+        dead_lettered,
     )
     return [to_run(r) for r in rows]
 

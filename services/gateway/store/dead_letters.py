@@ -1,0 +1,107 @@
+"""Runs whose job no worker could finish: failing them, and queueing them again.
+
+A job delivered `max_deliveries` times without its run finishing is poison for the
+workers (it crashes them, or outlasts every lease). The worker that notices asks the
+gateway to fail the run before it sets the entry aside, and the gateway agrees only when
+nobody holds a live lease on it: a run someone is still working on is not dead. The run
+keeps its steps and usage and is marked `dead_lettered_at`, so an operator can find it
+(`GET /v1/runs?dead_lettered=true`) and, once the cause is fixed, queue it again.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from services.contract.api import Run
+from services.contract.jobs import JobReason
+from services.contract.runs import RunStatus
+from services.contract.worker_api import DeadLetterReport
+from services.gateway import metrics
+from services.gateway.audit import Actor, record
+from services.gateway.errors import Conflict, NotFound
+from services.gateway.outbox import enqueue
+from services.gateway.store.runs import RUN_COLUMNS, get_run, to_run
+
+
+def _error(report: DeadLetterReport) -> str:
+    return (
+        f"dead-lettered: its job was delivered {report.deliveries} times without finishing "
+        f"({report.reason})"
+    )
+
+
+async def dead_letter(pool: asyncpg.Pool, run_id: uuid.UUID, report: DeadLetterReport) -> None:
+    """Fail a run whose job was delivered too often: `queued`, or `running` with no live
+    lease. A live lease is `409 lease_held` (someone is working on it); a parked or
+    finished run is `409 run_not_claimable` (its job is not what moves it)."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            """SELECT project, status,
+                      coalesce(lease_expires_at > now(), false) AS lease_live
+                 FROM runs WHERE id = $1 FOR UPDATE""",
+            run_id,
+        )
+        if row is None:
+            raise NotFound(f"no run {run_id}")
+        if row["status"] == RunStatus.RUNNING and row["lease_live"]:
+            raise Conflict(
+                "run is running under a live lease",
+                code="lease_held",
+                details={"status": "running"},
+            )
+        if row["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING):
+            raise Conflict(
+                f"run is {row['status']}; its job no longer moves it",
+                code="run_not_claimable",
+                details={"status": row["status"]},
+            )
+        await conn.execute(
+            """UPDATE runs SET status = 'failed', error = $2, dead_lettered_at = now(),
+                               finished_at = now(), updated_at = now(),
+                               lease_owner = NULL, lease_expires_at = NULL
+                WHERE id = $1""",
+            run_id,
+            _error(report),
+        )
+        await record(
+            conn,
+            row["project"],
+            Actor.worker(report.worker_id),
+            "run.dead_lettered",
+            f"run:{run_id}",
+            {"deliveries": report.deliveries, "reason": report.reason, "worker": report.worker_id},
+        )
+    metrics.run_finished(RunStatus.FAILED)
+
+
+async def requeue(pool: asyncpg.Pool, project: str, run_id: uuid.UUID, actor: Actor) -> Run:
+    """Queue a dead-lettered run again with a fresh job; it resumes from its recorded steps.
+
+    Only dead-lettered runs: any other finished run ended for a reason a retry would not
+    change (an error the model or a tool reported, a budget, a human's cancel). The
+    run's clock starts again, or a time budget spent waiting in the dead-letter queue
+    would fail it at once."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            f"""UPDATE runs SET status = 'queued', error = NULL, finished_at = NULL,
+                                started_at = NULL, dead_lettered_at = NULL, updated_at = now()
+                 WHERE project = $1 AND id = $2
+                   AND status = 'failed' AND dead_lettered_at IS NOT NULL
+                 RETURNING {RUN_COLUMNS}""",
+            project,
+            run_id,
+        )
+        if row is not None:
+            await enqueue(conn, run_id, JobReason.REQUEUED)
+            await record(conn, project, actor, "run.requeued", f"run:{run_id}")
+    if row is not None:
+        return to_run(row)
+    current = await get_run(pool, project, run_id)
+    raise Conflict(
+        f"run is {current.status.value} and was not dead-lettered; only dead-lettered runs "
+        "can be queued again",
+        code="not_dead_lettered",
+        details={"status": current.status.value},
+    )
