@@ -22,7 +22,8 @@ DEMO_LABEL = "[FerrumDeck local demo model, not a real LLM]"
 
 @dataclass(frozen=True)
 class Reply:
-    """What the model answers: text, tool calls as OpenAI shapes them, or an HTTP error."""
+    """What the model answers: text, tool calls as OpenAI shapes them, or an HTTP error
+    (with `Retry-After`, as rate-limiting providers send it, when `retry_after` is set)."""
 
     content: str | None = None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
@@ -30,6 +31,7 @@ class Reply:
     completion_tokens: int | None = None
     delay_seconds: float = 0.0
     error_status: int | None = None
+    retry_after: str | None = None
 
 
 Responder = Callable[[dict[str, Any]], Awaitable[Reply]]
@@ -67,7 +69,8 @@ def create_llm_app(responder: Responder = demo_responder) -> Quart:
             await asyncio.sleep(reply.delay_seconds)
         if reply.error_status is not None:
             error = {"message": reply.content, "type": "invalid_request_error", "code": None}
-            return jsonify({"error": error}), reply.error_status
+            headers = {} if reply.retry_after is None else {"Retry-After": reply.retry_after}
+            return jsonify({"error": error}), reply.error_status, headers
         prompt_tokens = reply.prompt_tokens or _count_tokens(_prompt_text(body))
         completion_tokens = reply.completion_tokens or _count_tokens(reply.content or "tool")
         message: dict[str, Any] = {"role": "assistant", "content": reply.content}

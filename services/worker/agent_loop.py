@@ -6,6 +6,10 @@ continue any run: after a crash, after a human decided a parked call, or after a
 moved. While the loop works, a heartbeat keeps the lease alive; the moment the gateway
 refuses a callback (run cancelled, lease taken over, budget spent) the loop is cancelled
 wherever it is, in the middle of a model or tool call included.
+
+Model calls and idempotent tool calls that fail for a passing reason are made again
+within the run's time budget (`llm.py`, `tool_retries.py`); the budget's end is fixed
+once per claim, from when the run started.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any
+
+import httpx
 
 from services.contract.runs import StepKind, StepStatus
 from services.contract.tools import ToolSpec
@@ -33,7 +40,9 @@ from services.worker.conversation import Conversation, PendingCall, tool_message
 from services.worker.gateway_client import GatewayClient, LeaseLost
 from services.worker.llm import LLM, LLMError
 from services.worker.mcp_router import McpRouter
+from services.worker.retry import Backoff
 from services.worker.tool_names import ToolNames
+from services.worker.tool_retries import call_tool
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +51,34 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _deadline(grant: ClaimGrant) -> float | None:
+    """When the run's time budget ends, on the `time.monotonic` clock, if it has one."""
+    limit = grant.agent.budget.max_seconds
+    if limit is None:
+        return None
+    left = limit - (_now() - grant.started_at).total_seconds()
+    return time.monotonic() + left
+
+
 class _Parked(Exception):
     """A tool call waits for a human; the run is no longer this worker's business."""
 
 
 class AgentLoop:
     def __init__(
-        self, gateway: GatewayClient, llm: LLM, tools: McpRouter, heartbeat_seconds: float
+        self,
+        gateway: GatewayClient,
+        llm: LLM,
+        tools: McpRouter,
+        heartbeat_seconds: float,
+        *,
+        tool_backoff: Backoff,
     ) -> None:
         self._gateway = gateway
         self._llm = llm
         self._tools = tools
         self._heartbeat_seconds = heartbeat_seconds
+        self._tool_backoff = tool_backoff
 
     async def execute(self, grant: ClaimGrant) -> None:
         """Drive the run to an end, or stop as soon as it is no longer ours."""
@@ -88,6 +113,10 @@ class AgentLoop:
                 lost.append(exc)
                 work.cancel()
                 return
+            except httpx.HTTPError as exc:
+                # A gateway restarting is no reason to stop beating: the next beat may
+                # land while the lease still holds.
+                log.warning("heartbeat of run %s failed: %s", grant.run_id, exc)
 
     def _offered(self, grant: ClaimGrant) -> list[ToolSpec]:
         return [
@@ -112,9 +141,10 @@ class AgentLoop:
             for spec in offered
         ]
         idempotent = {spec.name for spec in offered if spec.idempotent}
+        deadline = _deadline(grant)
         while True:
             for call in conversation.pending:
-                await self._tool_call(grant, conversation, names, idempotent, call)
+                await self._tool_call(grant, conversation, names, idempotent, call, deadline)
             conversation.pending = []
             answer = conversation.final_answer
             if answer is not None:
@@ -122,11 +152,15 @@ class AgentLoop:
                     grant.run_id, CompleteReport(epoch=grant.epoch, output=answer)
                 )
                 return
-            if not await self._model_call(grant, conversation, llm_tools):
+            if not await self._model_call(grant, conversation, llm_tools, deadline):
                 return
 
     async def _model_call(
-        self, grant: ClaimGrant, conversation: Conversation, llm_tools: list[dict[str, Any]]
+        self,
+        grant: ClaimGrant,
+        conversation: Conversation,
+        llm_tools: list[dict[str, Any]],
+        deadline: float | None,
     ) -> bool:
         """One model call, reported as a step; False when the run failed here."""
         agent = grant.agent
@@ -152,6 +186,7 @@ class AgentLoop:
                 agent.params,
                 tools=llm_tools,
                 max_output_tokens=allowance.max_output_tokens,
+                deadline=deadline,
             )
         except LLMError as exc:
             metrics.step(StepKind.LLM_CALL, "failed")
@@ -210,6 +245,7 @@ class AgentLoop:
         names: ToolNames,
         idempotent: set[str],
         call: PendingCall,
+        deadline: float | None,
     ) -> None:
         """Ask the gateway, then make the call, tell the model it was denied, or park."""
         known = names.from_llm(call.llm_name)
@@ -246,7 +282,14 @@ class AgentLoop:
         started = _now()
         if valid:
             with metrics.TOOL_DURATION.labels(tool=known or "unknown").time():
-                outcome = await self._tools.call(tool, arguments)
+                outcome = await call_tool(
+                    self._tools,
+                    tool,
+                    arguments,
+                    idempotent=tool in idempotent,
+                    backoff=self._tool_backoff,
+                    deadline=deadline,
+                )
             ok, content = outcome.ok, outcome.content
         else:
             ok, content = False, "the arguments were not a valid JSON object"

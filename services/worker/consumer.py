@@ -1,15 +1,25 @@
 """The stream consumer: reads jobs through the consumer group and runs them concurrently.
 
 A job is acknowledged only once its run is settled here: finished, refused at claim
-(terminal, or held by another live lease), or dropped after the gateway took it away. A
-worker that dies leaves its entries pending in the group for another to reclaim.
+(terminal, or held by another live lease), dropped after the gateway took it away, or
+set aside in the dead-letter stream (`dead_letters.py`). A worker that dies leaves its
+entries pending in the group for another to reclaim.
+
+Stopping is a hand-over, not an abandonment: reading ends at once (entries that the
+last read still brought are put back at the stream's end untouched), runs in flight get
+`drain` seconds to finish, and those still going then are cancelled and released at
+the gateway, which queues them again at once for another worker to continue from their
+recorded steps. Their entries stay pending, so a release that did not get through is
+made good by reclaim once the lease has run out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Sequence
 
 import httpx
 from pydantic import ValidationError
@@ -17,18 +27,23 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from services.contract.jobs import JobMessage, StreamNames
-from services.contract.worker_api import ClaimGrant, FailReport
+from services.contract.worker_api import ClaimGrant, FailReport, ReleaseReport
 from services.telemetry import logs
 from services.worker import metrics
 from services.worker.agent_loop import AgentLoop
+from services.worker.dead_letters import DeadLetters
 from services.worker.gateway_client import GatewayClient, LeaseLost
 
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_SECONDS = 5.0
+# A release the gateway does not answer this fast is left to the lease's expiry: a
+# stopping worker must not outstay its service manager's patience.
+_RELEASE_SECONDS = 5.0
 
+_Entry = tuple[bytes, dict[bytes, bytes]]
 # XREADGROUP's reply: [(stream, [(entry_id, {field: value})])]
-_ReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None
+_ReadReply = list[tuple[bytes, list[_Entry]]] | None
 
 
 class Consumer:
@@ -43,6 +58,7 @@ class Consumer:
         max_in_flight: int,
         read_block_ms: int,
         reclaim_idle_seconds: float = 60.0,
+        max_deliveries: int = 5,
     ) -> None:
         self._redis = redis
         self._streams = streams
@@ -54,6 +70,16 @@ class Consumer:
         self._reclaim_idle_seconds = reclaim_idle_seconds
         self._next_reclaim = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
+        # The grant each task is executing, for the hand-back when a drain runs out.
+        self._holding: dict[asyncio.Task[None], ClaimGrant] = {}
+        self._dead_letters = DeadLetters(
+            redis,
+            streams,
+            gateway,
+            acknowledge=self._ack,
+            worker_id=worker_id,
+            max_deliveries=max_deliveries,
+        )
 
     @property
     def in_flight(self) -> int:
@@ -75,21 +101,28 @@ class Consumer:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Read and start jobs until `stop` is set; runs in flight carry on (see `drain`)."""
         await self.ensure_group()
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await self._consume(stop, stopping)
+        finally:
+            stopping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopping
+
+    async def _consume(self, stop: asyncio.Event, stopping: asyncio.Task[bool]) -> None:
         backoff = 0.1
         while not stop.is_set():
             free = self._max_in_flight - len(self._tasks)
             if free <= 0:
-                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({*self._tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                batches: _ReadReply = await self._redis.xreadgroup(  # type: ignore[assignment]
-                    self._streams.group,
-                    self._worker_id,
-                    {self._streams.runs: ">"},
-                    count=free,
-                    block=self._read_block_ms,
-                )
+                # A read in progress when the stop comes is let finish (it blocks at most
+                # `read_block_ms`) rather than cut off: what it brought would otherwise
+                # sit pending in this worker's name until reclaimed. It is put back.
+                batches = await self._read(free)
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
@@ -98,21 +131,52 @@ class Consumer:
                 continue
             except (RedisError, OSError) as exc:
                 log.warning("cannot read the runs stream, retrying in %.1fs: %s", backoff, exc)
-                await asyncio.sleep(backoff)
+                await asyncio.wait({stopping}, timeout=backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
                 continue
             backoff = 0.1
-            for _stream, entries in batches or []:
-                self._start(entries)
+            entries = [entry for _stream, batch in batches or [] for entry in batch]
+            if stop.is_set():
+                await self._put_back(entries)
+                return
+            self._start(entries)
             if time.monotonic() >= self._next_reclaim:
                 self._next_reclaim = time.monotonic() + self._reclaim_idle_seconds / 4
                 await self._reclaim(self._max_in_flight - len(self._tasks))
 
-    def _start(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        for entry_id, fields in entries:
-            task = asyncio.create_task(self._handle(entry_id, fields))
+    async def _read(self, count: int) -> _ReadReply:
+        batches: _ReadReply = await self._redis.xreadgroup(  # type: ignore[assignment]
+            self._streams.group,
+            self._worker_id,
+            {self._streams.runs: ">"},
+            count=count,
+            block=self._read_block_ms,
+        )
+        return batches
+
+    def _start(self, entries: Sequence[_Entry], deliveries: Sequence[int] | None = None) -> None:
+        for n, (entry_id, fields) in enumerate(entries):
+            task = asyncio.create_task(
+                self._handle(entry_id, fields, 1 if deliveries is None else deliveries[n])
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _put_back(self, entries: list[_Entry]) -> None:
+        """Return entries read just as the worker began to stop: the same job at the end of
+        the stream for another worker now, rather than pending here until reclaimed."""
+        if not entries:
+            return
+        try:
+            async with self._redis.pipeline(transaction=True) as returning:
+                for entry_id, fields in entries:
+                    returning.xadd(self._streams.runs, fields)  # type: ignore[arg-type]
+                    returning.xack(self._streams.runs, self._streams.group, entry_id)
+                await returning.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("could not put back %d jobs, they wait for reclaim: %s", len(entries), exc)
+            return
+        log.info("stopping: put back %d jobs read as the stop came", len(entries))
 
     async def _reclaim(self, free: int) -> None:
         """Take over entries another consumer was given but never acknowledged (it died,
@@ -134,32 +198,83 @@ class Consumer:
             log.warning("cannot reclaim idle entries: %s", exc)
             return
         entries = [(entry_id, fields) for entry_id, fields in reply[1] if fields]
-        if entries:
-            log.info("reclaimed %d idle entries", len(entries))
-            self._start(entries)
+        if not entries:
+            return
+        try:
+            deliveries = await self._deliveries([entry_id for entry_id, _ in entries])
+        except (RedisError, OSError) as exc:
+            log.warning("cannot count deliveries, the entries wait for the next reclaim: %s", exc)
+            return
+        log.info("reclaimed %d idle entries", len(entries))
+        self._start(entries, deliveries)
+
+    async def _deliveries(self, entry_ids: list[bytes]) -> list[int]:
+        """How often each entry has been delivered, this reclaim included (from XPENDING)."""
+        async with self._redis.pipeline(transaction=False) as asking:
+            for entry_id in entry_ids:
+                asking.xpending_range(
+                    self._streams.runs, self._streams.group, min=entry_id, max=entry_id, count=1
+                )
+            replies = await asking.execute()
+        # An entry acknowledged meanwhile has no pending record; 1 lets it through to the
+        # claim, which settles it.
+        return [int(reply[0]["times_delivered"]) if reply else 1 for reply in replies]
 
     async def drain(self, grace_seconds: float) -> None:
-        """Wait for in-flight runs; whatever is still going after `grace_seconds` is cancelled
-        and its entry stays pending for another worker."""
+        """Wait up to `grace_seconds` for the runs in flight; cancel those still going and
+        hand them back to the gateway. Their entries stay pending in any case."""
         if not self._tasks:
             return
         _done, pending = await asyncio.wait(self._tasks, timeout=grace_seconds)
+        if not pending:
+            return
+        held = [self._holding[task] for task in pending if task in self._holding]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        released = await asyncio.gather(*(self._release(grant) for grant in held))
+        log.info(
+            "stopping: %d jobs unfinished after %gs, %d runs handed back (%s), %d left to "
+            "their lease",
+            len(pending),
+            grace_seconds,
+            sum(released),
+            ", ".join(str(grant.run_id) for grant, ok in zip(held, released, strict=True) if ok),
+            len(held) - sum(released),
+        )
 
-    async def _handle(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+    async def _release(self, grant: ClaimGrant) -> bool:
+        try:
+            await asyncio.wait_for(
+                self._gateway.release(grant.run_id, ReleaseReport(epoch=grant.epoch)),
+                _RELEASE_SECONDS,
+            )
+        except (LeaseLost, httpx.HTTPError, TimeoutError) as exc:
+            log.warning("run %s not handed back: %s", grant.run_id, exc)
+            return False
+        return True
+
+    async def _handle(self, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int) -> None:
         with metrics.RUNS_IN_FLIGHT.track_inprogress():
             try:
                 job = JobMessage.from_fields(fields)
-            except ValidationError as exc:
-                log.error("dropping malformed job %s: %s", entry_id, exc)
-                await self._ack(entry_id)
+            except (ValidationError, UnicodeDecodeError) as exc:
+                await self._dead_letters.malformed(entry_id, fields, deliveries, exc)
                 return
             logs.run_id.set(str(job.run_id))
+            if deliveries > self._dead_letters.max_deliveries:
+                await self._dead_letters.give_up(entry_id, fields, job, deliveries)
+                return
             grant = await self._claim(job)
             if grant is not None:
-                await self._execute(grant)
+                task = asyncio.current_task()
+                assert task is not None
+                self._holding[task] = grant
+                try:
+                    if not await self._execute(grant):
+                        return
+                finally:
+                    del self._holding[task]
             await self._ack(entry_id)
 
     async def _claim(self, job: JobMessage) -> ClaimGrant | None:
@@ -182,11 +297,16 @@ class Consumer:
                 metrics.claim("granted")
                 return grant
 
-    async def _execute(self, grant: ClaimGrant) -> None:
+    async def _execute(self, grant: ClaimGrant) -> bool:
+        """Run the claimed run; whether it is settled as far as this worker can tell. A run
+        left unsettled (the gateway could not be told) keeps its entry pending, so it is
+        reclaimed and continued once its lease runs out instead of waiting for the
+        gateway's sweeper."""
         try:
             await self._loop.execute(grant)
         except (httpx.TransportError, httpx.HTTPStatusError) as exc:
             log.error("run %s abandoned, the gateway is unreachable: %s", grant.run_id, exc)
+            return False
         except Exception as exc:
             log.exception("run %s crashed in the worker", grant.run_id)
             try:
@@ -197,8 +317,15 @@ class Consumer:
                         error=f"worker error: {type(exc).__name__}: {exc}"[:10_000],
                     ),
                 )
-            except (LeaseLost, httpx.HTTPError) as report_exc:
+            except LeaseLost as report_exc:
+                log.info("run %s was no longer ours to fail: %s", grant.run_id, report_exc)
+            except httpx.HTTPError as report_exc:
                 log.error("could not report the failure of run %s: %s", grant.run_id, report_exc)
+                return False
+        return True
 
     async def _ack(self, entry_id: bytes) -> None:
-        await self._redis.xack(self._streams.runs, self._streams.group, entry_id)
+        try:
+            await self._redis.xack(self._streams.runs, self._streams.group, entry_id)
+        except (RedisError, OSError) as exc:
+            log.warning("cannot acknowledge job %s, it stays pending: %s", entry_id, exc)

@@ -1,7 +1,9 @@
 """The worker's HTTP client for the gateway's callback API.
 
 A 409 means this worker no longer holds the run (stale epoch, cancelled, over budget) and
-surfaces as `LeaseLost`, so the agent loop can stop at once whatever it was doing.
+surfaces as `LeaseLost`, so the agent loop can stop at once whatever it was doing. A 404
+(no such run) is a `LeaseLost` too, with its `status`, for the few callers that tell
+"not ours" from "not there".
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from services.contract.worker_api import (
     ClaimGrant,
     ClaimRequest,
     CompleteReport,
+    DeadLetterReport,
     EpochBody,
     FailReport,
     LeaseInfo,
     LlmAllowance,
     LlmAuthorization,
+    ReleaseReport,
     StepAck,
     StepReport,
     ToolAuthorization,
@@ -32,9 +36,10 @@ from services.contract.worker_api import (
 class LeaseLost(Exception):
     """The gateway refused a callback: the run is no longer ours to work on."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, status: int = 409) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
+        self.status = status
 
 
 class GatewayClient:
@@ -71,7 +76,9 @@ class GatewayClient:
         )
         if response.status_code in (404, 409):
             error = response.json().get("error", {})
-            raise LeaseLost(error.get("code", "conflict"), error.get("message", ""))
+            raise LeaseLost(
+                error.get("code", "conflict"), error.get("message", ""), response.status_code
+            )
         response.raise_for_status()
         if response.status_code == 204:
             return None
@@ -97,6 +104,14 @@ class GatewayClient:
 
     async def fail(self, run_id: uuid.UUID, report: FailReport) -> None:
         await self._send(f"/v1/worker/runs/{run_id}/fail", report)
+
+    async def release(self, run_id: uuid.UUID, report: ReleaseReport) -> None:
+        """Hand the run back: it is queued again at once for another worker."""
+        await self._send(f"/v1/worker/runs/{run_id}/release", report)
+
+    async def dead_letter(self, run_id: uuid.UUID, report: DeadLetterReport) -> None:
+        """Fail a run whose job was delivered too often; refused while a lease is live."""
+        await self._send(f"/v1/worker/runs/{run_id}/dead-letter", report)
 
     async def authorize_llm(self, run_id: uuid.UUID, ask: LlmAuthorization) -> LlmAllowance:
         payload = await self._send(f"/v1/worker/runs/{run_id}/llm/authorize", ask)

@@ -3,6 +3,13 @@
 Cost comes from the operator's configured prices when the models file gives them, else
 from LiteLLM's bundled price map (read locally: `LITELLM_LOCAL_MODEL_COST_MAP`, so no
 network fetch at import). A model neither knows has cost `None` — unknown, never 0.
+
+A call that fails for a reason that passes (rate limit, overload, a provider's 5xx, a
+lost connection, a timeout) is made again with backoff (`retry.Backoff`), within the
+run's time budget; anything else (a bad key, a bad request, a prompt too long, content
+refused) would fail the same way again, so it fails at once with the provider's message.
+LiteLLM's own retries stay off (`num_retries=0`): they know neither the budget nor the
+lease, and their waits would hide in one long call.
 """
 
 from __future__ import annotations
@@ -15,12 +22,27 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm
+from litellm import exceptions as provider
 
 from services.contract.model_catalog import ModelCatalog, ModelCatalogError, ResolvedModel
 from services.contract.runs import ModelParams, Usage
 from services.worker import metrics
+from services.worker.retry import Backoff, retry_after_seconds
 
 litellm.suppress_debug_info = True
+
+# What LiteLLM raises for failures that pass. Its connection errors come as
+# InternalServerError, and Timeout covers 408 and 504 as well as its own timeouts.
+_TRANSIENT: tuple[type[Exception], ...] = (
+    provider.RateLimitError,
+    provider.APIConnectionError,
+    provider.Timeout,
+    provider.InternalServerError,
+    provider.ServiceUnavailableError,
+    provider.BadGatewayError,
+)
+# Statuses LiteLLM has no class for but that mean "later" (529: Anthropic is overloaded).
+_TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 529})
 
 
 class LLMError(Exception):
@@ -45,10 +67,18 @@ class LLMReply:
     seconds: float
 
 
+def transient(exc: Exception) -> bool:
+    """Whether the same call may well succeed a little later."""
+    if isinstance(exc, _TRANSIENT):
+        return True
+    return getattr(exc, "status_code", None) in _TRANSIENT_STATUS
+
+
 class LLM:
-    def __init__(self, catalog: ModelCatalog, timeout_seconds: float) -> None:
+    def __init__(self, catalog: ModelCatalog, timeout_seconds: float, backoff: Backoff) -> None:
         self._catalog = catalog
         self._timeout = timeout_seconds
+        self._backoff = backoff
 
     def plan(
         self,
@@ -87,27 +117,17 @@ class LLM:
         *,
         tools: list[dict[str, Any]],
         max_output_tokens: int | None,
+        deadline: float | None = None,
     ) -> LLMReply:
+        """The model's reply; transient failures are retried until `deadline` (on the
+        `time.monotonic` clock: the end of the run's time budget), if there is one."""
         resolved = self._resolve(model)
         call_params = params.model_dump(exclude_none=True)
         if max_output_tokens is not None:
             call_params["max_tokens"] = max_output_tokens
         if tools:
             call_params["tools"] = tools
-        started = time.perf_counter()
-        try:
-            response = await litellm.acompletion(
-                model=resolved.model,
-                messages=messages,
-                timeout=self._timeout,
-                num_retries=0,
-                **resolved.call_kwargs,
-                **call_params,
-            )
-        except Exception as exc:
-            metrics.llm_call(model, time.perf_counter() - started, None)
-            raise LLMError(f"{type(exc).__name__}: {exc}") from exc
-        seconds = time.perf_counter() - started
+        response, seconds = await self._call(model, resolved, messages, call_params, deadline)
         prompt = int(getattr(response.usage, "prompt_tokens", 0) or 0)
         completion = int(getattr(response.usage, "completion_tokens", 0) or 0)
         if resolved.price is not None:
@@ -130,6 +150,51 @@ class LLM:
             model=resolved.model,
             seconds=seconds,
         )
+
+    async def _call(
+        self,
+        model: str,
+        resolved: ResolvedModel,
+        messages: list[dict[str, Any]],
+        call_params: dict[str, Any],
+        deadline: float | None,
+    ) -> tuple[Any, float]:
+        """The response of the first attempt that succeeds, and how long that one took."""
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                response = await litellm.acompletion(
+                    model=resolved.model,
+                    messages=messages,
+                    timeout=self._timeout,
+                    num_retries=0,
+                    **resolved.call_kwargs,
+                    **call_params,
+                )
+            except Exception as exc:
+                metrics.llm_call(model, time.perf_counter() - started, None)
+                failure = f"{type(exc).__name__}: {exc}"
+                attempt += 1
+                if transient(exc) and await self._backoff.wait(
+                    attempt,
+                    kind="llm",
+                    deadline=deadline,
+                    failure=failure,
+                    retry_after=_retry_after(exc),
+                ):
+                    continue
+                if attempt > 1:
+                    failure = f"{failure} (after {attempt} attempts)"
+                raise LLMError(failure) from exc
+            return response, time.perf_counter() - started
+
+
+def _retry_after(exc: Exception) -> float | None:
+    headers = getattr(exc, "litellm_response_headers", None)
+    if headers is None:
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+    return retry_after_seconds(headers)
 
 
 def _model_info(model: str) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 It tells the service manager it is ready (`READY=1`) once it has joined the consumer
 group, so "started" means jobs are being read, and `STOPPING=1` when it begins to drain.
+Draining ends with the runs still going handed back (`Consumer.drain`), so a stop within
+`drain_seconds` plus a few seconds is always clean, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -28,8 +30,6 @@ from services.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
-DRAIN_SECONDS = 20.0
-
 
 async def run_worker(settings: WorkerSettings) -> None:
     if not settings.worker_token:
@@ -49,14 +49,16 @@ async def run_worker(settings: WorkerSettings) -> None:
         gateway,
         AgentLoop(
             gateway,
-            LLM(catalog, settings.llm_timeout_seconds),
+            LLM(catalog, settings.llm_timeout_seconds, settings.backoff(settings.llm_retries)),
             router,
             settings.heartbeat_seconds,
+            tool_backoff=settings.backoff(settings.tool_retries),
         ),
         worker_id=settings.worker_id,
         max_in_flight=settings.max_in_flight,
         read_block_ms=settings.read_block_ms,
         reclaim_idle_seconds=settings.reclaim_idle_seconds,
+        max_deliveries=settings.max_deliveries,
     )
     reporter = CatalogueReporter(gateway, router, settings.worker_id)
     probes = ProbeServer(
@@ -77,8 +79,13 @@ async def run_worker(settings: WorkerSettings) -> None:
         notify("READY=1")
         await consumer.run(stop)
         notify("STOPPING=1")
-        log.info("worker %s stopping, %d runs in flight", settings.worker_id, consumer.in_flight)
-        await consumer.drain(DRAIN_SECONDS)
+        log.info(
+            "worker %s stopping: reading no more jobs; %d in flight get %gs to finish",
+            settings.worker_id,
+            consumer.in_flight,
+            settings.drain_seconds,
+        )
+        await consumer.drain(settings.drain_seconds)
     finally:
         await probes.stop()
         reporting.cancel()

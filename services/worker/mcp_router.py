@@ -11,7 +11,9 @@ once as "unavailable" and the owning task reconnects with capped exponential bac
 listing the tools again.
 
 `call` never raises for a tool-side problem: a tool error, a timeout, a lost server or an
-unknown name is a `ToolOutcome` with `ok=False` and a text the model can read.
+unknown name is a `ToolOutcome` with `ok=False` and a text the model can read. Failures
+of the way to the server (unavailable, connection lost mid-call, no answer in time) are
+marked `transient`: the tool itself said nothing, and the same call may work later.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ class ToolOutcome:
     structured: Any | None  # structuredContent if the server sent it
     seconds: float  # wall time of the MCP call itself
     truncated: bool
+    # The call failed on its way to or from the server, not in the tool: it may or may not
+    # have run, and trying again may work.
+    transient: bool = False
 
 
 class McpRouter:
@@ -121,7 +126,7 @@ class McpRouter:
             return _failure(f"unknown tool {name!r}: there is no MCP server {server!r}")
         live = link.live
         if live is None:
-            return _failure(link.unavailable())
+            return _failure(link.unavailable(), transient=True)
         if tool not in live.tools:
             return _failure(f"unknown tool {name!r}: MCP server {server!r} has no tool {tool!r}")
         started = time.perf_counter()
@@ -132,6 +137,7 @@ class McpRouter:
             return _failure(
                 f"tool {name!r} timed out after {self._call_timeout:g}s",
                 time.perf_counter() - started,
+                transient=True,
             )
         except (MCPError, RuntimeError, ValidationError) as exc:
             seconds = time.perf_counter() - started
@@ -141,6 +147,7 @@ class McpRouter:
                 return _failure(
                     f"MCP server {server!r} is unavailable: the connection was lost mid-call",
                     seconds,
+                    transient=True,
                 )
             if isinstance(exc, MCPError):
                 return _failure(f"MCP server {server!r} refused the call: {exc.message}", seconds)
@@ -405,8 +412,15 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _failure(content: str, seconds: float = 0.0) -> ToolOutcome:
-    return ToolOutcome(ok=False, content=content, structured=None, seconds=seconds, truncated=False)
+def _failure(content: str, seconds: float = 0.0, *, transient: bool = False) -> ToolOutcome:
+    return ToolOutcome(
+        ok=False,
+        content=content,
+        structured=None,
+        seconds=seconds,
+        truncated=False,
+        transient=transient,
+    )
 
 
 def _describe(exc: BaseException) -> str:

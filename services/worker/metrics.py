@@ -47,6 +47,17 @@ TOOL_CALLS = Counter(
 TOOL_DURATION = Histogram(
     "ferrumdeck_tool_call_duration_seconds", "Time for one executed tool call.", ["tool"]
 )
+RETRIES = Counter(
+    "ferrumdeck_worker_retries_total",
+    "Calls made again after a transient failure, by `kind` (`llm`, `tool`).",
+    ["kind"],
+)
+DEAD_LETTERS = Counter(
+    "ferrumdeck_worker_dead_letters_total",
+    "Stream entries set aside in the dead-letter stream, by `reason` (`malformed`: not a "
+    "readable job; `max_deliveries`: delivered too often without finishing).",
+    ["reason"],
+)
 
 
 def claim(outcome: str) -> None:
@@ -69,3 +80,11 @@ def llm_call(model: str, seconds: float, usage: Usage | None) -> None:
 
 def tool_verdict(tool: str, verdict: str) -> None:
     TOOL_CALLS.labels(tool=tool, verdict=verdict).inc()
+
+
+def retry(kind: str) -> None:
+    RETRIES.labels(kind=kind).inc()
+
+
+def dead_letter(reason: str) -> None:
+    DEAD_LETTERS.labels(reason=reason).inc()

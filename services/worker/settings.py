@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field
 
 from services.contract.settings import CommonSettings
+from services.worker.retry import Backoff
 
 
 def _default_worker_id() -> str:
@@ -29,6 +30,40 @@ class WorkerSettings(CommonSettings):
         description="Entries unacknowledged this long (their worker died) are taken over; "
         "keep it above the gateway's lease.",
     )
+    max_deliveries: int = Field(
+        default=5,
+        ge=1,
+        description="A job delivered more often than this without finishing fails its run and "
+        "moves to the dead-letter stream.",
+    )
+    drain_seconds: float = Field(
+        default=20.0,
+        ge=0,
+        description="On SIGTERM, how long runs in flight may take to finish before they are "
+        "handed back to the gateway for another worker; keep it below the service "
+        "manager's stop timeout.",
+    )
+    llm_retries: int = Field(
+        default=3,
+        ge=0,
+        le=100,
+        description="Retries of a model call that failed for a passing reason.",
+    )
+    tool_retries: int = Field(
+        default=3,
+        ge=0,
+        le=100,
+        description="Retries of an idempotent tool call whose transport failed (server "
+        "unavailable, connection lost, timed out); other calls are never made twice.",
+    )
+    retry_base_seconds: float = Field(
+        default=0.5, gt=0, description="The longest wait before the first retry; doubles after."
+    )
+    retry_max_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="The cap on any wait between retries, a provider's Retry-After included.",
+    )
     mcp_servers: Path | None = Field(
         default=None,
         description="A JSON file shaped like the `mcpServers` object of common MCP clients.",
@@ -41,3 +76,7 @@ class WorkerSettings(CommonSettings):
     metrics_port: int = Field(
         default=9700, ge=0, le=65535, description="Their port; 0 serves none of them."
     )
+
+    def backoff(self, retries: int) -> Backoff:
+        """Model and tool calls share the waits; only how often they retry differs."""
+        return Backoff(retries, self.retry_base_seconds, self.retry_max_seconds)

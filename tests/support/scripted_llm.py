@@ -2,7 +2,8 @@
 
 Conversations are told apart by their first user message (the run's input), and the
 reply is chosen by how many assistant turns the conversation already has, so many runs
-can talk to it at once and a resumed run picks up where it left off.
+can talk to it at once and a resumed run picks up where it left off. Hiccups a retry
+should get past (`hiccups`) are served once each, before the script, whatever the turn.
 """
 
 from __future__ import annotations
@@ -23,17 +24,24 @@ from services.devstack.demo_llm import Reply, create_llm_app
 class ScriptedLLM:
     def __init__(self) -> None:
         self._scripts: dict[str, list[Reply]] = {}
+        self._hiccups: dict[str, list[Reply]] = {}
         self.calls: Counter[str] = Counter()
         self.bodies: list[dict[str, Any]] = []
 
     def script(self, prompt: str, *replies: Reply) -> None:
         self._scripts[prompt] = list(replies)
 
+    def hiccups(self, prompt: str, *replies: Reply) -> None:
+        """The next calls of this conversation get these, one each, before its script."""
+        self._hiccups[prompt] = list(replies)
+
     async def respond(self, body: dict[str, Any]) -> Reply:
         messages = body.get("messages", [])
         prompt = next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")
         self.calls[prompt] += 1
         self.bodies.append(body)
+        if self._hiccups.get(prompt):
+            return self._hiccups[prompt].pop(0)
         replies = self._scripts.get(prompt)
         if not replies:
             return Reply(content=f"unscripted reply to: {prompt}")
