@@ -4,10 +4,19 @@ A 409 means this worker no longer holds the run (stale epoch, cancelled, over bu
 surfaces as `LeaseLost`, so the agent loop can stop at once whatever it was doing. A 404
 (no such run) is a `LeaseLost` too, with its `status`, for the few callers that tell
 "not ours" from "not there".
+
+A gateway that is briefly away (restarting, its database failing over: connection
+errors, 502/503/504) is ridden through: every callback but the claim is repeated for up
+to `ride_through_seconds`. They are all safe to repeat — a step is recorded once per
+seq, an authorisation of a seq already decided returns the same verdict, and a second
+completion is refused with 409 — so a run need not be abandoned to reclaim, and its
+lease, for a blip. The claim is not repeated here: a claim whose answer was lost took
+the run, and the consumer decides what to do about it.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -31,6 +40,9 @@ from services.contract.worker_api import (
     ToolAuthorization,
     ToolVerdict,
 )
+from services.worker.retry import Backoff
+
+_TRANSIENT_STATUSES = frozenset({502, 503, 504})
 
 
 class LeaseLost(Exception):
@@ -44,8 +56,15 @@ class LeaseLost(Exception):
 
 class GatewayClient:
     def __init__(
-        self, base_url: str, token: str, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        base_url: str,
+        token: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        ride_through_seconds: float = 15.0,
     ) -> None:
+        self._ride_through = ride_through_seconds
+        self._backoff = Backoff(retries=1_000, base_seconds=0.1, max_seconds=2.0)
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}"},
@@ -66,14 +85,37 @@ class GatewayClient:
         return response.status_code == 200
 
     async def _send(
-        self, path: str, body: BaseModel, method: str = "POST"
+        self, path: str, body: BaseModel, method: str = "POST", *, ride_through: bool = True
     ) -> dict[str, Any] | None:
-        response = await self._http.request(
-            method,
-            path,
-            content=body.model_dump_json(),
-            headers={"Content-Type": "application/json"},
-        )
+        content = body.model_dump_json()
+        deadline = time.monotonic() + (self._ride_through if ride_through else 0.0)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._http.request(
+                    method, path, content=content, headers={"Content-Type": "application/json"}
+                )
+            except httpx.TransportError as exc:
+                if not await self._backoff.wait(
+                    attempt,
+                    kind="callback",
+                    deadline=deadline,
+                    failure=f"{type(exc).__name__}: {exc}",
+                ):
+                    raise
+                continue
+            if response.status_code in _TRANSIENT_STATUSES and await self._backoff.wait(
+                attempt,
+                kind="callback",
+                deadline=deadline,
+                failure=f"{path} answered {response.status_code}",
+            ):
+                continue
+            return self._read(response)
+
+    @staticmethod
+    def _read(response: httpx.Response) -> dict[str, Any] | None:
         if response.status_code in (404, 409):
             error = response.json().get("error", {})
             raise LeaseLost(
@@ -87,7 +129,9 @@ class GatewayClient:
 
     async def claim(self, run_id: uuid.UUID, worker_id: str) -> ClaimGrant:
         payload = await self._send(
-            f"/v1/worker/runs/{run_id}/claim", ClaimRequest(worker_id=worker_id)
+            f"/v1/worker/runs/{run_id}/claim",
+            ClaimRequest(worker_id=worker_id),
+            ride_through=False,
         )
         return ClaimGrant.model_validate(payload)
 

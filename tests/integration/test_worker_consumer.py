@@ -161,8 +161,11 @@ async def worker(
     read_block_ms: int = 50,
     reclaim_idle_seconds: float = 60.0,
     max_deliveries: int = 5,
+    ride_through_seconds: float = 15.0,
 ) -> AsyncIterator[Worker]:
-    gateway = GatewayClient(gateway_url or stack.url, stack.worker_key)
+    gateway = GatewayClient(
+        gateway_url or stack.url, stack.worker_key, ride_through_seconds=ride_through_seconds
+    )
     consumer = Consumer(
         stack.redis,
         stack.streams,
@@ -441,7 +444,12 @@ async def test_a_run_cut_off_from_the_gateway_is_reclaimed_once_its_lease_ran_ou
     proxy = FaultProxy("127.0.0.1", int(stack.url.rsplit(":", 1)[1]))
     await proxy.start()
     try:
-        async with worker(stack, "cut-off", gateway_url=f"http://127.0.0.1:{proxy.port}") as lone:
+        async with worker(
+            stack,
+            "cut-off",
+            gateway_url=f"http://127.0.0.1:{proxy.port}",
+            ride_through_seconds=1.0,
+        ) as lone:
             run_id = await stack.start(prompt)
             entry_id = await stack.job_of(run_id)
             await eventually(lambda: stack.llm_calls(prompt), lambda n: n == 1)
@@ -461,6 +469,32 @@ async def test_a_run_cut_off_from_the_gateway_is_reclaimed_once_its_lease_ran_ou
         ("llm_call", "completed")
     ]
     assert await stack.pending() == []
+
+
+async def test_a_gateway_away_for_a_moment_is_ridden_through_without_losing_the_lease(
+    stack: Stack,
+) -> None:
+    prompt = f"blip {uuid.uuid4().hex[:8]}"
+    stack.llm.script(prompt, Reply(content="reported after the blip", delay_seconds=1.0))
+    proxy = FaultProxy("127.0.0.1", int(stack.url.rsplit(":", 1)[1]))
+    await proxy.start()
+    ridden = retries("callback")
+    try:
+        async with worker(stack, "rider", gateway_url=f"http://127.0.0.1:{proxy.port}"):
+            run_id = await stack.start(prompt)
+            await eventually(lambda: stack.llm_calls(prompt), lambda n: n == 1)
+            await proxy.cut()
+            await asyncio.sleep(2.0)  # the answer arrives while the gateway is away
+            await proxy.restore()
+            run = await stack.finished(run_id)
+    finally:
+        await proxy.aclose()
+    assert (run["status"], run["output"]) == ("completed", "reported after the blip")
+    assert stack.llm.calls[prompt] == 1
+    assert retries("callback") > ridden
+    audit = (await stack.api.get("/v1/audit", params={"target": f"run:{run_id}"})).json()
+    claims = [e for e in audit["items"] if e["action"] == "run.claimed"]
+    assert [c["details"]["epoch"] for c in claims] == [1]
 
 
 # Stopping
