@@ -29,6 +29,9 @@ async def serve(settings: GatewaySettings) -> None:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 10.0
+    # Longer than clients keep idle connections (httpx: 5 s), so a client never sends a
+    # request on a connection the server is closing at that very moment.
+    config.keep_alive_timeout = 75.0
     listening = config.create_sockets().insecure_sockets
     for sock in listening:
         sock.listen(config.backlog)

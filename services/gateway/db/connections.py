@@ -44,6 +44,14 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset: the gateway sets no session state on pooled connections (no
+    SET, LISTEN or session advisory lock; LISTEN has its own connection). asyncpg's
+    default reset is one more round trip (`RESET ALL`, `UNLISTEN *`, …) on every
+    release, ~10 % of the gateway's CPU under load. An open transaction is still
+    rolled back by asyncpg before this runs."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     """A pool that replaces connections the server dropped on their next use, so a
     gateway outlives a database restart without restarting itself."""
@@ -52,6 +60,7 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         timeout=CONNECT_TIMEOUT_SECONDS,
     )
     assert pool is not None
