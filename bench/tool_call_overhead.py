@@ -34,6 +34,7 @@ from services.contract.policy import PolicySet
 from services.contract.runs import Budget, StepKind, StepStatus
 from services.contract.worker_api import StepReport, ToolAuthorization
 from services.devstack.embedded import free_port
+from services.gateway.audit import Actor
 from services.gateway.db.connections import connect
 from services.gateway.db.migrations import migrate
 from services.gateway.store.agents import create_version
@@ -48,6 +49,8 @@ ADMIN_DSN = os.environ.get(
 )
 REDIS_URL = os.environ.get("FERRUMDECK_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 TOOL = "time.get_current_time"
+PROJECT = "bench"
+BENCH = Actor.system("bench")
 ARGS = {"timezone": "Europe/Oslo"}
 
 
@@ -66,18 +69,21 @@ async def _prepare(dsn: str) -> tuple[str, str]:
     conn = await connect(dsn)
     try:
         await migrate(conn)
-        _, admin = await create_key(conn, "bench-admin", Role.ADMIN)
-        _, worker = await create_key(conn, "bench-worker", Role.WORKER)
+        _, admin = await create_key(conn, "bench-admin", Role.ADMIN, PROJECT, BENCH)
+        _, worker = await create_key(conn, "bench-worker", Role.WORKER, None, BENCH)
         await create_version(
             conn,
+            PROJECT,
             AgentCreate(
                 name="bench", model="openai/x", tools=["time.*"], budget=Budget(max_steps=1000)
             ),
+            BENCH,
         )
         await put_policy(
             conn,
+            PROJECT,
             PolicySet.model_validate({"rules": [{"id": "t", "tool": "time.*", "effect": "allow"}]}),
-            "bench",
+            BENCH,
         )
     finally:
         await conn.close()
