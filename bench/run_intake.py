@@ -1,0 +1,146 @@
+"""How many runs the gateway accepts per second, next to what its storage alone can do.
+
+`POST /v1/runs` is the front door of every integration, and its cost is the ceiling of
+everything behind it. This drives a real gateway process with 1, 8, 32 and 128
+concurrent keep-alive clients (one httpx client and connection each, calling back to
+back) and counts `202`s, with two baselines measured in the same run at the same
+concurrency, alternating with the gateway so all three see the same machine:
+
+* the run-creation transaction itself (run + outbox + audit rows), issued from this
+  process with asyncpg by the gateway's own `store.runs.create_run` on a pool of the
+  gateway's default size (20): the floor the database sets;
+* `XADD` of a job alone, with redis-py: the floor the stream sets.
+
+No worker runs, so the stream only grows; the gateway's backlog bound is lifted so it
+keeps accepting. `gateway CPU` is the gateway process's CPU time per second of wall time
+(1.00 is one core: at 1.00 the single-process gateway, not the database, is the limit);
+`CPU ms per run` divides it by the rate, which a busy machine distorts far less than
+latency: 1,000 runs/s on one core needs under 1 ms.
+
+Run: `.venv/bin/python -m bench.run_intake [--seconds 4] [--clients 1,8,32,128]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from redis.asyncio import Redis
+
+from bench.measure import CpuMeter, Series, closed_loop, machine, ms, ratio, table
+from bench.stack import BENCH, MODEL, PROJECT, Stack, add_stack_args, open_stack, starter
+from services.contract.api import AgentCreate, RunCreate
+from services.gateway.db.connections import create_pool
+from services.gateway.store.agents import get_version
+from services.gateway.store.runs import create_run
+
+GATEWAY_POOL = 20  # GatewaySettings.db_pool_max's default
+BODY = {"agent": "bench", "input": "intake"}
+
+
+async def _through_gateway(stack: Stack, clients: int, seconds: float) -> tuple[Series, float]:
+    https = [stack.api() for _ in range(clients)]
+
+    assert stack.gateway is not None
+    cpu = CpuMeter({"gateway": stack.gateway.process.pid})
+    cpu.start()
+    with stack.profiled(f"intake-{clients}"):
+        series = await closed_loop([starter(http, BODY) for http in https], seconds)
+    share = cpu.read()["gateway"]
+    for http in https:
+        await http.aclose()
+    return series, share
+
+
+async def _transaction_only(stack: Stack, clients: int, seconds: float) -> Series:
+    size = min(clients, GATEWAY_POOL)
+    pool = await create_pool(stack.dsn, min_size=size, max_size=size)
+    agent = await get_version(pool, PROJECT, "bench", None)
+    assert agent is not None
+    body = RunCreate.model_validate(BODY)
+
+    async def create() -> None:
+        await create_run(
+            pool, PROJECT, agent, body, idempotency_key=None, request_hash=None, actor=BENCH
+        )
+
+    try:
+        return await closed_loop([create] * clients, seconds)
+    finally:
+        await pool.close()
+
+
+async def _xadd_only(stack: Stack, clients: int, seconds: float) -> Series:
+    redis = Redis.from_url(stack.redis_url, max_connections=clients)
+    stream = f"{stack.prefix}:baseline"
+
+    async def xadd() -> None:
+        await redis.xadd(stream, {"run_id": "0190a0a0-0000-7000-8000-000000000000"})
+
+    try:
+        return await closed_loop([xadd] * clients, seconds)
+    finally:
+        await redis.aclose()
+
+
+async def bench(args: argparse.Namespace) -> None:
+    levels = [int(n) for n in args.clients.split(",")]
+    rows = []
+    async with open_stack(args) as stack:
+        await stack.agent(AgentCreate(name="bench", model=MODEL))
+        await stack.start_gateway(FERRUMDECK_MAX_QUEUE_LAG="100000000")
+        for clients in levels:
+            gateway, cpu = await _through_gateway(stack, clients, args.seconds)
+            tx = await _transaction_only(stack, clients, args.seconds)
+            xadd = await _xadd_only(stack, clients, args.seconds)
+            rows.append(
+                [
+                    clients,
+                    f"{gateway.rate:.0f}",
+                    ms(gateway.latencies, 50),
+                    ms(gateway.latencies, 99),
+                    f"{cpu:.2f}",
+                    f"{cpu / gateway.rate * 1000:.1f}" if gateway.rate else "n/a",
+                    gateway.errors,
+                    f"{tx.rate:.0f}",
+                    ms(tx.latencies, 50),
+                    ms(tx.latencies, 99),
+                    f"{xadd.rate:.0f}",
+                    ms(xadd.latencies, 50),
+                    ms(xadd.latencies, 99),
+                    ratio(gateway.rate, tx.rate),
+                    ratio(gateway.rate, xadd.rate),
+                ]
+            )
+            print(f"{clients} clients: {gateway.rate:.0f} runs/s accepted", flush=True)
+    print(f"\nrun intake, {args.seconds:g} s per series; {machine()}\n")
+    headers = [
+        "clients",
+        "POST /v1/runs /s",
+        "p50 ms",
+        "p99 ms",
+        "gateway CPU",
+        "CPU ms per run",
+        "errors",
+        "create tx /s",
+        "p50 ms",
+        "p99 ms",
+        "XADD /s",
+        "p50 ms",
+        "p99 ms",
+        "gateway ÷ tx",
+        "gateway ÷ XADD",
+    ]
+    print(table(headers, rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=4.0, help="per series and level")
+    parser.add_argument("--clients", default="1,8,32,128", help="concurrency levels")
+    add_stack_args(parser)
+    asyncio.run(bench(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
