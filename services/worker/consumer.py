@@ -73,7 +73,9 @@ class Consumer:
         self._read_block_ms = read_block_ms
         self._reclaim_idle_seconds = reclaim_idle_seconds
         self._next_reclaim = 0.0
+        self._next_touch = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._entries: dict[asyncio.Task[None], bytes] = {}
         # The grant each task is executing, for the hand-back when a drain runs out.
         self._holding: dict[asyncio.Task[None], ClaimGrant] = {}
         self._dead_letters = DeadLetters(
@@ -118,9 +120,16 @@ class Consumer:
     async def _consume(self, stop: asyncio.Event, stopping: asyncio.Task[bool]) -> None:
         backoff = 0.1
         while not stop.is_set():
+            if time.monotonic() >= self._next_touch:
+                self._next_touch = time.monotonic() + self._reclaim_idle_seconds / 4
+                await self._touch()
             free = self._max_in_flight - len(self._tasks)
             if free <= 0:
-                await asyncio.wait({*self._tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {*self._tasks, stopping},
+                    timeout=self._reclaim_idle_seconds / 4,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 continue
             try:
                 # A read in progress when the stop comes is let finish (it blocks at most
@@ -128,7 +137,9 @@ class Consumer:
                 # sit pending in this worker's name until reclaimed. It is put back.
                 batches = await self._read(min(free, _READ_BATCH))
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                # NOGROUP on the next read, or UNBLOCKED for a read that was waiting when
+                # the stream was deleted (FLUSHALL, a restart without persistence).
+                if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                     raise
                 log.warning("consumer group is gone (Redis lost its data?); recreating it")
                 await self.ensure_group()
@@ -158,13 +169,40 @@ class Consumer:
         )
         return batches
 
+    async def _touch(self) -> None:
+        """Reset the idle time of the entries whose runs are still going here (XCLAIM
+        with JUSTID, which leaves their delivery count alone), so that only a dead or
+        stuck worker's entries ever idle long enough to be reclaimed. Without this a run
+        longer than `reclaim_idle_seconds` would have its entry taken by another worker,
+        refused there (`lease_held`) and acknowledged, losing the delivery count that
+        dead-lettering relies on."""
+        held: list[bytes | str | int | memoryview] = list(self._entries.values())
+        if not held:
+            return
+        try:
+            await self._redis.xclaim(
+                self._streams.runs,
+                self._streams.group,
+                self._worker_id,
+                min_idle_time=0,
+                message_ids=held,
+                justid=True,
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("cannot mark %d running jobs as alive: %s", len(held), exc)
+
     def _start(self, entries: Sequence[_Entry], deliveries: Sequence[int] | None = None) -> None:
         for n, (entry_id, fields) in enumerate(entries):
             task = asyncio.create_task(
                 self._handle(entry_id, fields, 1 if deliveries is None else deliveries[n])
             )
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._entries[task] = entry_id
+            task.add_done_callback(self._settled)
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._entries.pop(task, None)
 
     async def _put_back(self, entries: list[_Entry]) -> None:
         """Return entries read just as the worker began to stop: the same job at the end of

@@ -181,4 +181,6 @@ class GatewayClient:
         return ToolVerdict.model_validate(payload)
 
     async def report_tools(self, report: CatalogueReport) -> None:
-        await self._send("/v1/worker/tools", report, method="PUT")
+        # Not ridden through: the reporter tries again on its own, and a stopping worker
+        # withdrawing its tools must not wait on a gateway that is away.
+        await self._send("/v1/worker/tools", report, method="PUT", ride_through=False)

@@ -197,6 +197,11 @@ def retries(kind: str) -> float:
     return REGISTRY.get_sample_value("ferrumdeck_worker_retries_total", {"kind": kind}) or 0.0
 
 
+def claims(outcome: str) -> float:
+    sample = REGISTRY.get_sample_value("ferrumdeck_worker_claims_total", {"outcome": outcome})
+    return sample or 0.0
+
+
 def dead_lettered(reason: str) -> float:
     sample = REGISTRY.get_sample_value("ferrumdeck_worker_dead_letters_total", {"reason": reason})
     return sample or 0.0
@@ -414,7 +419,9 @@ async def test_an_over_delivered_job_stays_pending_while_the_gateway_is_away(
     entry_id = await stack.job_of(run_id)
     await over_deliver(stack, entry_id, 9)
     nowhere = f"http://127.0.0.1:{free_port()}"
-    async with worker(stack, gateway_url=nowhere, reclaim_idle_seconds=0.2):
+    async with worker(
+        stack, gateway_url=nowhere, reclaim_idle_seconds=0.2, ride_through_seconds=0.1
+    ):
         # Taken again and again (each reclaim counts), never acknowledged nor set aside.
         await eventually(
             stack.pending,
@@ -429,6 +436,24 @@ async def test_an_over_delivered_job_stays_pending_while_the_gateway_is_away(
         (letter,) = await eventually(stack.dead_letters, lambda found: len(found) == 1)
     assert letter.run_id == uuid.UUID(run_id)
     assert (await stack.get(run_id))["status"] == "failed"
+
+
+async def test_a_long_run_keeps_its_job_from_being_reclaimed_by_another_worker(
+    stack: Stack,
+) -> None:
+    prompt = f"long {uuid.uuid4().hex[:8]}"
+    stack.llm.script(prompt, Reply(content="took a while", delay_seconds=3.0))
+    refused = claims("refused")
+    async with worker(stack, "busy", reclaim_idle_seconds=1.0):
+        run_id = await stack.start(prompt)
+        await eventually(lambda: stack.llm_calls(prompt), lambda n: n == 1)
+        async with worker(stack, "idle", reclaim_idle_seconds=1.0):
+            run = await stack.finished(run_id)
+    assert run["status"] == "completed"
+    # Three times longer than the reclaim idle time, yet "idle" never took the job.
+    assert claims("refused") == refused
+    audit = (await stack.api.get("/v1/audit", params={"target": f"run:{run_id}"})).json()
+    assert [e["actor"] for e in audit["items"] if e["action"] == "run.claimed"] == ["busy"]
 
 
 # The gateway going away
