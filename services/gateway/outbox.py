@@ -80,11 +80,20 @@ class OutboxRelay(BackgroundLoop):
                 [row["run_id"] for row in rows],
                 [row["reason"] for row in rows],
             )
+            ordered = sorted(rows, key=lambda r: r["id"])
             async with self._redis.pipeline(transaction=False) as pipe:
-                for row in sorted(rows, key=lambda r: r["id"]):
+                for row in ordered:
                     job = JobMessage(run_id=row["run_id"], reason=JobReason(row["reason"]))
                     pipe.xadd(self._streams.runs, job.to_fields())  # type: ignore[arg-type]
-                await pipe.execute()
+                entry_ids = await pipe.execute()
+            # Which entry carries each run's latest job, for the sweeper to look for.
+            await conn.execute(
+                """UPDATE runs SET job_id = j.entry_id
+                     FROM unnest($1::uuid[], $2::text[]) AS j(run_id, entry_id)
+                    WHERE runs.id = j.run_id""",
+                [row["run_id"] for row in ordered],
+                [e.decode() if isinstance(e, bytes) else str(e) for e in entry_ids],
+            )
         return len(rows)
 
     async def step(self) -> float:

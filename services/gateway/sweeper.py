@@ -11,6 +11,7 @@ other way round.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import asyncpg
 from redis.asyncio import Redis
@@ -19,6 +20,7 @@ from redis.exceptions import RedisError
 from services.contract.jobs import StreamNames
 from services.gateway import metrics
 from services.gateway.background import BackgroundLoop
+from services.gateway.job_presence import jobs_waiting
 from services.gateway.outbox import OutboxRelay
 from services.gateway.store.approvals import expire_due
 from services.gateway.store.runs import republish_stale
@@ -56,8 +58,12 @@ class Sweeper(BackgroundLoop):
     async def _sweep_database(self) -> None:
         try:
             expired = await expire_due(self._pool)
-            republished = await republish_stale(self._pool, after_seconds=self._requeue_after)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            republished = await republish_stale(
+                self._pool,
+                after_seconds=self._requeue_after,
+                waiting=partial(jobs_waiting, self._redis, self._streams),
+            )
+        except (OSError, RedisError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("sweeper round failed: %s", exc)
             return
         if expired:

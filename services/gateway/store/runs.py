@@ -6,6 +6,7 @@ The worker side of a run's life (claim, steps, completion) is in `store.leases`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 import asyncpg
@@ -172,31 +173,45 @@ async def cancel_run(pool: asyncpg.Pool, project: str, run_id: uuid.UUID, actor:
     raise Conflict(f"run is already {current.status.value}", code="run_finished")
 
 
-async def republish_stale(pool: asyncpg.Pool, *, after_seconds: float, batch: int = 500) -> int:
+async def republish_stale(
+    pool: asyncpg.Pool,
+    *,
+    after_seconds: float,
+    waiting: Callable[[list[str]], Awaitable[set[str]]],
+    batch: int = 500,
+) -> int:
     """Publish again the runs no worker is moving: `queued` with no job waiting in the
-    outbox, or `running` under an expired lease, untouched for `after_seconds`.
+    outbox, or `running` under an expired lease, untouched for `after_seconds`, whose
+    last job is no longer `waiting` in the stream (undelivered, or pending with a
+    consumer, from which `XAUTOCLAIM` will take it).
 
     PostgreSQL is the source of truth, so this recovers runs whose job Redis lost (a
-    restart without persistence, FLUSHALL) and runs whose worker died. A duplicate job
-    is harmless: the claim fences it. Touching `updated_at` spaces out the re-publishes
-    of a run nobody picks up.
+    restart without persistence, FLUSHALL) and runs whose job was acknowledged by a
+    worker that then died. A duplicate job is harmless (the claim fences it), but not
+    free, hence the look at the stream first. Touching `updated_at` spaces out the
+    checks of a run nobody picks up.
     """
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
-            """WITH stale AS (
-                   SELECT id FROM runs
-                    WHERE updated_at < now() - make_interval(secs => $1)
-                      AND ((status = 'queued'
-                            AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.run_id = runs.id))
-                           OR (status = 'running' AND lease_expires_at < now()))
-                    ORDER BY id LIMIT $2
-                    FOR UPDATE SKIP LOCKED)
-               UPDATE runs SET updated_at = now() FROM stale WHERE runs.id = stale.id
-               RETURNING runs.id, runs.project, runs.status""",
+            """SELECT id, project, status, job_id FROM runs
+                WHERE updated_at < now() - make_interval(secs => $1)
+                  AND ((status = 'queued'
+                        AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.run_id = runs.id))
+                       OR (status = 'running' AND lease_expires_at < now()))
+                ORDER BY id LIMIT $2
+                FOR UPDATE SKIP LOCKED""",
             after_seconds,
             batch,
         )
-        for row in rows:
+        if not rows:
+            return 0
+        still_waiting = await waiting([row["job_id"] for row in rows if row["job_id"]])
+        await conn.execute(
+            "UPDATE runs SET updated_at = now() WHERE id = ANY($1::uuid[])",
+            [row["id"] for row in rows],
+        )
+        lost = [row for row in rows if row["job_id"] not in still_waiting]
+        for row in lost:
             await enqueue(conn, row["id"], JobReason.REQUEUED)
             await record(
                 conn,
@@ -206,4 +221,4 @@ async def republish_stale(pool: asyncpg.Pool, *, after_seconds: float, batch: in
                 f"run:{row['id']}",
                 {"status": row["status"]},
             )
-    return len(rows)
+    return len(lost)
