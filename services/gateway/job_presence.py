@@ -13,15 +13,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from services.contract.jobs import StreamNames
+from services.gateway.stream_trim import StreamId
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _order(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 async def jobs_waiting(redis: Redis, streams: StreamNames, job_ids: list[str]) -> set[str]:
@@ -36,7 +32,7 @@ async def jobs_waiting(redis: Redis, streams: StreamNames, job_ids: list[str]) -
     group = next((g for g in groups if _text(g["name"]) == streams.group), None)
     if group is None:
         return set()
-    delivered_up_to = _order(_text(group["last-delivered-id"]))
+    delivered_up_to = StreamId.parse(group["last-delivered-id"])
     async with redis.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
             pipe.xpending_range(streams.runs, streams.group, min=job_id, max=job_id, count=1)
@@ -45,6 +41,6 @@ async def jobs_waiting(redis: Redis, streams: StreamNames, job_ids: list[str]) -
     waiting = set()
     for n, job_id in enumerate(job_ids):
         pending, present = replies[2 * n], replies[2 * n + 1]
-        if pending or (present and _order(job_id) > delivered_up_to):
+        if pending or (present and StreamId.parse(job_id) > delivered_up_to):
             waiting.add(job_id)
     return waiting
