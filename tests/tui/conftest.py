@@ -35,12 +35,16 @@ def deck(served: ServedGateway, admin_key: str) -> Callable[..., FerrumDeckApp]:
 
 
 async def until(pilot: Pilot[None], condition: Callable[[], bool], within: float = 10) -> None:
-    """Let the app run until `condition` holds, or fail."""
+    """Let the app run until `condition` holds, or fail; then let it lay out and paint
+    what made it hold (a table's rows arrive before its columns are re-measured), so a
+    snapshot taken next shows the settled screen."""
     deadline = time.monotonic() + within
     while not _holds(condition):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within}s")
         await pilot.pause(0.05)
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause()
 
 
 def _holds(condition: Callable[[], bool]) -> bool:
