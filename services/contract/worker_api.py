@@ -11,8 +11,9 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.contract.budget import Spent
 from services.contract.policy import PolicyDecision
 from services.contract.runs import Budget, ModelParams, StepKind, StepStatus, Usage
 from services.contract.tools import ToolSpec
@@ -53,13 +54,16 @@ class PriorStep(BaseModel):
 
 
 class ClaimGrant(BaseModel):
+    """The run, handed to the worker that now holds its lease, with what it has spent:
+    the worker checks the budget itself before each model call (`contract.budget`)."""
+
     run_id: uuid.UUID
     epoch: int
     lease_expires_at: datetime
     agent: AgentSpec
     input: str
     steps: list[PriorStep]
-    usage: Usage
+    spent: Spent
     started_at: datetime
 
 
@@ -78,6 +82,10 @@ class StepReport(BaseModel):
 
     Reporting the same `seq` again is idempotent: a finished step is never recorded twice,
     and a `started` step is replaced by its outcome.
+
+    A model call whose reply asks for no tool is the run's answer: reported with
+    `final_output`, the step is recorded and the run completed in one transaction. The
+    same report replayed (its answer lost) is acknowledged as `replayed`.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -94,16 +102,32 @@ class StepReport(BaseModel):
     usage: Usage | None = None
     started_at: datetime
     finished_at: datetime | None = None
+    final_output: str | None = Field(default=None, max_length=1_000_000)
+
+    @model_validator(mode="after")
+    def _final_only_for_a_completed_model_call(self) -> StepReport:
+        if self.final_output is not None and (
+            self.kind != StepKind.LLM_CALL or self.status != StepStatus.COMPLETED
+        ):
+            raise ValueError("final_output is only for a completed llm_call step")
+        return self
 
 
 class StepAck(BaseModel):
+    """The step as recorded, and what the run has spent with it. `lease_expires_at` is
+    None once the run has ended (a final step completes it)."""
+
     seq: int
     status: StepStatus
     replayed: bool
-    lease_expires_at: datetime
+    lease_expires_at: datetime | None
+    spent: Spent
 
 
 class CompleteReport(BaseModel):
+    """Completes a run whose last recorded step already is its answer: a run resumed by
+    another lease. A fresh answer completes the run with its step (`final_output`)."""
+
     model_config = ConfigDict(extra="forbid")
 
     epoch: int = Field(ge=1)
@@ -116,27 +140,6 @@ class FailReport(BaseModel):
     epoch: int = Field(ge=1)
     status: Literal["failed", "budget_exceeded"] = "failed"
     error: str = Field(min_length=1, max_length=10_000)
-
-
-class LlmAuthorization(BaseModel):
-    """Asked before each model call: may a call this large still fit the budget?"""
-
-    model_config = ConfigDict(extra="forbid")
-
-    epoch: int = Field(ge=1)
-    seq: int = Field(ge=1)
-    prompt_tokens: int = Field(ge=0, description="The worker's estimate for the prompt.")
-    max_output_tokens: int | None = Field(
-        default=None, ge=1, description="The most the call may generate, if the model says."
-    )
-    input_cost_per_token: float | None = Field(default=None, ge=0)
-    output_cost_per_token: float | None = Field(default=None, ge=0)
-
-
-class LlmAllowance(BaseModel):
-    """How much the call may generate so that the budget holds (None: no limit)."""
-
-    max_output_tokens: int | None
 
 
 class ToolAuthorization(BaseModel):

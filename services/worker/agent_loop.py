@@ -1,6 +1,12 @@
 """The agent loop for one claimed run: ask the model, make the tool calls it asks for
 (each decided by the gateway's policy first), feed the results back, until it answers.
 
+Before each model call the loop checks the run's budget itself (`contract.budget`), from
+what the claim and the last step's ack said the run has spent: this worker holds the
+lease, so nobody else spends in between and the figures are exact. The reply that asks
+for no tool is reported as the final step, which completes the run: a one-step run costs
+two callbacks, the claim and that step.
+
 Everything the loop knows comes from the claim and goes back as steps, so any worker can
 continue any run: after a crash, after a human decided a parked call, or after a lease
 moved. While the loop works, a heartbeat keeps the lease alive; the moment the gateway
@@ -25,18 +31,23 @@ from typing import Any
 
 import httpx
 
-from services.contract.runs import StepKind, StepStatus
+from services.contract.budget import Spent, model_call_allowance
+from services.contract.runs import StepKind, StepStatus, Usage
 from services.contract.tools import ToolSpec
 from services.contract.worker_api import (
     ClaimGrant,
     CompleteReport,
     FailReport,
-    LlmAuthorization,
     StepReport,
     ToolAuthorization,
 )
 from services.worker import metrics
-from services.worker.conversation import Conversation, PendingCall, tool_message
+from services.worker.conversation import (
+    Conversation,
+    PendingCall,
+    final_answer_of,
+    tool_message,
+)
 from services.worker.gateway_client import GatewayClient, LeaseLost
 from services.worker.llm import LLM, LLMError
 from services.worker.mcp_router import McpRouter
@@ -52,12 +63,31 @@ def _now() -> datetime:
 
 
 def _deadline(grant: ClaimGrant) -> float | None:
-    """When the run's time budget ends, on the `time.monotonic` clock, if it has one."""
+    """When the run's time budget ends, on the `time.monotonic` clock, if it has one (from
+    the run's age by the database's clock: the worker's may differ)."""
     limit = grant.agent.budget.max_seconds
     if limit is None:
         return None
-    left = limit - (_now() - grant.started_at).total_seconds()
-    return time.monotonic() + left
+    return time.monotonic() + limit - grant.spent.elapsed_seconds
+
+
+class _Spending:
+    """What the run has spent, as the gateway last said (the claim, then each step's ack),
+    and its age, advanced on this worker's monotonic clock since then."""
+
+    def __init__(self, spent: Spent) -> None:
+        self.usage: Usage = spent.usage
+        self._elapsed = spent.elapsed_seconds
+        self._since = time.monotonic()
+
+    def update(self, spent: Spent) -> None:
+        self.usage = spent.usage
+        self._elapsed = spent.elapsed_seconds
+        self._since = time.monotonic()
+
+    @property
+    def elapsed_seconds(self) -> float:
+        return self._elapsed + time.monotonic() - self._since
 
 
 class _Parked(Exception):
@@ -142,44 +172,61 @@ class AgentLoop:
         ]
         idempotent = {spec.name for spec in offered if spec.idempotent}
         deadline = _deadline(grant)
+        spending = _Spending(grant.spent)
         while True:
             for call in conversation.pending:
-                await self._tool_call(grant, conversation, names, idempotent, call, deadline)
+                await self._tool_call(
+                    grant, conversation, spending, names, idempotent, call, deadline
+                )
             conversation.pending = []
             answer = conversation.final_answer
             if answer is not None:
+                # Resumed after the answer was recorded but before the run was completed
+                # (a fresh answer completes the run with its step).
                 await self._gateway.complete(
                     grant.run_id, CompleteReport(epoch=grant.epoch, output=answer)
                 )
                 return
-            if not await self._model_call(grant, conversation, llm_tools, deadline):
+            if not await self._model_call(grant, conversation, spending, llm_tools, deadline):
                 return
 
     async def _model_call(
         self,
         grant: ClaimGrant,
         conversation: Conversation,
+        spending: _Spending,
         llm_tools: list[dict[str, Any]],
         deadline: float | None,
     ) -> bool:
-        """One model call, reported as a step; False when the run failed here."""
+        """One model call, reported as a step; False when the run ended here: answered
+        (the step completed it), over budget, or failed."""
         agent = grant.agent
         seq = conversation.next_seq
         messages = list(conversation.messages)
         started = _now()
         try:
             plan = self._llm.plan(agent.model, messages, llm_tools, agent.params)
-            allowance = await self._gateway.authorize_llm(
+        except LLMError as exc:
+            await self._model_call_failed(grant, seq, messages, started, exc)
+            return False
+        allowance = model_call_allowance(
+            agent.budget,
+            spending.usage,
+            seq=seq,
+            elapsed_seconds=spending.elapsed_seconds,
+            prompt_tokens=plan.prompt_tokens,
+            max_output_tokens=plan.max_output_tokens,
+            input_cost_per_token=plan.input_cost_per_token,
+            output_cost_per_token=plan.output_cost_per_token,
+        )
+        if allowance.breach is not None:
+            log.info("run %s over budget: %s", grant.run_id, allowance.breach)
+            await self._gateway.fail(
                 grant.run_id,
-                LlmAuthorization(
-                    epoch=grant.epoch,
-                    seq=seq,
-                    prompt_tokens=plan.prompt_tokens,
-                    max_output_tokens=plan.max_output_tokens,
-                    input_cost_per_token=plan.input_cost_per_token,
-                    output_cost_per_token=plan.output_cost_per_token,
-                ),
+                FailReport(epoch=grant.epoch, status="budget_exceeded", error=allowance.breach),
             )
+            return False
+        try:
             reply = await self._llm.complete(
                 agent.model,
                 messages,
@@ -189,27 +236,10 @@ class AgentLoop:
                 deadline=deadline,
             )
         except LLMError as exc:
-            metrics.step(StepKind.LLM_CALL, "failed")
-            await self._gateway.report_step(
-                grant.run_id,
-                StepReport(
-                    epoch=grant.epoch,
-                    seq=seq,
-                    kind=StepKind.LLM_CALL,
-                    status=StepStatus.FAILED,
-                    model=agent.model,
-                    input={"messages": messages},
-                    error=str(exc)[:10_000],
-                    started_at=started,
-                    finished_at=_now(),
-                ),
-            )
-            await self._gateway.fail(
-                grant.run_id,
-                FailReport(epoch=grant.epoch, error=f"model call failed: {exc}"[:10_000]),
-            )
+            await self._model_call_failed(grant, seq, messages, started, exc)
             return False
-        await self._gateway.report_step(
+        answer = final_answer_of(reply.message)
+        ack = await self._gateway.report_step(
             grant.run_id,
             StepReport(
                 epoch=grant.epoch,
@@ -222,9 +252,13 @@ class AgentLoop:
                 usage=reply.usage,
                 started_at=started,
                 finished_at=_now(),
+                final_output=answer,
             ),
         )
+        spending.update(ack.spent)
         metrics.step(StepKind.LLM_CALL, "completed")
+        if answer is not None:
+            return False
         conversation.messages.append(reply.message)
         conversation.next_seq = seq + 1
         conversation.pending = [
@@ -238,10 +272,40 @@ class AgentLoop:
         ]
         return True
 
+    async def _model_call_failed(
+        self,
+        grant: ClaimGrant,
+        seq: int,
+        messages: list[dict[str, Any]],
+        started: datetime,
+        exc: LLMError,
+    ) -> None:
+        """Record the failed call as a step and fail the run with the model's error."""
+        metrics.step(StepKind.LLM_CALL, "failed")
+        await self._gateway.report_step(
+            grant.run_id,
+            StepReport(
+                epoch=grant.epoch,
+                seq=seq,
+                kind=StepKind.LLM_CALL,
+                status=StepStatus.FAILED,
+                model=grant.agent.model,
+                input={"messages": messages},
+                error=str(exc)[:10_000],
+                started_at=started,
+                finished_at=_now(),
+            ),
+        )
+        await self._gateway.fail(
+            grant.run_id,
+            FailReport(epoch=grant.epoch, error=f"model call failed: {exc}"[:10_000]),
+        )
+
     async def _tool_call(
         self,
         grant: ClaimGrant,
         conversation: Conversation,
+        spending: _Spending,
         names: ToolNames,
         idempotent: set[str],
         call: PendingCall,
@@ -293,7 +357,7 @@ class AgentLoop:
             ok, content = outcome.ok, outcome.content
         else:
             ok, content = False, "the arguments were not a valid JSON object"
-        await self._gateway.report_step(
+        ack = await self._gateway.report_step(
             grant.run_id,
             StepReport(
                 epoch=grant.epoch,
@@ -307,6 +371,7 @@ class AgentLoop:
                 finished_at=_now(),
             ),
         )
+        spending.update(ack.spent)
         metrics.step(StepKind.TOOL_CALL, "completed" if ok else "failed")
         conversation.messages.append(
             tool_message(call.tool_call_id, content if ok else f"error: {content}")

@@ -29,6 +29,13 @@ def tool_message(tool_call_id: str, content: str) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": tool_call_id, "content": content}
 
 
+def final_answer_of(message: dict[str, Any]) -> str | None:
+    """The run's answer, if this message is a model reply that asks for no tools."""
+    if message["role"] == "assistant" and not message.get("tool_calls"):
+        return str(message.get("content") or "")
+    return None
+
+
 def settled_content(step: PriorStep) -> str:
     """What the model is told about a settled tool call."""
     if step.status == StepStatus.COMPLETED:
@@ -75,7 +82,4 @@ class Conversation:
     @property
     def final_answer(self) -> str | None:
         """The model's answer, once its last reply asked for no tools."""
-        last = self.messages[-1]
-        if last["role"] == "assistant" and not last.get("tool_calls"):
-            return str(last.get("content") or "")
-        return None
+        return final_answer_of(self.messages[-1])

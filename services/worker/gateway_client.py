@@ -8,9 +8,10 @@ surfaces as `LeaseLost`, so the agent loop can stop at once whatever it was doin
 A gateway that is briefly away (restarting, its database failing over: connection
 errors, 502/503/504) is ridden through: every callback but the claim is repeated for up
 to `ride_through_seconds`. They are all safe to repeat — a step is recorded once per
-seq, an authorisation of a seq already decided returns the same verdict, and a second
-completion is refused with 409 — so a run need not be abandoned to reclaim, and its
-lease, for a blip. The claim is not repeated here: a claim whose answer was lost took
+seq (the final step too: a replay of the step that completed the run is acknowledged as
+replayed), an authorisation of a seq already decided returns the same verdict, and a
+second completion is refused with 409 — so a run need not be abandoned to reclaim, and
+its lease, for a blip. The claim is not repeated here: a claim whose answer was lost took
 the run, and the consumer decides what to do about it.
 """
 
@@ -33,8 +34,6 @@ from services.contract.worker_api import (
     EpochBody,
     FailReport,
     LeaseInfo,
-    LlmAllowance,
-    LlmAuthorization,
     ReleaseReport,
     StepAck,
     StepReport,
@@ -155,6 +154,7 @@ class GatewayClient:
         return LeaseInfo.model_validate(payload)
 
     async def report_step(self, run_id: uuid.UUID, report: StepReport) -> StepAck:
+        """Record a step; with `final_output` it also completes the run."""
         payload = await self._send(f"/v1/worker/runs/{run_id}/steps", report)
         return StepAck.model_validate(payload)
 
@@ -171,10 +171,6 @@ class GatewayClient:
     async def dead_letter(self, run_id: uuid.UUID, report: DeadLetterReport) -> None:
         """Fail a run whose job was delivered too often; refused while a lease is live."""
         await self._send(f"/v1/worker/runs/{run_id}/dead-letter", report)
-
-    async def authorize_llm(self, run_id: uuid.UUID, ask: LlmAuthorization) -> LlmAllowance:
-        payload = await self._send(f"/v1/worker/runs/{run_id}/llm/authorize", ask)
-        return LlmAllowance.model_validate(payload)
 
     async def authorize_tool(self, run_id: uuid.UUID, ask: ToolAuthorization) -> ToolVerdict:
         payload = await self._send(f"/v1/worker/runs/{run_id}/tools/authorize", ask)

@@ -7,7 +7,7 @@ import uuid
 
 import asyncpg
 
-from tests.support.harness import ToolHarness, usage
+from tests.support.harness import ToolHarness
 from tests.support.waiting import eventually
 
 ALLOW_TIME = {"id": "time", "tool": "time.*", "effect": "allow"}
@@ -211,47 +211,27 @@ async def test_an_idempotent_call_interrupted_by_a_crash_is_simply_made_again(
     assert (again["verdict"], again["seq"]) == ("execute", 1)
 
 
-async def test_llm_calls_are_capped_to_what_the_token_budget_has_left(h: ToolHarness) -> None:
-    run_id, epoch = await h.running(budget={"max_tokens": 100})
-    _, allowance = await h.llm_authorize(run_id, epoch, 1, prompt_tokens=30)
-    assert allowance["max_output_tokens"] == 70
-    _, smaller = await h.llm_authorize(run_id, epoch, 1, prompt_tokens=30, max_output_tokens=20)
-    assert smaller["max_output_tokens"] == 20
-    await h.step(run_id, epoch, 1, usage=usage(40, 40, None))
-    status, body = await h.llm_authorize(run_id, epoch, 2, prompt_tokens=25)
-    assert (status, body["error"]["code"]) == (409, "budget_exceeded")
-    run = await h.get(run_id)
-    assert run["status"] == "budget_exceeded"
-    assert "max_tokens is 100" in run["error"]
-
-
-async def test_llm_calls_are_capped_to_what_the_cost_budget_can_pay(h: ToolHarness) -> None:
-    run_id, epoch = await h.running(budget={"max_cost_usd": 0.01})
-    prices = {"input_cost_per_token": 0.0001, "output_cost_per_token": 0.0002}
-    _, allowance = await h.llm_authorize(run_id, epoch, 1, prompt_tokens=10, **prices)
-    assert allowance["max_output_tokens"] == 45
-    status, body = await h.llm_authorize(run_id, epoch, 1, prompt_tokens=100, **prices)
-    assert (status, body["error"]["code"]) == (409, "budget_exceeded")
-    assert "max_cost_usd" in (await h.get(run_id))["error"]
-
-
-async def test_a_cost_budget_refuses_a_model_without_a_price(h: ToolHarness) -> None:
-    run_id, epoch = await h.running(budget={"max_cost_usd": 1.0})
-    status, body = await h.llm_authorize(run_id, epoch, 1)
-    assert (status, body["error"]["code"]) == (409, "budget_exceeded")
-    assert "price is unknown" in body["error"]["message"]
-
-
-async def test_step_and_time_budgets_are_checked_before_each_call(h: ToolHarness) -> None:
+async def test_step_and_time_budgets_are_checked_before_each_tool_call(h: ToolHarness) -> None:
     await h.policy(ALLOW_TIME)
     run_id, epoch = await h.running(budget={"max_steps": 1}, tools=["time.*"])
     await h.step(run_id, epoch, 1)
     status, body = await h.authorize(run_id, epoch, 2, "time.now")
     assert (status, body["error"]["code"]) == (409, "budget_exceeded")
-    assert "max_steps is 1" in (await h.get(run_id))["error"]
+    assert (await h.get(run_id))["error"] == "step budget exceeded: max_steps is 1"
 
-    slow_id, slow_epoch = await h.running(budget={"max_seconds": 0.3})
+    slow_id, slow_epoch = await h.running(budget={"max_seconds": 0.3}, tools=["time.*"])
     await asyncio.sleep(0.4)
-    status, body = await h.llm_authorize(slow_id, slow_epoch, 1)
+    status, body = await h.authorize(slow_id, slow_epoch, 1, "time.now")
     assert (status, body["error"]["code"]) == (409, "budget_exceeded")
-    assert "max_seconds" in (await h.get(slow_id))["error"]
+    slow = await h.get(slow_id)
+    assert slow["status"] == "budget_exceeded"
+    assert "> max_seconds 0.3" in slow["error"]
+
+
+async def test_the_worker_ends_a_run_over_budget_before_a_model_call(h: ToolHarness) -> None:
+    run_id, epoch = await h.running(budget={"max_cost_usd": 1.0})
+    error = "cost budget cannot be enforced: max_cost_usd is 1.0 but this model's price is unknown"
+    body = {"epoch": epoch, "status": "budget_exceeded", "error": error}
+    assert (await h.call(run_id, "fail", body))[0] == 204
+    run = await h.get(run_id)
+    assert (run["status"], run["error"], run["steps_count"]) == ("budget_exceeded", error, 0)

@@ -1,10 +1,13 @@
-"""The worker callback API: claims, fencing epochs, idempotent steps, budgets."""
+"""The worker callback API: claims, fencing epochs, idempotent steps, budgets, and the
+final step that completes its run."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import asyncpg
+import pytest
 
 from tests.support.harness import Harness, usage
 
@@ -18,6 +21,8 @@ async def test_claim_grants_epoch_one_and_the_run_context(h: Harness) -> None:
     assert grant["agent"]["system_prompt"] == "Be brief."
     assert grant["agent"]["budget"]["max_steps"] == 3
     assert grant["steps"] == []
+    assert grant["spent"]["usage"] == usage(0, 0, 0.0)
+    assert 0 <= grant["spent"]["elapsed_seconds"] < 5
     run = await h.get(run_id)
     assert run["status"] == "running"
     assert run["started_at"] is not None
@@ -53,7 +58,9 @@ async def test_expired_lease_is_reclaimed_with_a_higher_epoch_and_the_old_one_is
     status, second = await h.claim(run_id, "w2")
     assert status == 200
     assert second["epoch"] == first["epoch"] + 1
-    assert [s["seq"] for s in second["steps"]] == [1]
+    assert [(s["seq"], s["status"]) for s in second["steps"]] == [(1, "completed")]
+    assert second["steps"][0]["output"] == {"message": {"role": "assistant", "content": "step 1"}}
+    assert second["spent"]["usage"] == usage(5, 5, 0.1)
     for action, body in [
         ("heartbeat", {"epoch": first["epoch"]}),
         ("complete", {"epoch": first["epoch"], "output": "late"}),
@@ -70,10 +77,15 @@ async def test_steps_add_usage_once_even_when_replayed(h: Harness) -> None:
     run_id = await h.run()
     _, grant = await h.claim(run_id)
     epoch = grant["epoch"]
-    assert (await h.step(run_id, epoch, 1, usage=usage(10, 5, 0.25)))[1]["replayed"] is False
+    _, first = await h.step(run_id, epoch, 1, usage=usage(10, 5, 0.25))
+    assert first["replayed"] is False
+    assert first["spent"]["usage"] == usage(10, 5, 0.25)
     status, ack = await h.step(run_id, epoch, 1, usage=usage(10, 5, 0.25))
     assert (status, ack["replayed"]) == (200, True)
-    await h.step(run_id, epoch, 2, usage=usage(1, 2, 0.5))
+    assert ack["spent"]["usage"] == usage(10, 5, 0.25)
+    _, second = await h.step(run_id, epoch, 2, usage=usage(1, 2, 0.5))
+    assert second["spent"]["usage"] == usage(11, 7, 0.75)
+    assert second["spent"]["elapsed_seconds"] >= first["spent"]["elapsed_seconds"]
     run = await h.get(run_id)
     assert run["steps_count"] == 2
     assert run["usage"] == usage(11, 7, 0.75)
@@ -125,6 +137,97 @@ async def test_a_step_over_the_token_budget_is_kept_and_ends_the_run(h: Harness)
     run = await h.get(run_id)
     assert (run["status"], run["steps_count"]) == ("budget_exceeded", 1)
     assert run["usage"]["total_tokens"] == 16
+
+
+async def _audit(h: Harness, run_id: str) -> list[str]:
+    response = await h.client.get(f"/v1/audit?limit=500&target=run:{run_id}", headers=h.admin)
+    return [event["action"] for event in reversed((await response.get_json())["items"])]
+
+
+async def test_the_final_step_records_the_answer_and_completes_the_run(h: Harness) -> None:
+    run_id = await h.run()
+    _, grant = await h.claim(run_id)
+    status, ack = await h.step(
+        run_id, grant["epoch"], 1, usage=usage(3, 4, 0.5), final_output="the answer"
+    )
+    assert status == 200
+    assert (ack["seq"], ack["status"], ack["replayed"]) == (1, "completed", False)
+    assert ack["lease_expires_at"] is None
+    assert ack["spent"]["usage"] == usage(3, 4, 0.5)
+    run = await h.get(run_id)
+    assert (run["status"], run["output"], run["error"]) == ("completed", "the answer", None)
+    assert run["finished_at"] is not None
+    assert (run["steps_count"], run["usage"]) == (1, usage(3, 4, 0.5))
+    assert (await _audit(h, run_id))[-3:] == ["run.claimed", "step.recorded", "run.completed"]
+
+
+async def test_a_replayed_final_step_is_acknowledged_and_changes_nothing(h: Harness) -> None:
+    run_id = await h.run()
+    _, grant = await h.claim(run_id)
+    epoch = grant["epoch"]
+    await h.step(run_id, epoch, 1, usage=usage(3, 4, 0.5), final_output="the answer")
+    finished = (await h.get(run_id))["finished_at"]
+    status, ack = await h.step(run_id, epoch, 1, usage=usage(3, 4, 0.5), final_output="again")
+    assert status == 200
+    assert (ack["status"], ack["replayed"], ack["lease_expires_at"]) == ("completed", True, None)
+    assert ack["spent"]["usage"] == usage(3, 4, 0.5)
+    run = await h.get(run_id)
+    assert (run["status"], run["output"], run["finished_at"]) == (
+        "completed",
+        "the answer",
+        finished,
+    )
+    assert run["usage"] == usage(3, 4, 0.5)
+    assert (await _audit(h, run_id)).count("run.completed") == 1
+    # Anything else for the finished run is still refused.
+    for seq, fields in [(2, {"final_output": "more"}), (1, {})]:
+        status, body = await h.step(run_id, epoch, seq, **fields)
+        assert (status, body["error"]["code"]) == (409, "run_not_running"), (seq, fields)
+    status, body = await h.call(run_id, "complete", {"epoch": epoch, "output": "43"})
+    assert (status, body["error"]["code"]) == (409, "run_not_running")
+
+
+async def test_a_final_step_from_a_stale_lease_is_refused(h: Harness, db: asyncpg.Pool) -> None:
+    run_id = await h.run()
+    _, first = await h.claim(run_id, "w1")
+    await db.execute(
+        "UPDATE runs SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
+        uuid.UUID(run_id),
+    )
+    _, second = await h.claim(run_id, "w2")
+    await h.step(run_id, second["epoch"], 1, final_output="from w2")
+    status, body = await h.step(run_id, first["epoch"], 1, final_output="from w1")
+    assert (status, body["error"]["code"]) == (409, "stale_epoch")
+    assert (await h.get(run_id))["output"] == "from w2"
+
+
+async def test_a_final_step_over_the_budget_ends_the_run_over_budget(h: Harness) -> None:
+    run_id = await h.run(budget={"max_tokens": 10})
+    _, grant = await h.claim(run_id)
+    status, body = await h.step(
+        run_id, grant["epoch"], 1, usage=usage(8, 8, None), final_output="too dear"
+    )
+    assert (status, body["error"]["code"]) == (409, "budget_exceeded")
+    run = await h.get(run_id)
+    assert (run["status"], run["output"]) == ("budget_exceeded", None)
+    assert "max_tokens is 10" in run["error"]
+    assert "run.completed" not in await _audit(h, run_id)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"kind": "tool_call", "tool": "time.now", "output": "12:00"},
+        {"status": "failed", "error": "provider said no"},
+        {"status": "started", "finished_at": None},
+    ],
+)
+async def test_only_a_completed_model_call_can_be_final(h: Harness, fields: dict[str, Any]) -> None:
+    run_id = await h.run()
+    _, grant = await h.claim(run_id)
+    status, _ = await h.step(run_id, grant["epoch"], 1, final_output="answer", **fields)
+    assert status == 400
+    assert (await h.get(run_id))["status"] == "running"
 
 
 async def test_complete_records_the_answer_once(h: Harness) -> None:

@@ -111,13 +111,6 @@ class ToolHarness(Harness):
             },
         )
 
-    async def llm_authorize(
-        self, run_id: str, epoch: int, seq: int, **fields: Any
-    ) -> tuple[int, Any]:
-        return await self.call(
-            run_id, "llm/authorize", {"epoch": epoch, "seq": seq, "prompt_tokens": 10, **fields}
-        )
-
     async def steps(self, run_id: str) -> list[dict[str, Any]]:
         response = await self.client.get(f"/v1/runs/{run_id}/steps", headers=self.admin)
         items: list[dict[str, Any]] = (await response.get_json())["items"]

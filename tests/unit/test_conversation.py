@@ -4,6 +4,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from services.contract.budget import Spent
 from services.contract.runs import Budget, ModelParams, StepKind, StepStatus, Usage
 from services.contract.worker_api import AgentSpec, ClaimGrant, PriorStep
 from services.worker.conversation import Conversation
@@ -26,7 +27,7 @@ def _grant(steps: list[PriorStep], system_prompt: str = "Be brief.") -> ClaimGra
         ),
         input="Hello",
         steps=steps,
-        usage=Usage(),
+        spent=Spent(usage=Usage(), elapsed_seconds=0.0),
         started_at=now,
     )
 

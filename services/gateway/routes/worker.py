@@ -22,8 +22,6 @@ from services.contract.worker_api import (
     EpochBody,
     FailReport,
     LeaseInfo,
-    LlmAllowance,
-    LlmAuthorization,
     ReleaseReport,
     StepAck,
     StepReport,
@@ -34,7 +32,7 @@ from services.gateway.auth import require_role
 from services.gateway.resources import resources
 from services.gateway.store import dead_letters, leases
 from services.gateway.store import tools as tool_store
-from services.gateway.store.authorizations import authorize_llm, authorize_tool
+from services.gateway.store.authorizations import authorize_tool
 
 blueprint = Blueprint("worker", __name__, url_prefix="/v1/worker")
 require_role(blueprint, Role.WORKER)
@@ -64,6 +62,7 @@ async def heartbeat(run_id: uuid.UUID, data: EpochBody) -> LeaseInfo:
 @validate_request(StepReport)
 @validate_response(StepAck)
 async def report_step(run_id: uuid.UUID, data: StepReport) -> StepAck:
+    """Record a step; the step carrying the run's answer (`final_output`) completes it."""
     res = resources()
     return await leases.record_step(res.pool, run_id, data, res.settings.lease_seconds)
 
@@ -72,6 +71,7 @@ async def report_step(run_id: uuid.UUID, data: StepReport) -> StepAck:
 @hide
 @validate_request(CompleteReport)
 async def complete(run_id: uuid.UUID, data: CompleteReport) -> tuple[str, int]:
+    """Complete a resumed run whose last recorded step already is its answer."""
     await leases.finish(
         resources().pool, run_id, data.epoch, RunStatus.COMPLETED, output=data.output
     )
@@ -106,14 +106,6 @@ async def dead_letter(run_id: uuid.UUID, data: DeadLetterReport) -> tuple[str, i
     """Fail the run of a job delivered too often; the worker then sets the job aside."""
     await dead_letters.dead_letter(resources().pool, run_id, data)
     return "", 204
-
-
-@blueprint.post("/runs/<uuid:run_id>/llm/authorize")
-@hide
-@validate_request(LlmAuthorization)
-@validate_response(LlmAllowance)
-async def llm_authorize(run_id: uuid.UUID, data: LlmAuthorization) -> LlmAllowance:
-    return await authorize_llm(resources().pool, run_id, data)
 
 
 @blueprint.post("/runs/<uuid:run_id>/tools/authorize")

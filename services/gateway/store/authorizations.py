@@ -1,9 +1,9 @@
-"""What a worker must ask before it acts: may this model call fit the budget, and may
-this tool call be made at all.
+"""What a worker must ask before a tool call: may it be made at all.
 
-Both checks run in the transaction that holds the run's row lock, so two calls of one run
-can never both spend the last of a budget, and the policy decision is stored on the step
-it decided in the same commit.
+The check runs in the transaction that holds the run's row lock, and the policy decision
+is stored on the step it decided in the same commit. (Model calls are not asked about:
+the worker holding the lease checks their budget itself, `services/contract/budget.py`,
+from the figures the claim and each step's ack give it.)
 """
 
 from __future__ import annotations
@@ -14,15 +14,11 @@ from fnmatch import fnmatchcase
 
 import asyncpg
 
+from services.contract.budget import steps_or_time_breach
 from services.contract.ids import uuid7
 from services.contract.policy import Effect, PolicyDecision
 from services.contract.runs import Budget, RunStatus, StepStatus
-from services.contract.worker_api import (
-    LlmAllowance,
-    LlmAuthorization,
-    ToolAuthorization,
-    ToolVerdict,
-)
+from services.contract.worker_api import ToolAuthorization, ToolVerdict
 from services.gateway.audit import Actor, record
 from services.gateway.errors import Conflict
 from services.gateway.policy import ToolCall
@@ -34,68 +30,6 @@ DEFAULT_APPROVAL_TTL = timedelta(hours=24)
 
 class BudgetExceeded(Conflict):
     code = "budget_exceeded"
-
-
-async def authorize_llm(
-    pool: asyncpg.Pool, run_id: uuid.UUID, ask: LlmAuthorization
-) -> LlmAllowance:
-    """Allow the call, capped so its worst case fits what is left, or end the run."""
-    breach: str | None = None
-    async with pool.acquire() as conn, conn.transaction():
-        run = await lock_running(conn, run_id, ask.epoch)
-        budget = Budget.model_validate(run["budget"])
-        allowance, breach = _llm_allowance(budget, run, ask)
-        if breach is not None:
-            await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, breach)
-    if breach is not None:
-        raise BudgetExceeded(breach)
-    return allowance
-
-
-def _llm_allowance(
-    budget: Budget, run: asyncpg.Record, ask: LlmAuthorization
-) -> tuple[LlmAllowance, str | None]:
-    common = _steps_or_time_breach(budget, run, ask.seq)
-    if common is not None:
-        return LlmAllowance(max_output_tokens=None), common
-    limit = ask.max_output_tokens
-    if budget.max_tokens is not None:
-        left = (
-            budget.max_tokens - run["prompt_tokens"] - run["completion_tokens"] - ask.prompt_tokens
-        )
-        if left < 1:
-            return LlmAllowance(max_output_tokens=None), (
-                f"token budget exceeded: max_tokens is {budget.max_tokens} and the next call's "
-                f"prompt alone needs ~{ask.prompt_tokens} of what is left"
-            )
-        limit = left if limit is None else min(limit, left)
-    if budget.max_cost_usd is not None:
-        spent = run["cost_usd"]
-        if spent is None or ask.input_cost_per_token is None or ask.output_cost_per_token is None:
-            return LlmAllowance(max_output_tokens=None), (
-                f"cost budget cannot be enforced: max_cost_usd is {budget.max_cost_usd} "
-                "but this model's price is unknown"
-            )
-        left_usd = budget.max_cost_usd - float(spent) - ask.prompt_tokens * ask.input_cost_per_token
-        affordable = (
-            int(left_usd / ask.output_cost_per_token) if ask.output_cost_per_token > 0 else None
-        )
-        if left_usd <= 0 or (affordable is not None and affordable < 1):
-            return LlmAllowance(max_output_tokens=None), (
-                f"cost budget exceeded: max_cost_usd is {budget.max_cost_usd}, "
-                f"${float(spent):.6f} spent, and the next call cannot fit"
-            )
-        if affordable is not None:
-            limit = affordable if limit is None else min(limit, affordable)
-    return LlmAllowance(max_output_tokens=limit), None
-
-
-def _steps_or_time_breach(budget: Budget, run: asyncpg.Record, seq: int) -> str | None:
-    if seq > budget.max_steps:
-        return f"step budget exceeded: max_steps is {budget.max_steps}"
-    if budget.max_seconds is not None and run["elapsed"] > budget.max_seconds:
-        return f"time budget exceeded: {run['elapsed']:.1f}s > max_seconds {budget.max_seconds}"
-    return None
 
 
 async def authorize_tool(
@@ -119,7 +53,7 @@ async def authorize_tool(
                 code="step_out_of_order",
             )
         budget = Budget.model_validate(run["budget"])
-        breach = _steps_or_time_breach(budget, run, ask.seq)
+        breach = steps_or_time_breach(budget, ask.seq, run["elapsed"])
         if breach is None:
             decision = await _decide(conn, run, run_id, ask)
             return await _record_decision(conn, run, run_id, ask, decision)
@@ -329,7 +263,7 @@ async def _retry_unknown_outcome(
     )
     retry_seq = run["steps_count"] + 1
     budget = Budget.model_validate(run["budget"])
-    breach = _steps_or_time_breach(budget, run, retry_seq)
+    breach = steps_or_time_breach(budget, retry_seq, run["elapsed"])
     if breach is not None:
         await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, breach)
         return ToolVerdict(verdict="denied", seq=ask.seq, decision=original)

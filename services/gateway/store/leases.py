@@ -3,6 +3,10 @@
 Every write after the claim is conditional on `epoch` being the run's current one and the
 run still `running`. A worker that lost its lease (expired, or the run was cancelled, or a
 second claim from a duplicate message won) gets a `Conflict` and must drop the run.
+
+The claim and every step's ack tell the worker what the run has spent, so it checks the
+budget itself before each model call; recording a step checks it again with what was
+really spent. The step carrying the run's answer completes the run in its transaction.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ import uuid
 
 import asyncpg
 
+from services.contract.budget import Spent
 from services.contract.jobs import JobReason
-from services.contract.runs import Budget, RunStatus, StepKind, StepStatus
+from services.contract.runs import Budget, RunStatus, StepKind, StepStatus, Usage
 from services.contract.worker_api import (
     AgentSpec,
     ClaimGrant,
@@ -27,6 +32,36 @@ from services.gateway.outbox import enqueue
 from services.gateway.store.agents import get_version
 from services.gateway.store.runs import RUN_COLUMNS, to_run
 
+# The run under its row lock, with what budget checks need; for a step report also the
+# status of that step (`$2`), which saves a round trip.
+_LOCK = """SELECT r.project, r.lease_owner, r.status, r.epoch, r.steps_count,
+                  r.lease_expires_at, r.agent_name,
+                  r.prompt_tokens, r.completion_tokens, r.cost_usd,
+                  extract(epoch FROM now() - r.started_at)::float8 AS elapsed,
+                  a.budget, a.tools{step}
+             FROM runs r JOIN agents a ON a.name = r.agent_name AND a.version = r.agent_version
+            WHERE r.id = $1 FOR UPDATE OF r"""
+_LOCK_RUN = _LOCK.format(step="")
+_LOCK_RUN_AND_STEP = _LOCK.format(
+    step=""",
+                  (SELECT s.status FROM steps s WHERE s.run_id = r.id AND s.seq = $2)
+                      AS step_status"""
+)
+
+
+def _spent(row: asyncpg.Record) -> Spent:
+    """What the run has spent, from a row with its usage columns and `elapsed`."""
+    prompt, completion, cost = row["prompt_tokens"], row["completion_tokens"], row["cost_usd"]
+    return Spent(
+        usage=Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            cost_usd=None if cost is None else float(cost),
+        ),
+        elapsed_seconds=max(0.0, row["elapsed"]),
+    )
+
 
 async def _refusal(
     conn: asyncpg.Connection | asyncpg.Pool, run_id: uuid.UUID, epoch: int
@@ -34,6 +69,11 @@ async def _refusal(
     row = await conn.fetchrow("SELECT status, epoch FROM runs WHERE id = $1", run_id)
     if row is None:
         raise NotFound(f"no run {run_id}")
+    return _refused(row, epoch)
+
+
+def _refused(row: asyncpg.Record, epoch: int) -> Conflict:
+    """Why a callback under `epoch` is refused, given the run's `status` and `epoch`."""
     if row["epoch"] != epoch:
         return Conflict(
             f"lease epoch {epoch} is stale; the run is at epoch {row['epoch']}",
@@ -58,7 +98,15 @@ async def claim(
                                 started_at = coalesce(started_at, now()), updated_at = now()
                  WHERE id = $1 AND (status = 'queued'
                                     OR (status = 'running' AND lease_expires_at < now()))
-                 RETURNING {RUN_COLUMNS}, project, epoch, lease_expires_at""",
+                 RETURNING {RUN_COLUMNS}, project, epoch, lease_expires_at,
+                           extract(epoch FROM now() - started_at)::float8 AS elapsed,
+                           (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                       'seq', s.seq, 'kind', s.kind, 'status', s.status,
+                                       'tool', s.tool, 'tool_call_id', s.tool_call_id,
+                                       'input', s.input, 'output', s.output,
+                                       'error', s.error, 'idempotent', s.idempotent)
+                                     ORDER BY s.seq), '[]')
+                              FROM steps s WHERE s.run_id = runs.id) AS prior_steps""",
             run_id,
             worker_id,
             lease_seconds,
@@ -87,11 +135,6 @@ async def claim(
         )
         agent = await get_version(conn, row["project"], run.agent, run.agent_version)
         assert agent is not None
-        steps = await conn.fetch(
-            """SELECT seq, kind, status, tool, tool_call_id, input, output, error, idempotent
-                 FROM steps WHERE run_id = $1 ORDER BY seq""",
-            run_id,
-        )
     assert run.started_at is not None
     return ClaimGrant(
         run_id=run.id,
@@ -99,8 +142,8 @@ async def claim(
         lease_expires_at=row["lease_expires_at"],
         agent=AgentSpec.model_validate(agent.model_dump()),
         input=run.input,
-        steps=[PriorStep.model_validate(dict(s)) for s in steps],
-        usage=run.usage,
+        steps=[PriorStep.model_validate(s) for s in row["prior_steps"]],
+        spent=_spent(row),
         started_at=run.started_at,
     )
 
@@ -108,20 +151,11 @@ async def claim(
 async def lock_running(conn: asyncpg.Connection, run_id: uuid.UUID, epoch: int) -> asyncpg.Record:
     """Lock the run held under `epoch` for the rest of the transaction, with what budget
     checks need; refuse if the run is no longer ours."""
-    run = await conn.fetchrow(
-        """SELECT r.project, r.lease_owner, r.status, r.epoch, r.steps_count,
-                  r.lease_expires_at, r.agent_name,
-                  r.prompt_tokens, r.completion_tokens, r.cost_usd,
-                  extract(epoch FROM now() - r.started_at)::float8 AS elapsed,
-                  a.budget, a.tools
-             FROM runs r JOIN agents a ON a.name = r.agent_name AND a.version = r.agent_version
-            WHERE r.id = $1 FOR UPDATE OF r""",
-        run_id,
-    )
+    run = await conn.fetchrow(_LOCK_RUN, run_id)
     if run is None:
         raise NotFound(f"no run {run_id}")
     if run["epoch"] != epoch or run["status"] != RunStatus.RUNNING:
-        raise await _refusal(conn, run_id, epoch)
+        raise _refused(run, epoch)
     return run
 
 
@@ -182,9 +216,11 @@ async def record_step(
     """Record (or finish) step `report.seq`, add its usage to the run, and check budgets.
 
     Steps are numbered without gaps. A step that already finished is never recorded
-    again: the same report replayed after a lost response is acknowledged as it stands.
-    A step that breaches the budget ends the run `budget_exceeded` in the same
-    transaction; the worker then hears `Conflict(budget_exceeded)` and stops.
+    again: the same report replayed after a lost response is acknowledged as it stands,
+    including a final step whose run it completed. A step that breaches the budget ends
+    the run `budget_exceeded` in the same transaction; the worker then hears
+    `Conflict(budget_exceeded)` and stops. A step with `final_output` (the run's answer)
+    within the budget completes the run in the same transaction.
     """
     async with pool.acquire() as conn, conn.transaction():
         ack, breach = await _record_step(conn, run_id, report, lease_seconds)
@@ -197,22 +233,27 @@ async def record_step(
 async def _record_step(
     conn: asyncpg.Connection, run_id: uuid.UUID, report: StepReport, lease_seconds: float
 ) -> tuple[StepAck | None, str | None]:
-    run = await lock_running(conn, run_id, report.epoch)
-    existing = await conn.fetchval(
-        "SELECT status FROM steps WHERE run_id = $1 AND seq = $2", run_id, report.seq
-    )
+    run = await conn.fetchrow(_LOCK_RUN_AND_STEP, run_id, report.seq)
+    if run is None:
+        raise NotFound(f"no run {run_id}")
+    existing = run["step_status"]
+    if run["epoch"] != report.epoch or run["status"] != RunStatus.RUNNING:
+        if (
+            report.final_output is not None
+            and run["epoch"] == report.epoch
+            and run["status"] == RunStatus.COMPLETED
+            and existing == StepStatus.COMPLETED
+        ):
+            # This very lease recorded the step and completed the run with it: the
+            # answer to the first report was lost.
+            return _replayed(report, run, existing), None
+        raise _refused(run, report.epoch)
     if report.kind == StepKind.TOOL_CALL and existing is None:
         raise Conflict(
             f"tool call step {report.seq} was never authorized", code="tool_call_not_authorized"
         )
     if existing is not None and existing != StepStatus.STARTED:
-        replay = StepAck(
-            seq=report.seq,
-            status=StepStatus(existing),
-            replayed=True,
-            lease_expires_at=run["lease_expires_at"],
-        )
-        return replay, None
+        return _replayed(report, run, existing), None
     if existing is None and report.seq != run["steps_count"] + 1:
         raise Conflict(
             f"step {report.seq} out of order: the run has {run['steps_count']} steps",
@@ -224,37 +265,23 @@ async def _record_step(
         await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, breach)
         return None, breach
     usage = report.usage
-    await conn.execute(
-        """INSERT INTO steps (run_id, seq, kind, status, model, tool, input, output, error,
-                              prompt_tokens, completion_tokens, cost_usd, epoch,
-                              started_at, finished_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::float8, $13, $14, $15)
-           ON CONFLICT (run_id, seq) DO UPDATE SET
-               status = EXCLUDED.status, output = EXCLUDED.output, error = EXCLUDED.error,
-               prompt_tokens = EXCLUDED.prompt_tokens,
-               completion_tokens = EXCLUDED.completion_tokens,
-               cost_usd = EXCLUDED.cost_usd, epoch = EXCLUDED.epoch,
-               finished_at = EXCLUDED.finished_at""",
-        run_id,
-        report.seq,
-        report.kind.value,
-        report.status.value,
-        report.model,
-        report.tool,
-        report.input,
-        report.output,
-        report.error,
-        usage.prompt_tokens if usage else None,
-        usage.completion_tokens if usage else None,
-        usage.cost_usd if usage else None,
-        report.epoch,
-        report.started_at,
-        report.finished_at,
-    )
     finished = report.status != StepStatus.STARTED
     counted = finished and usage is not None
     totals = await conn.fetchrow(
-        """UPDATE runs SET
+        """WITH step AS (
+               INSERT INTO steps (run_id, seq, kind, status, model, tool, input, output, error,
+                                  prompt_tokens, completion_tokens, cost_usd, epoch,
+                                  started_at, finished_at)
+               VALUES ($1, $2, $8, $9, $10, $11, $12, $13, $14, $15, $16, $5::float8, $17,
+                       $18, $19)
+               ON CONFLICT (run_id, seq) DO UPDATE SET
+                   status = EXCLUDED.status, output = EXCLUDED.output, error = EXCLUDED.error,
+                   prompt_tokens = EXCLUDED.prompt_tokens,
+                   completion_tokens = EXCLUDED.completion_tokens,
+                   cost_usd = EXCLUDED.cost_usd, epoch = EXCLUDED.epoch,
+                   finished_at = EXCLUDED.finished_at
+           )
+           UPDATE runs SET
                steps_count = greatest(steps_count, $2),
                prompt_tokens = prompt_tokens + $3,
                completion_tokens = completion_tokens + $4,
@@ -273,6 +300,18 @@ async def _record_step(
         usage.cost_usd if usage else None,
         counted,
         lease_seconds,
+        report.kind.value,
+        report.status.value,
+        report.model,
+        report.tool,
+        report.input,
+        report.output,
+        report.error,
+        usage.prompt_tokens if usage else None,
+        usage.completion_tokens if usage else None,
+        report.epoch,
+        report.started_at,
+        report.finished_at,
     )
     await record(
         conn,
@@ -282,16 +321,33 @@ async def _record_step(
         f"run:{run_id}",
         {"seq": report.seq, "kind": report.kind.value, "status": report.status.value},
     )
+    overspent = _budget_breach(budget, totals) if finished else None
+    if overspent is not None:
+        await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, overspent)
+        return None, overspent
+    lease_expires_at = totals["lease_expires_at"]
+    if report.final_output is not None:
+        await end_run(conn, run_id, run, RunStatus.COMPLETED, None, output=report.final_output)
+        lease_expires_at = None
     ack = StepAck(
         seq=report.seq,
         status=report.status,
         replayed=False,
-        lease_expires_at=totals["lease_expires_at"],
+        lease_expires_at=lease_expires_at,
+        spent=_spent(totals),
     )
-    overspent = _budget_breach(budget, totals) if finished else None
-    if overspent is not None:
-        await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, overspent)
-    return ack, overspent
+    return ack, None
+
+
+def _replayed(report: StepReport, run: asyncpg.Record, status: str) -> StepAck:
+    """The answer to a report of a step that had already finished: nothing recorded."""
+    return StepAck(
+        seq=report.seq,
+        status=StepStatus(status),
+        replayed=True,
+        lease_expires_at=run["lease_expires_at"],
+        spent=_spent(run),
+    )
 
 
 async def end_run(
