@@ -28,6 +28,7 @@ from services.gateway.routes import (
 )
 from services.gateway.routes import events as events_routes
 from services.gateway.routes import queue as queue_routes
+from services.gateway.run_intake import RunIntake
 from services.gateway.settings import GatewaySettings
 from services.gateway.sweeper import Sweeper
 
@@ -84,19 +85,35 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
             Bounds(settings.max_queue_lag, settings.max_oldest_pending_seconds),
             refresh_seconds=settings.backpressure_refresh_seconds,
         )
-        Resources(settings, catalog, pool, redis, relay, sweeper, chainer, backpressure).install(
-            app
+        run_intake = RunIntake(
+            pool,
+            batch_max=settings.run_intake_batch,
+            in_flight=min(settings.run_intake_in_flight, settings.db_pool_max),
+            queue_max=settings.db_pool_max * settings.run_intake_batch,
         )
+        Resources(
+            settings,
+            catalog,
+            pool,
+            redis,
+            relay,
+            sweeper,
+            chainer,
+            backpressure,
+            run_intake=run_intake,
+        ).install(app)
         relay.start()
         sweeper.start()
         chainer.start()
         hub = EventHub(settings.database_url, redis, settings.streams, bounds=backpressure.bounds)
         hub.install(app)
+        hub.keep_coherent(resources().key_cache, resources().agent_cache)
         hub.start()
 
     @app.after_serving
     async def _close() -> None:
         res = resources()
+        await res.run_intake.close()
         await event_hub().stop()
         await res.relay.stop()
         await res.sweeper.stop()

@@ -8,6 +8,9 @@ project, so another project's data is simply not found (404, never 403). Worker 
 belong to no project: they reach only the worker API, and no other key reaches it.
 Each blueprint names the roles it admits (`require_role`); a route may narrow them
 (`allow`), and a role that may not do something gets 403.
+
+A valid key's identity is remembered for a few seconds (`key_cache`), so most requests
+skip the lookup; revocation still takes effect on the next request on every gateway.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from services.contract.api import Role
 from services.gateway import metrics
 from services.gateway.audit import Actor
 from services.gateway.errors import Forbidden, TooManyRequests, Unauthorized
-from services.gateway.resources import resources
+from services.gateway.resources import Resources, resources
 
 KEY_PREFIX = "fd_"
 
@@ -56,11 +59,16 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-async def _principal_for(pool: asyncpg.Pool, secret: str) -> Principal | None:
+async def _principal_for(res: Resources, secret: str) -> Principal | None:
+    key_hash = hash_secret(secret)
+    return await res.key_cache.principal(key_hash, lambda: _read_principal(res.pool, key_hash))
+
+
+async def _read_principal(pool: asyncpg.Pool, key_hash: str) -> Principal | None:
     row = await pool.fetchrow(
         """SELECT id, name, role, project FROM api_keys
             WHERE key_hash = $1 AND revoked_at IS NULL""",
-        hash_secret(secret),
+        key_hash,
     )
     if row is None:
         return None
@@ -79,7 +87,7 @@ def require_role(blueprint: Blueprint, *roles: Role) -> None:
             metrics.auth_failed("missing")
             await _count_failure()
             raise Unauthorized("send an API key as 'Authorization: Bearer fd_…'")
-        principal = await _principal_for(resources().pool, secret.strip())
+        principal = await _principal_for(resources(), secret.strip())
         if principal is None or (principal.role == Role.WORKER) != for_workers:
             metrics.auth_failed("rejected")
             await _count_failure()

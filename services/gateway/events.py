@@ -11,6 +11,11 @@ publishes the runs stream's `queue` statistics.
 
 Which events a client may see is decided in one place, `visible_to`: only its own
 project's changes.
+
+The same connection also listens for the app's caches (`keep_coherent`): each cache's
+channel carries its invalidations, and a cache is trusted only while the connection is
+up and listening to it — emptied when it is lost and again when it is back, since
+whatever was announced meanwhile is gone.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +36,7 @@ from services.contract.jobs import StreamNames
 from services.gateway.auth import Principal
 from services.gateway.background import BackgroundLoop
 from services.gateway.backpressure import Bounds
+from services.gateway.coherent_cache import Coherent
 from services.gateway.queue_stats import queue_stats
 
 log = logging.getLogger(__name__)
@@ -111,10 +118,14 @@ class _Listener(BackgroundLoop):
         self._backoff = 0.1
         self._ever_connected = False
         self._since_keepalive = 0.0
+        self.caches: list[Coherent] = []
 
     async def step(self) -> float:
         if self._conn is not None and not self._conn.is_closed():
             return await self._keepalive()
+        if self._conn is not None:
+            self._lost(self._conn)
+            self._conn = None
         try:
             conn = await asyncpg.connect(
                 self._dsn, timeout=5, server_settings={"application_name": APPLICATION_NAME}
@@ -123,10 +134,19 @@ class _Listener(BackgroundLoop):
             return self._retry_later(exc)
         try:
             await conn.add_listener(CHANNEL, self._on_notify)
+            for cache in self.caches:
+                await conn.add_listener(cache.channel, _invalidating(cache))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             conn.terminate()
             return self._retry_later(exc)
         self._conn = conn
+        conn.add_termination_listener(self._lost)
+        if conn.is_closed():  # lost before the listener above was in place
+            self._conn = None
+            return self._retry_later(ConnectionError("listening connection closed at once"))
+        # Listening now: whatever changes from here on is announced to the caches.
+        for cache in self.caches:
+            cache.trust()
         self._backoff = 0.1
         if self._ever_connected:
             log.info("event listener reconnected; clients told to resync")
@@ -151,6 +171,12 @@ class _Listener(BackgroundLoop):
                 return 0.0
         return 1.0
 
+    def _lost(self, conn: Any) -> None:
+        """The listening connection closed, by us or not: invalidations may go unheard."""
+        if conn is self._conn or self._conn is None:
+            for cache in self.caches:
+                cache.distrust()
+
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         try:
             data = json.loads(payload)
@@ -160,12 +186,21 @@ class _Listener(BackgroundLoop):
         self._hub.broadcast(Event(str(data.get("type", "unknown")), data))
 
     async def close(self) -> None:
+        for cache in self.caches:
+            cache.distrust()
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             try:
                 await conn.close(timeout=2)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 conn.terminate()
+
+
+def _invalidating(cache: Coherent) -> Callable[[Any, int, str, str], None]:
+    def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        cache.on_notify(payload)
+
+    return on_notify
 
 
 class _QueuePublisher(BackgroundLoop):
@@ -227,6 +262,10 @@ class EventHub:
 
     def install(self, app: Quart) -> None:
         app.extensions[_KEY] = self
+
+    def keep_coherent(self, *caches: Coherent) -> None:
+        """Have the listening connection keep `caches` coherent; call before `start`."""
+        self._listener.caches.extend(caches)
 
     def start(self) -> None:
         self._listener.start()

@@ -1,19 +1,24 @@
 """What one gateway process holds open: the pool, the Redis client, its settings.
 
-Nothing here is state another gateway instance would need; it is only connections and
-configuration, reachable from request handlers through `resources()`.
+Nothing here is state another gateway instance would need; it is only connections,
+configuration and caches of database rows (kept coherent through notifications, see
+`coherent_cache`), reachable from request handlers through `resources()`. The caches
+belong to the app, not the module: several apps in one process (tests) may point at
+different databases.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import asyncpg
-from quart import Quart, current_app
+from quart import Quart, current_app, has_app_context
 from redis.asyncio import Redis
 
 from services.contract.model_catalog import ModelCatalog
+from services.gateway.agent_cache import AgentCache
+from services.gateway.key_cache import KeyCache
 from services.gateway.settings import GatewaySettings
 
 if TYPE_CHECKING:
@@ -21,6 +26,7 @@ if TYPE_CHECKING:
     from services.gateway.audit import AuditChainer
     from services.gateway.backpressure import Backpressure
     from services.gateway.outbox import OutboxRelay
+    from services.gateway.run_intake import RunIntake
     from services.gateway.sweeper import Sweeper
 
 _KEY = "ferrumdeck"
@@ -36,6 +42,13 @@ class Resources:
     sweeper: Sweeper
     chainer: AuditChainer
     backpressure: Backpressure
+    run_intake: RunIntake
+    key_cache: KeyCache = field(init=False)
+    agent_cache: AgentCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key_cache = KeyCache(self.settings.key_cache_seconds)
+        self.agent_cache = AgentCache(self.settings.agent_cache_entries)
 
     def install(self, app: Quart) -> None:
         app.extensions[_KEY] = self
@@ -43,4 +56,13 @@ class Resources:
 
 def resources() -> Resources:
     found: Resources = current_app.extensions[_KEY]
+    return found
+
+
+def current_resources() -> Resources | None:
+    """The running app's resources, or None outside one (the CLI, the dev stack and
+    benchmarks call the stores directly): for stores that use a cache when there is one."""
+    if not has_app_context():
+        return None
+    found: Resources | None = current_app.extensions.get(_KEY)
     return found

@@ -16,6 +16,18 @@ class GatewaySettings(CommonSettings):
         default=30, ge=1, description="Failed authentications a client may make per window."
     )
     auth_failure_window_seconds: int = Field(default=60, ge=1)
+    key_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a valid key's identity is remembered in the process (0: not "
+        "at all). Revocation still takes effect at once: it is announced to every gateway.",
+    )
+    agent_cache_entries: int = Field(
+        default=1024,
+        ge=0,
+        description="Agent versions remembered in the process for starting and claiming "
+        "runs (0: none).",
+    )
     max_queue_lag: int = Field(
         default=10_000,
         ge=1,
@@ -30,6 +42,19 @@ class GatewaySettings(CommonSettings):
     lease_seconds: float = Field(default=30.0, gt=0)
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=20, ge=1)
+    run_intake_batch: int = Field(
+        default=256,
+        ge=1,
+        le=10_000,
+        description="Most runs POST /v1/runs writes in one commit (group commit).",
+    )
+    run_intake_in_flight: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="Batches of new runs written at once, so one commit's flush overlaps "
+        "the next batch (at most db_pool_max).",
+    )
     relay_batch: int = Field(default=500, ge=1, le=10_000)
     sweep_seconds: float = Field(
         default=5.0,

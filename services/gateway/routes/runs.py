@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from services.contract.api import PageQuery, Run, RunCreate, RunListQuery, RunPage, StepPage
 from services.gateway import dead_letter_queue, metrics
+from services.gateway.audit import request_id as audit_request_id
 from services.gateway.auth import (
     DECIDERS,
     READERS,
@@ -46,7 +47,7 @@ async def create_run(data: RunCreate) -> tuple[Run, int, dict[str, str]]:
     """Start a run; answers 202 at once, before any worker has seen it.
 
     Send `Idempotency-Key` to make retries safe: a repeat returns the run the first
-    request created.
+    request created. A 202 means the run is committed: it survives a crash.
     """
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= _MAX_IDEMPOTENCY_KEY:
@@ -65,14 +66,18 @@ async def create_run(data: RunCreate) -> tuple[Run, int, dict[str, str]]:
     request_hash = (
         hashlib.sha256(data.model_dump_json().encode()).hexdigest() if key is not None else None
     )
-    run, created = await store.create_run(
-        res.pool,
-        project(),
-        agent,
-        data,
-        idempotency_key=key,
-        request_hash=request_hash,
-        actor=current_actor(),
+    # Written together with whatever other requests are waiting (group commit); the
+    # request id and actor go along, for the audit event written in another task.
+    run, created = await res.run_intake.submit(
+        store.NewRun(
+            project=project(),
+            agent=agent,
+            body=data,
+            idempotency_key=key,
+            request_hash=request_hash,
+            actor=current_actor(),
+            request_id=audit_request_id(),
+        )
     )
     if created:
         res.relay.wake()

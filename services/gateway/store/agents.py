@@ -1,4 +1,8 @@
-"""Agents: immutable versions, numbered from 1 per name."""
+"""Agents: immutable versions, numbered from 1 per name.
+
+Inside a running gateway `get_version` answers from the app's `agent_cache` when it can;
+`create_version` announces the new latest version to every gateway on commit.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ from typing import Any
 import asyncpg
 
 from services.contract.api import Agent, AgentCreate
+from services.gateway import agent_cache
 from services.gateway.audit import Actor, record
+from services.gateway.resources import current_resources
 
 _COLUMNS = "name, version, model, system_prompt, tools, budget, params, created_at"
 
@@ -49,10 +55,33 @@ async def create_version(
             f"agent:{spec.name}@{row['version']}",
             {"model": spec.model, "tools": spec.tools},
         )
-    return _agent(row)
+        await conn.execute(
+            "SELECT pg_notify($1, $2)",
+            agent_cache.CHANNEL,
+            agent_cache.notification(project, spec.name),
+        )
+    agent = _agent(row)
+    res = current_resources()
+    if res is not None:
+        res.agent_cache.created(project, agent)
+    return agent
 
 
 async def get_version(
+    conn: asyncpg.Connection | asyncpg.Pool, project: str, name: str, version: int | None
+) -> Agent | None:
+    """`name@version`, or the latest version of `name` for None; None if there is none.
+
+    The result may be shared with other requests: do not change it."""
+    res = current_resources()
+    if res is None:
+        return await _read_version(conn, project, name, version)
+    return await res.agent_cache.version(
+        project, name, version, lambda: _read_version(conn, project, name, version)
+    )
+
+
+async def _read_version(
     conn: asyncpg.Connection | asyncpg.Pool, project: str, name: str, version: int | None
 ) -> Agent | None:
     row = await conn.fetchrow(

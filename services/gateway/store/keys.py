@@ -2,6 +2,9 @@
 
 Human keys belong to a project (created with it if new); worker keys belong to none, and
 their creation and revocation are recorded in the platform's own audit chain.
+
+Gateways remember valid keys for a few seconds (`key_cache`); a revocation reaches
+every gateway's cache through a notification sent on its commit.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from services.contract.ids import uuid7
 from services.gateway.audit import Actor, record
 from services.gateway.auth import hash_secret, new_secret
 from services.gateway.errors import NotFound
+from services.gateway.key_cache import CHANNEL
+from services.gateway.resources import current_resources
 
 PLATFORM = "_platform"
 
@@ -69,17 +74,28 @@ async def list_keys(pool: asyncpg.Pool, project: str) -> list[KeyInfo]:
 
 
 async def revoke_key(pool: asyncpg.Pool, project: str, key_id: uuid.UUID, actor: Actor) -> None:
-    """The very next request with the key is refused."""
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            """UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
-                WHERE project = $1 AND id = $2 RETURNING name, role""",
-            project,
-            key_id,
-        )
-        if row is None:
-            raise NotFound(f"no key {key_id}")
-        await record(conn, project, actor, "key.revoked", f"key:{key_id}", {"name": row["name"]})
+    """The very next request with the key is refused, on every gateway: this one forgets
+    the key once the revocation commits, the others are told by the notification that
+    the commit sends."""
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                """UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+                    WHERE project = $1 AND id = $2 RETURNING name, role""",
+                project,
+                key_id,
+            )
+            if row is None:
+                raise NotFound(f"no key {key_id}")
+            await record(
+                conn, project, actor, "key.revoked", f"key:{key_id}", {"name": row["name"]}
+            )
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(key_id))
+        # Right after the commit, before the caller hears of it (the notification reaches
+        # this process too, but later).
+        res = current_resources()
+        if res is not None:
+            res.key_cache.forget(key_id)
 
 
 async def key_is_valid(conn: asyncpg.Connection | asyncpg.Pool, secret: str) -> bool:

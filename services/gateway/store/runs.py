@@ -5,8 +5,10 @@ The worker side of a run's life (claim, steps, completion) is in `store.leases`.
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import asyncpg
@@ -16,7 +18,7 @@ from services.contract.ids import uuid7
 from services.contract.jobs import JobReason
 from services.contract.runs import RunStatus, Usage
 from services.gateway import metrics
-from services.gateway.audit import Actor, record
+from services.gateway.audit import Actor, record, request_id
 from services.gateway.errors import Conflict, NotFound
 from services.gateway.outbox import enqueue
 from services.gateway.store.approvals import cancel_for_run
@@ -54,6 +56,140 @@ def to_run(row: asyncpg.Record) -> Run:
     )
 
 
+@dataclass(frozen=True)
+class NewRun:
+    """One `POST /v1/runs` to write: everything its rows need, taken in the request.
+
+    The request id and the actor are captured here, in the request's task, because the
+    rows may be written by another task (the intake's batch writer, `run_intake`), where
+    the request's context variables are not set.
+    """
+
+    project: str
+    agent: Agent
+    body: RunCreate
+    idempotency_key: str | None
+    request_hash: str | None
+    actor: Actor
+    request_id: str | None
+    id: uuid.UUID = field(default_factory=uuid7)
+
+
+Created = tuple[Run, bool]
+"""A written request: the run, and whether this request created it (else a replay)."""
+
+# One statement, so one round trip and one (synchronous) commit for any number of runs:
+# the runs, then an outbox row and a `run.created` event for each run actually inserted.
+# Rows whose idempotency key is taken are skipped by ON CONFLICT and looked up after.
+_CREATE_RUNS = f"""
+WITH batch AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::integer[], $5::text[],
+                         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                         $11::text[])
+        WITH ORDINALITY AS b(id, project, agent_name, agent_version, input, metadata,
+                             idempotency_key, request_hash, actor, actor_kind, request_id,
+                             ord)
+), created AS (
+    INSERT INTO runs (project, id, agent_name, agent_version, status, input, metadata,
+                      idempotency_key, request_hash)
+    SELECT project, id, agent_name, agent_version, 'queued', input, metadata::jsonb,
+           idempotency_key, request_hash
+      FROM batch ORDER BY ord
+    ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING {RUN_COLUMNS}
+), jobs AS (
+    INSERT INTO outbox (run_id, reason)
+    SELECT c.id, $12 FROM created c JOIN batch b ON b.id = c.id ORDER BY b.ord
+), events AS (
+    INSERT INTO audit_events (project, actor, actor_kind, action, target, details,
+                              request_id)
+    SELECT b.project, b.actor, b.actor_kind, 'run.created', 'run:' || c.id,
+           jsonb_build_object('agent', c.agent_name || '@' || c.agent_version), b.request_id
+      FROM created c JOIN batch b ON b.id = c.id ORDER BY b.ord
+)
+SELECT * FROM created"""
+
+_HOLDERS = f"""
+SELECT project, idempotency_key, {RUN_COLUMNS} FROM runs
+ WHERE idempotency_key IS NOT NULL
+   AND (project, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"""
+
+
+async def create_runs(
+    conn: asyncpg.Connection, batch: Sequence[NewRun]
+) -> list[Created | Conflict]:
+    """Write many `POST /v1/runs` at once; one outcome per request, in order.
+
+    Outside a transaction this is one statement, committed (synchronously, so durable)
+    before it returns: inserting N runs costs one round trip and one WAL flush instead of
+    N transactions of five round trips each.
+
+    Idempotency keys behave as if the requests had been written one after another: the
+    first request with a key inserts (or finds the run an earlier request made), and a
+    later one with the same key replays that run, or gets the 409 if its body differs.
+    Only the first of each key goes into the INSERT: the same key twice in one statement
+    would make the second row depend on the first. Keyed rows are inserted in key order,
+    so two batches waiting on each other's keys cannot deadlock.
+    """
+    first_of_key: dict[tuple[str, str], NewRun] = {}
+    keyed: list[NewRun] = []
+    unkeyed: list[NewRun] = []
+    for new in batch:
+        if new.idempotency_key is None:
+            unkeyed.append(new)
+        elif (new.project, new.idempotency_key) not in first_of_key:
+            first_of_key[(new.project, new.idempotency_key)] = new
+            keyed.append(new)
+    keyed.sort(key=lambda new: (new.project, new.idempotency_key or ""))
+    to_insert = keyed + unkeyed
+    rows = await conn.fetch(
+        _CREATE_RUNS,
+        [new.id for new in to_insert],
+        [new.project for new in to_insert],
+        [new.agent.name for new in to_insert],
+        [new.agent.version for new in to_insert],
+        [new.body.input for new in to_insert],
+        [json.dumps(new.body.metadata) for new in to_insert],
+        [new.idempotency_key for new in to_insert],
+        [new.request_hash for new in to_insert],
+        [new.actor.audited for new in to_insert],
+        [new.actor.kind.value for new in to_insert],
+        [new.request_id for new in to_insert],
+        JobReason.CREATED.value,
+    )
+    inserted = {row["id"]: row for row in rows}
+    # Who holds each key: this batch's run, or (key taken before) the run that took it.
+    holders: dict[tuple[str, str], asyncpg.Record] = {
+        scope: inserted[new.id] for scope, new in first_of_key.items() if new.id in inserted
+    }
+    taken = [scope for scope in first_of_key if scope not in holders]
+    if taken:
+        for row in await conn.fetch(
+            _HOLDERS, [project for project, _ in taken], [key for _, key in taken]
+        ):
+            holders[(row["project"], row["idempotency_key"])] = row
+    outcomes: list[Created | Conflict] = []
+    for new in batch:
+        if new.idempotency_key is None:
+            outcomes.append((to_run(inserted[new.id]), True))
+            continue
+        holder = holders.get((new.project, new.idempotency_key))
+        if holder is None:  # keys are never released: runs are not deleted
+            raise RuntimeError(f"idempotency key {new.idempotency_key!r} is taken by no run")
+        if holder["id"] == new.id:
+            outcomes.append((to_run(holder), True))
+        elif holder["request_hash"] == new.request_hash:
+            outcomes.append((to_run(holder), False))
+        else:
+            outcomes.append(
+                Conflict(
+                    "this Idempotency-Key was already used for a different request",
+                    code="idempotency_key_reused",
+                )
+            )
+    return outcomes
+
+
 async def create_run(
     pool: asyncpg.Pool,
     project: str,
@@ -64,51 +200,22 @@ async def create_run(
     request_hash: str | None,
     actor: Actor,
 ) -> tuple[Run, bool]:
-    """Insert a queued run and its outbox row together; returns the run and whether it is new.
+    """Insert a queued run with its outbox row and audit event; returns the run and
+    whether it is new.
 
     A repeated `Idempotency-Key` returns the run it first created, unless the request
-    differs, which is a client bug worth a 409 rather than a silent mix-up.
+    differs, which is a client bug worth a 409 rather than a silent mix-up. The gateway's
+    route goes through `run_intake` instead, which writes concurrent requests together;
+    this is the same write for one request, for tools and benchmarks.
     """
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            f"""INSERT INTO runs (project, id, agent_name, agent_version, status, input,
-                                  metadata, idempotency_key, request_hash)
-                VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8)
-                ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL
-                DO NOTHING
-                RETURNING {RUN_COLUMNS}""",
-            project,
-            uuid7(),
-            agent.name,
-            agent.version,
-            body.input,
-            body.metadata,
-            idempotency_key,
-            request_hash,
-        )
-        if row is None:
-            existing = await conn.fetchrow(
-                f"SELECT {RUN_COLUMNS} FROM runs WHERE project = $1 AND idempotency_key = $2",
-                project,
-                idempotency_key,
-            )
-            assert existing is not None
-            if existing["request_hash"] != request_hash:
-                raise Conflict(
-                    "this Idempotency-Key was already used for a different request",
-                    code="idempotency_key_reused",
-                )
-            return to_run(existing), False
-        await enqueue(conn, row["id"], JobReason.CREATED)
-        await record(
-            conn,
-            project,
-            actor,
-            "run.created",
-            f"run:{row['id']}",
-            {"agent": f"{agent.name}@{agent.version}"},
-        )
-    return to_run(row), True
+    new = NewRun(
+        project, agent, body, idempotency_key, request_hash, actor, request_id=request_id()
+    )
+    async with pool.acquire() as conn:
+        [outcome] = await create_runs(conn, [new])
+    if isinstance(outcome, Conflict):
+        raise outcome
+    return outcome
 
 
 async def get_run(conn: asyncpg.Pool | asyncpg.Connection, project: str, run_id: uuid.UUID) -> Run:
