@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from quart import g, has_request_context, request
+from quart import has_request_context
 
 from services.contract.audit import (
     GENESIS,
@@ -27,6 +27,7 @@ from services.contract.audit import (
     verify,
 )
 from services.gateway.background import BackgroundLoop
+from services.telemetry import logs
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,11 @@ class Actor:
 
 
 def request_id() -> str | None:
+    """The id the request's log lines carry (the caller's `X-Request-Id` when sane, else
+    a fresh one), so an audit event and the request's logs join up; None outside one."""
     if not has_request_context():
         return None
-    found = g.get("request_id") or request.headers.get("X-Request-Id")
-    return None if found is None else str(found)[:200]
+    return logs.request_id.get()
 
 
 async def record(

@@ -120,16 +120,42 @@ def outage(exc: BaseException) -> ServiceUnavailable | None:
     return None
 
 
+_NUL_MESSAGE = "request body holds a NUL character (\\u0000), which text cannot store"
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether any string in a decoded JSON value holds NUL; without recursion, since the
+    value may be nested as deeply as the parser allowed."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return False
+
+
 class JsonRequest(Request):
     """A request whose malformed JSON body says what is wrong with it."""
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
         try:
-            return await super().get_json(force=force, silent=silent, cache=cache)
+            found = await super().get_json(force=force, silent=silent, cache=cache)
         except RecursionError:
             raise WerkzeugBadRequest("request body is not valid JSON: nested too deeply") from None
         except UnicodeDecodeError as exc:
             raise WerkzeugBadRequest(f"request body is not valid JSON: not UTF-8 ({exc})") from None
+        # PostgreSQL stores no NUL character in text or jsonb: refuse it here, with a clear
+        # message, rather than fail at the INSERT. The byte search keeps the common case
+        # cheap; only a body that may hold one is walked.
+        if b"\\u0000" in await self.get_data(cache=True) and _holds_nul(found):
+            raise WerkzeugBadRequest(_NUL_MESSAGE)
+        return found
 
     def on_json_loading_failed(self, error: Exception) -> Any:
         raise WerkzeugBadRequest(f"request body is not valid JSON: {error}")
@@ -180,6 +206,8 @@ def register_error_handlers(app: Quart) -> None:
         message = exc.description or exc.name or "error"
         if status == 400 and message.startswith("request body is not valid JSON"):
             code = "invalid_json"
+        elif status == 400 and message == _NUL_MESSAGE:
+            code = "nul_character"
         return error_response(status, code, message)
 
     @app.errorhandler(Exception)

@@ -96,6 +96,30 @@ async def test_unknown_fields_long_strings_and_wrong_types_are_named(
     assert await _rows(db) == before
 
 
+async def test_nul_characters_anywhere_in_a_body_are_refused_by_name(
+    client: Client, admin: dict[str, str], db: asyncpg.Pool
+) -> None:
+    """PostgreSQL cannot store NUL in text or jsonb: a 400 that says so, never a 500."""
+    before = await _rows(db)
+    cases: list[tuple[str, str, dict[str, Any]]] = [
+        ("POST", "/v1/runs", {"agent": "a", "input": "x\x00y"}),
+        ("POST", "/v1/runs", {"agent": "a", "input": "x", "metadata": {"deep": [{"k": "\x00"}]}}),
+        ("POST", "/v1/runs", {"agent": "a", "input": "x", "metadata": {"\x00": 1}}),
+        ("POST", "/v1/agents", {"name": "a", "model": "scripted", "system_prompt": "\x00"}),
+    ]
+    for method, path, body in cases:
+        response = await client.open(path, method=method, json=body, headers=admin)
+        assert response.status_code == 400, (path, body, response.status_code)
+        error = await _error(response)
+        assert error["code"] == "nul_character", error
+        assert "NUL" in error["message"]
+    escaped = await client.post(
+        "/v1/runs", json={"agent": "nobody", "input": "a backslash then \\u0000"}, headers=admin
+    )
+    assert escaped.status_code == 422  # text that only looks like an escape is fine
+    assert await _rows(db) == before
+
+
 @pytest.mark.parametrize("bad", ["nope", "1234", str(uuid.uuid4()).upper() + "x", "%00"])
 async def test_bad_ids_are_not_found(client: Client, admin: dict[str, str], bad: str) -> None:
     for method, template in UUID_ROUTES:
