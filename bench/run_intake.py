@@ -1,10 +1,11 @@
 """How many runs the gateway accepts per second, next to what its storage alone can do.
 
 `POST /v1/runs` is the front door of every integration, and its cost is the ceiling of
-everything behind it. This drives a real gateway process with 1, 8, 32 and 128
-concurrent keep-alive clients (one httpx client and connection each, calling back to
-back) and counts `202`s, with two baselines measured in the same run at the same
-concurrency, alternating with the gateway so all three see the same machine:
+everything behind it. This drives real gateway processes (`--gateways N`, each on its
+own port, as an operator runs more of them) with 1, 8, 32 and 128 concurrent
+keep-alive clients (one aiohttp session and connection each, spread round-robin,
+calling back to back) and counts `202`s, with two baselines measured in the same run at
+the same concurrency, alternating with the gateway so all three see the same machine:
 
 * the run-creation transaction itself (run + outbox + audit rows), issued from this
   process with asyncpg by the gateway's own `store.runs.create_run` on a pool of the
@@ -12,23 +13,27 @@ concurrency, alternating with the gateway so all three see the same machine:
 * `XADD` of a job alone, with redis-py: the floor the stream sets.
 
 No worker runs, so the stream only grows; the gateway's backlog bound is lifted so it
-keeps accepting. `gateway CPU` is the gateway process's CPU time per second of wall time
-(1.00 is one core: at 1.00 the single-process gateway, not the database, is the limit);
+keeps accepting. `gateway CPU` is the gateway processes' CPU time per second of wall
+time (1.00 is one core: at 1.00 a single gateway process, not the database, is the
+limit), `load generator CPU` this process's;
 `CPU ms per run` divides it by the rate, which a busy machine distorts far less than
 latency: 1,000 runs/s on one core needs under 1 ms.
 
-Run: `.venv/bin/python -m bench.run_intake [--seconds 4] [--clients 1,8,32,128]`
+Run: `.venv/bin/python -m bench.run_intake [--seconds 4] [--clients 1,8,32,128] [--gateways 1]`
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+from collections.abc import Awaitable, Callable
 
+import aiohttp
 from redis.asyncio import Redis
 
 from bench.measure import CpuMeter, Series, closed_loop, machine, ms, ratio, table
-from bench.stack import BENCH, MODEL, PROJECT, Stack, add_stack_args, open_stack, starter
+from bench.stack import BENCH, MODEL, PROJECT, Stack, add_stack_args, open_stack
 from services.contract.api import AgentCreate, RunCreate
 from services.gateway.db.connections import create_pool
 from services.gateway.store.agents import get_version
@@ -38,18 +43,39 @@ GATEWAY_POOL = 20  # GatewaySettings.db_pool_max's default
 BODY = {"agent": "bench", "input": "intake"}
 
 
-async def _through_gateway(stack: Stack, clients: int, seconds: float) -> tuple[Series, float]:
-    https = [stack.api() for _ in range(clients)]
+def _aiohttp_starter(session: aiohttp.ClientSession) -> Callable[[], Awaitable[None]]:
+    async def start() -> None:
+        async with session.post("/v1/runs", json=BODY) as response:
+            await response.read()
+            if response.status != 202:
+                raise RuntimeError(f"{response.status}")
 
-    assert stack.gateway is not None
-    cpu = CpuMeter({"gateway": stack.gateway.process.pid})
+    return start
+
+
+async def _through_gateways(
+    stack: Stack, clients: int, seconds: float
+) -> tuple[Series, dict[str, float]]:
+    """Clients spread round-robin over the gateways, one keep-alive connection each.
+    aiohttp rather than httpx drives the load: on a shared two-core box the load
+    generator's own CPU is taken from the gateway, and aiohttp needs about a quarter of
+    httpx's per request (0.20 vs 0.84 ms of CPU per keep-alive GET measured here)."""
+    sessions = [
+        aiohttp.ClientSession(
+            base_url=stack.urls[i % len(stack.urls)],
+            headers={"Authorization": f"Bearer {stack.admin_key}"},
+            connector=aiohttp.TCPConnector(limit=1),
+        )
+        for i in range(clients)
+    ]
+    cpu = CpuMeter(stack.gateway_pids() | {"load": os.getpid()})
     cpu.start()
     with stack.profiled(f"intake-{clients}"):
-        series = await closed_loop([starter(http, BODY) for http in https], seconds)
-    share = cpu.read()["gateway"]
-    for http in https:
-        await http.aclose()
-    return series, share
+        series = await closed_loop([_aiohttp_starter(s) for s in sessions], seconds)
+    shares = cpu.read()
+    for session in sessions:
+        await session.close()
+    return series, shares
 
 
 async def _transaction_only(stack: Stack, clients: int, seconds: float) -> Series:
@@ -88,9 +114,11 @@ async def bench(args: argparse.Namespace) -> None:
     rows = []
     async with open_stack(args) as stack:
         await stack.agent(AgentCreate(name="bench", model=MODEL))
-        await stack.start_gateway(FERRUMDECK_MAX_QUEUE_LAG="100000000")
+        for _ in range(args.gateways):
+            await stack.start_gateway(FERRUMDECK_MAX_QUEUE_LAG="100000000")
         for clients in levels:
-            gateway, cpu = await _through_gateway(stack, clients, args.seconds)
+            gateway, shares = await _through_gateways(stack, clients, args.seconds)
+            cpu = sum(v for k, v in shares.items() if k.startswith("gateway"))
             tx = await _transaction_only(stack, clients, args.seconds)
             xadd = await _xadd_only(stack, clients, args.seconds)
             rows.append(
@@ -101,6 +129,7 @@ async def bench(args: argparse.Namespace) -> None:
                     ms(gateway.latencies, 99),
                     f"{cpu:.2f}",
                     f"{cpu / gateway.rate * 1000:.1f}" if gateway.rate else "n/a",
+                    f"{shares['load']:.2f}",
                     gateway.errors,
                     f"{tx.rate:.0f}",
                     ms(tx.latencies, 50),
@@ -113,7 +142,10 @@ async def bench(args: argparse.Namespace) -> None:
                 ]
             )
             print(f"{clients} clients: {gateway.rate:.0f} runs/s accepted", flush=True)
-    print(f"\nrun intake, {args.seconds:g} s per series; {machine()}\n")
+    print(
+        f"\nrun intake, {args.gateways} gateway process(es), {args.seconds:g} s per series; "
+        f"{machine()}\n"
+    )
     headers = [
         "clients",
         "POST /v1/runs /s",
@@ -121,6 +153,7 @@ async def bench(args: argparse.Namespace) -> None:
         "p99 ms",
         "gateway CPU",
         "CPU ms per run",
+        "load generator CPU",
         "errors",
         "create tx /s",
         "p50 ms",
@@ -138,6 +171,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=4.0, help="per series and level")
     parser.add_argument("--clients", default="1,8,32,128", help="concurrency levels")
+    parser.add_argument(
+        "--gateways", type=int, default=1, help="gateway processes, each on its own port"
+    )
     add_stack_args(parser)
     asyncio.run(bench(parser.parse_args()))
 

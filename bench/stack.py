@@ -116,6 +116,8 @@ class Stack:
     url: str = ""
     llm_url: str = ""
     gateway: Service | None = None
+    gateways: list[Service] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
     workers: list[Worker] = field(default_factory=list)
     _services: list[Service] = field(default_factory=list)
     _llm: subprocess.Popen[bytes] | None = None
@@ -164,11 +166,14 @@ class Stack:
         return stats
 
     async def start_gateway(self, **env: str) -> None:
+        """One more gateway process, on a port of its own (the way to use more cores:
+        docs/architecture.md, "One process per port"). `url` and `gateway` stay the
+        first one's; workers are spread over all of them."""
         if not self.models_file.exists():
             self.models_file.write_text(yaml.safe_dump({"model_list": []}))
         port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.gateway = Service(
+        url = f"http://127.0.0.1:{port}"
+        gateway = Service(
             "gateway",
             {
                 **self._common_env(),
@@ -176,11 +181,18 @@ class Stack:
                 "FERRUMDECK_PORT": str(port),
                 **env,
             },
-            self.home / "gateway.log",
+            self.home / f"gateway-{len(self.gateways) + 1}.log",
         )
-        self._services.append(self.gateway)
-        await wait_until(f"{self.url}/readyz", 60, self.gateway)
-        print(f"gateway pid {self.gateway.process.pid} at {self.url}", file=sys.stderr)
+        self._services.append(gateway)
+        self.gateways.append(gateway)
+        self.urls.append(url)
+        if self.gateway is None:
+            self.gateway, self.url = gateway, url
+        await wait_until(f"{url}/readyz", 60, gateway)
+        print(f"gateway pid {gateway.process.pid} at {url}", file=sys.stderr)
+
+    def gateway_pids(self) -> dict[str, int]:
+        return {f"gateway-{i}": g.process.pid for i, g in enumerate(self.gateways, 1)}
 
     async def start_worker(self, *, tools: bool = False, ready: bool = True, **env: str) -> Worker:
         """A worker process, ready (in the consumer group, gateway reachable); with
@@ -192,7 +204,7 @@ class Stack:
         port = free_port()
         settings = {
             **self._common_env(),
-            "FERRUMDECK_URL": self.url,
+            "FERRUMDECK_URL": self.urls[(n - 1) % len(self.urls)],
             "FERRUMDECK_WORKER_TOKEN": self.worker_key,
             "FERRUMDECK_WORKER_ID": worker_id,
             "FERRUMDECK_METRICS_PORT": str(port),
@@ -230,10 +242,11 @@ class Stack:
         path.write_text(json.dumps({"mcpServers": {"notes": notes}}))
         return path
 
-    def api(self, **kwargs: object) -> httpx.AsyncClient:
-        """A client of the gateway with the admin key; one connection unless told."""
+    def api(self, gateway: int = 0, **kwargs: object) -> httpx.AsyncClient:
+        """A client of a gateway (the first unless told; counted round-robin) with the
+        admin key; one connection unless told."""
         return httpx.AsyncClient(
-            base_url=self.url,
+            base_url=self.urls[gateway % len(self.urls)],
             headers={"Authorization": f"Bearer {self.admin_key}"},
             timeout=60,
             **kwargs,  # type: ignore[arg-type]
@@ -259,7 +272,9 @@ class Stack:
             yield
             return
         directory.mkdir(parents=True, exist_ok=True)
-        targets = {"gateway": self.gateway} | {w.worker_id: w.service for w in self.workers}
+        targets = {f"gateway-{i}": g for i, g in enumerate(self.gateways, 1)} | {
+            w.worker_id: w.service for w in self.workers
+        }
         recorders = [
             subprocess.Popen(
                 [

@@ -11,29 +11,37 @@ MCP plumbing) is overhead. This script measures both in one run:
   MCP tool calls between them (`notes.add` of the test suite's notes server, over
   stdio), i.e. five recorded steps.
 * **baseline**: the same runs driven in this process through the gateway's own store
-  functions (the very transactions the callbacks make: create, relay, claim, model
-  authorisation and step report per model call, tool authorisation and step report per
-  tool call, completion) plus `XADD` / `XREADGROUP` / `XACK`, at the same concurrency,
-  on a second throw-away database so the gateway's relay cannot see its rows. No HTTP,
-  no worker, no model, no MCP: the floor storage sets.
+  functions (the very transactions the callbacks make: create, relay, claim, a step
+  report per model call, tool authorisation and step report per tool call; the last
+  step report completes the run) plus `XADD` / `XREADGROUP` / `XACK`, at the same
+  concurrency, on a second throw-away database so the gateway's relay cannot see its
+  rows. No HTTP, no worker, no model, no MCP: the floor storage sets.
+* **baseline, the model call**: 300 model calls made in this process exactly as the
+  worker makes them (`services.worker.llm`: token count, then LiteLLM to the same
+  server), one at a time, timed in CPU: the ceiling LiteLLM alone sets on model steps
+  per second per core.
 
 Before those, the **overhead per step** (issue item 4) is taken from `--alone` one-step
 and half as many three-step runs made one at a time (so no queueing enters), from each
 run's steps (`GET /v1/runs/{id}/steps`) and timeline. `wall` is a step's own
-`finished_at - started_at`: for a model step the token count, the `llm/authorize` round
-trip and the call through LiteLLM; for a tool step the MCP call. `timeline` is from the
-previous step's end (the run's start for the first step) to this step's end, so it also
-holds the previous step's report round trip and the authorisation. The model's own time
+`finished_at - started_at`: for a model step the token count, the budget check and the
+call through LiteLLM; for a tool step the MCP call. `timeline` is from the previous
+step's end (the run's start for the first step) to this step's end, so it also holds the
+previous step's report round trip (and a tool call's authorisation). The model's own time
 is what `bench.llm_server` measured for that very request; the tool's own time is the
 median of bare `notes.add` calls over stdio made by this process. `complete` is from
-the last step's end to the run's.
+the last step's end to the run's (the final step's report, which completes the run).
 
 `runs/s` is all runs of a phase over the time from the first one's creation to the last
 one's end; `first 95 %` stops at the 95th percentile end, so a straggler (a run a
 worker abandoned, recovered only after its lease expired and the sweeper re-published
 it, 30 s or more later) does not hide the rate of the others.
 
-Run: `.venv/bin/python -m bench.throughput [--runs 200] [--tool-runs 60]`
+With `--gateways N`, N gateway processes run on ports of their own (the way to use more
+cores, docs/architecture.md "One process per port"); the clients are spread over them and
+worker n calls gateway n.
+
+Run: `.venv/bin/python -m bench.throughput [--runs 200] [--tool-runs 60] [--gateways 1]`
 """
 
 from __future__ import annotations
@@ -58,19 +66,22 @@ from bench.measure import CpuMeter, machine, ms, ratio, table
 from bench.stack import BENCH, MODEL, PROJECT, Stack, add_stack_args, open_stack, read_entries
 from services.contract.api import Agent, AgentCreate, RunCreate
 from services.contract.jobs import JobMessage, StreamNames
+from services.contract.model_catalog import ModelCatalog
 from services.contract.policy import PolicySet
-from services.contract.runs import RunStatus, StepKind, StepStatus, Usage
-from services.contract.worker_api import LlmAuthorization, StepReport, ToolAuthorization
+from services.contract.runs import ModelParams, StepKind, StepStatus, Usage
+from services.contract.worker_api import StepReport, ToolAuthorization
 from services.gateway.db.connections import connect, create_pool
 from services.gateway.db.migrations import migrate
 from services.gateway.outbox import OutboxRelay
 from services.gateway.store import leases
 from services.gateway.store.agents import create_version, get_version
-from services.gateway.store.authorizations import authorize_llm, authorize_tool
+from services.gateway.store.authorizations import authorize_tool
 from services.gateway.store.policies import put_policy
 from services.gateway.store.runs import create_run
+from services.worker.llm import LLM
 from services.worker.mcp_config import StdioServer
 from services.worker.mcp_router import McpRouter
+from services.worker.retry import Backoff
 from tests.support import servers
 from tests.support.waiting import eventually
 
@@ -105,15 +116,15 @@ async def _submit(stack: Stack, phase: Phase) -> list[uuid.UUID]:
     ids: list[uuid.UUID] = []
     prefix = f"tools={phase.tool_calls} " if phase.tool_calls else ""
 
-    async def client() -> None:
-        async with stack.api() as api:
+    async def client(gateway: int) -> None:
+        async with stack.api(gateway) as api:
             for n in numbers:
                 body = {"agent": phase.agent, "input": f"{prefix}{phase.name} {n}"}
                 response = await api.post("/v1/runs", json=body)
                 response.raise_for_status()
                 ids.append(uuid.UUID(response.json()["id"]))
 
-    await asyncio.gather(*(client() for _ in range(CLIENTS)))
+    await asyncio.gather(*(client(i) for i in range(CLIENTS)))
     return ids
 
 
@@ -131,8 +142,7 @@ async def _settled(pool: asyncpg.Pool, ids: list[uuid.UUID], within: float) -> N
 
 
 async def _through_platform(stack: Stack, phase: Phase) -> Outcome:
-    pids = {"gateway": stack.gateway.process.pid} if stack.gateway else {}
-    pids |= {w.worker_id: w.pid for w in stack.workers}
+    pids = stack.gateway_pids() | {w.worker_id: w.pid for w in stack.workers}
     cpu = CpuMeter(pids)
     cpu.start()
     with stack.profiled(phase.name):
@@ -190,10 +200,11 @@ class _Baseline:
             self._streams.runs, self._streams.group, id="0", mkstream=True
         )
 
-    async def _llm_step(self, run_id: uuid.UUID, epoch: int, seq: int, prompt: str) -> None:
+    async def _llm_step(
+        self, run_id: uuid.UUID, epoch: int, seq: int, prompt: str, *, final: bool
+    ) -> None:
+        """A model call's step report; the final one completes the run."""
         messages = [{"role": "user", "content": prompt}]
-        ask = LlmAuthorization(epoch=epoch, seq=seq, prompt_tokens=10, max_output_tokens=4096)
-        await authorize_llm(self._pool, run_id, ask)
         now = datetime.now(UTC)
         report = StepReport(
             epoch=epoch,
@@ -206,6 +217,7 @@ class _Baseline:
             usage=Usage(prompt_tokens=10, completion_tokens=1, total_tokens=11, cost_usd=0.0),
             started_at=now,
             finished_at=now,
+            final_output="done" if final else None,
         )
         await leases.record_step(self._pool, run_id, report, LEASE_SECONDS)
 
@@ -253,12 +265,12 @@ class _Baseline:
         grant = await leases.claim(self._pool, run_id, "baseline", LEASE_SECONDS)
         seq = 1
         for turn in range(tool_calls + 1):
-            await self._llm_step(run_id, grant.epoch, seq, prompt)
+            final = turn == tool_calls
+            await self._llm_step(run_id, grant.epoch, seq, prompt, final=final)
             seq += 1
-            if turn < tool_calls:
+            if not final:
                 await self._tool_step(run_id, grant.epoch, seq)
                 seq += 1
-        await leases.finish(self._pool, run_id, grant.epoch, RunStatus.COMPLETED, output="done")
         await self._redis.xack(self._streams.runs, self._streams.group, entry_id)
 
 
@@ -303,6 +315,26 @@ async def _bare_tool_seconds(calls: int) -> list[float]:
             samples.append(time.perf_counter() - started)
     finally:
         await router.aclose()
+    return samples
+
+
+async def _model_call_cpu(stack: Stack, calls: int) -> list[float]:
+    """CPU seconds of each model call made as the worker makes it (`services.worker.llm`:
+    token count, then LiteLLM to the bench model), in this process, one at a time: what
+    one model step costs before the platform adds anything, so the ceiling it sets on
+    runs/s per core is in the same table."""
+    llm = LLM(ModelCatalog.load(stack.models_file), 30.0, Backoff(0, 0.1, 1.0))
+    messages = [{"role": "user", "content": "hello"}]
+    params = ModelParams()
+    await llm.complete(MODEL, messages, params, tools=[], max_output_tokens=None)
+    samples = []
+    for _ in range(calls):
+        began = time.process_time()
+        plan = llm.plan(MODEL, messages, [], params)
+        await llm.complete(
+            MODEL, messages, params, tools=[], max_output_tokens=plan.max_output_tokens
+        )
+        samples.append(time.process_time() - began)
     return samples
 
 
@@ -366,9 +398,11 @@ async def bench(args: argparse.Namespace) -> None:
         for spec in (ONE_STEP, TOOLS):
             await stack.agent(spec)
         await stack.allow(TOOL)
-        await stack.start_gateway()
+        for _ in range(args.gateways):
+            await stack.start_gateway()
         await stack.start_worker(tools=True)
         tool_seconds = statistics.median(await _bare_tool_seconds(200))
+        model_cpu = await _model_call_cpu(stack, 300)
         await stack.llm_stats(reset=True)
         with stack.profiled("one-at-a-time"):
             alone = [await _alone(stack, "bench", "") for _ in range(args.alone)]
@@ -398,7 +432,10 @@ async def bench(args: argparse.Namespace) -> None:
                     ]
                 )
                 print(f"{phase.name}: {ours.rate:.1f} runs/s, baseline {floor:.1f}", flush=True)
-    print(f"\nend-to-end throughput, {CLIENTS} submitting clients; {machine()}\n")
+    print(
+        f"\nend-to-end throughput, {CLIENTS} submitting clients, {args.gateways} gateway "
+        f"process(es), worker n on gateway n; {machine()}\n"
+    )
     headers = [
         "runs",
         "workers",
@@ -411,6 +448,12 @@ async def bench(args: argparse.Namespace) -> None:
         "CPU ms per run, by process",
     ]
     print(table(headers, rows))
+    ceiling = 1 / statistics.median(model_cpu)
+    print(
+        f"\nbaseline, one model call as the worker makes it (token count + LiteLLM), alone "
+        f"in one process: CPU {ms(model_cpu, 50)} ms p50, {ms(model_cpu, 99)} ms p99 per "
+        f"call, i.e. at most {ceiling:.0f} model calls/s per core before any platform work"
+    )
     print(
         f"\nplatform overhead per step, runs one at a time ({args.alone} one-step, "
         f"{args.alone // 2} three-step; 1 worker; bare notes.add over stdio "
@@ -446,6 +489,9 @@ def main() -> None:
     parser.add_argument("--tool-runs", type=int, default=60, help="three-step runs per phase")
     parser.add_argument(
         "--alone", type=int, default=40, help="one-step runs made one at a time (overhead)"
+    )
+    parser.add_argument(
+        "--gateways", type=int, default=1, help="gateway processes, each on its own port"
     )
     add_stack_args(parser)
     asyncio.run(bench(parser.parse_args()))
