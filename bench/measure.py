@@ -8,6 +8,7 @@ more of the spread than anything in the code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import platform
@@ -144,24 +145,44 @@ async def open_loop(
 
 class CpuMeter:
     """CPU seconds a set of processes used between `start()` and `read()`, as a share of
-    one core, so a table shows which process was the bottleneck."""
+    one core, so a table shows which process was the bottleneck. With `postgres`, one
+    more entry sums every PostgreSQL server process on this machine (backends come and
+    go with connections, so they are looked up at both ends); it means something only
+    when the benchmark is the server's one user."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int], *, postgres: bool = False) -> None:
         self._processes = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._postgres = postgres
         self._before: dict[str, float] = {}
+        self._postgres_before: dict[int, float] = {}
         self._started = 0.0
 
     def _cpu(self, process: psutil.Process) -> float:
         times = process.cpu_times()
         return float(times.user + times.system)
 
+    def _postgres_cpu(self) -> dict[int, float]:
+        found = {}
+        for process in psutil.process_iter(["name"]):
+            if process.info["name"] in ("postgres", "postmaster"):
+                with contextlib.suppress(psutil.Error):
+                    found[process.pid] = self._cpu(process)
+        return found
+
     def start(self) -> None:
         self._started = time.monotonic()
         self._before = {name: self._cpu(p) for name, p in self._processes.items()}
+        if self._postgres:
+            self._postgres_before = self._postgres_cpu()
 
     def read(self) -> dict[str, float]:
         elapsed = time.monotonic() - self._started
-        return {
+        shares = {
             name: (self._cpu(p) - self._before[name]) / elapsed
             for name, p in self._processes.items()
         }
+        if self._postgres:
+            now = self._postgres_cpu()
+            used = sum(cpu - self._postgres_before.get(pid, 0.0) for pid, cpu in now.items())
+            shares["postgres"] = used / elapsed
+        return shares

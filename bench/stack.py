@@ -159,6 +159,10 @@ class Stack:
         with (self.home / "llm.log").open("wb") as log:
             return subprocess.Popen([sys.executable, *command], stdout=log, stderr=log)
 
+    def llm_pid(self) -> int:
+        assert self._llm is not None, "start_llm() first"
+        return self._llm.pid
+
     async def llm_stats(self, reset: bool = False) -> dict[str, object]:
         async with httpx.AsyncClient() as http:
             reply = await http.get(f"{self.llm_url}/bench/stats", params={"reset": int(reset)})

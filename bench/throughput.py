@@ -51,6 +51,7 @@ import asyncio
 import contextlib
 import itertools
 import math
+import os
 import statistics
 import sys
 import time
@@ -143,7 +144,8 @@ async def _settled(pool: asyncpg.Pool, ids: list[uuid.UUID], within: float) -> N
 
 async def _through_platform(stack: Stack, phase: Phase) -> Outcome:
     pids = stack.gateway_pids() | {w.worker_id: w.pid for w in stack.workers}
-    cpu = CpuMeter(pids)
+    pids |= {"model server": stack.llm_pid(), "clients": os.getpid()}
+    cpu = CpuMeter(pids, postgres=True)
     cpu.start()
     with stack.profiled(phase.name):
         ids = await _submit(stack, phase)
@@ -418,6 +420,8 @@ async def bench(args: argparse.Namespace) -> None:
                 cpu = ", ".join(
                     f"{name} {share / ours.rate * 1000:.0f}" for name, share in ours.cpu.items()
                 )
+                busy = sum(ours.cpu.values())
+                cpu += f"; all {busy / ours.rate * 1000:.0f} ({busy:.2f} cores busy)"
                 rows.append(
                     [
                         "1 model call" if phase.tool_calls == 0 else "3 model + 2 tool calls",
@@ -445,7 +449,7 @@ async def bench(args: argparse.Namespace) -> None:
         "first 95 % /s",
         "baseline runs/s",
         "ratio",
-        "CPU ms per run, by process",
+        "CPU ms per run, by process (cores busy: CPU s per s)",
     ]
     print(table(headers, rows))
     ceiling = 1 / statistics.median(model_cpu)

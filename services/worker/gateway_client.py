@@ -43,10 +43,13 @@ from services.contract.worker_api import (
 from services.worker.retry import Backoff
 
 _TRANSIENT_STATUSES = frozenset({502, 503, 504})
-# Callbacks in flight at once. httpx's pool scans its whole wait queue on every event, so
-# a thousand runs calling back together would spend the worker's CPU there (measured:
-# 70-90 % with 1,200 runs queued) instead of waiting cheaply on a semaphore.
-_CONCURRENT_CALLBACKS = 64
+# Callbacks in flight at once. httpcore's pool re-examines every connection, and for
+# each idle one counts them all again, on every request and response: its bookkeeping
+# grows with the square of the connections. With 1,200 runs calling back together it
+# took 70-90 % of the worker's CPU, and even 68 mostly idle connections cost 26 % at 60
+# runs/s (bench/README.md, profile findings). Waiting on a semaphore is cheap, and 16
+# connections carry over a thousand callbacks a second, more than a gateway answers.
+_CONCURRENT_CALLBACKS = 16
 
 
 class LeaseLost(Exception):
