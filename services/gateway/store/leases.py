@@ -26,7 +26,7 @@ from services.contract.worker_api import (
     StepReport,
 )
 from services.gateway import metrics
-from services.gateway.audit import Actor, record
+from services.gateway.audit import Actor, record, request_id
 from services.gateway.errors import Conflict, NotFound
 from services.gateway.outbox import enqueue
 from services.gateway.store.agents import get_version
@@ -47,6 +47,29 @@ _LOCK_RUN_AND_STEP = _LOCK.format(
                   (SELECT s.status FROM steps s WHERE s.run_id = r.id AND s.seq = $2)
                       AS step_status"""
 )
+
+
+_CLAIM = f"""
+WITH claimed AS (
+    UPDATE runs SET status = 'running', epoch = epoch + 1, lease_owner = $2,
+                    lease_expires_at = now() + make_interval(secs => $3),
+                    started_at = coalesce(started_at, now()), updated_at = now()
+     WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now()))
+     RETURNING {RUN_COLUMNS}, project, epoch, lease_expires_at,
+               extract(epoch FROM now() - started_at)::float8 AS elapsed,
+               (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                           'seq', s.seq, 'kind', s.kind, 'status', s.status,
+                           'tool', s.tool, 'tool_call_id', s.tool_call_id,
+                           'input', s.input, 'output', s.output,
+                           'error', s.error, 'idempotent', s.idempotent)
+                         ORDER BY s.seq), '[]')
+                  FROM steps s WHERE s.run_id = runs.id) AS prior_steps
+), event AS (
+    INSERT INTO audit_events (project, actor, actor_kind, action, target, details, request_id)
+    SELECT project, $4, $5, 'run.claimed', 'run:' || id, jsonb_build_object('epoch', epoch), $6
+      FROM claimed
+)
+SELECT * FROM claimed"""
 
 
 def _spent(row: asyncpg.Record) -> Spent:
@@ -90,26 +113,15 @@ def _refused(row: asyncpg.Record, epoch: int) -> Conflict:
 async def claim(
     pool: asyncpg.Pool, run_id: uuid.UUID, worker_id: str, lease_seconds: float
 ) -> ClaimGrant:
-    """Take the run if it is queued or its lease has expired; bump the epoch."""
-    async with pool.acquire() as conn, conn.transaction():
+    """Take the run if it is queued or its lease has expired; bump the epoch.
+
+    One statement, with its `run.claimed` audit event, committed on its own: a claim is
+    on every run's path, and a transaction around two statements would cost three more
+    round trips."""
+    actor = Actor.worker(worker_id)
+    async with pool.acquire() as conn:
         row = await conn.fetchrow(
-            f"""UPDATE runs SET status = 'running', epoch = epoch + 1, lease_owner = $2,
-                                lease_expires_at = now() + make_interval(secs => $3),
-                                started_at = coalesce(started_at, now()), updated_at = now()
-                 WHERE id = $1 AND (status = 'queued'
-                                    OR (status = 'running' AND lease_expires_at < now()))
-                 RETURNING {RUN_COLUMNS}, project, epoch, lease_expires_at,
-                           extract(epoch FROM now() - started_at)::float8 AS elapsed,
-                           (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                                       'seq', s.seq, 'kind', s.kind, 'status', s.status,
-                                       'tool', s.tool, 'tool_call_id', s.tool_call_id,
-                                       'input', s.input, 'output', s.output,
-                                       'error', s.error, 'idempotent', s.idempotent)
-                                     ORDER BY s.seq), '[]')
-                              FROM steps s WHERE s.run_id = runs.id) AS prior_steps""",
-            run_id,
-            worker_id,
-            lease_seconds,
+            _CLAIM, run_id, worker_id, lease_seconds, actor.audited, actor.kind.value, request_id()
         )
         if row is None:
             current = await conn.fetchrow(
@@ -125,14 +137,6 @@ async def claim(
                 details={"status": current["status"]},
             )
         run = to_run(row)
-        await record(
-            conn,
-            row["project"],
-            Actor.worker(worker_id),
-            "run.claimed",
-            f"run:{run_id}",
-            {"epoch": row["epoch"]},
-        )
         agent = await get_version(conn, row["project"], run.agent, run.agent_version)
         assert agent is not None
     assert run.started_at is not None
@@ -265,6 +269,7 @@ async def _record_step(
         await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, breach)
         return None, breach
     usage = report.usage
+    worker = Actor.worker(run["lease_owner"])
     finished = report.status != StepStatus.STARTED
     counted = finished and usage is not None
     totals = await conn.fetchrow(
@@ -280,6 +285,10 @@ async def _record_step(
                    completion_tokens = EXCLUDED.completion_tokens,
                    cost_usd = EXCLUDED.cost_usd, epoch = EXCLUDED.epoch,
                    finished_at = EXCLUDED.finished_at
+           ), event AS (
+               INSERT INTO audit_events (project, actor, actor_kind, action, target,
+                                         details, request_id)
+               VALUES ($20, $21, $22, 'step.recorded', 'run:' || $1, $23::jsonb, $24)
            )
            UPDATE runs SET
                steps_count = greatest(steps_count, $2),
@@ -312,14 +321,11 @@ async def _record_step(
         report.epoch,
         report.started_at,
         report.finished_at,
-    )
-    await record(
-        conn,
         run["project"],
-        Actor.worker(run["lease_owner"]),
-        "step.recorded",
-        f"run:{run_id}",
+        worker.audited,
+        worker.kind.value,
         {"seq": report.seq, "kind": report.kind.value, "status": report.status.value},
+        request_id(),
     )
     overspent = _budget_breach(budget, totals) if finished else None
     if overspent is not None:
@@ -359,23 +365,27 @@ async def end_run(
     *,
     output: str | None = None,
 ) -> None:
-    """End a run locked by `lock_running`, recording who ended it and why."""
+    """End a run locked by `lock_running`, recording who ended it and why (one statement
+    with its audit event: every run ends here)."""
+    worker = Actor.worker(run["lease_owner"])
     await conn.execute(
-        """UPDATE runs SET status = $2, output = $3, error = $4, finished_at = now(),
-                           updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
-            WHERE id = $1""",
+        """WITH ended AS (
+               UPDATE runs SET status = $2, output = $3, error = $4, finished_at = now(),
+                               updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+                WHERE id = $1
+                RETURNING project, id
+           )
+           INSERT INTO audit_events (project, actor, actor_kind, action, target, details,
+                                     request_id)
+           SELECT project, $5, $6, 'run.' || $2, 'run:' || id, $7::jsonb, $8 FROM ended""",
         run_id,
         status.value,
         output,
         error,
-    )
-    await record(
-        conn,
-        run["project"],
-        Actor.worker(run["lease_owner"]),
-        f"run.{status.value}",
-        f"run:{run_id}",
+        worker.audited,
+        worker.kind.value,
         {"error": error} if error else {},
+        request_id(),
     )
     metrics.run_finished(status)
 
