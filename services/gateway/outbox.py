@@ -34,6 +34,27 @@ async def enqueue(conn: asyncpg.Connection, run_id: uuid.UUID, reason: JobReason
     await conn.execute("INSERT INTO outbox (run_id, reason) VALUES ($1, $2)", run_id, reason.value)
 
 
+# Take a batch of jobs and record their `run.dispatched` events in one statement. Its
+# transaction's commit need not wait for its WAL flush: if a crash loses it, the outbox
+# rows come back and are published again, which the claim makes harmless. Run creation
+# stays synchronous, so a 202 still means durable; this takes a flush per batch off a
+# run's path. `set_config(…, true)` is `SET LOCAL` inside the statement, saving its round
+# trip (evaluated for the rows taken; with none, there is nothing to commit).
+_TAKE = """
+WITH taken AS (
+    DELETE FROM outbox WHERE id IN (
+        SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+    RETURNING id, run_id, reason
+), dispatched AS (
+    INSERT INTO audit_events (project, actor, actor_kind, action, target, details)
+    SELECT r.project, 'outbox-relay', 'system', 'run.dispatched', 'run:' || r.id,
+           jsonb_build_object('reason', t.reason)
+      FROM taken t JOIN runs r ON r.id = t.run_id
+)
+SELECT id, run_id, reason, set_config('synchronous_commit', 'off', true) AS commit_mode
+  FROM taken ORDER BY id"""
+
+
 class OutboxRelay(BackgroundLoop):
     name = "outbox-relay"
 
@@ -57,32 +78,11 @@ class OutboxRelay(BackgroundLoop):
     async def publish_batch(self) -> int:
         """Publish up to one batch; returns how many jobs went out."""
         async with self._pool.acquire() as conn, conn.transaction():
-            # This commit need not wait for its WAL flush: if a crash loses it, the
-            # outbox rows come back and are published again, which the claim makes
-            # harmless. Run creation stays synchronous, so a 202 still means durable;
-            # this takes one fsync per batch off a run's path (measured below in
-            # bench/README.md, run intake).
-            await conn.execute("SET LOCAL synchronous_commit = off")
-            rows = await conn.fetch(
-                """DELETE FROM outbox WHERE id IN (
-                       SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-                   RETURNING id, run_id, reason""",
-                self._batch,
-            )
+            rows = await conn.fetch(_TAKE, self._batch)
             if not rows:
                 return 0
-            await conn.execute(
-                """INSERT INTO audit_events (project, actor, actor_kind, action, target, details)
-                   SELECT r.project, 'outbox-relay', 'system', 'run.dispatched', 'run:' || r.id,
-                          jsonb_build_object('reason', o.reason)
-                     FROM unnest($1::uuid[], $2::text[]) AS o(run_id, reason)
-                     JOIN runs r ON r.id = o.run_id""",
-                [row["run_id"] for row in rows],
-                [row["reason"] for row in rows],
-            )
-            ordered = sorted(rows, key=lambda r: r["id"])
             async with self._redis.pipeline(transaction=False) as pipe:
-                for row in ordered:
+                for row in rows:
                     job = JobMessage(run_id=row["run_id"], reason=JobReason(row["reason"]))
                     pipe.xadd(self._streams.runs, job.to_fields())  # type: ignore[arg-type]
                 entry_ids = await pipe.execute()
@@ -91,7 +91,7 @@ class OutboxRelay(BackgroundLoop):
                 """UPDATE runs SET job_id = j.entry_id
                      FROM unnest($1::uuid[], $2::text[]) AS j(run_id, entry_id)
                     WHERE runs.id = j.run_id""",
-                [row["run_id"] for row in ordered],
+                [row["run_id"] for row in rows],
                 [e.decode() if isinstance(e, bytes) else str(e) for e in entry_ids],
             )
         return len(rows)
