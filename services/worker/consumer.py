@@ -33,6 +33,7 @@ from services.worker import metrics
 from services.worker.agent_loop import AgentLoop
 from services.worker.dead_letters import DeadLetters
 from services.worker.gateway_client import GatewayClient, LeaseLost
+from services.worker.loop_lag import LoopLag
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class Consumer:
         read_block_ms: int,
         reclaim_idle_seconds: float = 60.0,
         max_deliveries: int = 5,
+        max_loop_lag_seconds: float = 0.01,
     ) -> None:
         self._redis = redis
         self._streams = streams
@@ -75,6 +77,7 @@ class Consumer:
         self._next_reclaim = 0.0
         self._next_touch = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lag = LoopLag(limit_seconds=max_loop_lag_seconds)
         self._entries: dict[asyncio.Task[None], bytes] = {}
         # The grant each task is executing, for the hand-back when a drain runs out.
         self._holding: dict[asyncio.Task[None], ClaimGrant] = {}
@@ -110,9 +113,11 @@ class Consumer:
         """Read and start jobs until `stop` is set; runs in flight carry on (see `drain`)."""
         await self.ensure_group()
         stopping = asyncio.create_task(stop.wait())
+        self._lag.start()
         try:
             await self._consume(stop, stopping)
         finally:
+            await self._lag.stop()
             stopping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await stopping
@@ -124,7 +129,10 @@ class Consumer:
                 self._next_touch = time.monotonic() + self._reclaim_idle_seconds / 4
                 await self._touch()
             free = self._max_in_flight - len(self._tasks)
-            if free <= 0:
+            if free <= 0 or (self._tasks and self._lag.busy):
+                # Full, or the event loop is behind (`loop_lag`): more jobs would only
+                # queue here while other workers may be idle. Take more once a run ends.
+                metrics.READS_DEFERRED.labels(reason="full" if free <= 0 else "busy").inc()
                 await asyncio.wait(
                     {*self._tasks, stopping},
                     timeout=self._reclaim_idle_seconds / 4,

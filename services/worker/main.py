@@ -59,6 +59,7 @@ async def run_worker(settings: WorkerSettings) -> None:
         read_block_ms=settings.read_block_ms,
         reclaim_idle_seconds=settings.reclaim_idle_seconds,
         max_deliveries=settings.max_deliveries,
+        max_loop_lag_seconds=settings.max_loop_lag_seconds,
     )
     reporter = CatalogueReporter(gateway, router, settings.worker_id)
     probes = ProbeServer(

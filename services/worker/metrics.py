@@ -12,6 +12,16 @@ from prometheus_client import Counter, Gauge, Histogram
 from services.contract.runs import Usage
 
 RUNS_IN_FLIGHT = Gauge("ferrumdeck_worker_runs_in_flight", "Jobs this worker is handling now.")
+LOOP_LAG = Gauge(
+    "ferrumdeck_worker_loop_lag_seconds",
+    "How late the event loop runs what is due, smoothed; above the limit, no new jobs are read.",
+)
+READS_DEFERRED = Counter(
+    "ferrumdeck_worker_reads_deferred_total",
+    "Times the worker waited for a run to end before reading more jobs: `full` "
+    "(max_in_flight reached) or `busy` (its event loop is behind).",
+    ["reason"],
+)
 CLAIMS = Counter(
     "ferrumdeck_worker_claims_total",
     "Claim attempts: `granted`, `refused` (finished, parked or leased elsewhere), or "

@@ -21,6 +21,12 @@ class WorkerSettings(CommonSettings):
     worker_token: str = Field(default="", description="A worker key (role `worker`).")
     worker_id: str = Field(default_factory=_default_worker_id, min_length=1, max_length=200)
     max_in_flight: int = Field(default=256, ge=1, le=100_000)
+    max_loop_lag_seconds: float = Field(
+        default=0.01,
+        gt=0,
+        description="While the event loop runs later than this (CPU-bound), no new jobs are "
+        "read, so other workers take them.",
+    )
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
     read_block_ms: int = Field(default=1000, ge=10)
