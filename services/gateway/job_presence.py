@@ -10,14 +10,10 @@ the backlog that backpressure reads, and reset that count.
 from __future__ import annotations
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from services.contract.jobs import StreamNames
+from services.gateway.redis_replies import runs_group
 from services.gateway.stream_trim import StreamId
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 async def jobs_waiting(redis: Redis, streams: StreamNames, job_ids: list[str]) -> set[str]:
@@ -25,11 +21,7 @@ async def jobs_waiting(redis: Redis, streams: StreamNames, job_ids: list[str]) -
     gone (Redis lost its data), so every one of them is published again."""
     if not job_ids:
         return set()
-    try:
-        groups = await redis.xinfo_groups(streams.runs)
-    except ResponseError:  # no stream
-        return set()
-    group = next((g for g in groups if _text(g["name"]) == streams.group), None)
+    group = await runs_group(redis, streams)
     if group is None:
         return set()
     delivered_up_to = StreamId.parse(group["last-delivered-id"])

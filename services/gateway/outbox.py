@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from services.contract.jobs import JobMessage, JobReason, StreamNames
 from services.gateway.background import BackgroundLoop
+from services.gateway.redis_replies import text
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class OutboxRelay(BackgroundLoop):
                      FROM unnest($1::uuid[], $2::text[]) AS j(run_id, entry_id)
                     WHERE runs.id = j.run_id""",
                 [row["run_id"] for row in rows],
-                [e.decode() if isinstance(e, bytes) else str(e) for e in entry_ids],
+                [text(entry_id) for entry_id in entry_ids],
             )
         return len(rows)
 

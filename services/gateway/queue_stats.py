@@ -9,32 +9,19 @@ server's clock, so clock skew between hosts does not enter.
 
 from __future__ import annotations
 
-from typing import Any
-
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from services.contract.jobs import StreamNames
 from services.contract.queue import ConsumerStats, QueueStats
 from services.gateway import dead_letter_queue
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _published_ms(entry_id: Any) -> int:
-    return int(_text(entry_id).split("-", 1)[0])
+from services.gateway.redis_replies import runs_group, text
+from services.gateway.stream_trim import StreamId
 
 
 async def queue_stats(redis: Redis, streams: StreamNames) -> QueueStats:
     depth = int(await redis.xlen(streams.runs))
     dead_letter = await dead_letter_queue.depth(redis, streams)
-    try:
-        groups = await redis.xinfo_groups(streams.runs)
-    except ResponseError:  # no stream yet: nothing was ever published
-        groups = []
-    group = next((g for g in groups if _text(g["name"]) == streams.group), None)
+    group = await runs_group(redis, streams)
     if group is None:
         return QueueStats(
             stream=streams.runs,
@@ -52,7 +39,7 @@ async def queue_stats(redis: Redis, streams: StreamNames) -> QueueStats:
     if summary["pending"] and summary["min"] is not None:
         seconds, micros = await redis.time()
         now_ms = seconds * 1000 + micros // 1000
-        oldest = max(0.0, (now_ms - _published_ms(summary["min"])) / 1000)
+        oldest = max(0.0, (now_ms - StreamId.parse(summary["min"]).ms) / 1000)
     lag = group.get("lag")
     return QueueStats(
         stream=streams.runs,
@@ -63,7 +50,7 @@ async def queue_stats(redis: Redis, streams: StreamNames) -> QueueStats:
         oldest_pending_seconds=oldest,
         consumers=[
             ConsumerStats(
-                name=_text(c["name"]), pending=int(c["pending"]), idle_seconds=c["idle"] / 1000
+                name=text(c["name"]), pending=int(c["pending"]), idle_seconds=c["idle"] / 1000
             )
             for c in consumers
         ],

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from services.contract.jobs import StreamNames
+from services.gateway.redis_replies import text
 
 _MAX_SEQ = 2**64 - 1
 
@@ -33,8 +34,7 @@ class StreamId:
 
     @classmethod
     def parse(cls, value: Any) -> StreamId:
-        text = value.decode() if isinstance(value, bytes) else str(value)
-        ms, _, seq = text.partition("-")
+        ms, _, seq = text(value).partition("-")
         return cls(int(ms), int(seq or 0))
 
     def successor(self) -> StreamId:
