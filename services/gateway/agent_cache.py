@@ -4,10 +4,11 @@ Every `POST /v1/runs` and every worker claim resolves an agent version. A versio
 (`project`, `name`, `version`) never changes once registered, so pinned lookups are
 remembered without any invalidation. Which version is the *latest* does change, when a
 new one is registered: `store.agents.create_version` forgets it here right after its
-transaction commits, and in the same transaction `pg_notify`s `CHANNEL` with the
-project and name, which every gateway's LISTEN connection (`events._Listener`) passes to
-`on_notify`. Latest versions are answered from memory only while that connection is up
-(see `coherent_cache`). Unknown agents are never remembered.
+transaction commits, and a trigger on `agents` (migration 0007) `pg_notify`s `CHANNEL`
+with the project and name of every inserted version, however it was inserted; every
+gateway's LISTEN connection (`events._Listener`) passes that to `on_notify`. Latest
+versions are answered from memory only while that connection is up (see
+`coherent_cache`). Unknown agents are never remembered.
 
 Cached `Agent`s are shared between requests: treat them as read-only.
 """
@@ -25,11 +26,6 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "ferrumdeck_agents"
 ENTRIES = 1024
-
-
-def notification(project: str, name: str) -> str:
-    """The payload announcing a new version of `project`/`name`."""
-    return json.dumps({"project": project, "name": name})
 
 
 class AgentCache:

@@ -6,8 +6,9 @@ a valid key stands for (id, name, role, project) can be remembered by its hash. 
 change that matters, revocation, must still take effect on the very next request:
 
 * `store.keys.revoke_key` evicts the key here right after its transaction commits, and
-  in the same transaction `pg_notify`s `CHANNEL` with the key's id, which every
-  gateway's LISTEN connection (`events._Listener`) passes to `on_notify`;
+  a trigger on `api_keys` (migration 0007) `pg_notify`s `CHANNEL` with the id of every
+  key updated or deleted, however it was done (an operator's UPDATE in psql included),
+  which every gateway's LISTEN connection (`events._Listener`) passes to `on_notify`;
 * while that connection is down, or just re-established (notifications may have been
   missed), nothing is answered from memory: see `coherent_cache`.
 

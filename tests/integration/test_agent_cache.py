@@ -101,20 +101,41 @@ async def test_the_next_run_gets_a_version_registered_on_another_gateway(
         )
 
 
-async def test_latest_versions_are_served_from_memory_only_while_listening(
+async def test_a_version_inserted_in_sql_by_hand_is_the_latest_at_once(
     gateway: App, admin: dict[str, str], db: asyncpg.Pool
 ) -> None:
-    """A version written without the announcement `create_version` makes is not seen
-    while the cache is trusted (the read was saved), and is seen once the listening
-    connection was lost, since announcements might have been missed meanwhile."""
+    """Not through the API: the trigger on `agents` still tells every gateway."""
     name = _name()
     await _register(gateway, admin, name, "first")
     assert await _started_version(gateway, admin, name) == 1
     await db.execute(
         """INSERT INTO agents (project, name, version, model, system_prompt, budget)
-           VALUES ('default', $1, 2, 'scripted', 'unannounced', '{}')""",
+           VALUES ('default', $1, 2, 'scripted', 'by hand', '{}')""",
         name,
     )
+    await eventually(
+        lambda: _started_version(gateway, admin, name), lambda version: version == 2, within=2
+    )
+    assert _resources(gateway).agent_cache.trusted
+
+
+async def test_latest_versions_are_served_from_memory_only_while_listening(
+    gateway: App, admin: dict[str, str], db: asyncpg.Pool
+) -> None:
+    """A version written without its announcement (the notifying trigger switched off:
+    replica mode skips triggers) is not seen while the cache is trusted (the read was
+    saved), and is seen once the listening connection was lost, since announcements
+    might have been missed meanwhile."""
+    name = _name()
+    await _register(gateway, admin, name, "first")
+    assert await _started_version(gateway, admin, name) == 1
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(
+            """INSERT INTO agents (project, name, version, model, system_prompt, budget)
+               VALUES ('default', $1, 2, 'scripted', 'unannounced', '{}')""",
+            name,
+        )
     assert await _started_version(gateway, admin, name) == 1
     assert await _started_version(gateway, admin, f"{name}@2") == 2
     await db.execute(

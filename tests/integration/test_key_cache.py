@@ -62,8 +62,13 @@ async def _warm(app: App, secret: str) -> None:
 
 
 async def _revoke_behind_the_gateways_back(db: asyncpg.Pool, key_id: str) -> None:
-    """Revoke without the notification `revoke_key` sends: as if it had been missed."""
-    await db.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", uuid.UUID(key_id))
+    """Revoke with the notifying trigger switched off (replica mode skips triggers): as
+    if the notification had been missed."""
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE id = $1", uuid.UUID(key_id)
+        )
 
 
 @pytest.fixture
@@ -149,6 +154,18 @@ async def test_a_key_revoked_on_another_gateway_is_refused_here_at_once(
         await eventually(lambda: _status(gateway, secret), lambda status: status == 401, within=2)
         assert _resources(gateway).key_cache.trusted
         assert await _status(other, secret) == 401
+
+
+async def test_a_key_revoked_in_sql_by_hand_is_refused_at_once(
+    gateway: App, admin: dict[str, str], db: asyncpg.Pool
+) -> None:
+    """An operator revoking a leaked key in psql during an incident, not through the API:
+    the trigger tells every gateway, whose entry would otherwise live LONG seconds."""
+    key_id, secret = await _new_key(gateway, admin)
+    await _warm(gateway, secret)
+    await db.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", uuid.UUID(key_id))
+    await eventually(lambda: _status(gateway, secret), lambda status: status == 401, within=2)
+    assert _resources(gateway).key_cache.trusted
 
 
 async def test_a_lost_listener_empties_the_cache_and_it_is_trusted_again_after(

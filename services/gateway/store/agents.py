@@ -1,7 +1,7 @@
 """Agents: immutable versions, numbered from 1 per name.
 
 Inside a running gateway `get_version` answers from the app's `agent_cache` when it can;
-`create_version` announces the new latest version to every gateway on commit.
+a new version is announced to every gateway on commit by a trigger (migration 0007).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from typing import Any
 import asyncpg
 
 from services.contract.api import Agent, AgentCreate
-from services.gateway import agent_cache
 from services.gateway.audit import Actor, record
 from services.gateway.resources import current_resources
 
@@ -54,11 +53,6 @@ async def create_version(
             "agent.created",
             f"agent:{spec.name}@{row['version']}",
             {"model": spec.model, "tools": spec.tools},
-        )
-        await conn.execute(
-            "SELECT pg_notify($1, $2)",
-            agent_cache.CHANNEL,
-            agent_cache.notification(project, spec.name),
         )
     agent = _agent(row)
     res = current_resources()

@@ -4,7 +4,7 @@ Human keys belong to a project (created with it if new); worker keys belong to n
 their creation and revocation are recorded in the platform's own audit chain.
 
 Gateways remember valid keys for a few seconds (`key_cache`); a revocation reaches
-every gateway's cache through a notification sent on its commit.
+every gateway's cache through a notification a trigger sends on its commit.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from services.contract.ids import uuid7
 from services.gateway.audit import Actor, record
 from services.gateway.auth import hash_secret, new_secret
 from services.gateway.errors import NotFound
-from services.gateway.key_cache import CHANNEL
 from services.gateway.resources import current_resources
 
 PLATFORM = "_platform"
@@ -75,8 +74,8 @@ async def list_keys(pool: asyncpg.Pool, project: str) -> list[KeyInfo]:
 
 async def revoke_key(pool: asyncpg.Pool, project: str, key_id: uuid.UUID, actor: Actor) -> None:
     """The very next request with the key is refused, on every gateway: this one forgets
-    the key once the revocation commits, the others are told by the notification that
-    the commit sends."""
+    the key once the revocation commits, the others are told by the notification the
+    commit sends (a trigger's, migration 0007, so a revocation made in SQL is told too)."""
     async with pool.acquire() as conn:
         async with conn.transaction():
             row = await conn.fetchrow(
@@ -90,7 +89,6 @@ async def revoke_key(pool: asyncpg.Pool, project: str, key_id: uuid.UUID, actor:
             await record(
                 conn, project, actor, "key.revoked", f"key:{key_id}", {"name": row["name"]}
             )
-            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(key_id))
         # Right after the commit, before the caller hears of it (the notification reaches
         # this process too, but later).
         res = current_resources()
