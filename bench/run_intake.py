@@ -8,8 +8,8 @@ calling back to back) and counts `202`s, with two baselines measured in the same
 the same concurrency, alternating with the gateway so all three see the same machine:
 
 * the run-creation transaction itself (run + outbox + audit rows), issued from this
-  process with asyncpg by the gateway's own `store.runs.create_run` on a pool of the
-  gateway's default size (20): the floor the database sets;
+  process with asyncpg by the gateway's own `store.runs.create_runs`, one run per
+  statement, on a pool of the gateway's default size (20): the floor the database sets;
 * `XADD` of a job alone, with redis-py: the floor the stream sets.
 
 No worker runs, so the stream only grows; the gateway's backlog bound is lifted so it
@@ -37,7 +37,7 @@ from bench.stack import BENCH, MODEL, PROJECT, Stack, add_stack_args, open_stack
 from services.contract.api import AgentCreate, RunCreate
 from services.gateway.db.connections import create_pool
 from services.gateway.store.agents import get_version
-from services.gateway.store.runs import create_run
+from services.gateway.store.runs import NewRun, create_runs
 
 GATEWAY_POOL = 20  # GatewaySettings.db_pool_max's default
 BODY = {"agent": "bench", "input": "intake"}
@@ -86,9 +86,8 @@ async def _transaction_only(stack: Stack, clients: int, seconds: float) -> Serie
     body = RunCreate.model_validate(BODY)
 
     async def create() -> None:
-        await create_run(
-            pool, PROJECT, agent, body, idempotency_key=None, request_hash=None, actor=BENCH
-        )
+        async with pool.acquire() as conn:
+            await create_runs(conn, [NewRun(PROJECT, agent, body, None, None, BENCH, None)])
 
     try:
         return await closed_loop([create] * clients, seconds)

@@ -79,7 +79,7 @@ from services.gateway.store import leases
 from services.gateway.store.agents import create_version, get_version
 from services.gateway.store.authorizations import authorize_tool
 from services.gateway.store.policies import put_policy
-from services.gateway.store.runs import create_run
+from services.gateway.store.runs import NewRun, create_runs
 from services.worker.llm import LLM
 from services.worker.mcp_config import StdioServer
 from services.worker.mcp_router import McpRouter
@@ -256,15 +256,9 @@ class _Baseline:
         """Create a run and carry *a* queued run (whichever the stream hands over) to its
         end: every client creates one and takes one, so the counts balance."""
         prompt = f"baseline {next(self._numbers)}"
-        await create_run(
-            self._pool,
-            PROJECT,
-            agent,
-            RunCreate(agent=agent.name, input=prompt),
-            idempotency_key=None,
-            request_hash=None,
-            actor=BENCH,
-        )
+        body = RunCreate(agent=agent.name, input=prompt)
+        async with self._pool.acquire() as conn:
+            await create_runs(conn, [NewRun(PROJECT, agent, body, None, None, BENCH, None)])
         await self._relay.publish_batch()
         [(entry_id, fields)] = await read_entries(
             self._redis, self._streams.group, "baseline", self._streams.runs, 1, 10_000

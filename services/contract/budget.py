@@ -93,3 +93,19 @@ def model_call_allowance(
         if affordable is not None:
             limit = affordable if limit is None else min(limit, affordable)
     return Allowance(limit)
+
+
+def overspent(budget: Budget, spent: Spent) -> str | None:
+    """Why a run that has `spent` this is over its budget, if it is: what the gateway
+    checks when it records a step, with what was really used."""
+    usage = spent.usage
+    tokens = usage.prompt_tokens + usage.completion_tokens
+    if budget.max_tokens is not None and tokens > budget.max_tokens:
+        return f"token budget exceeded: {tokens} tokens used, max_tokens is {budget.max_tokens}"
+    cost = usage.cost_usd
+    if budget.max_cost_usd is not None and cost is not None and cost > budget.max_cost_usd:
+        return f"cost budget exceeded: ${cost:.6f} spent, max_cost_usd is {budget.max_cost_usd}"
+    elapsed = spent.elapsed_seconds
+    if budget.max_seconds is not None and elapsed > budget.max_seconds:
+        return f"time budget exceeded: {elapsed:.1f}s, max_seconds is {budget.max_seconds}"
+    return None

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.contract.jobs import JobMessage, JobReason, StreamNames
+from services.gateway.audit import APPEND
 from services.gateway.background import BackgroundLoop
 from services.gateway.redis_replies import text
 
@@ -41,15 +42,15 @@ async def enqueue(conn: asyncpg.Connection, run_id: uuid.UUID, reason: JobReason
 # stays synchronous, so a 202 still means durable; this takes a flush per batch off a
 # run's path. `set_config(…, true)` is `SET LOCAL` inside the statement, saving its round
 # trip (evaluated for the rows taken; with none, there is nothing to commit).
-_TAKE = """
+_TAKE = f"""
 WITH taken AS (
     DELETE FROM outbox WHERE id IN (
         SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
     RETURNING id, run_id, reason
 ), dispatched AS (
-    INSERT INTO audit_events (project, actor, actor_kind, action, target, details)
+    {APPEND}
     SELECT r.project, 'outbox-relay', 'system', 'run.dispatched', 'run:' || r.id,
-           jsonb_build_object('reason', t.reason)
+           jsonb_build_object('reason', t.reason), NULL
       FROM taken t JOIN runs r ON r.id = t.run_id
 )
 SELECT id, run_id, reason, set_config('synchronous_commit', 'off', true) AS commit_mode

@@ -1,4 +1,5 @@
-"""The budget check the worker makes before each model call (`contract.budget`)."""
+"""The budget checks (`contract.budget`): the worker's before each model call, and the
+gateway's on what a recorded step really spent."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from services.contract.budget import Allowance, model_call_allowance, steps_or_time_breach
+from services.contract.budget import (
+    Allowance,
+    Spent,
+    model_call_allowance,
+    overspent,
+    steps_or_time_breach,
+)
 from services.contract.runs import Budget, Usage
 
 PRICES: dict[str, Any] = {"input_cost_per_token": 0.0001, "output_cost_per_token": 0.0002}
@@ -143,3 +150,31 @@ def test_tool_calls_share_the_step_and_time_check() -> None:
     assert steps_or_time_breach(budget, 2, 9.9) is None
     assert steps_or_time_breach(budget, 3, 0.0) == "step budget exceeded: max_steps is 2"
     assert steps_or_time_breach(budget, 1, 12.0) == "time budget exceeded: 12.0s > max_seconds 10.0"
+
+
+@pytest.mark.parametrize(
+    ("spent", "breach"),
+    [
+        (Spent(usage=used(60, 40), elapsed_seconds=1), None),
+        (
+            Spent(usage=used(60, 41), elapsed_seconds=1),
+            "token budget exceeded: 101 tokens used, max_tokens is 100",
+        ),
+        (
+            Spent(usage=used(1, 1, cost=0.02), elapsed_seconds=1),
+            "cost budget exceeded: $0.020000 spent, max_cost_usd is 0.01",
+        ),
+        (Spent(usage=used(1, 1, cost=None), elapsed_seconds=1), None),
+        (
+            Spent(usage=used(1, 1), elapsed_seconds=12),
+            "time budget exceeded: 12.0s, max_seconds is 10.0",
+        ),
+    ],
+)
+def test_what_was_really_spent_is_checked_against_every_limit(
+    spent: Spent, breach: str | None
+) -> None:
+    """Reaching a limit exactly is within it; an unknown cost cannot breach a cost limit
+    (the allowance already refused to spend without prices)."""
+    budget = Budget(max_tokens=100, max_cost_usd=0.01, max_seconds=10.0)
+    assert overspent(budget, spent) == breach

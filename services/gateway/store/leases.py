@@ -15,7 +15,7 @@ import uuid
 
 import asyncpg
 
-from services.contract.budget import Spent
+from services.contract.budget import Spent, overspent
 from services.contract.jobs import JobReason
 from services.contract.runs import Budget, RunStatus, StepKind, StepStatus, Usage
 from services.contract.worker_api import (
@@ -26,7 +26,7 @@ from services.contract.worker_api import (
     StepReport,
 )
 from services.gateway import metrics
-from services.gateway.audit import Actor, record, request_id
+from services.gateway.audit import APPEND, Actor, record, request_id
 from services.gateway.errors import Conflict, NotFound
 from services.gateway.outbox import enqueue
 from services.gateway.store.agents import get_version
@@ -65,7 +65,7 @@ WITH claimed AS (
                          ORDER BY s.seq), '[]')
                   FROM steps s WHERE s.run_id = runs.id) AS prior_steps
 ), event AS (
-    INSERT INTO audit_events (project, actor, actor_kind, action, target, details, request_id)
+    {APPEND}
     SELECT project, $4, $5, 'run.claimed', 'run:' || id, jsonb_build_object('epoch', epoch), $6
       FROM claimed
 )
@@ -202,18 +202,6 @@ async def release(pool: asyncpg.Pool, run_id: uuid.UUID, epoch: int, reason: str
         )
 
 
-def _budget_breach(budget: Budget, run: asyncpg.Record) -> str | None:
-    tokens = run["prompt_tokens"] + run["completion_tokens"]
-    if budget.max_tokens is not None and tokens > budget.max_tokens:
-        return f"token budget exceeded: {tokens} tokens used, max_tokens is {budget.max_tokens}"
-    cost = run["cost_usd"]
-    if budget.max_cost_usd is not None and cost is not None and cost > budget.max_cost_usd:
-        return f"cost budget exceeded: ${cost:.6f} spent, max_cost_usd is {budget.max_cost_usd}"
-    if budget.max_seconds is not None and run["elapsed"] > budget.max_seconds:
-        return f"time budget exceeded: {run['elapsed']:.1f}s, max_seconds is {budget.max_seconds}"
-    return None
-
-
 async def record_step(
     pool: asyncpg.Pool, run_id: uuid.UUID, report: StepReport, lease_seconds: float
 ) -> StepAck:
@@ -273,7 +261,7 @@ async def _record_step(
     finished = report.status != StepStatus.STARTED
     counted = finished and usage is not None
     totals = await conn.fetchrow(
-        """WITH step AS (
+        f"""WITH step AS (
                INSERT INTO steps (run_id, seq, kind, status, model, tool, input, output, error,
                                   prompt_tokens, completion_tokens, cost_usd, epoch,
                                   started_at, finished_at)
@@ -286,8 +274,7 @@ async def _record_step(
                    cost_usd = EXCLUDED.cost_usd, epoch = EXCLUDED.epoch,
                    finished_at = EXCLUDED.finished_at
            ), event AS (
-               INSERT INTO audit_events (project, actor, actor_kind, action, target,
-                                         details, request_id)
+               {APPEND}
                VALUES ($20, $21, $22, 'step.recorded', 'run:' || $1, $23::jsonb, $24)
            )
            UPDATE runs SET
@@ -327,10 +314,11 @@ async def _record_step(
         {"seq": report.seq, "kind": report.kind.value, "status": report.status.value},
         request_id(),
     )
-    overspent = _budget_breach(budget, totals) if finished else None
-    if overspent is not None:
-        await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, overspent)
-        return None, overspent
+    spent = _spent(totals)
+    over = overspent(budget, spent) if finished else None
+    if over is not None:
+        await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, over)
+        return None, over
     lease_expires_at = totals["lease_expires_at"]
     if report.final_output is not None:
         await end_run(conn, run_id, run, RunStatus.COMPLETED, None, output=report.final_output)
@@ -340,7 +328,7 @@ async def _record_step(
         status=report.status,
         replayed=False,
         lease_expires_at=lease_expires_at,
-        spent=_spent(totals),
+        spent=spent,
     )
     return ack, None
 
@@ -369,14 +357,13 @@ async def end_run(
     with its audit event: every run ends here)."""
     worker = Actor.worker(run["lease_owner"])
     await conn.execute(
-        """WITH ended AS (
+        f"""WITH ended AS (
                UPDATE runs SET status = $2, output = $3, error = $4, finished_at = now(),
                                updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
                 WHERE id = $1
                 RETURNING project, id
            )
-           INSERT INTO audit_events (project, actor, actor_kind, action, target, details,
-                                     request_id)
+           {APPEND}
            SELECT project, $5, $6, 'run.' || $2, 'run:' || id, $7::jsonb, $8 FROM ended""",
         run_id,
         status.value,

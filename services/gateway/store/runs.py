@@ -18,7 +18,7 @@ from services.contract.ids import uuid7
 from services.contract.jobs import JobReason
 from services.contract.runs import RunStatus, Usage
 from services.gateway import metrics
-from services.gateway.audit import Actor, record, request_id
+from services.gateway.audit import APPEND, Actor, record
 from services.gateway.errors import Conflict, NotFound
 from services.gateway.outbox import enqueue
 from services.gateway.store.approvals import cancel_for_run
@@ -101,8 +101,7 @@ WITH batch AS (
     INSERT INTO outbox (run_id, reason)
     SELECT c.id, $12 FROM created c JOIN batch b ON b.id = c.id ORDER BY b.ord
 ), events AS (
-    INSERT INTO audit_events (project, actor, actor_kind, action, target, details,
-                              request_id)
+    {APPEND}
     SELECT b.project, b.actor, b.actor_kind, 'run.created', 'run:' || c.id,
            jsonb_build_object('agent', c.agent_name || '@' || c.agent_version), b.request_id
       FROM created c JOIN batch b ON b.id = c.id ORDER BY b.ord
@@ -188,34 +187,6 @@ async def create_runs(
                 )
             )
     return outcomes
-
-
-async def create_run(
-    pool: asyncpg.Pool,
-    project: str,
-    agent: Agent,
-    body: RunCreate,
-    *,
-    idempotency_key: str | None,
-    request_hash: str | None,
-    actor: Actor,
-) -> tuple[Run, bool]:
-    """Insert a queued run with its outbox row and audit event; returns the run and
-    whether it is new.
-
-    A repeated `Idempotency-Key` returns the run it first created, unless the request
-    differs, which is a client bug worth a 409 rather than a silent mix-up. The gateway's
-    route goes through `run_intake` instead, which writes concurrent requests together;
-    this is the same write for one request, for tools and benchmarks.
-    """
-    new = NewRun(
-        project, agent, body, idempotency_key, request_hash, actor, request_id=request_id()
-    )
-    async with pool.acquire() as conn:
-        [outcome] = await create_runs(conn, [new])
-    if isinstance(outcome, Conflict):
-        raise outcome
-    return outcome
 
 
 async def get_run(conn: asyncpg.Pool | asyncpg.Connection, project: str, run_id: uuid.UUID) -> Run:
