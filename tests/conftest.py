@@ -33,8 +33,25 @@ os.environ["FERRUMDECK_ENV_FILE"] = ""
 os.environ["FERRUMDECK_REQUEUE_AFTER_SECONDS"] = "86400"
 
 TESTS = Actor.system("test suite")
+# Whole directories whose every test is of one kind; `make test-quick` leaves them out.
+# Each of them starts real processes (stacks, gateways, honcho) and takes seconds a test.
+MARKERS_BY_DIRECTORY = {
+    "chaos": ("chaos", "slow"),
+    "fuzz": ("fuzz", "slow"),
+    "e2e": ("slow",),
+    "tui": ("slow",),
+    "ops": ("slow",),
+}
 PRICE_IN = 0.000002
 PRICE_OUT = 0.000004
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        directory = item.path.relative_to(here).parts[0]
+        for marker in MARKERS_BY_DIRECTORY.get(directory, ()):
+            item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")

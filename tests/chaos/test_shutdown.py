@@ -103,25 +103,10 @@ async def test_a_stopped_gateway_answers_every_request_it_was_sent(chaos: ChaosS
         limits=httpx.Limits(max_keepalive_connections=0),
     )
 
-    async def one(method: str, path: str, body: dict[str, Any] | None) -> None:
-        request: dict[str, Any] = {"sent": None, "answered": None, "outcome": None}
-        requests.append(request)
-
-        async def trace(event: str, info: dict[str, Any]) -> None:
-            if event == "http11.send_request_body.complete":
-                request["sent"] = loop.time()
-
-        try:
-            response = await http.request(method, path, json=body, extensions={"trace": trace})
-            request["outcome"] = (response.status_code, response.json())
-        except httpx.TransportError as exc:
-            request["outcome"] = type(exc).__name__
-        request["answered"] = loop.time()
-
     async def client(method: str, path: str, make: Callable[[], Any]) -> None:
         """Requests back to back until a second after the signal."""
         while not signalled or loop.time() < signalled[0] + 1:
-            await one(method, path, make())
+            requests.append(await _traced(http, method, path, make()))
 
     def run_body() -> dict[str, Any]:
         return {"agent": agent, "input": work.quick()}
@@ -154,6 +139,26 @@ async def test_a_stopped_gateway_answers_every_request_it_was_sent(chaos: ChaosS
     await chaos.gateway.start()
     accepted = [r["outcome"][1]["id"] for r in requests if _status(r) == 202]
     await assert_invariants(chaos, accepted, [agent])
+
+
+async def _traced(
+    http: httpx.AsyncClient, method: str, path: str, body: dict[str, Any] | None
+) -> dict[str, Any]:
+    """One request with when its body went out, when it was answered, and how."""
+    loop = asyncio.get_running_loop()
+    request: dict[str, Any] = {"sent": None, "answered": None, "outcome": None}
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event == "http11.send_request_body.complete":
+            request["sent"] = loop.time()
+
+    try:
+        response = await http.request(method, path, json=body, extensions={"trace": trace})
+        request["outcome"] = (response.status_code, response.json())
+    except httpx.TransportError as exc:
+        request["outcome"] = type(exc).__name__
+    request["answered"] = loop.time()
+    return request
 
 
 def _status(request: dict[str, Any]) -> int | None:

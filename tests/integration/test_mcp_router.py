@@ -291,6 +291,7 @@ async def test_no_servers_means_an_empty_catalogue() -> None:
     await router.aclose()
 
 
+@pytest.mark.slow
 async def test_servers_that_cannot_start_do_not_stop_the_others(notes_file: Path) -> None:
     router = McpRouter(
         {

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from redis.asyncio import Redis
 
 from services.devstack.demo_llm import Reply
@@ -21,6 +22,7 @@ from tests.support.scripted_llm import ScriptedLLM
 from tests.support.waiting import eventually
 
 
+@pytest.mark.slow
 async def test_sigterm_hands_back_a_run_stuck_in_a_model_call_and_exits_0(
     settings: GatewaySettings,
     redis: Redis,

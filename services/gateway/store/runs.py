@@ -167,26 +167,29 @@ async def create_runs(
             _HOLDERS, [project for project, _ in taken], [key for _, key in taken]
         ):
             holders[(row["project"], row["idempotency_key"])] = row
-    outcomes: list[Created | Conflict] = []
-    for new in batch:
-        if new.idempotency_key is None:
-            outcomes.append((to_run(inserted[new.id]), True))
-            continue
-        holder = holders.get((new.project, new.idempotency_key))
-        if holder is None:  # keys are never released: runs are not deleted
-            raise RuntimeError(f"idempotency key {new.idempotency_key!r} is taken by no run")
-        if holder["id"] == new.id:
-            outcomes.append((to_run(holder), True))
-        elif holder["request_hash"] == new.request_hash:
-            outcomes.append((to_run(holder), False))
-        else:
-            outcomes.append(
-                Conflict(
-                    "this Idempotency-Key was already used for a different request",
-                    code="idempotency_key_reused",
-                )
-            )
-    return outcomes
+    return [_outcome(new, inserted, holders) for new in batch]
+
+
+def _outcome(
+    new: NewRun,
+    inserted: dict[uuid.UUID, asyncpg.Record],
+    holders: dict[tuple[str, str], asyncpg.Record],
+) -> Created | Conflict:
+    """What one request of a batch is answered: its new run, the run its key already
+    made (a replay), or the conflict of a key reused for another body."""
+    if new.idempotency_key is None:
+        return to_run(inserted[new.id]), True
+    holder = holders.get((new.project, new.idempotency_key))
+    if holder is None:  # keys are never released: runs are not deleted
+        raise RuntimeError(f"idempotency key {new.idempotency_key!r} is taken by no run")
+    if holder["id"] == new.id:
+        return to_run(holder), True
+    if holder["request_hash"] == new.request_hash:
+        return to_run(holder), False
+    return Conflict(
+        "this Idempotency-Key was already used for a different request",
+        code="idempotency_key_reused",
+    )
 
 
 async def get_run(conn: asyncpg.Pool | asyncpg.Connection, project: str, run_id: uuid.UUID) -> Run:
