@@ -3,14 +3,13 @@
 Shared by the gateway and its clients, so a rule file is checked the same way on an
 operator's machine as on the server. Validation is strict on purpose: a rule that quietly
 means something other than what its author wrote is a hole in the policy, not a typo.
-Unknown fields, empty conditions, regexes that do not compile and duplicate rule ids are
+Unknown fields, empty conditions, regexes RE2 cannot run and duplicate rule ids are
 refused, each with an error that names the field. What rules *mean* is documented with
 the evaluator, in `services/gateway/policy.py`.
 """
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from typing import Any
 
@@ -24,6 +23,8 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+
+from services.contract.linear_regex import MAX_PATTERN_CHARS, compile_linear
 
 RULE_ID = r"^[A-Za-z0-9_.-]{1,64}$"
 AGENT_GLOB = r"^[a-z0-9_*?-]{1,64}$"
@@ -51,7 +52,12 @@ class ArgCondition(BaseModel):
     eq: Any = None
     ne: Any = None
     glob: str | None = Field(default=None, max_length=500, description="fnmatch-style")
-    regex: str | None = Field(default=None, max_length=500, description="`re.search`")
+    regex: str | None = Field(
+        default=None,
+        max_length=MAX_PATTERN_CHARS,
+        description="searched anywhere in the value, RE2 syntax (linear time: no "
+        "backreferences or lookaround)",
+    )
     gt: FiniteFloat | None = None
     gte: FiniteFloat | None = None
     lt: FiniteFloat | None = None
@@ -61,10 +67,7 @@ class ArgCondition(BaseModel):
     @classmethod
     def _compiles(cls, regex: str | None) -> str | None:
         if regex is not None:
-            try:
-                re.compile(regex)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
+            compile_linear(regex)
         return regex
 
     @model_validator(mode="after")

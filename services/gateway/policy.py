@@ -5,10 +5,14 @@ What the rules mean:
 * A rule matches a call when its `agent` glob matches the agent's name, its `tool` glob
   matches the tool's `<server>.<tool>` name, and every condition in its `when` holds.
   Globs are fnmatch-style and case-sensitive.
-* An argument condition holds only when the argument is present and every test it sets
-  holds: `eq` / `ne` compare with `==`; `glob` and `regex` (`re.search`) hold only for
-  string values; `gt` / `gte` / `lt` / `lte` hold only for numbers (int or float, never
-  bool). A missing argument, or a value of the wrong type, makes the condition false.
+* An argument condition tests one argument: `eq` / `ne` compare with `==`; `glob` and
+  `regex` (searched anywhere, RE2 syntax) read strings of at most `MAX_MATCHED_CHARS`;
+  `gt` / `gte` / `lt` / `lte` read numbers (int or float, never bool).
+* When the argument is missing, or is not of the type a test reads (`"1000"` for `gt`, a
+  number for `regex`, a string too long to read), the condition **fails closed**: it
+  holds for `deny` and `require_approval` rules and does not hold for `allow` rules. The
+  model chooses the arguments, so a deny rule that a quoted number could step around
+  would be no rule; the explanation says when a rule applied this way.
 * `calls_in_run` and `identical_in_a_row` bound the call's counters; both count this call.
 * Among the matching rules the most severe effect wins: deny > require_approval > allow.
   The deciding rule is the first matching rule, in list order, with that effect, so
@@ -33,11 +37,12 @@ import json
 import operator
 import re
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from services.contract.linear_regex import compile_linear
 from services.contract.policy import (
     ArgCondition,
     CountCondition,
@@ -63,6 +68,10 @@ _COMPARISONS: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
 _GLOB_CHARACTERS = frozenset("*?[")
 _MEMO_LIMIT = 4096
 _MISSING = object()
+# Longer strings are not read by `glob` / `regex` tests: RE2 is linear, but linear in a
+# megabyte on every tool call is still a cost the caller would choose.
+MAX_MATCHED_CHARS = 64 * 1024
+_FAILS_CLOSED = frozenset({Effect.DENY, Effect.REQUIRE_APPROVAL})
 
 Check = Callable[[Any], bool]
 
@@ -82,8 +91,21 @@ class ToolCall:
 @dataclass(frozen=True, slots=True)
 class _ArgTest:
     name: str
+    reads: Check
+    """Whether the value is of the type every test of the condition reads."""
     check: Check
     text: str
+    kind: str
+    """What `reads` admits, for explanations: "a string", "a number"."""
+
+    def unreadable(self, arguments: Mapping[str, Any]) -> str | None:
+        """Why the condition cannot read this call's argument, or None if it can."""
+        value = arguments.get(self.name, _MISSING)
+        if value is _MISSING:
+            return f"argument {self.name} is missing"
+        if not self.reads(value):
+            return f"argument {self.name} is not {self.kind}"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,12 +131,16 @@ class _Rule:
     covers_agent: Callable[[str], bool]
     args: tuple[_ArgTest, ...]
     counts: tuple[_CountTest, ...]
+    fails_closed: bool
 
     def holds(self, call: ToolCall) -> bool:
         arguments = call.arguments
         for test in self.args:
             value = arguments.get(test.name, _MISSING)
-            if value is _MISSING or not test.check(value):
+            if value is _MISSING or not test.reads(value):
+                if not self.fails_closed:
+                    return False
+            elif not test.check(value):
                 return False
         return all(test.holds(call) for test in self.counts)
 
@@ -207,12 +233,20 @@ def _explain(winner: _Rule, overruled: _Rule | None, call: ToolCall) -> str:
     text = f"rule {winner.id} {_VERBS[winner.effect]} {call.tool}"
     if winner.agent_glob != "*":
         text += f" for agent {call.agent}"
-    conditions = [test.text for test in winner.args] + [t.text(call) for t in winner.counts]
+    conditions = [_condition_text(test, call) for test in winner.args]
+    conditions += [test.text(call) for test in winner.counts]
     if conditions:
         text += ": " + " and ".join(conditions)
     if overruled is not None:
         text += f" ({winner.effect} wins over {overruled.id}'s {overruled.effect})"
     return text
+
+
+def _condition_text(test: _ArgTest, call: ToolCall) -> str:
+    unreadable = test.unreadable(call.arguments)
+    if unreadable is None:
+        return test.text
+    return f"{unreadable}, so '{test.text}' fails closed and the rule applies"
 
 
 def _explain_default(covering: _Covering, call: ToolCall) -> str:
@@ -240,6 +274,7 @@ def _compile(order: int, rule: PolicyRule) -> _Rule:
             for counter, condition in counters.items()
             if condition is not None
         ),
+        fails_closed=rule.effect in _FAILS_CLOSED,
     )
 
 
@@ -261,10 +296,25 @@ def _count_test(counter: str, condition: CountCondition) -> _CountTest:
 
 
 def _arg_test(name: str, condition: ArgCondition) -> _ArgTest:
-    tests = [_value_check(test, operand) for test, operand in condition.given().items()]
+    given = condition.given()
+    tests = [_value_check(test, operand) for test, operand in given.items()]
     checks = tuple(check for check, _ in tests)
     combined: Check = checks[0] if len(checks) == 1 else lambda v: all(c(v) for c in checks)
-    return _ArgTest(name, combined, f"argument {name} " + " and ".join(p for _, p in tests))
+    reads, kind = _reads(given.keys())
+    text = f"argument {name} " + " and ".join(p for _, p in tests)
+    return _ArgTest(name, reads, combined, text, kind)
+
+
+def _reads(tests: Iterable[str]) -> tuple[Check, str]:
+    """The values a condition's tests can read: strings, numbers, or anything."""
+    kinds = {_KIND_OF_TEST.get(test) for test in tests} - {None}
+    if not kinds:
+        return (lambda value: True), "present"
+    if kinds == {"a string"}:
+        return _is_readable_string, f"a string of at most {MAX_MATCHED_CHARS} characters"
+    if kinds == {"a number"}:
+        return _is_number, "a number"
+    return (lambda value: False), "both a string and a number"
 
 
 def _value_check(test: str, operand: Any) -> tuple[Check, str]:
@@ -275,19 +325,22 @@ def _value_check(test: str, operand: Any) -> tuple[Check, str]:
             return (lambda value: bool(value != operand)), f"is not {_literal(operand)}"
         case "glob":
             glob = re.compile(fnmatch.translate(operand))
-            return _on_strings(glob.match), f"matches glob {operand!r}"
+            return (lambda value: glob.match(value) is not None), f"matches glob {operand!r}"
         case "regex":
-            regex = re.compile(operand)
-            return _on_strings(regex.search), f"matches regex {operand!r}"
+            regex = compile_linear(operand)
+            return (lambda value: regex.search(value) is not None), f"matches regex {operand!r}"
         case _:
             symbol, compare = _COMPARISONS[test]
-            return (lambda value: _is_number(value) and compare(value, operand)), (
-                f"{symbol} {_number(operand)}"
-            )
+            return (lambda value: bool(compare(value, operand))), f"{symbol} {_number(operand)}"
 
 
-def _on_strings(find: Callable[[str], re.Match[str] | None]) -> Check:
-    return lambda value: isinstance(value, str) and find(value) is not None
+_KIND_OF_TEST = {"glob": "a string", "regex": "a string"} | dict.fromkeys(
+    ("gt", "gte", "lt", "lte"), "a number"
+)
+
+
+def _is_readable_string(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_MATCHED_CHARS
 
 
 def _is_number(value: Any) -> bool:

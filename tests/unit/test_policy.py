@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.contract.policy import Effect, PolicyDecision, PolicyRule, PolicySet
-from services.gateway.policy import CompiledPolicy, ToolCall
+from services.gateway.policy import MAX_MATCHED_CHARS, CompiledPolicy, ToolCall
 
 DENY, APPROVAL, ALLOW = Effect.DENY, Effect.REQUIRE_APPROVAL, Effect.ALLOW
 
@@ -266,6 +266,80 @@ def test_argument_conditions(condition: dict[str, Any], value: Any, holds: bool)
 )
 def test_a_missing_argument_fails_every_condition(condition: dict[str, Any]) -> None:
     assert not _matches({"args": {"x": condition}}, _call(y="present"))
+
+
+# Failing closed: the model chooses the arguments, so a deny or approval rule must not be
+# stepped around by a value its condition cannot read.
+
+TYPED_DENY = (
+    {"id": "allow", "tool": "notes.*", "effect": "allow"},
+    {"id": "big", "tool": "notes.add", "when": {"args": {"a": {"gt": 100}}}, "effect": "deny"},
+)
+
+
+@pytest.mark.parametrize("a", ["1000", "5", None, [1000], {"n": 1000}, True])
+def test_a_deny_rule_applies_to_an_argument_of_another_type(a: Any) -> None:
+    decision = _policy(*TYPED_DENY).evaluate(_call("notes.add", a=a, b=1))
+    assert (decision.effect, decision.rule) == (DENY, "big")
+    assert decision.explanation == (
+        "rule big denies notes.add: argument a is not a number, "
+        "so 'argument a > 100' fails closed and the rule applies (deny wins over allow's allow)"
+    )
+
+
+def test_a_deny_rule_applies_when_its_argument_is_missing() -> None:
+    decision = _policy(*TYPED_DENY).evaluate(_call("notes.add", b=1))
+    assert (decision.effect, decision.rule) == (DENY, "big")
+    assert "argument a is missing" in decision.explanation
+
+
+def test_a_deny_rule_still_decides_on_values_it_can_read() -> None:
+    policy = _policy(*TYPED_DENY)
+    assert policy.evaluate(_call("notes.add", a=1000, b=1)).rule == "big"
+    assert policy.evaluate(_call("notes.add", a=7, b=1)).rule == "allow"
+
+
+def test_an_approval_rule_fails_closed_too() -> None:
+    policy = _policy(
+        {"id": "allow", "tool": "*", "effect": "allow"},
+        {
+            "id": "etc",
+            "tool": "files.write",
+            "effect": "require_approval",
+            "when": {"args": {"path": {"glob": "/etc/*"}}},
+        },
+    )
+    assert policy.evaluate(_call("files.write", path=["/etc/passwd"])).effect is APPROVAL
+    assert policy.evaluate(_call("files.write", path="/tmp/x")).effect is ALLOW
+
+
+def test_an_allow_rule_does_not_apply_to_an_argument_it_cannot_read() -> None:
+    policy = _policy({"id": "small", "effect": "allow", "when": {"args": {"a": {"lt": 10}}}})
+    assert policy.evaluate(_call(a="5")).effect is DENY
+    assert policy.evaluate(_call(a=5)).effect is ALLOW
+
+
+def test_a_string_too_long_to_read_fails_closed() -> None:
+    policy = _policy(
+        {"id": "allow", "tool": "*", "effect": "allow"},
+        {"id": "secret", "effect": "deny", "when": {"args": {"text": {"regex": "password"}}}},
+    )
+    padded = "x" * MAX_MATCHED_CHARS + " password"
+    decision = policy.evaluate(_call(text=padded))
+    assert (decision.effect, decision.rule) == (DENY, "secret")
+    assert "password" not in decision.explanation.split("'")[0]
+    assert policy.evaluate(_call(text="x" * MAX_MATCHED_CHARS)).effect is ALLOW
+
+
+def test_a_regex_that_backtracks_in_re_is_linear_here() -> None:
+    """`^(a+)+$` on 26 a's and a `!` took 2.7 s on `re`, doubling per character; on 60 it
+    would take days. Here it is decided at once (the test's timeout is the bound)."""
+    policy = _policy(
+        {"id": "allow", "tool": "*", "effect": "allow"},
+        {"id": "redos", "effect": "deny", "when": {"args": {"text": {"regex": "^(a+)+$"}}}},
+    )
+    assert policy.evaluate(_call(text="a" * 60 + "!")).effect is ALLOW
+    assert policy.evaluate(_call(text="a" * 60)).effect is DENY
 
 
 def test_every_argument_condition_of_a_rule_must_hold() -> None:

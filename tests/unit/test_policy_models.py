@@ -20,7 +20,16 @@ def test_a_regex_that_does_not_compile_is_refused_at_its_field() -> None:
         [{"id": "r1", "effect": "deny", "when": {"args": {"text": {"regex": "(unclosed"}}}}]
     )
     assert loc == ("rules", 0, "when", "args", "text", "regex")
-    assert "not a valid regular expression" in msg
+    assert "not a regular expression RE2 can run" in msg
+
+
+@pytest.mark.parametrize("regex", [r"(a)\1", "(?=a)b", "a(?!b)", "(?<=a)b"])
+def test_a_regex_that_needs_backtracking_is_refused(regex: str) -> None:
+    loc, msg = _rejection(
+        [{"id": "r1", "effect": "deny", "when": {"args": {"text": {"regex": regex}}}}]
+    )
+    assert loc == ("rules", 0, "when", "args", "text", "regex")
+    assert "linear time" in msg
 
 
 def test_an_overlong_regex_is_refused() -> None:
