@@ -77,3 +77,29 @@ async def test_invalid_rules_name_the_bad_field_and_change_nothing(h: ToolHarnes
     assert "rules.0.effect" in (await response.get_json())["error"]["message"]
     state = await (await h.client.get("/v1/policies", headers=h.admin)).get_json()
     assert state["version"] == version
+
+
+async def test_a_number_written_as_a_string_does_not_step_around_a_deny_rule(
+    h: ToolHarness,
+) -> None:
+    await h.policy(
+        {"id": "allow", "tool": "notes.*", "effect": "allow"},
+        {"id": "big", "tool": "notes.add", "when": {"args": {"a": {"gt": 100}}}, "effect": "deny"},
+    )
+    for a in (1000, "1000"):
+        decision = await _evaluate(
+            h.client, h.admin, agent="bot", tool="notes.add", arguments={"a": a, "b": 1}
+        )
+        assert (decision["effect"], decision["rule"]) == ("deny", "big"), a
+    assert "fails closed" in str(decision["explanation"])
+    assert "1000" not in str(decision["explanation"])
+
+
+async def test_a_regex_re2_cannot_run_is_refused_at_put(h: ToolHarness) -> None:
+    lookahead = {"args": {"t": {"regex": "(?=secret)"}}}
+    bad = [{"id": "r1", "tool": "x.*", "effect": "deny", "when": lookahead}]
+    response = await h.client.put("/v1/policies", json={"rules": bad}, headers=h.admin)
+    assert response.status_code == 400
+    error = (await response.get_json())["error"]
+    assert "rules.0.when.args.t.regex" in error["message"]
+    assert "linear time" in error["message"]
