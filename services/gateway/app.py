@@ -7,7 +7,7 @@ from quart_schema import QuartSchema
 from redis.asyncio import Redis
 
 from services.contract.model_catalog import ModelCatalog
-from services.gateway import access_log, metrics, request_context
+from services.gateway import access_log, metrics, request_context, request_text
 from services.gateway.audit import AuditChainer
 from services.gateway.backpressure import Backpressure, Bounds
 from services.gateway.db.connections import create_pool
@@ -48,6 +48,7 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
         scalar_ui_path=None,
     )
     register_error_handlers(app)
+    request_text.install(app)
     request_context.install(app)
     access_log.install(app)
     metrics.instrument(app)

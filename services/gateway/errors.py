@@ -12,7 +12,7 @@ ApiError
 └── ServiceUnavailable (503)  PostgreSQL or Redis cannot be reached now
 ```
 
-Validation errors from quart-schema and werkzeug's HTTP errors (bad JSON, 413, 405, …) are
+Validation errors from quart-schema and werkzeug's HTTP errors (413, 405, …) are
 turned into the same body by `register_error_handlers`, so a client has one shape to parse.
 So is a request that failed because PostgreSQL (or Redis) is away, whichever query or
 route it was in: `503 database_unavailable` (or `redis_unavailable`) with `Retry-After`,
@@ -26,11 +26,10 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from quart import Quart, Request, Response, jsonify
+from quart import Quart, Response, jsonify
 from quart_schema import RequestSchemaValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from werkzeug.exceptions import BadRequest as WerkzeugBadRequest
 from werkzeug.exceptions import HTTPException
 
 from services.gateway.db import connections
@@ -120,47 +119,6 @@ def outage(exc: BaseException) -> ServiceUnavailable | None:
     return None
 
 
-_NUL_MESSAGE = "request body holds a NUL character (\\u0000), which text cannot store"
-
-
-def _holds_nul(value: Any) -> bool:
-    """Whether any string in a decoded JSON value holds NUL; without recursion, since the
-    value may be nested as deeply as the parser allowed."""
-    todo = [value]
-    while todo:
-        item = todo.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            todo.extend(item.keys())
-            todo.extend(item.values())
-        elif isinstance(item, list):
-            todo.extend(item)
-    return False
-
-
-class JsonRequest(Request):
-    """A request whose malformed JSON body says what is wrong with it."""
-
-    async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
-        try:
-            found = await super().get_json(force=force, silent=silent, cache=cache)
-        except RecursionError:
-            raise WerkzeugBadRequest("request body is not valid JSON: nested too deeply") from None
-        except UnicodeDecodeError as exc:
-            raise WerkzeugBadRequest(f"request body is not valid JSON: not UTF-8 ({exc})") from None
-        # PostgreSQL stores no NUL character in text or jsonb: refuse it here, with a clear
-        # message, rather than fail at the INSERT. The byte search keeps the common case
-        # cheap; only a body that may hold one is walked.
-        if b"\\u0000" in await self.get_data(cache=True) and _holds_nul(found):
-            raise WerkzeugBadRequest(_NUL_MESSAGE)
-        return found
-
-    def on_json_loading_failed(self, error: Exception) -> Any:
-        raise WerkzeugBadRequest(f"request body is not valid JSON: {error}")
-
-
 def error_response(status: int, code: str, message: str, details: Any = None) -> Response:
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
@@ -185,8 +143,6 @@ def _validation_details(exc: RequestSchemaValidationError) -> tuple[str, Any]:
 
 
 def register_error_handlers(app: Quart) -> None:
-    app.request_class = JsonRequest
-
     @app.errorhandler(ApiError)
     async def _api_error(exc: ApiError) -> Response:
         response = error_response(exc.status, exc.code, exc.message, exc.details)
@@ -203,12 +159,7 @@ def register_error_handlers(app: Quart) -> None:
     async def _http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
         code = (exc.name or "error").lower().replace(" ", "_")
-        message = exc.description or exc.name or "error"
-        if status == 400 and message.startswith("request body is not valid JSON"):
-            code = "invalid_json"
-        elif status == 400 and message == _NUL_MESSAGE:
-            code = "nul_character"
-        return error_response(status, code, message)
+        return error_response(status, code, exc.description or exc.name or "error")
 
     @app.errorhandler(Exception)
     async def _unexpected(exc: Exception) -> Response:

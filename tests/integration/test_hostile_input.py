@@ -120,7 +120,7 @@ async def test_nul_characters_anywhere_in_a_body_are_refused_by_name(
     assert await _rows(db) == before
 
 
-@pytest.mark.parametrize("bad", ["nope", "1234", str(uuid.uuid4()).upper() + "x", "%00"])
+@pytest.mark.parametrize("bad", ["nope", "1234", str(uuid.uuid4()).upper() + "x"])
 async def test_bad_ids_are_not_found(client: Client, admin: dict[str, str], bad: str) -> None:
     for method, template in UUID_ROUTES:
         response = await client.open(
@@ -150,3 +150,55 @@ async def test_oversized_bodies_are_413(client: Client, admin: dict[str, str]) -
     )
     assert response.status_code == 413
     assert (await _error(response))["code"] == "request_entity_too_large"
+
+
+@pytest.mark.parametrize(
+    ("payload", "says"),
+    [
+        (b'{"agent": "a", "input": "x", "metadata": {"k": "\\ud800"}}', "lone surrogate"),
+        (b'{"agent": "a", "input": "x", "metadata": {"\\udfff": 1}}', "lone surrogate"),
+        (b'{"agent": "a", "input": "\\ud83d"}', "lone surrogate"),
+        (b'{"agent": "a", "input": "x", "metadata": {"k": NaN}}', "NaN"),
+        (b'{"agent": "a", "input": "x", "metadata": {"k": [Infinity]}}', "Infinity"),
+        (b'{"agent": "a", "input": "x", "metadata": {"k": -Infinity}}', "Infinity"),
+    ],
+)
+async def test_json_that_is_not_json_text_is_refused_at_parse_time(
+    client: Client, admin: dict[str, str], db: asyncpg.Pool, payload: bytes, says: str
+) -> None:
+    """Python's parser takes NaN and lone surrogates; PostgreSQL and every other JSON
+    reader do not, so they were a 500 after validation had passed."""
+    before = await _rows(db)
+    for path in ("/v1/runs", "/v1/policies/evaluate"):
+        response = await client.post(
+            path, data=payload, headers={**admin, "Content-Type": "application/json"}
+        )
+        assert response.status_code == 400, (path, response.status_code)
+        error = await _error(response)
+        assert error["code"] == "invalid_json", error
+        assert says in error["message"]
+    paired = b'{"agent": "nobody", "input": "\\ud83d\\ude00 NaN Infinity"}'
+    response = await client.post(
+        "/v1/runs", data=paired, headers={**admin, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 422  # a surrogate pair is an emoji; words are words
+    assert await _rows(db) == before
+
+
+async def test_evaluate_refuses_nan_arguments(client: Client, admin: dict[str, str]) -> None:
+    response = await client.post(
+        "/v1/policies/evaluate",
+        data=b'{"agent": "a", "tool": "x.y", "arguments": {"a": NaN}}',
+        headers={**admin, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert (await _error(response))["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize("path", ["/v1/agents/%00", "/v1/agents/a%00b", "/v1/runs?agent=%00"])
+async def test_a_nul_character_in_a_path_or_query_is_refused(
+    client: Client, admin: dict[str, str], path: str
+) -> None:
+    response = await client.get(path, headers=admin)
+    assert response.status_code == 400, response.status_code
+    assert (await _error(response))["code"] == "nul_character"
