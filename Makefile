@@ -19,8 +19,8 @@ test-quick: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check services tui tests bench
-	$(BIN)/ruff format --check services tui tests bench
+	$(BIN)/ruff check services tui tests bench testbed
+	$(BIN)/ruff format --check services tui tests bench testbed
 	$(BIN)/mypy
 
 $(STAMP): requirements.lock pyproject.toml

@@ -40,7 +40,7 @@ import psutil
 from bench.measure import machine, table
 from bench.stack import MODEL, Stack, Worker, add_stack_args, open_stack
 from services.contract.api import AgentCreate
-from tests.support.waiting import eventually
+from testbed.waiting import eventually
 
 CLIENTS = 32
 BARE_CLIENTS = ("aiohttp", "httpx")

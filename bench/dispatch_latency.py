@@ -43,7 +43,7 @@ from redis.asyncio import Redis
 from bench.measure import closed_loop, machine, ms, open_loop, percentile, ratio, table
 from bench.stack import MODEL, Stack, add_stack_args, open_stack, read_entries, starter
 from services.contract.api import AgentCreate
-from tests.support.waiting import eventually
+from testbed.waiting import eventually
 
 IDLE_RATE = 2.0  # one run every 500 ms: each is alone in the system, workers idle between
 IDLE_SECONDS = 15.0

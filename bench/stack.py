@@ -7,7 +7,7 @@ subprocesses with `FERRUMDECK_*` settings, the model is `bench.llm_server` (the 
 model's app) in its own process, and MCP tools come from the test suite's notes server
 over stdio. PostgreSQL and Redis are `--database-url` / `--redis-url` when given, else
 the machine's on 127.0.0.1 when they answer, else embedded ones (`make dev`'s), chosen
-exactly as the test suite chooses them (`tests.support.servers`).
+exactly as the test suite chooses them (`testbed.servers`).
 
 Everything made is removed at the end: processes, the database (keys and runs with it)
 and the stream prefix's Redis keys. `--profile DIR` records py-spy profiles (collapsed
@@ -44,9 +44,9 @@ from services.gateway.db.migrations import migrate
 from services.gateway.store.agents import create_version
 from services.gateway.store.keys import create_key
 from services.gateway.store.policies import put_policy
-from tests.support import servers
-from tests.support.processes import Service, wait_until
-from tests.support.waiting import eventually
+from testbed import servers
+from testbed.processes import Service, wait_until
+from testbed.waiting import eventually
 
 PROJECT = "default"
 MODEL = "bench"
@@ -240,7 +240,7 @@ class Stack:
         path = self.home / "mcp.json"
         notes = {
             "command": sys.executable,
-            "args": ["-m", "tests.support.mcp_servers.notes_server"],
+            "args": ["-m", "testbed.mcp_servers.notes_server"],
             "env": {"NOTES_FILE": str(self.home / "notes.txt")},
         }
         path.write_text(json.dumps({"mcpServers": {"notes": notes}}))

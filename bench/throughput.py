@@ -84,8 +84,8 @@ from services.worker.llm import LLM
 from services.worker.mcp_config import StdioServer
 from services.worker.mcp_router import McpRouter
 from services.worker.retry import Backoff
-from tests.support import servers
-from tests.support.waiting import eventually
+from testbed import servers
+from testbed.waiting import eventually
 
 CLIENTS = 16
 TOOL = "notes.add"
@@ -303,7 +303,7 @@ async def _bare_tool_seconds(calls: int) -> list[float]:
         {
             "notes": StdioServer(
                 command=sys.executable,
-                args=["-m", "tests.support.mcp_servers.notes_server"],
+                args=["-m", "testbed.mcp_servers.notes_server"],
                 env={"NOTES_FILE": "/dev/null"},
             )
         }

@@ -15,15 +15,17 @@ Run: `.venv/bin/python -m bench.tool_call_overhead [calls]`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -43,6 +45,7 @@ from services.gateway.store.policies import put_policy
 from services.worker.gateway_client import GatewayClient
 from services.worker.mcp_config import StdioServer
 from services.worker.mcp_router import McpRouter
+from testbed.processes import serving
 
 ADMIN_DSN = os.environ.get(
     "FERRUMDECK_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -96,34 +99,27 @@ async def bench(calls: int) -> None:
     await admin_conn.execute(f'CREATE DATABASE "{database}"')
     dsn = ADMIN_DSN.rsplit("/", 1)[0] + f"/{database}"
     port = free_port()
-    gateway_process: asyncio.subprocess.Process | None = None
+    stack = contextlib.AsyncExitStack()
+    home = tempfile.TemporaryDirectory(prefix="fdbench-")
     router = McpRouter(
         {"time": StdioServer(command=sys.executable, args=["-m", "mcp_server_time"])}
     )
     try:
         admin_key, worker_key = await _prepare(dsn)
         env = {
-            **os.environ,
             "FERRUMDECK_DATABASE_URL": dsn,
             "FERRUMDECK_REDIS_URL": REDIS_URL,
             "FERRUMDECK_STREAM_PREFIX": f"fdbench:{database}",
             "FERRUMDECK_PORT": str(port),
             "FERRUMDECK_LOG_LEVEL": "WARNING",
         }
-        gateway_process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli.main", "gateway", env=env, stderr=subprocess.DEVNULL
-        )
         url = f"http://127.0.0.1:{port}"
+        await stack.enter_async_context(
+            serving("gateway", env, Path(home.name) / "gateway.log", ready_url=f"{url}/readyz")
+        )
         async with httpx.AsyncClient(
             base_url=url, headers={"Authorization": f"Bearer {admin_key}"}
         ) as api:
-            for _ in range(100):
-                try:
-                    if (await api.get("/readyz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
             run_id = uuid.UUID(
                 (await api.post("/v1/runs", json={"agent": "bench", "input": "x"})).json()["id"]
             )
@@ -157,9 +153,8 @@ async def bench(calls: int) -> None:
         await gateway.aclose()
     finally:
         await router.aclose()
-        if gateway_process is not None:
-            gateway_process.terminate()
-            await gateway_process.wait()
+        await stack.aclose()
+        home.cleanup()
         await admin_conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         await admin_conn.close()
 

@@ -27,16 +27,18 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import asyncpg
-import httpx
 
 from services.devstack.embedded import free_port
 from services.gateway.db.connections import connect
 from services.gateway.db.migrations import migrate
+from testbed.processes import serving
 
 ADMIN_DSN = os.environ.get(
     "FERRUMDECK_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -164,46 +166,34 @@ async def bench(runs: int) -> None:
     await admin_conn.execute(f'CREATE DATABASE "{database}"')
     dsn = ADMIN_DSN.rsplit("/", 1)[0] + f"/{database}"
     port = free_port()
-    gateway: asyncio.subprocess.Process | None = None
     try:
         seeded = time.perf_counter()
         key = await _seed(dsn, runs)
         seed_seconds = time.perf_counter() - seeded
         env = {
-            **os.environ,
             "FERRUMDECK_DATABASE_URL": dsn,
             "FERRUMDECK_REDIS_URL": REDIS_URL,
             "FERRUMDECK_STREAM_PREFIX": f"fdbench:{database}",
             "FERRUMDECK_PORT": str(port),
             "FERRUMDECK_LOG_LEVEL": "WARNING",
         }
-        gateway = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli.main", "gateway", env=env, stderr=subprocess.DEVNULL
-        )
         url = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient() as http:
-            for _ in range(100):
-                try:
-                    if (await http.get(f"{url}/readyz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-        child = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.tui_startup",
-            "--measure",
-            url,
-            key,
-            stdout=subprocess.PIPE,
-        )
-        out, _ = await child.communicate()
-        marks = json.loads(out.decode().strip().splitlines()[-1])
+        with tempfile.TemporaryDirectory(prefix="fdbench-") as home:
+            async with serving(
+                "gateway", env, Path(home) / "gateway.log", ready_url=f"{url}/readyz"
+            ):
+                child = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "bench.tui_startup",
+                    "--measure",
+                    url,
+                    key,
+                    stdout=subprocess.PIPE,
+                )
+                out, _ = await child.communicate()
+                marks = json.loads(out.decode().strip().splitlines()[-1])
     finally:
-        if gateway is not None:
-            gateway.terminate()
-            await gateway.wait()
         await admin_conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         await admin_conn.close()
 

@@ -22,7 +22,7 @@ from services.gateway.db.connections import connect, create_pool
 from services.gateway.db.migrations import migrate
 from services.gateway.settings import GatewaySettings
 from services.gateway.store.keys import create_key
-from tests.support import servers
+from testbed import servers
 from tests.support.harness import ToolHarness
 from tests.support.scripted_llm import ScriptedLLM, serve_llm
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support import servers
+from testbed import servers
 from tests.support.chaos_stack import ChaosStack, Tuning, chaos_stack
 
 TUNING = Tuning(max_queue_lag=20)

@@ -9,9 +9,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from testbed.waiting import eventually
 from tests.support.chaos_load import Integration, keep_starting
 from tests.support.chaos_stack import ChaosStack, Part
-from tests.support.waiting import eventually
 
 
 @contextlib.asynccontextmanager

@@ -6,9 +6,9 @@ import uuid
 from collections.abc import Collection
 
 from services.contract.runs import TERMINAL_STATUSES
+from testbed.waiting import eventually
 from tests.support.chaos_ledger import reckon
 from tests.support.chaos_stack import ChaosStack
-from tests.support.waiting import eventually
 
 
 async def _open(stack: ChaosStack, run_ids: Collection[str]) -> list[tuple[str, str]]:

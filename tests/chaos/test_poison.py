@@ -11,11 +11,11 @@ from redis.asyncio import Redis
 
 from services.contract.runs import TERMINAL_STATUSES
 from services.devstack.demo_llm import Reply
+from testbed.waiting import eventually
 from tests.chaos.conftest import TUNING
 from tests.chaos.invariants import assert_invariants
 from tests.support.chaos_load import Integration
 from tests.support.chaos_stack import ChaosStack
-from tests.support.waiting import eventually
 
 # Enough for the job to be delivered past `max_deliveries`, with one to spare; bounded,
 # because each kill costs a worker restart.

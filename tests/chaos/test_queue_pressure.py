@@ -10,11 +10,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from testbed.waiting import eventually
 from tests.chaos.conftest import TUNING
 from tests.chaos.invariants import assert_invariants
 from tests.support.chaos_load import Integration, Workload
 from tests.support.chaos_stack import ChaosStack
-from tests.support.waiting import eventually
 
 
 async def _queue(stack: ChaosStack) -> dict[str, Any]:

@@ -11,11 +11,11 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from testbed.waiting import eventually
 from tests.chaos.driving import accepted_more, under_load
 from tests.chaos.invariants import assert_invariants
 from tests.support.chaos_load import Workload
 from tests.support.chaos_stack import ChaosRedis, ChaosStack, exited
-from tests.support.waiting import eventually
 
 
 async def _group_exists(stack: ChaosStack) -> bool:

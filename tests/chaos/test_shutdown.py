@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 
 from services.worker.settings import WorkerSettings
+from testbed.waiting import eventually
 from tests.chaos.conftest import TUNING
 from tests.chaos.invariants import assert_invariants
 from tests.support.chaos_load import Integration, Workload
 from tests.support.chaos_stack import ChaosStack, exited
-from tests.support.waiting import eventually
 
 
 def _exit_margin() -> float:

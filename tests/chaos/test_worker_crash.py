@@ -10,11 +10,11 @@ lease comes back to find its run taken, and what it reports late is refused.
 
 from __future__ import annotations
 
+from testbed.waiting import eventually
 from tests.chaos.driving import decide_pending_approval, kill_holder_when, steps
 from tests.chaos.invariants import assert_invariants
 from tests.support.chaos_load import Integration, Workload
 from tests.support.chaos_stack import ChaosStack, Part
-from tests.support.waiting import eventually
 
 
 async def test_runs_survive_workers_killed_mid_model_call_mid_tool_call_and_between_steps(

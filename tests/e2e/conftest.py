@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from services.devstack.embedded import free_port
-from tests.support import servers
-from tests.support.processes import Service, wait_until
+from testbed import servers
+from testbed.processes import Service, wait_until
+from testbed.waiting import eventually
 from tests.support.scripted_llm import ScriptedLLM
-from tests.support.waiting import eventually
 
 
 @dataclass
@@ -35,7 +35,7 @@ def mcp_servers_file(directory: Path, notes_file: Path) -> Path:
         "mcpServers": {
             "notes": {
                 "command": sys.executable,
-                "args": ["-m", "tests.support.mcp_servers.notes_server"],
+                "args": ["-m", "testbed.mcp_servers.notes_server"],
                 "env": {"NOTES_FILE": str(notes_file)},
             },
             "time": {"command": sys.executable, "args": ["-m", "mcp_server_time"]},

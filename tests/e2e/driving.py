@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from testbed.waiting import eventually
 from tests.e2e.conftest import Stack
-from tests.support.waiting import eventually
 
 TERMINAL = {"completed", "failed", "cancelled", "budget_exceeded"}
 

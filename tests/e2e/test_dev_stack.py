@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from services.devstack.demo_llm import DEMO_LABEL
 from services.devstack.embedded import free_port
-from tests.support import servers
+from testbed import servers
 
 START_TIMEOUT = 90
 

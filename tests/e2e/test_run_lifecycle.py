@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from services.contract.jobs import JobMessage, JobReason, StreamNames
 from services.devstack.demo_llm import Reply
+from testbed.waiting import eventually
 from tests.conftest import PRICE_IN, PRICE_OUT
 from tests.e2e.conftest import Stack
 from tests.e2e.driving import (
@@ -23,7 +24,6 @@ from tests.e2e.driving import (
     unique_prompt,
     wait_finished,
 )
-from tests.support.waiting import eventually
 
 
 async def test_a_run_completes_with_the_scripted_answer_tokens_cost_and_steps(

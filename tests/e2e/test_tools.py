@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from services.devstack.demo_llm import Reply
+from testbed.waiting import eventually
 from tests.e2e.conftest import Stack
 from tests.e2e.driving import (
     get_run,
@@ -18,7 +19,6 @@ from tests.e2e.driving import (
     unique_prompt,
     wait_finished,
 )
-from tests.support.waiting import eventually
 
 POLICY = [
     {"id": "time-ok", "tool": "time.*", "effect": "allow"},

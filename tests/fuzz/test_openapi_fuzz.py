@@ -9,16 +9,11 @@ from other tests' data.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -28,6 +23,7 @@ from services.contract.api import Role
 from services.devstack.embedded import free_port
 from services.gateway.audit import Actor
 from services.gateway.store.keys import create_key
+from testbed.processes import serving
 
 EXAMPLES_PER_OPERATION = 10
 
@@ -42,36 +38,21 @@ async def fuzz_key(db: asyncpg.Pool) -> str:
 
 
 @pytest.fixture(scope="module")
-def fuzz_gateway(
+async def fuzz_gateway(
     database_url: str, redis_url: str, models_file: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+) -> AsyncIterator[str]:
     port = free_port()
-    log = (tmp_path_factory.mktemp("fuzz") / "gateway.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli.main", "gateway"],
-        env={
-            **os.environ,
-            "FERRUMDECK_DATABASE_URL": database_url,
-            "FERRUMDECK_REDIS_URL": redis_url,
-            "FERRUMDECK_STREAM_PREFIX": f"fdtest:fuzz-{uuid.uuid4().hex[:8]}",
-            "FERRUMDECK_MODELS": str(models_file),
-            "FERRUMDECK_PORT": str(port),
-        },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(15)
-    log.close()
+    env = {
+        "FERRUMDECK_DATABASE_URL": database_url,
+        "FERRUMDECK_REDIS_URL": redis_url,
+        "FERRUMDECK_STREAM_PREFIX": f"fdtest:fuzz-{uuid.uuid4().hex[:8]}",
+        "FERRUMDECK_MODELS": str(models_file),
+        "FERRUMDECK_PORT": str(port),
+    }
+    log = tmp_path_factory.mktemp("fuzz") / "gateway.log"
+    async with serving("gateway", env, log, ready_url=f"{url}/readyz"):
+        yield url
 
 
 def test_no_generated_request_breaks_the_gateway(fuzz_gateway: str, fuzz_key: str) -> None:

@@ -15,7 +15,7 @@ from services.gateway.app import create_app
 from services.gateway.events import APPLICATION_NAME
 from services.gateway.resources import Resources
 from services.gateway.settings import GatewaySettings
-from tests.support.waiting import eventually
+from testbed.waiting import eventually
 
 
 def _resources(app: App) -> Resources:

@@ -18,8 +18,8 @@ from quart.typing import TestClientProtocol as Client
 from services.contract.api import Role
 from services.gateway.audit import Actor, link_pending
 from services.gateway.store.keys import create_key
+from testbed.waiting import eventually
 from tests.support.harness import ToolHarness
-from tests.support.waiting import eventually
 
 
 async def _events(client: Client, admin: dict[str, str], **filters: str) -> list[dict[str, Any]]:

@@ -9,8 +9,8 @@ from redis.asyncio import Redis
 
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
+from testbed.waiting import eventually
 from tests.support.harness import ToolHarness
-from tests.support.waiting import eventually
 
 
 async def test_runs_are_refused_while_the_backlog_is_past_its_bound(

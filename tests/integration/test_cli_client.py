@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from services.gateway.settings import GatewaySettings
+from testbed.waiting import eventually
 from tests.support.gateway_server import ServedGateway, serve_gateway
 from tests.support.harness import ToolHarness
-from tests.support.waiting import eventually
 
 Cli = Callable[..., Awaitable[subprocess.CompletedProcess[str]]]
 COMMAND = [sys.executable, "-m", "services.cli.main"]

@@ -20,9 +20,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from services.client import CONNECTED, AsyncFerrumDeck, LiveEvent
 from services.gateway.errors import outage
 from services.gateway.settings import GatewaySettings
+from testbed.waiting import eventually
 from tests.support.fault_proxy import FaultProxy
 from tests.support.gateway_server import ServedGateway, serve_gateway
-from tests.support.waiting import eventually
 
 
 def _through(dsn: str, port: int) -> str:

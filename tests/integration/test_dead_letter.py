@@ -20,9 +20,9 @@ from redis.asyncio import Redis
 from services.client import AsyncFerrumDeck, Conflict
 from services.contract.jobs import DeadLetter, JobMessage, JobReason
 from services.gateway.settings import GatewaySettings
+from testbed.waiting import eventually
 from tests.support.gateway_server import ServedGateway, serve_gateway
 from tests.support.harness import ToolHarness
-from tests.support.waiting import eventually
 
 
 async def _dead_letter(

@@ -20,9 +20,9 @@ from services.gateway.auth import Principal
 from services.gateway.events import APPLICATION_NAME, RESYNC, Event, EventHub
 from services.gateway.settings import GatewaySettings
 from services.gateway.store.keys import create_key
+from testbed.waiting import eventually
 from tests.support.gateway_server import ServedGateway, serve_gateway
 from tests.support.harness import ToolHarness
-from tests.support.waiting import eventually
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from services.gateway.auth import hash_secret
 from services.gateway.events import APPLICATION_NAME
 from services.gateway.resources import Resources
 from services.gateway.settings import GatewaySettings
-from tests.support.waiting import eventually
+from testbed.waiting import eventually
 
 # Long enough that only an invalidation, never expiry, can explain a refusal.
 LONG = 300.0

@@ -16,9 +16,9 @@ import pytest
 
 from services.worker.mcp_config import HttpServer, StdioServer
 from services.worker.mcp_router import McpRouter, ToolOutcome
-from tests.support.mcp_servers.notes_server import create_server
-from tests.support.mcp_servers.serving import serve_streamable_http
-from tests.support.waiting import eventually
+from testbed.mcp_servers.notes_server import create_server
+from testbed.mcp_servers.serving import serve_streamable_http
+from testbed.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 NOTES_TOOLS = ["add", "big", "fail", "read_notes", "slow", "write_note"]
@@ -30,7 +30,7 @@ TIME = StdioServer(
 def notes_over_stdio(notes_file: Path) -> StdioServer:
     return StdioServer(
         command=sys.executable,
-        args=["-m", "tests.support.mcp_servers.notes_server"],
+        args=["-m", "testbed.mcp_servers.notes_server"],
         env={"NOTES_FILE": str(notes_file)},
         cwd=REPO,
     )
@@ -218,7 +218,7 @@ async def test_a_killed_stdio_server_is_unavailable_then_reconnected(notes_file:
         (victim,) = (
             psutil.Process(pid)
             for pid in children() - before
-            if "tests.support.mcp_servers.notes_server" in psutil.Process(pid).cmdline()
+            if "testbed.mcp_servers.notes_server" in psutil.Process(pid).cmdline()
         )
         victim.kill()
         started = time.monotonic()

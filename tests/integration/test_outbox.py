@@ -17,7 +17,7 @@ from services.devstack.embedded import EmbeddedValkey, free_port
 from services.gateway.app import create_app
 from services.gateway.outbox import OutboxRelay
 from services.gateway.settings import GatewaySettings
-from tests.support.waiting import eventually
+from testbed.waiting import eventually
 
 
 @pytest.fixture

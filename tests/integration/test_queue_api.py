@@ -7,8 +7,8 @@ from redis.asyncio import Redis
 
 from services.contract.queue import QueueStats
 from services.gateway.settings import GatewaySettings
+from testbed.waiting import eventually
 from tests.support.harness import Harness
-from tests.support.waiting import eventually
 
 
 async def _stats(client: Client, admin: dict[str, str]) -> QueueStats:

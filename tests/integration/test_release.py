@@ -11,8 +11,8 @@ from redis.asyncio import Redis
 
 from services.contract.jobs import JobMessage, JobReason
 from services.gateway.settings import GatewaySettings
+from testbed.waiting import eventually
 from tests.support.harness import ToolHarness
-from tests.support.waiting import eventually
 
 
 async def _release(h: ToolHarness, run_id: str, epoch: int, **fields: Any) -> tuple[int, Any]:

@@ -13,8 +13,8 @@ from redis.asyncio import Redis
 from services.gateway.job_presence import jobs_waiting
 from services.gateway.settings import GatewaySettings
 from services.gateway.store.runs import republish_stale
+from testbed.waiting import eventually
 from tests.support.harness import ToolHarness
-from tests.support.waiting import eventually
 
 
 async def _published(redis: Redis, settings: GatewaySettings, run_id: str) -> int:

@@ -24,7 +24,7 @@ from services.gateway.run_intake import RunIntake
 from services.gateway.settings import GatewaySettings
 from services.gateway.store.agents import create_version
 from services.gateway.store.runs import NewRun, create_runs
-from tests.support.waiting import eventually
+from testbed.waiting import eventually
 
 TESTER = Actor.system("intake test")
 

@@ -10,7 +10,7 @@ from quart.typing import TestClientProtocol as Client
 from redis.asyncio import Redis
 
 from services.gateway.settings import GatewaySettings
-from tests.support.waiting import eventually
+from testbed.waiting import eventually
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from redis.asyncio import Redis
 
 from services.gateway.settings import GatewaySettings
 from services.gateway.stream_trim import StreamId, trim_runs_stream
+from testbed.waiting import eventually
 from tests.support.harness import Harness
-from tests.support.waiting import eventually
 
 
 async def _publish(redis: Redis, stream: str, count: int) -> list[bytes]:

@@ -7,8 +7,8 @@ import uuid
 
 import asyncpg
 
+from testbed.waiting import eventually
 from tests.support.harness import ToolHarness
-from tests.support.waiting import eventually
 
 ALLOW_TIME = {"id": "time", "tool": "time.*", "effect": "allow"}
 APPROVE_NOTES = {"id": "notes", "tool": "notes.write_note", "effect": "require_approval"}

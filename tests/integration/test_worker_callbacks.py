@@ -31,9 +31,9 @@ from services.worker.llm import LLM
 from services.worker.mcp_config import StdioServer
 from services.worker.mcp_router import McpRouter
 from services.worker.retry import Backoff
+from testbed.waiting import eventually
 from tests.support.gateway_server import serve_gateway
 from tests.support.scripted_llm import ScriptedLLM
-from tests.support.waiting import eventually
 
 TERMINAL = {"completed", "failed", "cancelled", "budget_exceeded"}
 QUICK = Backoff(3, 0.01, 0.05)
@@ -154,7 +154,7 @@ async def tools(tmp_path: Path) -> AsyncIterator[McpRouter]:
         {
             "notes": StdioServer(
                 command=sys.executable,
-                args=["-m", "tests.support.mcp_servers.notes_server"],
+                args=["-m", "testbed.mcp_servers.notes_server"],
                 env={"NOTES_FILE": str(tmp_path / "notes.txt")},
             )
         }

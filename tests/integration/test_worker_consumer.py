@@ -32,10 +32,10 @@ from services.worker.gateway_client import GatewayClient
 from services.worker.llm import LLM
 from services.worker.mcp_router import McpRouter
 from services.worker.retry import Backoff
+from testbed.waiting import eventually
 from tests.support.fault_proxy import FaultProxy
 from tests.support.gateway_server import serve_gateway
 from tests.support.scripted_llm import ScriptedLLM
-from tests.support.waiting import eventually
 
 TERMINAL = {"completed", "failed", "cancelled", "budget_exceeded"}
 QUICK = Backoff(3, 0.01, 0.05)

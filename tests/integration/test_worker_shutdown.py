@@ -16,10 +16,10 @@ from redis.asyncio import Redis
 
 from services.devstack.demo_llm import Reply
 from services.gateway.settings import GatewaySettings
+from testbed.processes import Service
+from testbed.waiting import eventually
 from tests.support.gateway_server import serve_gateway
-from tests.support.processes import Service
 from tests.support.scripted_llm import ScriptedLLM
-from tests.support.waiting import eventually
 
 
 @pytest.mark.slow

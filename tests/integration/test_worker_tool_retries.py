@@ -36,7 +36,7 @@ def notes_file(tmp_path: Path) -> Path:
 async def router(notes_file: Path) -> AsyncIterator[McpRouter]:
     server = StdioServer(
         command=sys.executable,
-        args=["-m", "tests.support.mcp_servers.notes_server"],
+        args=["-m", "testbed.mcp_servers.notes_server"],
         env={"NOTES_FILE": str(notes_file)},
         cwd=REPO,
     )
@@ -50,7 +50,7 @@ def kill_notes_server() -> None:
     (victim,) = (
         child
         for child in psutil.Process().children(recursive=True)
-        if "tests.support.mcp_servers.notes_server" in child.cmdline()
+        if "testbed.mcp_servers.notes_server" in child.cmdline()
     )
     victim.kill()
     victim.wait(5)

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from services.devstack.embedded import free_port
-from tests.support import servers
-from tests.support.processes import Service, wait_until
+from testbed import servers
+from testbed.processes import Service, wait_until
 from tests.support.scripted_llm import ScriptedLLM
 
 

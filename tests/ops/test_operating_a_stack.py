@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 
 from services.devstack.demo_llm import Reply
+from testbed.waiting import eventually
 from tests.ops.conftest import OpsStack
 from tests.ops.scraping import scrape, value
-from tests.support.waiting import eventually
 
 
 async def _complete_a_run(stack: OpsStack, text: str) -> dict[str, Any]:

@@ -18,9 +18,9 @@ import psutil
 
 from services.devstack.demo_llm import Reply
 from services.devstack.embedded import free_port
-from tests.support import servers
+from testbed import servers
+from testbed.waiting import eventually
 from tests.support.scripted_llm import ScriptedLLM
-from tests.support.waiting import eventually
 
 PROCFILE = Path(__file__).resolve().parents[2] / "Procfile"
 

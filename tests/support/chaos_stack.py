@@ -43,7 +43,7 @@ from services.gateway.audit import Actor
 from services.gateway.db.connections import connect, create_pool
 from services.gateway.db.migrations import migrate
 from services.gateway.store.keys import create_key
-from tests.support import servers
+from testbed import servers
 from tests.support.fault_proxy import FaultProxy
 from tests.support.scripted_llm import ScriptedLLM, serve_llm
 
@@ -519,7 +519,7 @@ def _write_config(directory: Path, llm_url: str, notes_file: Path) -> tuple[Path
     mcp = directory / "mcp.json"
     server = {
         "command": sys.executable,
-        "args": ["-m", "tests.support.mcp_servers.chaos_notes_server"],
+        "args": ["-m", "testbed.mcp_servers.chaos_notes_server"],
         "env": {"NOTES_FILE": str(notes_file)},
     }
     mcp.write_text(json.dumps({"mcpServers": {"notes": server}}))

@@ -18,8 +18,8 @@ from services.client import AsyncFerrumDeck
 from services.devstack.embedded import free_port
 from services.gateway.db.connections import connect
 from services.gateway.db.migrations import migrate
-from tests.support import servers
-from tests.support.processes import Service, wait_until
+from testbed import servers
+from testbed.processes import Service, wait_until
 from tests.tui import seeded
 from tests.tui.conftest import text_of, until
 from tui.app import FerrumDeckApp

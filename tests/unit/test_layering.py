@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT = ("services", "tui", "bench", "tests")
+PROJECT = ("services", "tui", "bench", "testbed", "tests")
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,14 @@ RULES = {
         "tui", ("services.gateway", "services.worker", "asyncpg", "redis")
     ),
     "the contract depends on no other part": Rule(
-        "services.contract", ("services", "tui", "bench", "tests"), allowed=("services.contract",)
+        "services.contract",
+        ("services", "tui", "bench", "testbed", "tests"),
+        allowed=("services.contract",),
     ),
+    "the product depends on no test or benchmark": Rule("services", ("bench", "testbed", "tests")),
+    "the deck depends on no test or benchmark": Rule("tui", ("bench", "testbed", "tests")),
     "benchmarks do not depend on the test suite": Rule("bench", ("tests",)),
+    "the test bed belongs to neither suite": Rule("testbed", ("bench", "tests")),
 }
 
 # Broken today, kept visible: each fails the day it holds, so that it then joins the rules

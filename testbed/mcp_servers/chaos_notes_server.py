@@ -4,7 +4,7 @@
 while it waits leaves a side effect the platform cannot know about: the case a
 non-idempotent tool call must never be repeated blindly in. It lives here rather than in
 `notes_server` so that server's catalogue, which other tests list exactly, stays as it is.
-Run it over stdio with `python -m tests.support.mcp_servers.chaos_notes_server`.
+Run it over stdio with `python -m testbed.mcp_servers.chaos_notes_server`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mcp.server.mcpserver import MCPServer
 
-from tests.support.mcp_servers.notes_server import create_server
+from testbed.mcp_servers.notes_server import create_server
 
 
 def create_chaos_server(notes_file: Path) -> MCPServer:

@@ -3,8 +3,8 @@
 `write_note` appends a line to `NOTES_FILE`, so a test can count how many times a call
 really ran; the other tools cover read-only annotations, tool errors, slowness, large
 results and structured output. Run it over stdio with
-`python -m tests.support.mcp_servers.notes_server`, or serve `create_server(...)` over
-streamable HTTP in the test process (`tests.support.mcp_servers.serving`).
+`python -m testbed.mcp_servers.notes_server`, or serve `create_server(...)` over
+streamable HTTP in the test process (`testbed.mcp_servers.serving`).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ and the notes file (`tests.support.chaos_ledger`, the chaos suite's invariants):
 
 Not a test and not in CI (the chaos suite is): run it by hand, for as long as you like.
 
-    .venv/bin/python -m bench.soak --minutes 10 --clients 4 [--workers 3] [--pause 1]
+    .venv/bin/python -m tests.chaos.soak --minutes 10 --clients 4 [--workers 3] [--pause 1]
         [--kill-every 20] [--gateway] [--seed N]
 
 PostgreSQL and Redis default to the machine's (`--database-url` is an admin DSN: the
@@ -284,7 +284,7 @@ async def soak(args: argparse.Namespace) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.soak",
+        prog="python -m tests.chaos.soak",
         description="Integrations starting runs while workers are killed and restarted.",
     )
     parser.add_argument("--minutes", type=float, default=10.0)

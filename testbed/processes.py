@@ -1,13 +1,15 @@
-"""Real gateway and worker processes for end-to-end tests, logging to files we can show."""
+"""Real gateway and worker processes for tests and benchmarks, logging to files we can show."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -56,3 +58,17 @@ async def wait_until(predicate_url: str, within: float, service: Service) -> Non
                 pass
             await asyncio.sleep(0.1)
     raise AssertionError(f"{service.command} not ready after {within}s:\n{service.log()}")
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    command: str, env: dict[str, str], log_path: Path, *, ready_url: str, within: float = 30
+) -> AsyncIterator[Service]:
+    """A process that answers `ready_url`, stopped on the way out; failing with its log
+    when it never becomes ready, so nothing runs against a service that is not there."""
+    service = Service(command, env, log_path)
+    try:
+        await wait_until(ready_url, within, service)
+        yield service
+    finally:
+        service.stop()
