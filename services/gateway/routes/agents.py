@@ -32,7 +32,9 @@ async def create_agent(data: AgentCreate) -> tuple[Agent, int]:
             code="unknown_model",
         )
     async with res.pool.acquire() as conn:
-        agent = await store.create_version(conn, project(), data, current_actor())
+        agent = await store.create_version(
+            conn, project(), data, current_actor(), cache=res.agent_cache
+        )
     return agent, 201
 
 

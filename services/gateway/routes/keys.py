@@ -43,5 +43,6 @@ async def list_keys() -> KeyList:
 @tag(["keys"])
 async def revoke_key(key_id: uuid.UUID) -> tuple[str, int]:
     """Revoke at once: the next request with this key gets 401."""
-    await store.revoke_key(resources().pool, project(), key_id, current_actor())
+    res = resources()
+    await store.revoke_key(res.pool, project(), key_id, current_actor(), cache=res.key_cache)
     return "", 204

@@ -59,7 +59,7 @@ async def create_run(data: RunCreate) -> tuple[Run, int, dict[str, str]]:
     res = resources()
     await res.backpressure.admit()
     agent = await agent_store.get_version(
-        res.pool, project(), name, int(version) if version else None
+        res.pool, project(), name, int(version) if version else None, cache=res.agent_cache
     )
     if agent is None:
         raise UnprocessableEntity(f"no agent {data.agent!r}", code="unknown_agent")

@@ -44,7 +44,9 @@ require_role(blueprint, Role.WORKER)
 @validate_response(ClaimGrant)
 async def claim(run_id: uuid.UUID, data: ClaimRequest) -> ClaimGrant:
     res = resources()
-    return await leases.claim(res.pool, run_id, data.worker_id, res.settings.lease_seconds)
+    return await leases.claim(
+        res.pool, run_id, data.worker_id, res.settings.lease_seconds, agents=res.agent_cache
+    )
 
 
 @blueprint.post("/runs/<uuid:run_id>/heartbeat")

@@ -1,7 +1,9 @@
 """Agents: immutable versions, numbered from 1 per name.
 
-Inside a running gateway `get_version` answers from the app's `agent_cache` when it can;
-a new version is announced to every gateway on commit by a trigger (migration 0007).
+Inside a running gateway the caller hands in the app's `agent_cache`, and `get_version`
+answers from it when it can; the CLI, the dev stack and benchmarks pass none and read
+PostgreSQL. A new version is announced to every gateway on commit by a trigger
+(migration 0007).
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from typing import Any
 import asyncpg
 
 from services.contract.api import Agent, AgentCreate
+from services.gateway.agent_cache import AgentCache
 from services.gateway.audit import Actor, record
-from services.gateway.resources import current_resources
 
 _COLUMNS = "name, version, model, system_prompt, tools, budget, params, created_at"
 
@@ -22,7 +24,12 @@ def _agent(row: asyncpg.Record) -> Agent:
 
 
 async def create_version(
-    conn: asyncpg.Connection, project: str, spec: AgentCreate, actor: Actor
+    conn: asyncpg.Connection,
+    project: str,
+    spec: AgentCreate,
+    actor: Actor,
+    *,
+    cache: AgentCache | None = None,
 ) -> Agent:
     """Append the next version of `spec.name`; concurrent registrations queue on a lock."""
     async with conn.transaction():
@@ -55,22 +62,25 @@ async def create_version(
             {"model": spec.model, "tools": spec.tools},
         )
     agent = _agent(row)
-    res = current_resources()
-    if res is not None:
-        res.agent_cache.created(project, agent)
+    if cache is not None:
+        cache.created(project, agent)
     return agent
 
 
 async def get_version(
-    conn: asyncpg.Connection | asyncpg.Pool, project: str, name: str, version: int | None
+    conn: asyncpg.Connection | asyncpg.Pool,
+    project: str,
+    name: str,
+    version: int | None,
+    *,
+    cache: AgentCache | None = None,
 ) -> Agent | None:
     """`name@version`, or the latest version of `name` for None; None if there is none.
 
     The result may be shared with other requests: do not change it."""
-    res = current_resources()
-    if res is None:
+    if cache is None:
         return await _read_version(conn, project, name, version)
-    return await res.agent_cache.version(
+    return await cache.version(
         project, name, version, lambda: _read_version(conn, project, name, version)
     )
 

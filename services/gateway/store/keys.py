@@ -18,7 +18,7 @@ from services.contract.ids import uuid7
 from services.gateway.audit import Actor, record
 from services.gateway.auth import hash_secret, new_secret
 from services.gateway.errors import NotFound
-from services.gateway.resources import current_resources
+from services.gateway.key_cache import KeyCache
 
 PLATFORM = "_platform"
 
@@ -72,7 +72,14 @@ async def list_keys(pool: asyncpg.Pool, project: str) -> list[KeyInfo]:
     return [KeyInfo.model_validate(dict(r)) for r in rows]
 
 
-async def revoke_key(pool: asyncpg.Pool, project: str, key_id: uuid.UUID, actor: Actor) -> None:
+async def revoke_key(
+    pool: asyncpg.Pool,
+    project: str,
+    key_id: uuid.UUID,
+    actor: Actor,
+    *,
+    cache: KeyCache | None = None,
+) -> None:
     """The very next request with the key is refused, on every gateway: this one forgets
     the key once the revocation commits, the others are told by the notification the
     commit sends (a trigger's, migration 0007, so a revocation made in SQL is told too)."""
@@ -91,9 +98,8 @@ async def revoke_key(pool: asyncpg.Pool, project: str, key_id: uuid.UUID, actor:
             )
         # Right after the commit, before the caller hears of it (the notification reaches
         # this process too, but later).
-        res = current_resources()
-        if res is not None:
-            res.key_cache.forget(key_id)
+        if cache is not None:
+            cache.forget(key_id)
 
 
 async def key_is_valid(conn: asyncpg.Connection | asyncpg.Pool, secret: str) -> bool:

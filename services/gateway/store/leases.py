@@ -26,6 +26,7 @@ from services.contract.worker_api import (
     StepReport,
 )
 from services.gateway import metrics
+from services.gateway.agent_cache import AgentCache
 from services.gateway.audit import APPEND, Actor, record, request_id
 from services.gateway.errors import Conflict, NotFound
 from services.gateway.outbox import enqueue
@@ -111,7 +112,12 @@ def _refused(row: asyncpg.Record, epoch: int) -> Conflict:
 
 
 async def claim(
-    pool: asyncpg.Pool, run_id: uuid.UUID, worker_id: str, lease_seconds: float
+    pool: asyncpg.Pool,
+    run_id: uuid.UUID,
+    worker_id: str,
+    lease_seconds: float,
+    *,
+    agents: AgentCache | None = None,
 ) -> ClaimGrant:
     """Take the run if it is queued or its lease has expired; bump the epoch.
 
@@ -137,7 +143,7 @@ async def claim(
                 details={"status": current["status"]},
             )
         run = to_run(row)
-        agent = await get_version(conn, row["project"], run.agent, run.agent_version)
+        agent = await get_version(conn, row["project"], run.agent, run.agent_version, cache=agents)
         assert agent is not None
     assert run.started_at is not None
     return ClaimGrant(
