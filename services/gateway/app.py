@@ -27,6 +27,7 @@ from services.gateway.routes import (
     worker,
 )
 from services.gateway.routes import events as events_routes
+from services.gateway.routes import metrics as metrics_routes
 from services.gateway.routes import queue as queue_routes
 from services.gateway.run_intake import RunIntake
 from services.gateway.settings import GatewaySettings
@@ -52,7 +53,7 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
     request_context.install(app)
     access_log.install(app)
     metrics.instrument(app)
-    app.register_blueprint(metrics.blueprint)
+    app.register_blueprint(metrics_routes.blueprint)
     for module in (health, agents, runs, approvals, policies, tools, keys, audit, worker):
         app.register_blueprint(module.blueprint)
     app.register_blueprint(events_routes.blueprint)

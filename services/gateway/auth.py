@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from functools import wraps
 from typing import ParamSpec, TypeVar
 
@@ -30,6 +28,7 @@ from services.contract.api import Role
 from services.gateway import metrics
 from services.gateway.audit import Actor
 from services.gateway.errors import Forbidden, TooManyRequests, Unauthorized
+from services.gateway.principal import Principal
 from services.gateway.resources import Resources, resources
 
 KEY_PREFIX = "fd_"
@@ -41,14 +40,6 @@ R = TypeVar("R")
 READERS = (Role.ADMIN, Role.OPERATOR, Role.INTEGRATION, Role.VIEWER)
 RUN_STARTERS = (Role.ADMIN, Role.INTEGRATION)
 DECIDERS = (Role.ADMIN, Role.OPERATOR)
-
-
-@dataclass(frozen=True)
-class Principal:
-    key_id: uuid.UUID
-    name: str
-    role: Role
-    project: str | None
 
 
 def new_secret() -> str:

@@ -33,10 +33,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.contract.jobs import StreamNames
-from services.gateway.auth import Principal
 from services.gateway.background import BackgroundLoop
 from services.gateway.backpressure import Bounds
 from services.gateway.coherent_cache import Coherent
+from services.gateway.principal import Principal
 from services.gateway.queue_stats import queue_stats
 
 log = logging.getLogger(__name__)

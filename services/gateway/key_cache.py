@@ -23,13 +23,9 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from services.gateway.coherent_cache import CoherentCache
-
-if TYPE_CHECKING:
-    # Only named here: auth reaches this cache through resources, which imports us.
-    from services.gateway.auth import Principal
+from services.gateway.principal import Principal
 
 log = logging.getLogger(__name__)
 

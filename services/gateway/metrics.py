@@ -1,4 +1,5 @@
-"""The gateway's Prometheus metrics and its `/metrics` endpoint.
+"""The gateway's Prometheus metrics: counters bumped where things happen, gauges the
+`/metrics` route (`routes/metrics.py`) fills when scraped.
 
 Request metrics are labelled by route *template* (`/v1/runs/<uuid:run_id>`), never the
 raw path, so a scan of random URLs cannot create series. Queue, approval, outbox and run
@@ -10,22 +11,12 @@ every writer: they are shared state, so every gateway reports the same values (t
 
 from __future__ import annotations
 
-import logging
 import time
 
-import asyncpg
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
-from quart import Blueprint, Quart, Response, g, request
-from quart_schema import hide
-from redis.exceptions import RedisError
+from prometheus_client import Counter, Gauge, Histogram
+from quart import Quart, Response, g, request
 
 from services.contract.runs import RunStatus
-from services.gateway.queue_stats import queue_stats
-from services.gateway.resources import resources
-
-log = logging.getLogger(__name__)
-
-blueprint = Blueprint("metrics", __name__)
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -127,43 +118,3 @@ def instrument(app: Quart) -> None:
         if started is not None:
             HTTP_DURATION.labels(route=route, method=method).observe(time.perf_counter() - started)
         return response
-
-
-async def _read_postgres() -> None:
-    async with resources().pool.acquire(timeout=2) as conn:
-        APPROVALS_PENDING.set(
-            await conn.fetchval("SELECT count(*) FROM approvals WHERE status = 'pending'")
-        )
-        OUTBOX_BACKLOG.set(await conn.fetchval("SELECT count(*) FROM outbox"))
-        counts = dict(await conn.fetch("SELECT status, count(*) FROM runs GROUP BY status"))
-    for status in RunStatus:
-        RUNS.labels(status=status.value).set(counts.get(status.value, 0))
-
-
-async def _read_redis() -> None:
-    res = resources()
-    stats = await queue_stats(res.redis, res.settings.streams)
-    QUEUE_DEPTH.set(stats.depth)
-    QUEUE_PENDING.set(stats.pending)
-    QUEUE_LAG.set(float("nan") if stats.lag is None else stats.lag)
-    QUEUE_OLDEST_PENDING_AGE.set(stats.oldest_pending_seconds or 0.0)
-    QUEUE_DEAD_LETTER.set(stats.dead_letter)
-
-
-@blueprint.get("/metrics")
-@hide
-async def metrics() -> Response:
-    """Prometheus exposition; shared-state gauges are read now."""
-    try:
-        await _read_postgres()
-        SOURCE_UP.labels(source="postgres").set(1)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-        log.warning("metrics: cannot read PostgreSQL: %s", exc)
-        SOURCE_UP.labels(source="postgres").set(0)
-    try:
-        await _read_redis()
-        SOURCE_UP.labels(source="redis").set(1)
-    except (RedisError, OSError) as exc:
-        log.warning("metrics: cannot read Redis: %s", exc)
-        SOURCE_UP.labels(source="redis").set(0)
-    return Response(generate_latest(), content_type=CONTENT_TYPE_LATEST)

@@ -10,24 +10,20 @@ different databases.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import asyncpg
-from quart import Quart, current_app, has_app_context
+from quart import Quart, current_app
 from redis.asyncio import Redis
 
 from services.contract.model_catalog import ModelCatalog
 from services.gateway.agent_cache import AgentCache
+from services.gateway.audit import AuditChainer
+from services.gateway.backpressure import Backpressure
 from services.gateway.key_cache import KeyCache
+from services.gateway.outbox import OutboxRelay
+from services.gateway.run_intake import RunIntake
 from services.gateway.settings import GatewaySettings
-
-if TYPE_CHECKING:
-    # Only named here: the loops import metrics, which imports this module.
-    from services.gateway.audit import AuditChainer
-    from services.gateway.backpressure import Backpressure
-    from services.gateway.outbox import OutboxRelay
-    from services.gateway.run_intake import RunIntake
-    from services.gateway.sweeper import Sweeper
+from services.gateway.sweeper import Sweeper
 
 _KEY = "ferrumdeck"
 
@@ -56,13 +52,4 @@ class Resources:
 
 def resources() -> Resources:
     found: Resources = current_app.extensions[_KEY]
-    return found
-
-
-def current_resources() -> Resources | None:
-    """The running app's resources, or None outside one (the CLI, the dev stack and
-    benchmarks call the stores directly): for stores that use a cache when there is one."""
-    if not has_app_context():
-        return None
-    found: Resources | None = current_app.extensions.get(_KEY)
     return found

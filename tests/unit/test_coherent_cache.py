@@ -7,9 +7,9 @@ import asyncio
 import uuid
 
 from services.contract.api import Role
-from services.gateway.auth import Principal
 from services.gateway.coherent_cache import CoherentCache
 from services.gateway.key_cache import KeyCache
+from services.gateway.principal import Principal
 
 
 class Loads:

@@ -1,0 +1,62 @@
+"""`/metrics`: Prometheus exposition, with the shared-state gauges read at scrape time.
+
+Outside authentication, like `/healthz`; expose it only where Prometheus can reach it.
+A source that cannot be read leaves its gauges stale and says so in
+`ferrumdeck_metrics_source_up`, so the scrape itself never fails."""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from quart import Blueprint, Response
+from quart_schema import hide
+from redis.exceptions import RedisError
+
+from services.contract.runs import RunStatus
+from services.gateway import metrics as m
+from services.gateway.queue_stats import queue_stats
+from services.gateway.resources import resources
+from services.gateway.store.gauges import read_counts
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("metrics", __name__)
+
+
+async def _read_postgres() -> None:
+    async with resources().pool.acquire(timeout=2) as conn:
+        counts = await read_counts(conn)
+    m.APPROVALS_PENDING.set(counts.approvals_pending)
+    m.OUTBOX_BACKLOG.set(counts.outbox_backlog)
+    for status in RunStatus:
+        m.RUNS.labels(status=status.value).set(counts.runs_by_status.get(status.value, 0))
+
+
+async def _read_redis() -> None:
+    res = resources()
+    stats = await queue_stats(res.redis, res.settings.streams)
+    m.QUEUE_DEPTH.set(stats.depth)
+    m.QUEUE_PENDING.set(stats.pending)
+    m.QUEUE_LAG.set(float("nan") if stats.lag is None else stats.lag)
+    m.QUEUE_OLDEST_PENDING_AGE.set(stats.oldest_pending_seconds or 0.0)
+    m.QUEUE_DEAD_LETTER.set(stats.dead_letter)
+
+
+@blueprint.get("/metrics")
+@hide
+async def metrics() -> Response:
+    try:
+        await _read_postgres()
+        m.SOURCE_UP.labels(source="postgres").set(1)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        log.warning("metrics: cannot read PostgreSQL: %s", exc)
+        m.SOURCE_UP.labels(source="postgres").set(0)
+    try:
+        await _read_redis()
+        m.SOURCE_UP.labels(source="redis").set(1)
+    except (RedisError, OSError) as exc:
+        log.warning("metrics: cannot read Redis: %s", exc)
+        m.SOURCE_UP.labels(source="redis").set(0)
+    return Response(generate_latest(), content_type=CONTENT_TYPE_LATEST)
