@@ -6,7 +6,7 @@ remembered without any invalidation. Which version is the *latest* does change, 
 new one is registered: `store.agents.create_version` forgets it here right after its
 transaction commits, and a trigger on `agents` (migration 0007) `pg_notify`s `CHANNEL`
 with the project and name of every inserted version, however it was inserted; every
-gateway's LISTEN connection (`events._Listener`) passes that to `on_notify`. Latest
+gateway's LISTEN connection (`notification_listener`) passes that to `on_notify`. Latest
 versions are answered from memory only while that connection is up (see
 `coherent_cache`). Unknown agents are never remembered.
 

@@ -35,7 +35,7 @@ V = TypeVar("V")
 
 
 class Coherent(Protocol):
-    """What the gateway's LISTEN connection (`events._Listener`) keeps up to date."""
+    """What the gateway's LISTEN connection (`notification_listener`) keeps up to date."""
 
     @property
     def channel(self) -> str:

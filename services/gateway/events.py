@@ -1,21 +1,18 @@
 """Live change feed for operators: PostgreSQL notifications fanned out to SSE clients.
 
 Triggers (migration 0003) announce every run, step and approval change on one channel,
-on commit. Each gateway process keeps ONE dedicated connection listening to it, however
-many clients watch, and copies each event into every client's bounded queue. A client
-that cannot keep up must never slow the others or grow memory without bound: when its
-queue is full the queue is emptied and it gets one `resync` event, telling it to refetch
-what it shows. The same happens to everyone when the listening connection was lost and
-re-established, since notifications sent meanwhile are gone. Once a second the hub also
-publishes the runs stream's `queue` statistics.
+on commit; the gateway's one listening connection (`notification_listener`) hands each
+to the hub, which copies it into every client's bounded queue. A client that cannot keep
+up must never slow the others or grow memory without bound: when its queue is full the
+queue is emptied and it gets one `resync` event, telling it to refetch what it shows.
+The same happens to everyone when the listening connection was lost and re-established,
+since notifications sent meanwhile are gone. Once a second the hub also publishes the
+runs stream's `queue` statistics.
 
 Which events a client may see is decided in one place, `visible_to`: only its own
 project's changes.
 
-The same connection also listens for the app's caches (`keep_coherent`): each cache's
-channel carries its invalidations, and a cache is trusted only while the connection is
-up and listening to it — emptied when it is lost and again when it is back, since
-whatever was announced meanwhile is gone.
+The same connection keeps the app's caches coherent (`keep_coherent`).
 """
 
 from __future__ import annotations
@@ -23,11 +20,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 from quart import Quart, current_app
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -36,16 +31,14 @@ from services.contract.jobs import StreamNames
 from services.gateway.background import BackgroundLoop
 from services.gateway.backpressure import Bounds
 from services.gateway.coherent_cache import Coherent
+from services.gateway.notification_listener import NotificationListener
 from services.gateway.principal import Principal
 from services.gateway.queue_stats import queue_stats
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "ferrumdeck_events"
-APPLICATION_NAME = "ferrumdeck-events"  # how the listening connection shows in pg_stat_activity
 _KEY = "ferrumdeck.events"
-_MAX_BACKOFF_SECONDS = 5.0
-_KEEPALIVE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -105,104 +98,6 @@ class Subscription:
             return None
 
 
-class _Listener(BackgroundLoop):
-    """Holds the LISTEN connection, reconnecting with backoff when it drops."""
-
-    name = "events-listener"
-
-    def __init__(self, hub: EventHub, dsn: str) -> None:
-        super().__init__()
-        self._hub = hub
-        self._dsn = dsn
-        self._conn: asyncpg.Connection | None = None
-        self._backoff = 0.1
-        self._ever_connected = False
-        self._since_keepalive = 0.0
-        self.caches: list[Coherent] = []
-
-    async def step(self) -> float:
-        if self._conn is not None and not self._conn.is_closed():
-            return await self._keepalive()
-        if self._conn is not None:
-            self._lost(self._conn)
-            self._conn = None
-        try:
-            conn = await asyncpg.connect(
-                self._dsn, timeout=5, server_settings={"application_name": APPLICATION_NAME}
-            )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            return self._retry_later(exc)
-        try:
-            await conn.add_listener(CHANNEL, self._on_notify)
-            for cache in self.caches:
-                await conn.add_listener(cache.channel, _invalidating(cache))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            conn.terminate()
-            return self._retry_later(exc)
-        self._conn = conn
-        conn.add_termination_listener(self._lost)
-        if conn.is_closed():  # lost before the listener above was in place
-            self._conn = None
-            return self._retry_later(ConnectionError("listening connection closed at once"))
-        # Listening now: whatever changes from here on is announced to the caches.
-        for cache in self.caches:
-            cache.trust()
-        self._backoff = 0.1
-        if self._ever_connected:
-            log.info("event listener reconnected; clients told to resync")
-            self._hub.broadcast(RESYNC)
-        self._ever_connected = True
-        return 1.0
-
-    def _retry_later(self, exc: Exception) -> float:
-        log.warning("event listener cannot connect (retrying): %s", exc)
-        self._backoff = min(self._backoff * 2, _MAX_BACKOFF_SECONDS)
-        return self._backoff
-
-    async def _keepalive(self) -> float:
-        """A dead TCP peer is only noticed when we talk; say something now and then."""
-        self._since_keepalive += 1.0
-        if self._since_keepalive >= _KEEPALIVE_SECONDS and self._conn is not None:
-            self._since_keepalive = 0.0
-            try:
-                await self._conn.execute("SELECT 1", timeout=5)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                await self.close()
-                return 0.0
-        return 1.0
-
-    def _lost(self, conn: Any) -> None:
-        """The listening connection closed, by us or not: invalidations may go unheard."""
-        if conn is self._conn or self._conn is None:
-            for cache in self.caches:
-                cache.distrust()
-
-    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        try:
-            data = json.loads(payload)
-        except ValueError:
-            log.warning("ignoring malformed notification %r", payload[:200])
-            return
-        self._hub.broadcast(Event(str(data.get("type", "unknown")), data))
-
-    async def close(self) -> None:
-        for cache in self.caches:
-            cache.distrust()
-        conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            try:
-                await conn.close(timeout=2)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                conn.terminate()
-
-
-def _invalidating(cache: Coherent) -> Callable[[Any, int, str, str], None]:
-    def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        cache.on_notify(payload)
-
-    return on_notify
-
-
 class _QueuePublisher(BackgroundLoop):
     """Publishes the runs stream's statistics while anyone is watching."""
 
@@ -253,7 +148,8 @@ class EventHub:
         self.heartbeat_seconds = heartbeat_seconds
         self._buffer = buffer
         self._subscriptions: set[Subscription] = set()
-        self._listener = _Listener(self, dsn)
+        self._listener = NotificationListener(dsn, on_reconnect=lambda: self.broadcast(RESYNC))
+        self._listener.listen(CHANNEL, self._on_notify)
         self._publisher = _QueuePublisher(self, redis, streams, queue_interval_seconds, bounds)
 
     @property
@@ -265,7 +161,8 @@ class EventHub:
 
     def keep_coherent(self, *caches: Coherent) -> None:
         """Have the listening connection keep `caches` coherent; call before `start`."""
-        self._listener.caches.extend(caches)
+        for cache in caches:
+            self._listener.keep_coherent(cache)
 
     def start(self) -> None:
         self._listener.start()
@@ -283,6 +180,14 @@ class EventHub:
         await self._publisher.stop()
         await self._listener.stop()
         await self._listener.close()
+
+    def _on_notify(self, payload: str) -> None:
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            log.warning("ignoring malformed notification %r", payload[:200])
+            return
+        self.broadcast(Event(str(data.get("type", "unknown")), data))
 
     def subscribe(self, principal: Principal) -> Subscription:
         subscription = Subscription(principal, self._buffer)

@@ -8,7 +8,7 @@ change that matters, revocation, must still take effect on the very next request
 * `store.keys.revoke_key` evicts the key here right after its transaction commits, and
   a trigger on `api_keys` (migration 0007) `pg_notify`s `CHANNEL` with the id of every
   key updated or deleted, however it was done (an operator's UPDATE in psql included),
-  which every gateway's LISTEN connection (`events._Listener`) passes to `on_notify`;
+  which every gateway's LISTEN connection (`notification_listener`) passes to `on_notify`;
 * while that connection is down, or just re-established (notifications may have been
   missed), nothing is answered from memory: see `coherent_cache`.
 

@@ -16,7 +16,8 @@ from redis.asyncio import Redis
 from services.client import CONNECTED, DISCONNECTED, AsyncFerrumDeck, LiveEvent, Unauthorized
 from services.contract.api import Role
 from services.gateway.audit import Actor
-from services.gateway.events import APPLICATION_NAME, RESYNC, Event, EventHub
+from services.gateway.events import RESYNC, Event, EventHub
+from services.gateway.notification_listener import APPLICATION_NAME
 from services.gateway.principal import Principal
 from services.gateway.settings import GatewaySettings
 from services.gateway.store.keys import create_key

@@ -14,7 +14,7 @@ from quart.typing import TestAppProtocol as App
 
 from services.gateway.app import create_app
 from services.gateway.auth import hash_secret
-from services.gateway.events import APPLICATION_NAME
+from services.gateway.notification_listener import APPLICATION_NAME
 from services.gateway.resources import Resources
 from services.gateway.settings import GatewaySettings
 from testbed.waiting import eventually
