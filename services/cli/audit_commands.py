@@ -10,6 +10,7 @@ from pathlib import Path
 from services.contract.audit import AuditEvent, Verification, verify
 from services.gateway.audit import verify_project
 from services.gateway.db.connections import create_pool
+from services.gateway.store.audit_trail import chained_events
 
 
 def _report(verification: Verification) -> int:
@@ -45,14 +46,7 @@ async def export(database_url: str, project: str, out: Path | None) -> int:
     target = out.open("w", encoding="utf-8") if out else sys.stdout
     try:
         async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            async for row in conn.cursor(
-                """SELECT e.id, e.project, e.actor, e.actor_kind, e.action, e.target, e.details,
-                          e.request_id, e.created_at, c.seq, c.prev_hash, c.hash
-                     FROM audit_chain c JOIN audit_events e ON e.id = c.event_id
-                    WHERE c.project = $1 ORDER BY c.seq""",
-                project,
-            ):
-                event = AuditEvent.model_validate(dict(row))
+            async for event in chained_events(conn, project):
                 target.write(json.dumps(event.model_dump(mode="json")) + "\n")
     finally:
         if out:

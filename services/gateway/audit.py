@@ -27,13 +27,12 @@ from services.contract.audit import (
     verify,
 )
 from services.gateway.background import BackgroundLoop
+from services.gateway.store.audit_trail import EVENT_COLUMNS, to_event
 from services.telemetry import logs
 
 log = logging.getLogger(__name__)
 
 _CHAIN_LOCK = 0x46_44_41_55_44  # "FDAUD"
-_EVENT_COLUMNS = """e.id, e.project, e.actor, e.actor_kind, e.action, e.target, e.details,
-    e.request_id, e.created_at, c.seq, c.prev_hash, c.hash"""
 
 
 @dataclass(frozen=True)
@@ -98,17 +97,13 @@ async def record(
     )
 
 
-def _event(row: asyncpg.Record) -> AuditEvent:
-    return AuditEvent.model_validate(dict(row))
-
-
 async def link_pending(pool: asyncpg.Pool, *, batch: int = 1000) -> int:
     """Link committed, unlinked events into their projects' chains; returns how many."""
     async with pool.acquire() as conn, conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _CHAIN_LOCK):
             return 0
         rows = await conn.fetch(
-            f"""SELECT {_EVENT_COLUMNS} FROM audit_events e
+            f"""SELECT {EVENT_COLUMNS} FROM audit_events e
                   LEFT JOIN audit_chain c ON c.event_id = e.id
                  WHERE c.event_id IS NULL ORDER BY e.id LIMIT $1""",
             batch,
@@ -116,7 +111,7 @@ async def link_pending(pool: asyncpg.Pool, *, batch: int = 1000) -> int:
         heads: dict[str, tuple[int, str]] = {}
         links = []
         for row in rows:
-            event = _event(row)
+            event = to_event(row)
             if event.project not in heads:
                 head = await conn.fetchrow(
                     """SELECT seq, hash FROM audit_chain WHERE project = $1
@@ -158,7 +153,7 @@ async def verify_project(pool: asyncpg.Pool, project: str) -> Verification:
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         events: list[AuditEvent] = []
         async for row in conn.cursor(
-            f"""SELECT c.event_id AS linked_id, {_EVENT_COLUMNS} FROM audit_chain c
+            f"""SELECT c.event_id AS linked_id, {EVENT_COLUMNS} FROM audit_chain c
                   LEFT JOIN audit_events e ON e.id = c.event_id
                  WHERE c.project = $1 ORDER BY c.seq""",
             project,
@@ -168,41 +163,10 @@ async def verify_project(pool: asyncpg.Pool, project: str) -> Verification:
                     id=row["linked_id"], seq=row["seq"], reason="the event of this link is gone"
                 )
                 return Verification(intact=False, events=len(events) + 1, first_broken=missing)
-            events.append(_event(row))
+            events.append(to_event(row))
         unchained = await conn.fetchval(
             """SELECT count(*) FROM audit_events e LEFT JOIN audit_chain c ON c.event_id = e.id
                 WHERE e.project = $1 AND c.event_id IS NULL""",
             project,
         )
     return verify(events).model_copy(update={"unchained": unchained})
-
-
-async def list_events(
-    pool: asyncpg.Pool,
-    project: str,
-    *,
-    filters: dict[str, Any],
-    before: int | None,
-    limit: int,
-) -> list[AuditEvent]:
-    rows = await pool.fetch(
-        f"""SELECT {_EVENT_COLUMNS} FROM audit_events e
-              LEFT JOIN audit_chain c ON c.event_id = e.id
-             WHERE e.project = $1
-               AND ($2::text IS NULL OR e.action = $2 OR e.action LIKE $2 || '.%')
-               AND ($3::text IS NULL OR e.actor ILIKE '%' || $3 || '%')
-               AND ($4::text IS NULL OR e.target = $4)
-               AND ($5::timestamptz IS NULL OR e.created_at >= $5)
-               AND ($6::timestamptz IS NULL OR e.created_at < $6)
-               AND ($7::bigint IS NULL OR e.id < $7)
-             ORDER BY e.id DESC LIMIT $8""",
-        project,
-        filters.get("action"),
-        filters.get("actor"),
-        filters.get("target"),
-        filters.get("since"),
-        filters.get("until"),
-        before,
-        limit,
-    )
-    return [_event(r) for r in rows]

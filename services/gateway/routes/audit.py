@@ -13,6 +13,7 @@ from services.gateway import audit
 from services.gateway.auth import READERS, project, require_role
 from services.gateway.pagination import decode_cursor, paginate
 from services.gateway.resources import resources
+from services.gateway.store import audit_trail
 
 blueprint = Blueprint("audit", __name__, url_prefix="/v1/audit")
 require_role(blueprint, *READERS)
@@ -34,7 +35,7 @@ class AuditQuery(BaseModel):
 @validate_response(AuditPage)
 async def list_events(query_args: AuditQuery) -> AuditPage:
     """Events, newest first, with their chain links once linked."""
-    items = await audit.list_events(
+    items = await audit_trail.list_events(
         resources().pool,
         project(),
         filters=query_args.model_dump(include={"action", "actor", "target", "since", "until"}),
