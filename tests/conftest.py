@@ -201,5 +201,5 @@ def worker(worker_key: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def h(client: Client, admin: dict[str, str], worker: dict[str, str]) -> ToolHarness:
+def harness(client: Client, admin: dict[str, str], worker: dict[str, str]) -> ToolHarness:
     return ToolHarness(client, admin, worker)

@@ -87,15 +87,17 @@ def _bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 
 
-async def _fixtures(h: ToolHarness) -> dict[str, str]:
+async def _fixtures(harness: ToolHarness) -> dict[str, str]:
     """Real ids for every path parameter: an agent, a parked run with its approval, a key."""
-    await h.policy({"id": "ask", "tool": "notes.*", "effect": "require_approval"})
-    run_id, epoch = await h.running(tools=["notes.*"])
-    _, verdict = await h.authorize(run_id, epoch, 1, "notes.write_note", {"text": "x"})
+    await harness.policy({"id": "ask", "tool": "notes.*", "effect": "require_approval"})
+    run_id, epoch = await harness.running(tools=["notes.*"])
+    _, verdict = await harness.authorize(run_id, epoch, 1, "notes.write_note", {"text": "x"})
     key = await (
-        await h.client.post("/v1/keys", json={"name": "spare", "role": "viewer"}, headers=h.admin)
+        await harness.client.post(
+            "/v1/keys", json={"name": "spare", "role": "viewer"}, headers=harness.admin
+        )
     ).get_json()
-    agents = await (await h.client.get("/v1/agents", headers=h.admin)).get_json()
+    agents = await (await harness.client.get("/v1/agents", headers=harness.admin)).get_json()
     return {
         "name": agents["items"][0]["name"],
         "run_id": run_id,
@@ -131,15 +133,15 @@ async def test_every_route_is_classified(app: Any) -> None:
 
 
 async def test_role_matrix(
-    h: ToolHarness, client: Client, role_keys: dict[Role, str], app: Any
+    harness: ToolHarness, client: Client, role_keys: dict[Role, str], app: Any
 ) -> None:
     covered = 0
-    shared = await _fixtures(h)
+    shared = await _fixtures(harness)
     for (method, rule), allowed in sorted(PUBLIC_ROUTES.items()):
         if rule == "/v1/events":
             continue
         for role in HUMAN_ROLES:
-            ids = await _fixtures(h) if method != "GET" else shared
+            ids = await _fixtures(harness) if method != "GET" else shared
             response = await client.open(
                 _url(rule, ids),
                 method=method,
@@ -184,9 +186,9 @@ async def test_human_keys_never_reach_the_worker_api(
 
 
 async def test_another_projects_data_is_not_found_anywhere(
-    h: ToolHarness, client: Client, other_project_admin: str
+    harness: ToolHarness, client: Client, other_project_admin: str
 ) -> None:
-    ids = await _fixtures(h)
+    ids = await _fixtures(harness)
     other = _bearer(other_project_admin)
     for (method, rule), _allowed in sorted(PUBLIC_ROUTES.items()):
         if not any(f"<{p}>" in rule or f"<uuid:{p}>" in rule for p in ids):

@@ -39,17 +39,21 @@ async def _verified(client: Client, admin: dict[str, str]) -> dict[str, Any]:
     return await eventually(check, lambda v: v["unchained"] == 0 or not v["intact"])
 
 
-async def test_a_runs_life_is_in_the_trail_with_actors_and_request_ids(h: ToolHarness) -> None:
-    await h.policy({"id": "ask", "tool": "notes.*", "effect": "require_approval"})
-    run_id = await h.run(tools=["notes.*"])
-    _, grant = await h.claim(run_id, "audit-worker")
-    _, verdict = await h.authorize(run_id, grant["epoch"], 1, "notes.write_note", {"text": "x"})
-    await h.decide(verdict["approval_id"], "reject", "no")
-    response = await h.client.post(
-        f"/v1/runs/{run_id}/cancel", headers={**h.admin, "X-Request-Id": "req-audit-1"}
+async def test_a_runs_life_is_in_the_trail_with_actors_and_request_ids(
+    harness: ToolHarness,
+) -> None:
+    await harness.policy({"id": "ask", "tool": "notes.*", "effect": "require_approval"})
+    run_id = await harness.run(tools=["notes.*"])
+    _, grant = await harness.claim(run_id, "audit-worker")
+    _, verdict = await harness.authorize(
+        run_id, grant["epoch"], 1, "notes.write_note", {"text": "x"}
+    )
+    await harness.decide(verdict["approval_id"], "reject", "no")
+    response = await harness.client.post(
+        f"/v1/runs/{run_id}/cancel", headers={**harness.admin, "X-Request-Id": "req-audit-1"}
     )
     assert response.status_code == 200
-    events = await _events(h.client, h.admin, target=f"run:{run_id}")
+    events = await _events(harness.client, harness.admin, target=f"run:{run_id}")
     actions = [e["action"] for e in reversed(events)]
     assert actions[0] == "run.created"
     assert {"run.dispatched", "run.claimed"} <= set(actions)
@@ -61,20 +65,22 @@ async def test_a_runs_life_is_in_the_trail_with_actors_and_request_ids(h: ToolHa
     assert by_action["run.dispatched"]["actor_kind"] == "system"
     assert by_action["run.cancelled"]["actor"].startswith("test-admin (")
     assert by_action["run.cancelled"]["request_id"] == "req-audit-1"
-    decided = await _events(h.client, h.admin, action="approval")
+    decided = await _events(harness.client, harness.admin, action="approval")
     assert decided[0]["action"] == "approval.rejected"
     assert decided[0]["details"]["reason"] == "no"
-    policy = await _events(h.client, h.admin, action="policy.updated")
+    policy = await _events(harness.client, harness.admin, action="policy.updated")
     assert policy[0]["actor_kind"] == "key"
 
 
-async def test_the_chain_verifies_and_links_every_event(h: ToolHarness, db: asyncpg.Pool) -> None:
-    await h.run()
+async def test_the_chain_verifies_and_links_every_event(
+    harness: ToolHarness, db: asyncpg.Pool
+) -> None:
+    await harness.run()
     await link_pending(db)
-    verification = await _verified(h.client, h.admin)
+    verification = await _verified(harness.client, harness.admin)
     assert verification["intact"] is True
     assert verification["first_broken"] is None
-    chained = [e for e in await _events(h.client, h.admin) if e["seq"] is not None]
+    chained = [e for e in await _events(harness.client, harness.admin) if e["seq"] is not None]
     assert chained
     assert all(len(e["hash"]) == len(e["prev_hash"]) == 64 for e in chained)
 
@@ -93,18 +99,22 @@ async def test_the_database_refuses_to_change_or_delete_events(db: asyncpg.Pool)
         await db.execute("TRUNCATE audit_events CASCADE")
 
 
-async def test_concurrent_writers_keep_one_intact_chain(h: ToolHarness, db: asyncpg.Pool) -> None:
-    agent = await h.agent()
+async def test_concurrent_writers_keep_one_intact_chain(
+    harness: ToolHarness, db: asyncpg.Pool
+) -> None:
+    agent = await harness.agent()
     before = await db.fetchval("SELECT count(*) FROM audit_events WHERE project = 'default'")
     responses = await asyncio.gather(
         *(
-            h.client.post("/v1/runs", json={"agent": agent, "input": f"n{i}"}, headers=h.admin)
+            harness.client.post(
+                "/v1/runs", json={"agent": agent, "input": f"n{i}"}, headers=harness.admin
+            )
             for i in range(60)
         )
     )
     assert all(r.status_code == 202 for r in responses)
     await link_pending(db)
-    verification = await _verified(h.client, h.admin)
+    verification = await _verified(harness.client, harness.admin)
     assert verification["intact"] is True
     assert verification["events"] >= before + 60
 

@@ -56,7 +56,7 @@ async def test_runs_are_refused_while_the_backlog_is_past_its_bound(
         assert again.status_code == 202
 
 
-async def test_queue_shows_the_bounds_while_accepting(h: ToolHarness) -> None:
-    queue = await (await h.client.get("/v1/queue", headers=h.admin)).get_json()
+async def test_queue_shows_the_bounds_while_accepting(harness: ToolHarness) -> None:
+    queue = await (await harness.client.get("/v1/queue", headers=harness.admin)).get_json()
     assert queue["accepting_runs"] is True
     assert queue["max_lag"] == 10_000

@@ -67,8 +67,8 @@ def one_error_line(result: subprocess.CompletedProcess[str], *fragments: str) ->
         assert fragment in line
 
 
-async def test_runs_are_created_listed_shown_and_cancelled(cli: Cli, h: ToolHarness) -> None:
-    agent = await h.agent()
+async def test_runs_are_created_listed_shown_and_cancelled(cli: Cli, harness: ToolHarness) -> None:
+    agent = await harness.agent()
     created = await cli("runs", "create", agent, "--input", "first job")
     assert created.returncode == 0, created.stderr
     assert "queued" in created.stdout
@@ -105,7 +105,7 @@ async def test_bad_key_and_no_gateway_are_one_line(cli: Cli, served: ServedGatew
 
 
 async def test_agents_apply_registers_only_what_changed(
-    cli: Cli, tmp_path: Path, h: ToolHarness
+    cli: Cli, tmp_path: Path, harness: ToolHarness
 ) -> None:
     first, second = (f"cli-{uuid.uuid4().hex[:8]}" for _ in range(2))
     agents = tmp_path / "agents.yaml"
@@ -168,12 +168,12 @@ async def test_policies_apply_show_and_evaluate(cli: Cli, tmp_path: Path) -> Non
     one_error_line(await cli("policies", "apply", "-f", str(policy)), "effect")
 
 
-async def test_parked_calls_are_approved_and_rejected(cli: Cli, h: ToolHarness) -> None:
-    await h.policy({"id": "ask", "tool": "notes.*", "effect": "require_approval"})
+async def test_parked_calls_are_approved_and_rejected(cli: Cli, harness: ToolHarness) -> None:
+    await harness.policy({"id": "ask", "tool": "notes.*", "effect": "require_approval"})
     parked: list[str] = []
     for _ in range(2):
-        run_id, epoch = await h.running(tools=["notes.*"])
-        await h.authorize(run_id, epoch, 1, "notes.write_note", {"text": "hi"})
+        run_id, epoch = await harness.running(tools=["notes.*"])
+        await harness.authorize(run_id, epoch, 1, "notes.write_note", {"text": "hi"})
         parked.append(run_id)
     pending = json.loads((await cli("approvals", "list", "--status", "pending", "--json")).stdout)
     ids = {a["run_id"]: a["id"] for a in pending["items"] if a["run_id"] in parked}
@@ -192,11 +192,11 @@ async def test_parked_calls_are_approved_and_rejected(cli: Cli, h: ToolHarness) 
 
 
 async def _follow_while_seeding(
-    cli_env: dict[str, str], tmp_path: Path, h: ToolHarness, finish: str, body: dict[str, Any]
+    cli_env: dict[str, str], tmp_path: Path, harness: ToolHarness, finish: str, body: dict[str, Any]
 ) -> tuple[int, str, str]:
     """Start `runs create --follow`, act as the worker of its run while it watches, and
     finish the run with `finish` (`complete` or `fail`)."""
-    agent = await h.agent()
+    agent = await harness.agent()
     process = await asyncio.create_subprocess_exec(
         *COMMAND, "runs", "create", agent, "--input", "go", "--follow",
         env=cli_env, cwd=tmp_path,
@@ -205,14 +205,14 @@ async def _follow_while_seeding(
     assert process.stdout is not None
 
     async def runs() -> list[dict[str, Any]]:
-        response = await h.client.get(f"/v1/runs?agent={agent}", headers=h.admin)
+        response = await harness.client.get(f"/v1/runs?agent={agent}", headers=harness.admin)
         items: list[dict[str, Any]] = (await response.get_json())["items"]
         return items
 
     (run,) = await eventually(runs, lambda items: len(items) == 1, within=30)
-    status, grant = await h.claim(run["id"])
+    status, grant = await harness.claim(run["id"])
     assert status == 200, grant
-    await h.step(run["id"], grant["epoch"], 1)
+    await harness.step(run["id"], grant["epoch"], 1)
     seen: list[str] = []
     while not any(line.startswith("step 1 ") for line in seen):
         line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
@@ -220,17 +220,17 @@ async def _follow_while_seeding(
         seen.append(line.decode())
     assert "step 1" in seen[-1]
     assert "llm_call" in seen[-1]
-    await h.call(run["id"], finish, {"epoch": grant["epoch"], **body})
+    await harness.call(run["id"], finish, {"epoch": grant["epoch"], **body})
     rest, errors = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode is not None
     return process.returncode, "".join(seen) + rest.decode(), errors.decode()
 
 
 async def test_follow_shows_steps_as_they_happen_and_exits_0_when_completed(
-    cli_env: dict[str, str], tmp_path: Path, h: ToolHarness
+    cli_env: dict[str, str], tmp_path: Path, harness: ToolHarness
 ) -> None:
     code, out, errors = await _follow_while_seeding(
-        cli_env, tmp_path, h, "complete", {"output": "all done"}
+        cli_env, tmp_path, harness, "complete", {"output": "all done"}
     )
     assert code == 0, errors
     assert "running" in out
@@ -239,10 +239,10 @@ async def test_follow_shows_steps_as_they_happen_and_exits_0_when_completed(
 
 
 async def test_follow_exits_1_when_the_run_failed(
-    cli_env: dict[str, str], tmp_path: Path, h: ToolHarness
+    cli_env: dict[str, str], tmp_path: Path, harness: ToolHarness
 ) -> None:
     code, out, _ = await _follow_while_seeding(
-        cli_env, tmp_path, h, "fail", {"error": "provider said no"}
+        cli_env, tmp_path, harness, "fail", {"error": "provider said no"}
     )
     assert code == 1
     assert "status    failed" in out

@@ -36,9 +36,9 @@ async def served(settings: GatewaySettings) -> AsyncIterator[ServedGateway]:
 
 
 async def test_runs_are_created_listed_by_page_and_cancelled(
-    served: ServedGateway, h: ToolHarness, admin_key: str
+    served: ServedGateway, harness: ToolHarness, admin_key: str
 ) -> None:
-    agent = await h.agent()
+    agent = await harness.agent()
     async with AsyncFerrumDeck(served.url, admin_key) as deck:
         created = [await deck.create_run(agent, f"job {n}") for n in range(5)]
         page = await deck.runs(agent=agent, limit=2)
@@ -59,7 +59,7 @@ async def test_runs_are_created_listed_by_page_and_cancelled(
 
 
 async def test_approvals_and_policies(
-    served: ServedGateway, h: ToolHarness, admin_key: str
+    served: ServedGateway, harness: ToolHarness, admin_key: str
 ) -> None:
     async with AsyncFerrumDeck(served.url, admin_key) as deck:
         version = await deck.put_policies(
@@ -68,8 +68,8 @@ async def test_approvals_and_policies(
         assert (await deck.policies()).version == version.version
         decision = await deck.evaluate(EvaluateRequest(agent="a", tool="notes.write_note"))
         assert decision.rule == "ask"
-        run_id, epoch = await h.running(tools=["notes.*"])
-        await h.authorize(run_id, epoch, 1, "notes.write_note", {"text": "x"})
+        run_id, epoch = await harness.running(tools=["notes.*"])
+        await harness.authorize(run_id, epoch, 1, "notes.write_note", {"text": "x"})
         (pending,) = (await deck.approvals(status="pending", run_id=run_id)).items
         approved = await deck.approve(pending.id, "looks fine")
         assert approved.status is ApprovalStatus.APPROVED
@@ -89,9 +89,9 @@ async def test_bad_key_and_no_gateway(served: ServedGateway) -> None:
 
 
 async def test_the_sync_client_behaves_the_same(
-    served: ServedGateway, h: ToolHarness, admin_key: str
+    served: ServedGateway, harness: ToolHarness, admin_key: str
 ) -> None:
-    agent = await h.agent()
+    agent = await harness.agent()
 
     def use() -> list[str]:
         with FerrumDeck(served.url, admin_key) as deck:

@@ -26,9 +26,9 @@ from tests.support.harness import ToolHarness
 
 
 async def _dead_letter(
-    h: ToolHarness, run_id: str, deliveries: int = 5, reason: str = "worker crashed"
+    harness: ToolHarness, run_id: str, deliveries: int = 5, reason: str = "worker crashed"
 ) -> tuple[int, Any]:
-    return await h.call(
+    return await harness.call(
         run_id,
         "dead-letter",
         {"worker_id": "w-dlq", "deliveries": deliveries, "reason": reason},
@@ -55,122 +55,130 @@ async def _set_aside(redis: Redis, settings: GatewaySettings, run_id: str) -> No
     await redis.xadd(settings.streams.dead_letter, entry.to_fields())  # type: ignore[arg-type]
 
 
-async def _listed(h: ToolHarness, query: str) -> list[str]:
-    response = await h.client.get(f"/v1/runs?{query}", headers=h.admin)
+async def _listed(harness: ToolHarness, query: str) -> list[str]:
+    response = await harness.client.get(f"/v1/runs?{query}", headers=harness.admin)
     assert response.status_code == 200, await response.get_json()
     return [run["id"] for run in (await response.get_json())["items"]]
 
 
-async def _audit(h: ToolHarness, run_id: str, action: str) -> list[dict[str, Any]]:
-    response = await h.client.get(f"/v1/audit?target=run:{run_id}&action={action}", headers=h.admin)
+async def _audit(harness: ToolHarness, run_id: str, action: str) -> list[dict[str, Any]]:
+    response = await harness.client.get(
+        f"/v1/audit?target=run:{run_id}&action={action}", headers=harness.admin
+    )
     items: list[dict[str, Any]] = (await response.get_json())["items"]
     return items
 
 
-async def _dead_letter_depth(h: ToolHarness) -> int:
-    return int((await (await h.client.get("/v1/queue", headers=h.admin)).get_json())["dead_letter"])
+async def _dead_letter_depth(harness: ToolHarness) -> int:
+    return int(
+        (await (await harness.client.get("/v1/queue", headers=harness.admin)).get_json())[
+            "dead_letter"
+        ]
+    )
 
 
-async def test_a_job_delivered_too_often_fails_its_run_with_the_reason(h: ToolHarness) -> None:
-    run_id = await h.run()
-    other = await h.run()
-    status, _ = await _dead_letter(h, run_id, deliveries=5, reason="worker crashed")
+async def test_a_job_delivered_too_often_fails_its_run_with_the_reason(
+    harness: ToolHarness,
+) -> None:
+    run_id = await harness.run()
+    other = await harness.run()
+    status, _ = await _dead_letter(harness, run_id, deliveries=5, reason="worker crashed")
     assert status == 204
-    run = await h.get(run_id)
+    run = await harness.get(run_id)
     assert run["status"] == "failed"
     assert run["error"] == (
         "dead-lettered: its job was delivered 5 times without finishing (worker crashed)"
     )
     assert run["dead_lettered_at"] is not None
     assert run["finished_at"] is not None
-    (event,) = await _audit(h, run_id, "run.dead_lettered")
+    (event,) = await _audit(harness, run_id, "run.dead_lettered")
     assert event["actor"] == "w-dlq"
     assert event["details"] == {"deliveries": 5, "reason": "worker crashed", "worker": "w-dlq"}
 
-    dead = await _listed(h, "dead_lettered=true")
+    dead = await _listed(harness, "dead_lettered=true")
     assert run_id in dead
     assert other not in dead
-    assert run_id in await _listed(h, "dead_lettered=true&status=failed")
-    alive = await _listed(h, "dead_lettered=false")
+    assert run_id in await _listed(harness, "dead_lettered=true&status=failed")
+    alive = await _listed(harness, "dead_lettered=false")
     assert other in alive
     assert run_id not in alive
-    assert (await h.get(other))["dead_lettered_at"] is None
+    assert (await harness.get(other))["dead_lettered_at"] is None
 
 
 async def test_a_run_whose_worker_died_can_be_dead_lettered_but_not_one_being_worked_on(
-    h: ToolHarness, db: asyncpg.Pool
+    harness: ToolHarness, db: asyncpg.Pool
 ) -> None:
-    run_id, epoch = await h.running()
-    status, body = await _dead_letter(h, run_id)
+    run_id, epoch = await harness.running()
+    status, body = await _dead_letter(harness, run_id)
     assert (status, body["error"]["code"]) == (409, "lease_held")
-    assert (await h.get(run_id))["status"] == "running"
+    assert (await harness.get(run_id))["status"] == "running"
 
     await _expire_lease(db, run_id)
-    assert (await _dead_letter(h, run_id))[0] == 204
-    assert (await h.get(run_id))["status"] == "failed"
+    assert (await _dead_letter(harness, run_id))[0] == 204
+    assert (await harness.get(run_id))["status"] == "failed"
     for action, report in [
         ("heartbeat", {"epoch": epoch}),
         ("complete", {"epoch": epoch, "output": "too late"}),
     ]:
-        status, refused = await h.call(run_id, action, report)
+        status, refused = await harness.call(run_id, action, report)
         assert (status, refused["error"]["code"]) == (409, "run_not_running"), action
 
 
-async def test_parked_finished_and_unknown_runs_are_not_dead_lettered(h: ToolHarness) -> None:
-    await h.policy({"id": "ask", "tool": "notes.*", "effect": "require_approval"})
-    parked, epoch = await h.running(tools=["notes.*"])
-    assert (await h.authorize(parked, epoch, 1, "notes.write_note"))[0] == 200
-    finished, epoch = await h.running()
-    assert (await h.call(finished, "complete", {"epoch": epoch, "output": "done"}))[0] == 204
-    cancelled = await h.run()
-    await h.client.post(f"/v1/runs/{cancelled}/cancel", headers=h.admin)
+async def test_parked_finished_and_unknown_runs_are_not_dead_lettered(harness: ToolHarness) -> None:
+    await harness.policy({"id": "ask", "tool": "notes.*", "effect": "require_approval"})
+    parked, epoch = await harness.running(tools=["notes.*"])
+    assert (await harness.authorize(parked, epoch, 1, "notes.write_note"))[0] == 200
+    finished, epoch = await harness.running()
+    assert (await harness.call(finished, "complete", {"epoch": epoch, "output": "done"}))[0] == 204
+    cancelled = await harness.run()
+    await harness.client.post(f"/v1/runs/{cancelled}/cancel", headers=harness.admin)
 
     for run_id, was in [
         (parked, "waiting_approval"),
         (finished, "completed"),
         (cancelled, "cancelled"),
     ]:
-        status, body = await _dead_letter(h, run_id)
+        status, body = await _dead_letter(harness, run_id)
         assert (status, body["error"]["code"]) == (409, "run_not_claimable"), was
-        assert (await h.get(run_id))["status"] == was
-    assert (await _dead_letter(h, str(uuid.uuid4())))[0] == 404
-    refused = await h.client.post(
+        assert (await harness.get(run_id))["status"] == was
+    assert (await _dead_letter(harness, str(uuid.uuid4())))[0] == 404
+    refused = await harness.client.post(
         f"/v1/worker/runs/{cancelled}/dead-letter",
         json={"worker_id": "w", "deliveries": 5, "reason": "x"},
-        headers=h.admin,
+        headers=harness.admin,
     )
     assert refused.status_code == 401
 
 
 async def test_an_operator_requeues_a_dead_lettered_run_and_it_resumes_where_it_stopped(
-    h: ToolHarness, db: asyncpg.Pool, redis: Redis, settings: GatewaySettings
+    harness: ToolHarness, db: asyncpg.Pool, redis: Redis, settings: GatewaySettings
 ) -> None:
-    run_id, epoch = await h.running()
-    assert (await h.step(run_id, epoch, 1))[0] == 200
+    run_id, epoch = await harness.running()
+    assert (await harness.step(run_id, epoch, 1))[0] == 200
     await _expire_lease(db, run_id)
-    assert (await _dead_letter(h, run_id))[0] == 204
-    bystander = await h.run()
+    assert (await _dead_letter(harness, run_id))[0] == 204
+    bystander = await harness.run()
     for dead in (run_id, run_id, bystander):
         await _set_aside(redis, settings, dead)
-    assert await _dead_letter_depth(h) == 3
+    assert await _dead_letter_depth(harness) == 3
 
-    response = await h.client.post(f"/v1/runs/{run_id}/requeue", headers=h.admin)
+    response = await harness.client.post(f"/v1/runs/{run_id}/requeue", headers=harness.admin)
     assert response.status_code == 200, await response.get_json()
     run = await response.get_json()
     assert (run["id"], run["status"], run["steps_count"]) == (run_id, "queued", 1)
     assert (run["error"], run["finished_at"], run["dead_lettered_at"]) == (None, None, None)
-    assert run == await h.get(run_id)
-    (event,) = await _audit(h, run_id, "run.requeued")
+    assert run == await harness.get(run_id)
+    (event,) = await _audit(harness, run_id, "run.requeued")
     assert event["actor"].startswith("test-admin (")
-    assert run_id not in await _listed(h, "dead_lettered=true")
+    assert run_id not in await _listed(harness, "dead_lettered=true")
 
     left = await redis.xrange(settings.streams.dead_letter)
     assert [DeadLetter.from_fields(f).run_id for _, f in left] == [uuid.UUID(bystander)]
-    assert await _dead_letter_depth(h) == 1
+    assert await _dead_letter_depth(harness) == 1
     requeued = JobMessage(run_id=uuid.UUID(run_id), reason=JobReason.REQUEUED)
     await eventually(lambda: _jobs(redis, settings), lambda jobs: requeued in jobs)
 
-    status, grant = await h.claim(run_id, "w-after")
+    status, grant = await harness.claim(run_id, "w-after")
     assert status == 200
     assert grant["epoch"] == epoch + 1
     assert [s["seq"] for s in grant["steps"]] == [1]
@@ -180,33 +188,35 @@ async def _jobs(redis: Redis, settings: GatewaySettings) -> list[JobMessage]:
     return [JobMessage.from_fields(f) for _, f in await redis.xrange(settings.streams.runs)]
 
 
-async def test_only_dead_lettered_runs_can_be_requeued(h: ToolHarness) -> None:
-    queued = await h.run()
-    failed, epoch = await h.running()
-    assert (await h.call(failed, "fail", {"epoch": epoch, "error": "model said no"}))[0] == 204
+async def test_only_dead_lettered_runs_can_be_requeued(harness: ToolHarness) -> None:
+    queued = await harness.run()
+    failed, epoch = await harness.running()
+    assert (await harness.call(failed, "fail", {"epoch": epoch, "error": "model said no"}))[
+        0
+    ] == 204
     for run_id, was in [(queued, "queued"), (failed, "failed")]:
-        response = await h.client.post(f"/v1/runs/{run_id}/requeue", headers=h.admin)
+        response = await harness.client.post(f"/v1/runs/{run_id}/requeue", headers=harness.admin)
         assert response.status_code == 409
         body = await response.get_json()
         assert body["error"]["code"] == "not_dead_lettered"
-        assert (await h.get(run_id))["status"] == was
-    missing = await h.client.post(f"/v1/runs/{uuid.uuid4()}/requeue", headers=h.admin)
+        assert (await harness.get(run_id))["status"] == was
+    missing = await harness.client.post(f"/v1/runs/{uuid.uuid4()}/requeue", headers=harness.admin)
     assert missing.status_code == 404
 
-    dead = await h.run()
-    assert (await _dead_letter(h, dead))[0] == 204
-    first = await h.client.post(f"/v1/runs/{dead}/requeue", headers=h.admin)
-    again = await h.client.post(f"/v1/runs/{dead}/requeue", headers=h.admin)
+    dead = await harness.run()
+    assert (await _dead_letter(harness, dead))[0] == 204
+    first = await harness.client.post(f"/v1/runs/{dead}/requeue", headers=harness.admin)
+    again = await harness.client.post(f"/v1/runs/{dead}/requeue", headers=harness.admin)
     assert (first.status_code, again.status_code) == (200, 409)
 
 
 async def test_the_dead_letter_depth_is_a_metric(
-    h: ToolHarness, redis: Redis, settings: GatewaySettings
+    harness: ToolHarness, redis: Redis, settings: GatewaySettings
 ) -> None:
-    assert await _dead_letter_depth(h) == 0
+    assert await _dead_letter_depth(harness) == 0
     for _ in range(2):
         await _set_aside(redis, settings, str(uuid.uuid4()))
-    scraped = await (await h.client.get("/metrics")).get_data(as_text=True)
+    scraped = await (await harness.client.get("/metrics")).get_data(as_text=True)
     assert "ferrumdeck_queue_dead_letter 2.0" in scraped.splitlines()
 
 
@@ -238,11 +248,11 @@ async def _cli(
 
 
 async def test_operators_find_and_requeue_dead_lettered_runs_from_client_and_cli(
-    served: ServedGateway, h: ToolHarness, admin_key: str, tmp_path: Path
+    served: ServedGateway, harness: ToolHarness, admin_key: str, tmp_path: Path
 ) -> None:
-    by_client, by_cli = await h.run(), await h.run()
+    by_client, by_cli = await harness.run(), await harness.run()
     for run_id in (by_client, by_cli):
-        assert (await _dead_letter(h, run_id))[0] == 204
+        assert (await _dead_letter(harness, run_id))[0] == 204
 
     async with AsyncFerrumDeck(served.url, admin_key) as deck:
         dead = [str(run.id) for run in (await deck.runs(dead_lettered=True, limit=200)).items]

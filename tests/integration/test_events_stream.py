@@ -63,13 +63,15 @@ async def until_all(
 
 
 async def test_run_step_and_approval_changes_are_announced(
-    served: ServedGateway, h: ToolHarness, admin_key: str
+    served: ServedGateway, harness: ToolHarness, admin_key: str
 ) -> None:
     async with AsyncFerrumDeck(served.url, admin_key) as deck, aclosing(deck.events()) as events:
         assert (await anext(events)).name == CONNECTED
-        await h.policy({"id": "ask", "tool": "notes.*", "effect": "require_approval"})
-        run_id, epoch = await h.running(tools=["notes.*"])
-        status, _ = await h.authorize(run_id, epoch, 1, "notes.write_note", {"text": "secret"})
+        await harness.policy({"id": "ask", "tool": "notes.*", "effect": "require_approval"})
+        run_id, epoch = await harness.running(tools=["notes.*"])
+        status, _ = await harness.authorize(
+            run_id, epoch, 1, "notes.write_note", {"text": "secret"}
+        )
         assert status == 200
         seen = await until_all(
             events, run_id, {("run", "waiting_approval"), ("approval", "pending")}
@@ -90,7 +92,7 @@ async def test_run_step_and_approval_changes_are_announced(
         assert approval["tool"] == "notes.write_note"
         assert "secret" not in str(seen), "payloads carry states, never arguments"
 
-        status, _ = await h.decide(approval["approval_id"], "approve")
+        status, _ = await harness.decide(approval["approval_id"], "approve")
         assert status == 200
         await until_all(
             events, run_id, {("approval", "approved"), ("step", "approved"), ("run", "queued")}
@@ -122,7 +124,7 @@ async def test_queue_statistics_every_second(served: ServedGateway, admin_key: s
 
 
 async def test_a_lost_listener_reconnects_and_clients_resync(
-    served: ServedGateway, h: ToolHarness, admin_key: str, db: asyncpg.Pool
+    served: ServedGateway, harness: ToolHarness, admin_key: str, db: asyncpg.Pool
 ) -> None:
     async with AsyncFerrumDeck(served.url, admin_key) as deck, aclosing(deck.events()) as events:
         assert (await anext(events)).name == CONNECTED
@@ -133,7 +135,7 @@ async def test_a_lost_listener_reconnects_and_clients_resync(
         )
         assert killed >= 1
         await until(events, lambda e: e.name == "resync")
-        run_id = await h.run()
+        run_id = await harness.run()
         await until(events, lambda e: e.name == "run" and e.data["run_id"] == run_id)
 
 
@@ -193,7 +195,7 @@ async def test_a_slow_client_is_told_to_resync_and_never_blocks_others(
 
 
 async def test_a_key_sees_only_its_own_projects_changes(
-    served: ServedGateway, h: ToolHarness, admin_key: str, db: asyncpg.Pool
+    served: ServedGateway, harness: ToolHarness, admin_key: str, db: asyncpg.Pool
 ) -> None:
     async with db.acquire() as conn:
         _, outsider = await create_key(
@@ -207,7 +209,7 @@ async def test_a_key_sees_only_its_own_projects_changes(
     ):
         assert (await anext(own_events)).name == CONNECTED
         assert (await anext(other_events)).name == CONNECTED
-        run_id = await h.run()
+        run_id = await harness.run()
         await until(own_events, lambda e: e.name == "run" and e.data.get("run_id") == run_id)
         seen = await until(other_events, lambda e: e.name == "queue", within=5)
         seen += await until(other_events, lambda e: e.name == "queue", within=5)

@@ -30,9 +30,9 @@ async def test_backlog_pending_and_consumers(
     redis: Redis,
     settings: GatewaySettings,
 ) -> None:
-    h = Harness(client, admin, worker)
-    await h.run()
-    await h.run()
+    harness = Harness(client, admin, worker)
+    await harness.run()
+    await harness.run()
     waiting = await eventually(lambda: _stats(client, admin), lambda s: s.depth == 2)
     assert waiting.lag == 2
     assert waiting.pending == 0

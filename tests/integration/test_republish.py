@@ -32,40 +32,42 @@ async def _age(db: asyncpg.Pool, run_id: str, **columns: str) -> None:
 
 
 async def test_a_queued_run_whose_job_redis_lost_is_published_again(
-    h: ToolHarness, db: asyncpg.Pool, redis: Redis, settings: GatewaySettings
+    harness: ToolHarness, db: asyncpg.Pool, redis: Redis, settings: GatewaySettings
 ) -> None:
-    run_id = await h.run()
+    run_id = await harness.run()
     await eventually(lambda: _published(redis, settings, run_id), lambda n: n == 1)
     await redis.delete(settings.streams.runs)
     await _age(db, run_id, updated_at="1 minute")
     assert await republish_stale(db, after_seconds=30, waiting=_waiting(redis, settings)) >= 1
     await eventually(lambda: _published(redis, settings, run_id), lambda n: n == 1)
     events = await (
-        await h.client.get(f"/v1/audit?target=run:{run_id}&action=run.republished", headers=h.admin)
+        await harness.client.get(
+            f"/v1/audit?target=run:{run_id}&action=run.republished", headers=harness.admin
+        )
     ).get_json()
     assert events["items"][0]["actor"] == "sweeper"
 
 
 async def test_a_run_whose_worker_died_is_published_again_and_claimed_under_a_new_epoch(
-    h: ToolHarness, db: asyncpg.Pool, redis: Redis, settings: GatewaySettings
+    harness: ToolHarness, db: asyncpg.Pool, redis: Redis, settings: GatewaySettings
 ) -> None:
-    run_id, epoch = await h.running()
+    run_id, epoch = await harness.running()
     await eventually(lambda: _published(redis, settings, run_id), lambda n: n == 1)
     await _age(db, run_id, updated_at="1 minute", lease_expires_at="1 second")
     assert await republish_stale(db, after_seconds=30, waiting=_waiting(redis, settings)) >= 1
     await eventually(lambda: _published(redis, settings, run_id), lambda n: n == 2)
-    status, grant = await h.claim(run_id, "rescuer")
+    status, grant = await harness.claim(run_id, "rescuer")
     assert (status, grant["epoch"]) == (200, epoch + 1)
 
 
 async def test_runs_that_are_moving_are_left_alone(
-    h: ToolHarness, db: asyncpg.Pool, redis: Redis, settings: GatewaySettings
+    harness: ToolHarness, db: asyncpg.Pool, redis: Redis, settings: GatewaySettings
 ) -> None:
     """A run under a live lease, however long untouched, and a queued run whose job is in
     the stream. Judged by these two runs' own trail, not by the sweep's count: the
     database also holds earlier tests' runs, whose leases may run out meanwhile."""
-    moving, _ = await h.running()
-    queued = await h.run()
+    moving, _ = await harness.running()
+    queued = await harness.run()
     await eventually(lambda: _published(redis, settings, queued), lambda n: n == 1)
     await _age(db, moving, updated_at="1 minute")
     await republish_stale(db, after_seconds=30, waiting=_waiting(redis, settings))
@@ -78,15 +80,15 @@ async def test_runs_that_are_moving_are_left_alone(
 
 
 async def test_jobs_still_waiting_in_the_stream_are_not_published_twice(
-    h: ToolHarness, db: asyncpg.Pool, redis: Redis, settings: GatewaySettings
+    harness: ToolHarness, db: asyncpg.Pool, redis: Redis, settings: GatewaySettings
 ) -> None:
     """A backlog (undelivered) and a dead worker's job (pending, left to XAUTOCLAIM and
     its delivery count) are not lost: publishing them again would only add duplicates."""
     streams = settings.streams
     await redis.xgroup_create(streams.runs, streams.group, id="$", mkstream=True)
-    dead_workers_run = await h.run()
+    dead_workers_run = await harness.run()
     await eventually(lambda: _published(redis, settings, dead_workers_run), lambda n: n == 1)
-    waiting_run = await h.run()
+    waiting_run = await harness.run()
     await redis.xreadgroup(streams.group, "dies", {streams.runs: ">"}, count=1)
     await eventually(lambda: _published(redis, settings, waiting_run), lambda n: n == 1)
     await _age(db, waiting_run, updated_at="1 minute")

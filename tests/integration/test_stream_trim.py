@@ -80,10 +80,10 @@ async def test_the_sweeper_trims_what_workers_finished(
     redis: Redis,
     settings: GatewaySettings,
 ) -> None:
-    h = Harness(client, admin, worker)
+    harness = Harness(client, admin, worker)
     streams = settings.streams
     for _ in range(3):
-        await h.run()
+        await harness.run()
     await eventually(lambda: redis.xlen(streams.runs), lambda n: n == 3)
     await redis.xgroup_create(streams.runs, streams.group, id="0")
     done = await _deliver(redis, streams.runs, streams.group, 2)

@@ -37,15 +37,15 @@ def row_keys(app: FerrumDeckApp, selector: str) -> list[str]:
     return [str(found.coordinate_to_cell_key((i, 0)).row_key.value) for i in range(found.row_count)]
 
 
-async def parked_call(h: ToolHarness, agent: str, text: str) -> str:
+async def parked_call(harness: ToolHarness, agent: str, text: str) -> str:
     """A run of `agent` waiting for a human to decide its notes.write_note call."""
-    response = await h.client.post(
-        "/v1/runs", json={"agent": agent, "input": text}, headers=h.admin
+    response = await harness.client.post(
+        "/v1/runs", json={"agent": agent, "input": text}, headers=harness.admin
     )
     run_id = str((await response.get_json())["id"])
-    status, grant = await h.claim(run_id)
+    status, grant = await harness.claim(run_id)
     assert status == 200, grant
-    status, verdict = await h.authorize(
+    status, verdict = await harness.authorize(
         run_id, grant["epoch"], 1, "notes.write_note", {"text": text}
     )
     assert status == 200, verdict
@@ -74,10 +74,12 @@ async def test_every_screen_is_reachable_by_key(deck: Deck) -> None:
         assert app.current_mode == "runs"
 
 
-async def test_runs_update_live_without_losing_the_cursor(deck: Deck, h: ToolHarness) -> None:
-    agent = await h.agent()
+async def test_runs_update_live_without_losing_the_cursor(deck: Deck, harness: ToolHarness) -> None:
+    agent = await harness.agent()
     first = [
-        await h.client.post("/v1/runs", json={"agent": agent, "input": f"r{n}"}, headers=h.admin)
+        await harness.client.post(
+            "/v1/runs", json={"agent": agent, "input": f"r{n}"}, headers=harness.admin
+        )
         for n in range(3)
     ]
     ids = [str((await r.get_json())["id"]) for r in first]
@@ -89,14 +91,14 @@ async def test_runs_update_live_without_losing_the_cursor(deck: Deck, h: ToolHar
         await pilot.press("down")
         assert row_keys(app, "#runs")[table(app, "#runs").cursor_row] == ids[1]
 
-        response = await h.client.post(
-            "/v1/runs", json={"agent": agent, "input": "new"}, headers=h.admin
+        response = await harness.client.post(
+            "/v1/runs", json={"agent": agent, "input": "new"}, headers=harness.admin
         )
         newest = str((await response.get_json())["id"])
         await until(pilot, lambda: row_keys(app, "#runs")[:1] == [newest])
         assert row_keys(app, "#runs")[table(app, "#runs").cursor_row] == ids[1]
 
-        status, _ = await h.claim(ids[1])
+        status, _ = await harness.claim(ids[1])
         assert status == 200
         runs = table(app, "#runs")
         await until(pilot, lambda: str(runs.get_cell(ids[1], "status")) == "running")
@@ -107,10 +109,10 @@ async def test_runs_update_live_without_losing_the_cursor(deck: Deck, h: ToolHar
         assert app.screen.query_one("#text", Input).has_focus
 
 
-async def test_run_detail_steps_and_cancel(deck: Deck, h: ToolHarness) -> None:
-    await h.policy({"id": "notes-ok", "tool": "notes.*", "effect": "allow"})
-    run_id, epoch = await h.running(tools=["notes.*"], budget={"max_steps": 10})
-    await h.step(
+async def test_run_detail_steps_and_cancel(deck: Deck, harness: ToolHarness) -> None:
+    await harness.policy({"id": "notes-ok", "tool": "notes.*", "effect": "allow"})
+    run_id, epoch = await harness.running(tools=["notes.*"], budget={"max_steps": 10})
+    await harness.step(
         run_id,
         epoch,
         1,
@@ -118,7 +120,7 @@ async def test_run_detail_steps_and_cancel(deck: Deck, h: ToolHarness) -> None:
         usage=usage(100, 20, 0.001),
         model="scripted",
     )
-    status, _ = await h.authorize(run_id, epoch, 2, "notes.write_note", {"text": "remember"})
+    status, _ = await harness.authorize(run_id, epoch, 2, "notes.write_note", {"text": "remember"})
     assert status == 200
     app = deck()
     async with app.run_test(size=SIZE) as pilot:
@@ -134,7 +136,7 @@ async def test_run_detail_steps_and_cancel(deck: Deck, h: ToolHarness) -> None:
         assert "write it down" in static(app, "#step-body")
 
         await pilot.press("n")
-        await h.step(run_id, epoch, 3, usage=usage(10, 5, 0.0001))
+        await harness.step(run_id, epoch, 3, usage=usage(10, 5, 0.0001))
         await until(pilot, lambda: table(app, "#steps").row_count == 3)
         assert table(app, "#steps").cursor_row == 2, "a live run is followed"
 
@@ -142,19 +144,19 @@ async def test_run_detail_steps_and_cancel(deck: Deck, h: ToolHarness) -> None:
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.click("#yes")
         await until(pilot, lambda: "cancelled" in static(app, "#run-summary"))
-    async with AsyncFerrumDeck(app.client.url, h.admin["Authorization"][7:]) as api:
+    async with AsyncFerrumDeck(app.client.url, harness.admin["Authorization"][7:]) as api:
         assert (await api.run(run_id)).status is RunStatus.CANCELLED
 
 
-async def test_approve_and_reject_with_reasons(deck: Deck, h: ToolHarness) -> None:
-    await h.policy({"id": "ask-notes", "tool": "notes.*", "effect": "require_approval"})
-    agent = await h.agent(tools=["notes.*"])
-    first = await parked_call(h, agent, "first note")
+async def test_approve_and_reject_with_reasons(deck: Deck, harness: ToolHarness) -> None:
+    await harness.policy({"id": "ask-notes", "tool": "notes.*", "effect": "require_approval"})
+    agent = await harness.agent(tools=["notes.*"])
+    first = await parked_call(harness, agent, "first note")
     app = deck()
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.connection == "live")
         await pilot.press("2")
-        second = await parked_call(h, agent, "second note")
+        second = await parked_call(harness, agent, "second note")
         await until(
             pilot, lambda: any("asks to call notes.write_note" in n for n in notifications(app))
         )
@@ -162,7 +164,10 @@ async def test_approve_and_reject_with_reasons(deck: Deck, h: ToolHarness) -> No
         badge = lambda: static(app, "#nav-pending")  # noqa: E731
         await until(pilot, lambda: "pending" in badge() and "no approvals" not in badge())
 
-        first_call, second_call = await approval_of(h, first), await approval_of(h, second)
+        first_call, second_call = (
+            await approval_of(harness, first),
+            await approval_of(harness, second),
+        )
         await pilot.press("4")
         pending = table(app, "#approvals")
         shown = lambda: row_keys(app, "#approvals")  # noqa: E731
@@ -182,24 +187,24 @@ async def test_approve_and_reject_with_reasons(deck: Deck, h: ToolHarness) -> No
         await pilot.press(*"not today", "enter")
         await until(pilot, lambda: first_call not in shown())
 
-    decided = {a["run_id"]: a for a in await h.approvals() if a["run_id"] in (first, second)}
+    decided = {a["run_id"]: a for a in await harness.approvals() if a["run_id"] in (first, second)}
     assert decided[second]["status"] == ApprovalStatus.APPROVED
     assert decided[second]["reason"] == "ticket 42"
     assert decided[first]["status"] == ApprovalStatus.REJECTED
     assert decided[first]["reason"] == "not today"
 
 
-async def test_a_double_decision_is_a_message_not_a_crash(deck: Deck, h: ToolHarness) -> None:
-    await h.policy({"id": "ask-notes", "tool": "notes.*", "effect": "require_approval"})
-    run_id = await parked_call(h, await h.agent(tools=["notes.*"]), "contested")
-    approval = await approval_of(h, run_id)
+async def test_a_double_decision_is_a_message_not_a_crash(deck: Deck, harness: ToolHarness) -> None:
+    await harness.policy({"id": "ask-notes", "tool": "notes.*", "effect": "require_approval"})
+    run_id = await parked_call(harness, await harness.agent(tools=["notes.*"]), "contested")
+    approval = await approval_of(harness, run_id)
     app = deck()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("4")
         await until(pilot, lambda: approval in row_keys(app, "#approvals"))
         table(app, "#approvals").move_cursor(row=row_keys(app, "#approvals").index(approval))
         await pilot.press("a", *"me first")
-        status, _ = await h.decide(approval, "reject", "someone else was faster")
+        status, _ = await harness.decide(approval, "reject", "someone else was faster")
         assert status == 200
         await pilot.press("enter")
         await until(pilot, lambda: any("already rejected" in n for n in notifications(app)))
@@ -214,9 +219,9 @@ async def test_a_wrong_key_is_explained(deck: Deck) -> None:
 
 
 async def test_the_deck_reconnects_when_the_gateway_comes_back(
-    deck: Deck, h: ToolHarness, settings: GatewaySettings
+    deck: Deck, harness: ToolHarness, settings: GatewaySettings
 ) -> None:
-    agent = await h.agent()
+    agent = await harness.agent()
     port = free_port()
     first = serve_gateway(settings, port)
     served = await first.__aenter__()
@@ -228,15 +233,15 @@ async def test_the_deck_reconnects_when_the_gateway_comes_back(
         await until(pilot, lambda: "reconnecting" in static(app, "#nav-connection"))
         async with serve_gateway(settings, port):
             await until(pilot, lambda: app.connection == "live", within=15)
-            response = await h.client.post(
-                "/v1/runs", json={"agent": agent, "input": "after"}, headers=h.admin
+            response = await harness.client.post(
+                "/v1/runs", json={"agent": agent, "input": "after"}, headers=harness.admin
             )
             run_id = str((await response.get_json())["id"])
             await until(pilot, lambda: row_keys(app, "#runs") == [run_id])
 
 
-async def approval_of(h: ToolHarness, run_id: str) -> str:
-    (approval,) = await h.approvals(run_id=run_id)
+async def approval_of(harness: ToolHarness, run_id: str) -> str:
+    (approval,) = await harness.approvals(run_id=run_id)
     return str(approval["id"])
 
 
@@ -244,8 +249,8 @@ async def approval_of(h: ToolHarness, run_id: str) -> str:
     not (Path(__file__).parents[2] / "services/gateway/routes/audit.py").exists(),
     reason="the audit API (services/gateway/routes/audit.py) has not landed yet",
 )
-async def test_audit_is_browsed_and_verified(deck: Deck, h: ToolHarness) -> None:
-    await h.policy({"id": "audited", "tool": "notes.*", "effect": "deny"})
+async def test_audit_is_browsed_and_verified(deck: Deck, harness: ToolHarness) -> None:
+    await harness.policy({"id": "audited", "tool": "notes.*", "effect": "deny"})
     app = deck()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("5")
