@@ -13,14 +13,14 @@ from redis.asyncio import Redis
 
 from services.contract.jobs import StreamNames
 from services.contract.queue import ConsumerStats, QueueStats
-from services.gateway import dead_letter_queue
+from services.gateway import dead_letter_stream
 from services.gateway.redis_replies import runs_group, text
 from services.gateway.stream_trim import StreamId
 
 
 async def queue_stats(redis: Redis, streams: StreamNames) -> QueueStats:
     depth = int(await redis.xlen(streams.runs))
-    dead_letter = await dead_letter_queue.depth(redis, streams)
+    dead_letter = await dead_letter_stream.depth(redis, streams)
     group = await runs_group(redis, streams)
     if group is None:
         return QueueStats(

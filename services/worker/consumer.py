@@ -2,7 +2,7 @@
 
 A job is acknowledged only once its run is settled here: finished, refused at claim
 (terminal, or held by another live lease), dropped after the gateway took it away, or
-set aside in the dead-letter stream (`dead_letters.py`). A worker that dies leaves its
+set aside in the dead-letter stream (`dead_lettering.py`). A worker that dies leaves its
 entries pending in the group for another to reclaim.
 
 Stopping is a hand-over, not an abandonment: reading ends at once (entries that the
@@ -31,7 +31,7 @@ from services.contract.worker_api import ClaimGrant, FailReport, ReleaseReport
 from services.telemetry import logs
 from services.worker import metrics
 from services.worker.agent_loop import AgentLoop
-from services.worker.dead_letters import DeadLetters
+from services.worker.dead_lettering import DeadLetters
 from services.worker.gateway_client import GatewayClient, LeaseLost
 from services.worker.loop_lag import LoopLag
 

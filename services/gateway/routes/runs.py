@@ -11,7 +11,7 @@ from quart_schema import tag, validate_querystring, validate_request, validate_r
 from redis.exceptions import RedisError
 
 from services.contract.api import PageQuery, Run, RunCreate, RunListQuery, RunPage, StepPage
-from services.gateway import dead_letter_queue, metrics
+from services.gateway import dead_letter_stream, metrics
 from services.gateway.audit import request_id as audit_request_id
 from services.gateway.auth import (
     DECIDERS,
@@ -26,7 +26,7 @@ from services.gateway.errors import BadRequest, UnprocessableEntity
 from services.gateway.pagination import decode_cursor, paginate
 from services.gateway.resources import resources
 from services.gateway.store import agents as agent_store
-from services.gateway.store import dead_letters
+from services.gateway.store import dead_lettered_runs
 from services.gateway.store import runs as store
 from services.gateway.store.steps import list_steps
 
@@ -152,10 +152,10 @@ async def requeue_run(run_id: uuid.UUID) -> Run:
     `not_dead_lettered`. Its entries leave the dead-letter stream.
     """
     res = resources()
-    run = await dead_letters.requeue(res.pool, project(), run_id, current_actor())
+    run = await dead_lettered_runs.requeue(res.pool, project(), run_id, current_actor())
     res.relay.wake()
     try:
-        await dead_letter_queue.forget_run(res.redis, res.settings.streams, run_id)
+        await dead_letter_stream.forget_run(res.redis, res.settings.streams, run_id)
     except (RedisError, OSError) as exc:
         log.warning("run %s queued again, but its dead-letter entries stay: %s", run_id, exc)
     return run

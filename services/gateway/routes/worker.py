@@ -30,7 +30,7 @@ from services.contract.worker_api import (
 )
 from services.gateway.auth import require_role
 from services.gateway.resources import resources
-from services.gateway.store import dead_letters, leases
+from services.gateway.store import dead_lettered_runs, leases
 from services.gateway.store import tools as tool_store
 from services.gateway.store.authorizations import authorize_tool
 
@@ -106,7 +106,7 @@ async def release(run_id: uuid.UUID, data: ReleaseReport) -> tuple[str, int]:
 @validate_request(DeadLetterReport)
 async def dead_letter(run_id: uuid.UUID, data: DeadLetterReport) -> tuple[str, int]:
     """Fail the run of a job delivered too often; the worker then sets the job aside."""
-    await dead_letters.dead_letter(resources().pool, run_id, data)
+    await dead_lettered_runs.dead_letter(resources().pool, run_id, data)
     return "", 204
 
 
