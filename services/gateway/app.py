@@ -14,7 +14,6 @@ from services.gateway.db.connections import create_pool
 from services.gateway.errors import register_error_handlers
 from services.gateway.events import EventHub, event_hub
 from services.gateway.outbox import OutboxRelay
-from services.gateway.resources import Resources, resources
 from services.gateway.routes import (
     agents,
     approvals,
@@ -30,6 +29,7 @@ from services.gateway.routes import events as events_routes
 from services.gateway.routes import metrics as metrics_routes
 from services.gateway.routes import queue as queue_routes
 from services.gateway.run_intake import RunIntake
+from services.gateway.runtime import Runtime, runtime
 from services.gateway.settings import GatewaySettings
 from services.gateway.sweeper import Sweeper
 
@@ -93,7 +93,7 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
             in_flight=min(settings.run_intake_in_flight, settings.db_pool_max),
             queue_max=settings.db_pool_max * settings.run_intake_batch,
         )
-        Resources(
+        Runtime(
             settings,
             catalog,
             pool,
@@ -109,12 +109,12 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
         chainer.start()
         hub = EventHub(settings.database_url, redis, settings.streams, bounds=backpressure.bounds)
         hub.install(app)
-        hub.keep_coherent(resources().key_cache, resources().agent_cache)
+        hub.keep_coherent(runtime().key_cache, runtime().agent_cache)
         hub.start()
 
     @app.after_serving
     async def _close() -> None:
-        res = resources()
+        res = runtime()
         await res.run_intake.close()
         await event_hub().stop()
         await res.relay.stop()

@@ -29,7 +29,7 @@ from services.gateway import metrics
 from services.gateway.audit import Actor
 from services.gateway.errors import Forbidden, TooManyRequests, Unauthorized
 from services.gateway.principal import Principal
-from services.gateway.resources import Resources, resources
+from services.gateway.runtime import Runtime, runtime
 
 KEY_PREFIX = "fd_"
 
@@ -50,7 +50,7 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-async def _principal_for(res: Resources, secret: str) -> Principal | None:
+async def _principal_for(res: Runtime, secret: str) -> Principal | None:
     key_hash = hash_secret(secret)
     return await res.key_cache.principal(key_hash, lambda: _read_principal(res.pool, key_hash))
 
@@ -78,7 +78,7 @@ def require_role(blueprint: Blueprint, *roles: Role) -> None:
             metrics.auth_failed("missing")
             await _count_failure()
             raise Unauthorized("send an API key as 'Authorization: Bearer fd_…'")
-        principal = await _principal_for(resources(), secret.strip())
+        principal = await _principal_for(runtime(), secret.strip())
         if principal is None or (principal.role == Role.WORKER) != for_workers:
             metrics.auth_failed("rejected")
             await _count_failure()
@@ -92,7 +92,7 @@ def require_role(blueprint: Blueprint, *roles: Role) -> None:
 async def _count_failure() -> None:
     """Count a failed authentication against the client, in Redis so every gateway shares
     the limit; past it, the client is told to wait instead of being answered."""
-    res = resources()
+    res = runtime()
     window = res.settings.auth_failure_window_seconds
     key = f"{res.settings.stream_prefix}:authfail:{request.remote_addr or 'unknown'}"
     async with res.redis.pipeline(transaction=True) as pipe:

@@ -13,19 +13,19 @@ from quart.typing import TestAppProtocol as App
 
 from services.gateway.app import create_app
 from services.gateway.notification_listener import APPLICATION_NAME
-from services.gateway.resources import Resources
+from services.gateway.runtime import Runtime
 from services.gateway.settings import GatewaySettings
 from testbed.waiting import eventually
 
 
-def _resources(app: App) -> Resources:
-    found: Resources = app.app.extensions["ferrumdeck"]  # type: ignore[attr-defined]
+def _runtime(app: App) -> Runtime:
+    found: Runtime = app.app.extensions["ferrumdeck"]  # type: ignore[attr-defined]
     return found
 
 
 async def _listening(app: App) -> None:
     async def trusted() -> bool:
-        return _resources(app).agent_cache.trusted
+        return _runtime(app).agent_cache.trusted
 
     await eventually(trusted, bool, within=10)
 
@@ -116,7 +116,7 @@ async def test_a_version_inserted_in_sql_by_hand_is_the_latest_at_once(
     await eventually(
         lambda: _started_version(gateway, admin, name), lambda version: version == 2, within=2
     )
-    assert _resources(gateway).agent_cache.trusted
+    assert _runtime(gateway).agent_cache.trusted
 
 
 async def test_latest_versions_are_served_from_memory_only_while_listening(

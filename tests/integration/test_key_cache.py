@@ -15,7 +15,7 @@ from quart.typing import TestAppProtocol as App
 from services.gateway.app import create_app
 from services.gateway.auth import hash_secret
 from services.gateway.notification_listener import APPLICATION_NAME
-from services.gateway.resources import Resources
+from services.gateway.runtime import Runtime
 from services.gateway.settings import GatewaySettings
 from testbed.waiting import eventually
 
@@ -23,8 +23,8 @@ from testbed.waiting import eventually
 LONG = 300.0
 
 
-def _resources(app: App) -> Resources:
-    found: Resources = app.app.extensions["ferrumdeck"]  # type: ignore[attr-defined]
+def _runtime(app: App) -> Runtime:
+    found: Runtime = app.app.extensions["ferrumdeck"]  # type: ignore[attr-defined]
     return found
 
 
@@ -36,7 +36,7 @@ async def _listening(app: App) -> None:
     """Until the app's LISTEN connection is up, so its cache answers from memory."""
 
     async def trusted() -> bool:
-        return _resources(app).key_cache.trusted
+        return _runtime(app).key_cache.trusted
 
     await eventually(trusted, bool, within=10)
 
@@ -58,7 +58,7 @@ async def _warm(app: App, secret: str) -> None:
     """Use the key once, and check that this gateway now remembers it."""
     await _listening(app)
     assert await _status(app, secret) == 200
-    assert _resources(app).key_cache.cached(hash_secret(secret))
+    assert _runtime(app).key_cache.cached(hash_secret(secret))
 
 
 async def _revoke_behind_the_gateways_back(db: asyncpg.Pool, key_id: str) -> None:
@@ -126,7 +126,7 @@ async def _listening_or_not(app: App) -> None:
         return conn is not None and not conn.is_closed()
 
     await eventually(connected, bool, within=10)
-    assert not _resources(app).key_cache.trusted
+    assert not _runtime(app).key_cache.trusted
 
 
 async def test_a_revoked_key_is_refused_on_the_very_next_request(
@@ -137,7 +137,7 @@ async def test_a_revoked_key_is_refused_on_the_very_next_request(
     revoked = await gateway.test_client().delete(f"/v1/keys/{key_id}", headers=admin)
     assert revoked.status_code == 204
     assert await _status(gateway, secret) == 401
-    assert not _resources(gateway).key_cache.cached(hash_secret(secret))
+    assert not _runtime(gateway).key_cache.cached(hash_secret(secret))
 
 
 async def test_a_key_revoked_on_another_gateway_is_refused_here_at_once(
@@ -152,7 +152,7 @@ async def test_a_key_revoked_on_another_gateway_is_refused_here_at_once(
         # The notification travels asynchronously; it has well under 2 s, and the
         # entry would otherwise live for LONG seconds.
         await eventually(lambda: _status(gateway, secret), lambda status: status == 401, within=2)
-        assert _resources(gateway).key_cache.trusted
+        assert _runtime(gateway).key_cache.trusted
         assert await _status(other, secret) == 401
 
 
@@ -165,7 +165,7 @@ async def test_a_key_revoked_in_sql_by_hand_is_refused_at_once(
     await _warm(gateway, secret)
     await db.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", uuid.UUID(key_id))
     await eventually(lambda: _status(gateway, secret), lambda status: status == 401, within=2)
-    assert _resources(gateway).key_cache.trusted
+    assert _runtime(gateway).key_cache.trusted
 
 
 async def test_a_lost_listener_empties_the_cache_and_it_is_trusted_again_after(

@@ -94,8 +94,8 @@ RULES = {
     "the deck depends on no test or benchmark": Rule("tui", ("bench", "testbed", "tests")),
     "benchmarks do not depend on the test suite": Rule("bench", ("tests",)),
     "the test bed belongs to neither suite": Rule("testbed", ("bench", "tests")),
-    "the store depends on no route and not on the app's resource locator": Rule(
-        "services.gateway.store", ("services.gateway.routes", "services.gateway.resources")
+    "the store depends on no route and not on the app's runtime": Rule(
+        "services.gateway.store", ("services.gateway.routes", "services.gateway.runtime")
     ),
 }
 
@@ -115,7 +115,7 @@ def test_the_checker_sees_every_form_of_import() -> None:
         "from services import gateway\n"
         "from ..gateway.store import runs\n"
         "if TYPE_CHECKING:\n"
-        "    from services.gateway.resources import Resources\n"
+        "    from services.gateway.runtime import Runtime\n"
         "from services.worker.llm import call\n"
     )
     found = violations(rule, {"services.worker.consumer": (source, False)})
@@ -124,6 +124,6 @@ def test_the_checker_sees_every_form_of_import() -> None:
         "services.worker.consumer:4 imports services.gateway",
         "services.worker.consumer:5 imports services.gateway.store",
         "services.worker.consumer:5 imports services.gateway.store.runs",
-        "services.worker.consumer:7 imports services.gateway.resources",
-        "services.worker.consumer:7 imports services.gateway.resources.Resources",
+        "services.worker.consumer:7 imports services.gateway.runtime",
+        "services.worker.consumer:7 imports services.gateway.runtime.Runtime",
     ]

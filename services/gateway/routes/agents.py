@@ -9,7 +9,7 @@ from services.contract.api import Agent, AgentCreate, AgentPage, PageQuery, Role
 from services.gateway.auth import READERS, allow, current_actor, project, require_role
 from services.gateway.errors import NotFound, UnprocessableEntity
 from services.gateway.pagination import decode_cursor, paginate
-from services.gateway.resources import resources
+from services.gateway.runtime import runtime
 from services.gateway.store import agents as store
 
 blueprint = Blueprint("agents", __name__, url_prefix="/v1/agents")
@@ -23,7 +23,7 @@ require_role(blueprint, *READERS)
 @allow(Role.ADMIN)
 async def create_agent(data: AgentCreate) -> tuple[Agent, int]:
     """Register a new immutable version of an agent."""
-    res = resources()
+    res = runtime()
     if not res.catalog.accepts(data.model):
         offered = ", ".join(res.catalog.names()) or "none configured"
         raise UnprocessableEntity(
@@ -46,7 +46,7 @@ async def list_agents(query_args: PageQuery) -> AgentPage:
     """The latest version of every agent, by name."""
     after = decode_cursor(query_args.cursor, str)
     items = await store.list_latest(
-        resources().pool, project(), after=after, limit=query_args.limit + 1
+        runtime().pool, project(), after=after, limit=query_args.limit + 1
     )
     page, next_cursor = paginate(items, query_args.limit, lambda a: [a.name])
     return AgentPage(items=page, next_cursor=next_cursor)
@@ -60,7 +60,7 @@ async def agent_versions(name: str, query_args: PageQuery) -> AgentPage:
     """Every version of one agent, newest first."""
     before = decode_cursor(query_args.cursor, int)
     items = await store.list_versions(
-        resources().pool, project(), name, before=before, limit=query_args.limit + 1
+        runtime().pool, project(), name, before=before, limit=query_args.limit + 1
     )
     if not items and before is None:
         raise NotFound(f"no agent {name!r}")

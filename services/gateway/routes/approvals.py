@@ -10,7 +10,7 @@ from quart_schema import tag, validate_querystring, validate_request, validate_r
 from services.contract.api import Approval, ApprovalDecision, ApprovalListQuery, ApprovalPage
 from services.gateway.auth import DECIDERS, READERS, allow, current_actor, project, require_role
 from services.gateway.pagination import decode_cursor, paginate
-from services.gateway.resources import resources
+from services.gateway.runtime import runtime
 from services.gateway.store import approvals as store
 
 blueprint = Blueprint("approvals", __name__, url_prefix="/v1/approvals")
@@ -25,7 +25,7 @@ async def list_approvals(query_args: ApprovalListQuery) -> ApprovalPage:
     """Approvals, newest first; `?status=pending` for those waiting on a human."""
     before = decode_cursor(query_args.cursor, uuid.UUID)
     items = await store.list_approvals(
-        resources().pool,
+        runtime().pool,
         project(),
         status=query_args.status,
         run_id=query_args.run_id,
@@ -40,7 +40,7 @@ async def list_approvals(query_args: ApprovalListQuery) -> ApprovalPage:
 @tag(["approvals"])
 @validate_response(Approval)
 async def get_approval(approval_id: uuid.UUID) -> Approval:
-    return await store.get_approval(resources().pool, project(), approval_id)
+    return await store.get_approval(runtime().pool, project(), approval_id)
 
 
 @blueprint.post("/<uuid:approval_id>/approve")
@@ -64,7 +64,7 @@ async def reject(approval_id: uuid.UUID, data: ApprovalDecision) -> Approval:
 
 
 async def _decide(approval_id: uuid.UUID, data: ApprovalDecision, *, approve: bool) -> Approval:
-    res = resources()
+    res = runtime()
     approval = await store.decide(
         res.pool,
         project(),

@@ -12,7 +12,7 @@ from services.contract.audit import AuditPage, Verification
 from services.gateway import audit
 from services.gateway.auth import READERS, project, require_role
 from services.gateway.pagination import decode_cursor, paginate
-from services.gateway.resources import resources
+from services.gateway.runtime import runtime
 from services.gateway.store import audit_trail
 
 blueprint = Blueprint("audit", __name__, url_prefix="/v1/audit")
@@ -36,7 +36,7 @@ class AuditQuery(BaseModel):
 async def list_events(query_args: AuditQuery) -> AuditPage:
     """Events, newest first, with their chain links once linked."""
     items = await audit_trail.list_events(
-        resources().pool,
+        runtime().pool,
         project(),
         filters=query_args.model_dump(include={"action", "actor", "target", "since", "until"}),
         before=decode_cursor(query_args.cursor, int),
@@ -51,4 +51,4 @@ async def list_events(query_args: AuditQuery) -> AuditPage:
 @validate_response(Verification)
 async def verify() -> Verification:
     """Recompute the project's whole chain: intact, or the first broken link."""
-    return await audit.verify_project(resources().pool, project())
+    return await audit.verify_project(runtime().pool, project())

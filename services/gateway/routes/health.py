@@ -7,7 +7,7 @@ from quart_schema import tag
 
 from services.gateway.db.migrations import applied_version, latest_version
 from services.gateway.errors import error_response
-from services.gateway.resources import resources
+from services.gateway.runtime import runtime
 
 blueprint = Blueprint("health", __name__)
 
@@ -23,7 +23,7 @@ async def healthz() -> dict[str, str]:
 @tag(["operations"])
 async def readyz() -> dict[str, str] | Response:
     """PostgreSQL reachable with every migration applied, and Redis reachable."""
-    res = resources()
+    res = runtime()
     problems = []
     try:
         async with res.pool.acquire(timeout=2) as conn:

@@ -10,7 +10,7 @@ from quart_schema import tag, validate_request, validate_response
 from services.contract.api import KeyCreate, KeyCreated, KeyList, Role
 from services.gateway.auth import current_actor, project, require_role
 from services.gateway.errors import BadRequest
-from services.gateway.resources import resources
+from services.gateway.runtime import runtime
 from services.gateway.store import keys as store
 
 blueprint = Blueprint("keys", __name__, url_prefix="/v1/keys")
@@ -25,7 +25,7 @@ async def create_key(data: KeyCreate) -> tuple[KeyCreated, int]:
     """Create a key of this project; worker keys are made with `ferrumdeck keys create`."""
     if data.role == Role.WORKER:
         raise BadRequest("worker keys are created from the server's shell", code="bad_role")
-    async with resources().pool.acquire() as conn:
+    async with runtime().pool.acquire() as conn:
         info, secret = await store.create_key(
             conn, data.name, data.role, project(), current_actor()
         )
@@ -36,13 +36,13 @@ async def create_key(data: KeyCreate) -> tuple[KeyCreated, int]:
 @tag(["keys"])
 @validate_response(KeyList)
 async def list_keys() -> KeyList:
-    return KeyList(items=await store.list_keys(resources().pool, project()))
+    return KeyList(items=await store.list_keys(runtime().pool, project()))
 
 
 @blueprint.delete("/<uuid:key_id>")
 @tag(["keys"])
 async def revoke_key(key_id: uuid.UUID) -> tuple[str, int]:
     """Revoke at once: the next request with this key gets 401."""
-    res = resources()
+    res = runtime()
     await store.revoke_key(res.pool, project(), key_id, current_actor(), cache=res.key_cache)
     return "", 204

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from services.contract.runs import RunStatus
 from services.gateway import metrics as m
 from services.gateway.queue_stats import queue_stats
-from services.gateway.resources import resources
+from services.gateway.runtime import runtime
 from services.gateway.store.gauges import read_counts
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ blueprint = Blueprint("metrics", __name__)
 
 
 async def _read_postgres() -> None:
-    async with resources().pool.acquire(timeout=2) as conn:
+    async with runtime().pool.acquire(timeout=2) as conn:
         counts = await read_counts(conn)
     m.APPROVALS_PENDING.set(counts.approvals_pending)
     m.OUTBOX_BACKLOG.set(counts.outbox_backlog)
@@ -35,7 +35,7 @@ async def _read_postgres() -> None:
 
 
 async def _read_redis() -> None:
-    res = resources()
+    res = runtime()
     stats = await queue_stats(res.redis, res.settings.streams)
     m.QUEUE_DEPTH.set(stats.depth)
     m.QUEUE_PENDING.set(stats.pending)

@@ -10,7 +10,7 @@ from services.contract.policy import EvaluateRequest, PolicyDecision, PolicySet
 from services.gateway.auth import READERS, allow, current_actor, project, require_role
 from services.gateway.pagination import decode_cursor, paginate
 from services.gateway.policy import ToolCall
-from services.gateway.resources import resources
+from services.gateway.runtime import runtime
 from services.gateway.store import policies as store
 
 blueprint = Blueprint("policies", __name__, url_prefix="/v1/policies")
@@ -32,7 +32,7 @@ def _out(version: store.PolicyVersion) -> PolicyVersionOut:
 @validate_response(PolicyState)
 async def get_policies(query_args: PageQuery) -> PolicyState:
     """The rules in force and earlier versions, newest first."""
-    pool = resources().pool
+    pool = runtime().pool
     current = await store.current_policy(pool, project())
     before = decode_cursor(query_args.cursor, int)
     versions = await store.history(pool, project(), before=before, limit=query_args.limit + 1)
@@ -52,7 +52,7 @@ async def get_policies(query_args: PageQuery) -> PolicyState:
 @allow(Role.ADMIN)
 async def put_policies(data: PolicySet) -> PolicyVersionOut:
     """Replace the rules; the new set becomes the next version and is in force at once."""
-    async with resources().pool.acquire() as conn:
+    async with runtime().pool.acquire() as conn:
         version = await store.put_policy(conn, project(), data, current_actor())
     return _out(version)
 
@@ -63,7 +63,7 @@ async def put_policies(data: PolicySet) -> PolicyVersionOut:
 @validate_response(PolicyDecision)
 async def evaluate(data: EvaluateRequest) -> PolicyDecision:
     """What would happen to this call under the policy in force, and which rule decides."""
-    async with resources().pool.acquire() as conn:
+    async with runtime().pool.acquire() as conn:
         policy = await store.compiled_policy(conn, project())
     return policy.evaluate(
         ToolCall(

@@ -8,7 +8,7 @@ from quart_schema import tag, validate_response
 from services.contract.queue import QueueStats
 from services.gateway.auth import READERS, require_role
 from services.gateway.queue_stats import queue_stats
-from services.gateway.resources import resources
+from services.gateway.runtime import runtime
 
 blueprint = Blueprint("queue", __name__, url_prefix="/v1/queue")
 require_role(blueprint, *READERS)
@@ -19,6 +19,6 @@ require_role(blueprint, *READERS)
 @validate_response(QueueStats)
 async def get_queue() -> QueueStats:
     """Depth, pending, lag, the oldest pending entry's age, and each worker's share."""
-    res = resources()
+    res = runtime()
     stats = await queue_stats(res.redis, res.settings.streams)
     return res.backpressure.bounds.describe(stats)

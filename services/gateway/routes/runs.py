@@ -24,7 +24,7 @@ from services.gateway.auth import (
 )
 from services.gateway.errors import BadRequest, UnprocessableEntity
 from services.gateway.pagination import decode_cursor, paginate
-from services.gateway.resources import resources
+from services.gateway.runtime import runtime
 from services.gateway.store import agents as agent_store
 from services.gateway.store import dead_lettered_runs
 from services.gateway.store import runs as store
@@ -56,7 +56,7 @@ async def create_run(data: RunCreate) -> tuple[Run, int, dict[str, str]]:
             code="invalid_idempotency_key",
         )
     name, _, version = data.agent.partition("@")
-    res = resources()
+    res = runtime()
     await res.backpressure.admit()
     agent = await agent_store.get_version(
         res.pool, project(), name, int(version) if version else None, cache=res.agent_cache
@@ -97,7 +97,7 @@ async def list_runs(query_args: RunListQuery) -> RunPage:
     (`dead_lettered=true`: the runs an operator may queue again)."""
     before = decode_cursor(query_args.cursor, uuid.UUID)
     items = await store.list_runs(
-        resources().pool,
+        runtime().pool,
         project(),
         status=query_args.status,
         agent=query_args.agent,
@@ -114,7 +114,7 @@ async def list_runs(query_args: RunListQuery) -> RunPage:
 @validate_response(Run)
 async def get_run(run_id: uuid.UUID) -> Run:
     """One run with its status, output, error and usage totals."""
-    return await store.get_run(resources().pool, project(), run_id)
+    return await store.get_run(runtime().pool, project(), run_id)
 
 
 @blueprint.get("/<uuid:run_id>/steps")
@@ -124,7 +124,7 @@ async def get_run(run_id: uuid.UUID) -> Run:
 async def get_steps(run_id: uuid.UUID, query_args: PageQuery) -> StepPage:
     """A run's steps in order, from 1."""
     after = decode_cursor(query_args.cursor, int) or 0
-    pool = resources().pool
+    pool = runtime().pool
     await store.get_run(pool, project(), run_id)
     items = await list_steps(pool, run_id, after=after, limit=query_args.limit + 1)
     page, next_cursor = paginate(items, query_args.limit, lambda s: [s.seq])
@@ -137,7 +137,7 @@ async def get_steps(run_id: uuid.UUID, query_args: PageQuery) -> StepPage:
 @allow(*DECIDERS)
 async def cancel_run(run_id: uuid.UUID) -> Run:
     """Cancel a queued or running run; a finished run answers 409."""
-    return await store.cancel_run(resources().pool, project(), run_id, current_actor())
+    return await store.cancel_run(runtime().pool, project(), run_id, current_actor())
 
 
 @blueprint.post("/<uuid:run_id>/requeue")
@@ -151,7 +151,7 @@ async def requeue_run(run_id: uuid.UUID) -> Run:
     (`dead_lettered_at` set) can be queued again; any other answers 409
     `not_dead_lettered`. Its entries leave the dead-letter stream.
     """
-    res = resources()
+    res = runtime()
     run = await dead_lettered_runs.requeue(res.pool, project(), run_id, current_actor())
     res.relay.wake()
     try:

@@ -7,7 +7,7 @@ from quart_schema import tag, validate_response
 
 from services.contract.api import ToolCatalogue
 from services.gateway.auth import READERS, require_role
-from services.gateway.resources import resources
+from services.gateway.runtime import runtime
 from services.gateway.store import tools as store
 
 blueprint = Blueprint("tools", __name__, url_prefix="/v1/tools")
@@ -19,4 +19,4 @@ require_role(blueprint, *READERS)
 @validate_response(ToolCatalogue)
 async def list_tools() -> ToolCatalogue:
     """Every tool some worker offers: server, tool, description, input schema, workers."""
-    return ToolCatalogue(items=await store.catalogue(resources().pool))
+    return ToolCatalogue(items=await store.catalogue(runtime().pool))

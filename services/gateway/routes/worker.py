@@ -29,7 +29,7 @@ from services.contract.worker_api import (
     ToolVerdict,
 )
 from services.gateway.auth import require_role
-from services.gateway.resources import resources
+from services.gateway.runtime import runtime
 from services.gateway.store import dead_lettered_runs, leases
 from services.gateway.store import tools as tool_store
 from services.gateway.store.authorizations import authorize_tool
@@ -43,7 +43,7 @@ require_role(blueprint, Role.WORKER)
 @validate_request(ClaimRequest)
 @validate_response(ClaimGrant)
 async def claim(run_id: uuid.UUID, data: ClaimRequest) -> ClaimGrant:
-    res = resources()
+    res = runtime()
     return await leases.claim(
         res.pool, run_id, data.worker_id, res.settings.lease_seconds, agents=res.agent_cache
     )
@@ -54,7 +54,7 @@ async def claim(run_id: uuid.UUID, data: ClaimRequest) -> ClaimGrant:
 @validate_request(EpochBody)
 @validate_response(LeaseInfo)
 async def heartbeat(run_id: uuid.UUID, data: EpochBody) -> LeaseInfo:
-    res = resources()
+    res = runtime()
     row = await leases.heartbeat(res.pool, run_id, data.epoch, res.settings.lease_seconds)
     return LeaseInfo(lease_expires_at=row["lease_expires_at"])
 
@@ -65,7 +65,7 @@ async def heartbeat(run_id: uuid.UUID, data: EpochBody) -> LeaseInfo:
 @validate_response(StepAck)
 async def report_step(run_id: uuid.UUID, data: StepReport) -> StepAck:
     """Record a step; the step carrying the run's answer (`final_output`) completes it."""
-    res = resources()
+    res = runtime()
     return await leases.record_step(res.pool, run_id, data, res.settings.lease_seconds)
 
 
@@ -74,9 +74,7 @@ async def report_step(run_id: uuid.UUID, data: StepReport) -> StepAck:
 @validate_request(CompleteReport)
 async def complete(run_id: uuid.UUID, data: CompleteReport) -> tuple[str, int]:
     """Complete a resumed run whose last recorded step already is its answer."""
-    await leases.finish(
-        resources().pool, run_id, data.epoch, RunStatus.COMPLETED, output=data.output
-    )
+    await leases.finish(runtime().pool, run_id, data.epoch, RunStatus.COMPLETED, output=data.output)
     return "", 204
 
 
@@ -85,7 +83,7 @@ async def complete(run_id: uuid.UUID, data: CompleteReport) -> tuple[str, int]:
 @validate_request(FailReport)
 async def fail(run_id: uuid.UUID, data: FailReport) -> tuple[str, int]:
     await leases.finish(
-        resources().pool, run_id, data.epoch, RunStatus(data.status), error=data.error
+        runtime().pool, run_id, data.epoch, RunStatus(data.status), error=data.error
     )
     return "", 204
 
@@ -95,7 +93,7 @@ async def fail(run_id: uuid.UUID, data: FailReport) -> tuple[str, int]:
 @validate_request(ReleaseReport)
 async def release(run_id: uuid.UUID, data: ReleaseReport) -> tuple[str, int]:
     """Hand the run back (a worker shutting down): queued again at once."""
-    res = resources()
+    res = runtime()
     await leases.release(res.pool, run_id, data.epoch, data.reason)
     res.relay.wake()
     return "", 204
@@ -106,7 +104,7 @@ async def release(run_id: uuid.UUID, data: ReleaseReport) -> tuple[str, int]:
 @validate_request(DeadLetterReport)
 async def dead_letter(run_id: uuid.UUID, data: DeadLetterReport) -> tuple[str, int]:
     """Fail the run of a job delivered too often; the worker then sets the job aside."""
-    await dead_lettered_runs.dead_letter(resources().pool, run_id, data)
+    await dead_lettered_runs.dead_letter(runtime().pool, run_id, data)
     return "", 204
 
 
@@ -115,12 +113,12 @@ async def dead_letter(run_id: uuid.UUID, data: DeadLetterReport) -> tuple[str, i
 @validate_request(ToolAuthorization)
 @validate_response(ToolVerdict)
 async def tool_authorize(run_id: uuid.UUID, data: ToolAuthorization) -> ToolVerdict:
-    return await authorize_tool(resources().pool, run_id, data)
+    return await authorize_tool(runtime().pool, run_id, data)
 
 
 @blueprint.put("/tools")
 @hide
 @validate_request(CatalogueReport)
 async def report_tools(data: CatalogueReport) -> tuple[str, int]:
-    await tool_store.replace_catalogue(resources().pool, data.worker_id, data.tools)
+    await tool_store.replace_catalogue(runtime().pool, data.worker_id, data.tools)
     return "", 204

@@ -2,7 +2,7 @@
 
 Nothing here is state another gateway instance would need; it is only connections,
 configuration and caches of database rows (kept coherent through notifications, see
-`coherent_cache`), reachable from request handlers through `resources()`. The caches
+`coherent_cache`), reachable from request handlers through `runtime()`. The caches
 belong to the app, not the module: several apps in one process (tests) may point at
 different databases.
 """
@@ -29,7 +29,7 @@ _KEY = "ferrumdeck"
 
 
 @dataclass
-class Resources:
+class Runtime:
     settings: GatewaySettings
     catalog: ModelCatalog
     pool: asyncpg.Pool
@@ -50,6 +50,6 @@ class Resources:
         app.extensions[_KEY] = self
 
 
-def resources() -> Resources:
-    found: Resources = current_app.extensions[_KEY]
+def runtime() -> Runtime:
+    found: Runtime = current_app.extensions[_KEY]
     return found
