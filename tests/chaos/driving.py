@@ -11,7 +11,7 @@ from typing import Any
 
 from testbed.waiting import eventually
 from tests.support.chaos_load import Integration, keep_starting
-from tests.support.chaos_stack import ChaosStack, Part
+from tests.support.chaos_stack import ChaosStack, Slot
 
 
 @contextlib.asynccontextmanager
@@ -56,16 +56,16 @@ async def steps(stack: ChaosStack, run_id: str) -> list[dict[str, Any]]:
 
 async def kill_holder_when(
     stack: ChaosStack, run_id: str, condition: Callable[[], Awaitable[bool]], within: float = 30
-) -> Part:
+) -> Slot:
     """SIGKILL the worker holding `run_id` as soon as `condition` holds, and start its
-    next life in the background, as a service manager would. An earlier kill's restart
+    next process in the background, as a service manager would. An earlier kill's restart
     is waited for first, so there is always a worker to take the run over."""
     await stack.restarted()
 
-    async def armed() -> Part | None:
+    async def armed() -> Slot | None:
         return await stack.holder(run_id) if await condition() else None
 
-    holder = await eventually(armed, lambda part: part is not None, within=within)
+    holder = await eventually(armed, lambda slot: slot is not None, within=within)
     assert holder is not None
     await holder.kill()
     holder.restart_later()

@@ -45,7 +45,7 @@ from typing import Any
 from services.contract.runs import TERMINAL_STATUSES
 from tests.support.chaos_ledger import Ledger, reckon
 from tests.support.chaos_load import Integration, Workload, keep_starting
-from tests.support.chaos_stack import ChaosStack, Part, Tuning, chaos_stack
+from tests.support.chaos_stack import ChaosStack, Slot, Tuning, chaos_stack
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -91,15 +91,15 @@ def _mix(work: Workload, rng: random.Random) -> Callable[[], str]:
     return lambda: rng.choices([k for _, k in kinds], weights)[0]()
 
 
-async def _revive(part: Part, after: float) -> None:
-    """Restart a killed part after `after` seconds, as a service manager would, and warm
+async def _revive(slot: Slot, after: float) -> None:
+    """Restart a killed slot after `after` seconds, as a service manager would, and warm
     the spare for its next death."""
     await asyncio.sleep(after)
     try:
-        await part.start()
+        await slot.start()
     except AssertionError:
         return  # killed again while coming up: the chaos loop revives it once more
-    part.warm()
+    slot.warm()
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

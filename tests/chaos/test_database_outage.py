@@ -24,8 +24,8 @@ async def test_clients_get_503_with_retry_after_while_postgres_is_away_and_no_ru
     proxy = chaos.db_proxy
     if proxy is None:
         pytest.skip("PostgreSQL listens on a Unix socket here: there is no link to cut")
-    assert chaos.gateway.life is not None
-    gateway_pid = chaos.gateway.life.process.pid
+    assert chaos.gateway.current is not None
+    gateway_pid = chaos.gateway.current.process.pid
     agent = await chaos.agent("db-away")
     work = Workload(chaos.llm, "db-away")
     reads: Counter[tuple[int, str | None, str | None]] = Counter()
@@ -55,7 +55,7 @@ async def test_clients_get_503_with_retry_after_while_postgres_is_away_and_no_ru
         stop_reading.set()
         await reader
 
-    assert chaos.gateway.life.process.pid == gateway_pid
+    assert chaos.gateway.current.process.pid == gateway_pid
     assert chaos.gateway.alive
     outage = {key for key in reads if key[0] == 503}
     assert outage, f"no 503 seen while the database was away: {reads}"

@@ -41,7 +41,7 @@ async def _lose_redis_under_load(
         await accepted_more(integration, 8)
     down = [w for w in chaos.workers if not await w.healthy()]
     if down:  # let them finish dying, for their last words
-        await asyncio.gather(*(exited(w.life.process, 15) for w in down if w.life))
+        await asyncio.gather(*(exited(w.current.process, 15) for w in down if w.current))
     assert not down, "workers died of it:\n" + "\n".join(w.last_words() for w in down)
     assert await eventually(lambda: _group_exists(chaos), bool)
     await assert_invariants(chaos, integration.accepted, [agent])

@@ -116,8 +116,8 @@ async def test_a_stopped_gateway_answers_every_request_it_was_sent(chaos: ChaosS
     load = asyncio.gather(*clients)
     try:
         await asyncio.sleep(1.0)
-        assert chaos.gateway.life is not None
-        process = chaos.gateway.life.process
+        assert chaos.gateway.current is not None
+        process = chaos.gateway.current.process
         signalled.append(loop.time())
         process.terminate()
         code = await exited(process, 20)

@@ -14,7 +14,7 @@ from testbed.waiting import eventually
 from tests.chaos.driving import decide_pending_approval, kill_holder_when, steps
 from tests.chaos.invariants import assert_invariants
 from tests.support.chaos_load import Integration, Workload
-from tests.support.chaos_stack import ChaosStack, Part
+from tests.support.chaos_stack import ChaosStack, Slot
 
 
 async def test_runs_survive_workers_killed_mid_model_call_mid_tool_call_and_between_steps(
@@ -108,13 +108,13 @@ async def test_a_worker_frozen_past_its_lease_finds_its_run_taken_and_its_late_r
         run_id = await client.start_run(agent, text)
         assert run_id is not None
 
-        async def asked() -> Part | None:
+        async def asked() -> Slot | None:
             return await chaos.holder(run_id) if chaos.llm.turn_calls[(text, 0)] else None
 
-        frozen = await eventually(asked, lambda part: part is not None, within=30)
+        frozen = await eventually(asked, lambda slot: slot is not None, within=30)
         assert frozen is not None
-        assert frozen.life is not None
-        life = frozen.life
+        assert frozen.current is not None
+        proc = frozen.current
         frozen.freeze()
         try:
             # Its lease runs out; the run is taken over under a higher epoch and finished.
@@ -124,7 +124,7 @@ async def test_a_worker_frozen_past_its_lease_finds_its_run_taken_and_its_late_r
 
         async def turned_away() -> bool:
             """Back, it reports what it got under the old epoch, and is refused."""
-            return f"run {run_id} dropped: stale_epoch" in life.log()
+            return f"run {run_id} dropped: stale_epoch" in proc.log()
 
         await eventually(turned_away, bool, within=15)
     finally:

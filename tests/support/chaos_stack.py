@@ -1,7 +1,7 @@
 """A FerrumDeck stack made to be broken, for the chaos suite and the soak bench.
 
 Real gateway and worker processes that can be killed with SIGKILL, stopped with SIGTERM
-and started again (each start is a new life with a new worker id, as a restarted process
+and started again (each start is a new process with a new worker id, as a restarted process
 would have); PostgreSQL reached by the gateway through a `FaultProxy`, so the database
 can be taken away from the gateway alone; optionally a Redis server of its own, because
 flushing or killing the machine's would break everyone else's tests; the scripted model
@@ -187,8 +187,8 @@ async def exited(process: subprocess.Popen[bytes], within: float) -> int | None:
     return process.returncode
 
 
-class Life:
-    """One process of a part, spawned warm (`tests.support.warm_start`): it imports
+class SlotProcess:
+    """One process of a slot, spawned warm (`tests.support.warm_start`): it imports
     while nothing waits for it, and runs the real command once told to go."""
 
     def __init__(self, command: str, ident: str, env: dict[str, str], log_path: Path) -> None:
@@ -225,12 +225,12 @@ class Life:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-class Part:
-    """One part of the stack across its lives: the gateway, or worker slot 2.
+class Slot:
+    """One slot of the stack across its processes: the gateway, or worker slot 2.
 
-    `start` begins the next life; a worker's life has its own worker id
-    (`<name>-<life>`) and probe port, as a process restarted by a service manager
-    would. `warm` spawns the next life ahead as a spare that imports meanwhile, so a
+    `start` begins the next process; a worker's process has its own worker id
+    (`<name>-<n>`) and probe port, as a process restarted by a service manager
+    would. `warm` spawns the next process ahead as a spare that imports meanwhile, so a
     restart need not wait for imports. `kill` is SIGKILL to the process and to its
     children (the MCP servers it started), like a container or a cgroup being killed;
     `terminate` is SIGTERM and waits for the exit.
@@ -244,66 +244,66 @@ class Part:
         self._env = env
         self._logs = logs
         self._ready_url = ready_url
-        self._born = 0
-        self.life: Life | None = None
-        self._spare: Life | None = None
-        self._lives: list[Life] = []
+        self._started = 0
+        self.current: SlotProcess | None = None
+        self._spare: SlotProcess | None = None
+        self._processes: list[SlotProcess] = []
         self._restarting: asyncio.Task[None] | None = None
 
     @property
     def ident(self) -> str:
-        return self.life.ident if self.life is not None else f"{self.name}-0"
+        return self.current.ident if self.current is not None else f"{self.name}-0"
 
     @property
     def alive(self) -> bool:
-        return self.life is not None and self.life.process.poll() is None
+        return self.current is not None and self.current.process.poll() is None
 
-    def _conceive(self) -> Life:
-        self._born += 1
-        ident = f"{self.name}-{self._born}"
+    def _new_process(self) -> SlotProcess:
+        self._started += 1
+        ident = f"{self.name}-{self._started}"
         env = dict(self._env)
         ready_url = self._ready_url
         if self.command == "worker":
             probes = free_port()
             env |= {"FERRUMDECK_WORKER_ID": ident, "FERRUMDECK_METRICS_PORT": str(probes)}
             ready_url = f"http://127.0.0.1:{probes}/readyz"
-        life = Life(self.command, ident, env, self._logs / f"{ident}.log")
-        life.ready_url = ready_url
-        self._lives.append(life)
-        return life
+        proc = SlotProcess(self.command, ident, env, self._logs / f"{ident}.log")
+        proc.ready_url = ready_url
+        self._processes.append(proc)
+        return proc
 
     def spawn(self) -> None:
-        """Begin the next life: the spare, if there is one (warm or still importing)."""
-        life, self._spare = self._spare or self._conceive(), None
-        life.go()
-        self.life = life
+        """Begin the next process: the spare, if there is one (warm or still importing)."""
+        proc, self._spare = self._spare or self._new_process(), None
+        proc.go()
+        self.current = proc
 
     def warm(self) -> None:
         """Spawn the spare for the next restart, if there is none; it imports meanwhile."""
         if self._spare is None:
-            self._spare = self._conceive()
+            self._spare = self._new_process()
 
     async def ready(self, within: float = 90.0) -> None:
-        life = self.life
-        assert life is not None
+        proc = self.current
+        assert proc is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         async with httpx.AsyncClient() as client:
             while loop.time() < deadline:
-                if life.process.poll() is not None:
-                    raise AssertionError(f"{life.ident} exited early:\n{life.log()}")
+                if proc.process.poll() is not None:
+                    raise AssertionError(f"{proc.ident} exited early:\n{proc.log()}")
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(life.ready_url, timeout=1.0)).status_code == 200:
+                    if (await client.get(proc.ready_url, timeout=1.0)).status_code == 200:
                         return
                 await asyncio.sleep(0.1)
-        raise AssertionError(f"{life.ident} not ready after {within}s:\n{life.log()}")
+        raise AssertionError(f"{proc.ident} not ready after {within}s:\n{proc.log()}")
 
     async def healthy(self) -> bool:
-        """The current life answers its liveness probe (`/healthz`): a worker whose main
+        """The current process answers its liveness probe (`/healthz`): a worker whose main
         loop died stops answering at once, while its process still winds down."""
-        if self.life is None or not self.alive:
+        if self.current is None or not self.alive:
             return False
-        url = self.life.ready_url.removesuffix("/readyz") + "/healthz"
+        url = self.current.ready_url.removesuffix("/readyz") + "/healthz"
         async with httpx.AsyncClient() as client:
             try:
                 return (await client.get(url, timeout=2.0)).status_code == 200
@@ -315,7 +315,7 @@ class Part:
         await self.ready(within)
 
     async def up(self) -> None:
-        """Running and ready, whatever happened to the last life: one that no longer
+        """Running and ready, whatever happened to the last process: one that no longer
         answers its liveness probe is killed and replaced, as a supervisor would."""
         await self.restarted()
         if not await self.healthy():
@@ -334,20 +334,20 @@ class Part:
             await asyncio.sleep(0.1)
 
     def restart_later(self) -> None:
-        """Begin the next life in the background, as a service manager would after a crash."""
+        """Begin the next process in the background, as a service manager would after a crash."""
         self._restarting = asyncio.create_task(self.start())
 
     async def restarted(self) -> None:
-        """Wait for the life `restart_later` began to be ready."""
+        """Wait for the process `restart_later` began to be ready."""
         if self._restarting is not None:
             restarting, self._restarting = self._restarting, None
             await restarting
 
     async def kill(self) -> None:
-        """SIGKILL the current life, even one still coming up from an earlier restart."""
+        """SIGKILL the current process, even one still coming up from an earlier restart."""
         await self._abandon_restart()
-        if self.life is not None:
-            await _kill(self.life.process)
+        if self.current is not None:
+            await _kill(self.current.process)
 
     async def _abandon_restart(self) -> None:
         if self._restarting is not None:
@@ -359,17 +359,17 @@ class Part:
     def freeze(self) -> None:
         """SIGSTOP: the process keeps its sockets and state but does nothing, like one
         stuck in a long GC pause or on a starved VM, until `thaw`."""
-        assert self.life is not None
-        self.life.process.send_signal(signal.SIGSTOP)
+        assert self.current is not None
+        self.current.process.send_signal(signal.SIGSTOP)
 
     def thaw(self) -> None:
-        assert self.life is not None
-        self.life.process.send_signal(signal.SIGCONT)
+        assert self.current is not None
+        self.current.process.send_signal(signal.SIGCONT)
 
     async def terminate(self, within: float) -> int | None:
         """SIGTERM; the exit code, or None (and a SIGKILL) if it was not out in time."""
-        assert self.life is not None
-        process = self.life.process
+        assert self.current is not None
+        process = self.current.process
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
         code = await exited(process, within)
@@ -378,7 +378,7 @@ class Part:
         return code
 
     async def retire(self) -> None:
-        """Stop the current life gracefully (SIGKILL if it takes too long) and the spare."""
+        """Stop the current process gracefully (SIGKILL if it takes too long) and the spare."""
         await self._abandon_restart()
         if self.alive:
             await self.terminate(20)
@@ -387,16 +387,16 @@ class Part:
             await _kill(self._spare.process)
 
     def last_words(self, lines: int = 30) -> str:
-        """What the current life printed that is not a JSON log line: the interpreter's
+        """What the current process printed that is not a JSON log line: the interpreter's
         traceback when it died of an unhandled exception."""
-        assert self.life is not None
-        raw = [line for line in self.life.log().splitlines() if not line.startswith("{")]
-        return f"--- {self.life.ident} (exit {self.life.process.poll()})\n" + "\n".join(
+        assert self.current is not None
+        raw = [line for line in self.current.log().splitlines() if not line.startswith("{")]
+        return f"--- {self.current.ident} (exit {self.current.process.poll()})\n" + "\n".join(
             raw[-lines:]
         )
 
     def log_tail(self, chars: int = 6000) -> str:
-        text = "".join(f"--- {life.ident}\n{life.log()}" for life in self._lives)
+        text = "".join(f"--- {proc.ident}\n{proc.log()}" for proc in self._processes)
         return text[-chars:]
 
 
@@ -423,18 +423,18 @@ class ChaosStack:
     redis_url: str
     streams: StreamNames
     llm: ChaosLLM
-    gateway: Part
-    workers: list[Part]
+    gateway: Slot
+    workers: list[Slot]
     notes_file: Path
     db_proxy: FaultProxy | None
     own_redis: ChaosRedis | None
 
     @property
-    def parts(self) -> list[Part]:
+    def slots(self) -> list[Slot]:
         return [self.gateway, *self.workers]
 
     async def up(self) -> None:
-        """Every part running and ready: what each scenario starts from."""
+        """Every slot running and ready: what each scenario starts from."""
         await self.gateway.up()
         await asyncio.gather(*(w.up() for w in self.workers))
 
@@ -447,10 +447,10 @@ class ChaosStack:
 
     async def restarted(self) -> None:
         """Every restart begun is done."""
-        for part in self.parts:
-            await part.restarted()
+        for slot in self.slots:
+            await slot.restarted()
 
-    async def holder(self, run_id: str) -> Part | None:
+    async def holder(self, run_id: str) -> Slot | None:
         """The live worker whose lease the run is under, if any."""
         owner = await self.db.fetchval(
             "SELECT lease_owner FROM runs WHERE id = $1 AND status = 'running'",
@@ -473,22 +473,22 @@ class ChaosStack:
         return Counter(self.notes_file.read_text(encoding="utf-8").splitlines())
 
     def logs(self) -> str:
-        return "\n".join(part.log_tail() for part in self.parts)
+        return "\n".join(slot.log_tail() for slot in self.slots)
 
 
 def _via_proxy(dsn: str, port: int) -> str:
-    parts = urlsplit(dsn)
-    user = parts.netloc.rpartition("@")[0]
+    slots = urlsplit(dsn)
+    user = slots.netloc.rpartition("@")[0]
     netloc = f"{user}@127.0.0.1:{port}" if user else f"127.0.0.1:{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(slots._replace(netloc=netloc))
 
 
 def _tcp_address(dsn: str) -> tuple[str, int] | None:
     """Where PostgreSQL listens, if over TCP (the embedded server only has a socket)."""
-    parts = urlsplit(dsn)
-    if not parts.hostname or "host=/" in parts.query:
+    slots = urlsplit(dsn)
+    if not slots.hostname or "host=/" in slots.query:
         return None
-    return parts.hostname, parts.port or 5432
+    return slots.hostname, slots.port or 5432
 
 
 async def _prepare_database(dsn: str) -> tuple[str, str]:
@@ -574,7 +574,7 @@ async def chaos_stack(
             "FERRUMDECK_STREAM_PREFIX": prefix,
             "FERRUMDECK_MODELS": str(models),
         }
-        gateway = Part(
+        gateway = Slot(
             "gateway",
             "gateway",
             {
@@ -593,19 +593,19 @@ async def chaos_stack(
             "FERRUMDECK_WORKER_TOKEN": worker_key,
             "FERRUMDECK_MCP_SERVERS": str(mcp),
         }
-        slots = [Part("worker", f"w{n}", worker_env, directory) for n in range(1, workers + 1)]
+        slots = [Slot("worker", f"w{n}", worker_env, directory) for n in range(1, workers + 1)]
 
         async def stop_all() -> None:
             """Workers first, as a deployment stops: they hand back and withdraw their
             tools through the gateway, which would make them wait if it were gone."""
-            await asyncio.gather(*(part.retire() for part in slots))
+            await asyncio.gather(*(slot.retire() for slot in slots))
             await gateway.retire()
 
         exits.push_async_callback(stop_all)
         await gateway.start()
         await asyncio.gather(*(slot.start() for slot in slots))
-        for part in [gateway, *slots]:
-            part.warm()  # importing while the first scenarios run
+        for slot in [gateway, *slots]:
+            slot.warm()  # importing while the first scenarios run
 
         api = httpx.AsyncClient(
             base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=15
