@@ -32,6 +32,8 @@ from services.client import (
     NotFound,
     Unauthorized,
 )
+from services.contract.api import ApprovalStatus
+from services.contract.events import ApprovalChanged, EventName
 from services.contract.queue import QueueStats
 from tui.messages import LiveUpdate
 from tui.screens.approvals import ApprovalsScreen
@@ -140,17 +142,16 @@ class FerrumDeckApp(App[None]):
             self.refresh_pending()
         elif event.name == DISCONNECTED:
             self.connection = "reconnecting"
-        elif event.name == "resync":
+        elif event.name == EventName.RESYNC:
             self.refresh_pending()
-        elif event.name == "queue":
-            self.queue_stats = QueueStats.model_validate(event.data)
+        elif isinstance(event.payload, QueueStats):
+            self.queue_stats = event.payload
             self.queue_history.append(self.queue_stats.depth)
-        elif event.name == "approval":
+        elif isinstance(event.payload, ApprovalChanged):
             self.refresh_pending()
-            if event.data.get("status") == "pending":
+            if event.payload.status is ApprovalStatus.PENDING:
                 self.notify(
-                    f"{event.data.get('agent')} asks to call {event.data.get('tool')}: "
-                    "press 4 to decide.",
+                    f"{event.payload.agent} asks to call {event.payload.tool}: press 4 to decide.",
                     title="Approval requested",
                     severity="warning",
                 )

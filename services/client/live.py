@@ -20,6 +20,7 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from services.client.errors import ApiError, Forbidden, Unauthorized, error_from_response
+from services.contract.events import EventName, Payload, parse_payload
 
 CONNECTED = "connected"
 RECONNECTED = "reconnected"
@@ -28,11 +29,14 @@ DISCONNECTED = "disconnected"
 
 @dataclass(frozen=True)
 class LiveEvent:
-    """`name` is the SSE event name (`run`, `step`, `approval`, `queue`, `resync`, `ready`)
-    or one of the client's own `connected` / `reconnected` / `disconnected`."""
+    """`name` is the gateway's event name (`EventName`) or one of the client's own
+    `connected` / `reconnected` / `disconnected`; `payload` is `data` as the contract's
+    model (`RunChanged`, `StepChanged`, `ApprovalChanged`, `QueueStats`), None for an
+    event without one or one this client does not understand."""
 
     name: str
     data: dict[str, Any] = field(default_factory=dict)
+    payload: Payload | None = None
 
 
 async def live_events(
@@ -55,12 +59,13 @@ async def live_events(
                         raise error
                     raise _Retry(str(error))
                 async for sse in source.aiter_sse():
-                    if sse.event == "ready":
+                    if sse.event == EventName.READY:
                         backoff = initial_backoff
                         yield LiveEvent(RECONNECTED if connected_before else CONNECTED)
                         connected_before = True
                         continue
-                    yield LiveEvent(sse.event, _payload(sse.data))
+                    data = _data(sse.data)
+                    yield LiveEvent(sse.event, data, parse_payload(sse.event, data))
             raise _Retry("the gateway closed the stream")
         except (httpx.HTTPError, SSEError, _Retry) as exc:
             yield LiveEvent(DISCONNECTED, {"error": str(exc) or type(exc).__name__})
@@ -74,7 +79,7 @@ class _Retry(Exception):
     pass
 
 
-def _payload(data: str) -> dict[str, Any]:
+def _data(data: str) -> dict[str, Any]:
     try:
         value = json.loads(data) if data else {}
     except ValueError:

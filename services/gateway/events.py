@@ -27,6 +27,7 @@ from quart import Quart, current_app
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.contract.events import PROJECT_EVENTS, EventName
 from services.contract.jobs import StreamNames
 from services.gateway.background import BackgroundLoop
 from services.gateway.backpressure import Bounds
@@ -52,8 +53,7 @@ class Event:
         return f"event: {self.name}\ndata: {json.dumps(self.data)}\n\n".encode()
 
 
-_PROJECT_EVENTS = frozenset({"run", "step", "approval"})
-RESYNC = Event("resync")
+RESYNC = Event(EventName.RESYNC)
 CLOSED = Event("closed")  # internal: the hub is stopping; never sent to a client
 
 
@@ -61,7 +61,7 @@ def visible_to(principal: Principal, event: Event) -> bool:
     """Whether `principal` may see `event`: changes only of its own project (the triggers
     name it); queue statistics and control events concern everyone."""
     project = event.data.get("project")
-    if event.name in _PROJECT_EVENTS:
+    if event.name in PROJECT_EVENTS:
         return project is not None and project == principal.project
     return True
 
@@ -127,7 +127,7 @@ class _QueuePublisher(BackgroundLoop):
             else:
                 if self._bounds is not None:
                     stats = self._bounds.describe(stats)
-                self._hub.broadcast(Event("queue", stats.model_dump(mode="json")))
+                self._hub.broadcast(Event(EventName.QUEUE, stats.model_dump(mode="json")))
         return self._interval
 
 

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from services.client import CONNECTED, DISCONNECTED, AsyncFerrumDeck, LiveEvent, Unauthorized
 from services.contract.api import Role
+from services.contract.events import PROJECT_EVENTS, EventName
 from services.gateway.audit import Actor
 from services.gateway.events import RESYNC, Event, EventHub
 from services.gateway.notification_listener import APPLICATION_NAME
@@ -97,6 +98,28 @@ async def test_run_step_and_approval_changes_are_announced(
         await until_all(
             events, run_id, {("approval", "approved"), ("step", "approved"), ("run", "queued")}
         )
+
+
+async def test_the_triggers_send_exactly_what_the_contract_names(
+    served: ServedGateway, harness: ToolHarness, admin_key: str
+) -> None:
+    """The SQL triggers build their payloads by hand; a key renamed or dropped there
+    would reach every deck as a missing field, so each is held to its contract model."""
+    async with AsyncFerrumDeck(served.url, admin_key) as deck, aclosing(deck.events()) as events:
+        assert (await anext(events)).name == CONNECTED
+        await harness.policy({"id": "ask", "tool": "notes.*", "effect": "require_approval"})
+        run_id, epoch = await harness.running(tools=["notes.*"])
+        await harness.authorize(run_id, epoch, 1, "notes.write_note", {"text": "x"})
+        seen = await until_all(
+            events, run_id, {("run", "waiting_approval"), ("approval", "pending")}
+        )
+    names = {event.name for event in seen}
+    assert names == set(PROJECT_EVENTS), names
+    for event in seen:
+        model = PROJECT_EVENTS[EventName(event.name)]
+        assert isinstance(event.payload, model), event
+        assert set(event.data) - {"type"} == set(model.model_fields), event.data
+        assert event.data["type"] == event.name
 
 
 async def test_queue_statistics_every_second(served: ServedGateway, admin_key: str) -> None:

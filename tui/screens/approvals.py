@@ -17,6 +17,7 @@ from textual.widgets import DataTable, Static
 
 from services.client import FerrumDeckError, LiveEvent
 from services.contract.api import Approval, ApprovalStatus
+from services.contract.events import ApprovalChanged
 from tui.humanize import age
 from tui.screens.deck import DeckScreen
 from tui.screens.modals import ReasonScreen
@@ -104,7 +105,7 @@ class ApprovalsScreen(DeckScreen):
         self._show_selected()
 
     def on_live(self, event: LiveEvent) -> None:
-        if event.name == "approval":
+        if isinstance(event.payload, ApprovalChanged):
             self.reload()
 
     def action_decide(self, approve: bool) -> None:

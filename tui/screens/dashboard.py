@@ -12,6 +12,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Sparkline, Static
 
 from services.client import FerrumDeckError, LiveEvent
+from services.contract.events import RunChanged
+from services.contract.queue import QueueStats
 from services.contract.runs import RunStatus
 from tui.humanize import count, money
 from tui.screens.deck import DeckScreen
@@ -52,9 +54,9 @@ class DashboardScreen(DeckScreen):
         self.reload()
 
     def on_live(self, event: LiveEvent) -> None:
-        if event.name == "queue":
+        if isinstance(event.payload, QueueStats):
             self._show_queue()
-        elif event.name == "run":
+        elif isinstance(event.payload, RunChanged):
             self._dirty = True
 
     def _reload_if_dirty(self) -> None:

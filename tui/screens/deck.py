@@ -15,6 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Footer
 
 from services.client import RECONNECTED, FerrumDeckError, LiveEvent
+from services.contract.events import EventName
 from tui.messages import LiveUpdate
 from tui.widgets.nav_bar import NavBar
 
@@ -45,7 +46,7 @@ class DeckScreen(Screen[None]):
         self.deck.listeners.discard(self)
 
     def on_live_update(self, message: LiveUpdate) -> None:
-        if message.event.name in (RECONNECTED, "resync"):
+        if message.event.name in (RECONNECTED, EventName.RESYNC):
             self.reload()
         else:
             self.on_live(message.event)

@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Static
 
 from services.client import FerrumDeckError, LiveEvent
 from services.contract.api import Run, Step
+from services.contract.events import ApprovalChanged, RunChanged, StepChanged
 from services.contract.runs import Budget, StepKind
 from tui.humanize import count, duration, money
 from tui.screens.deck import DeckScreen
@@ -208,7 +209,10 @@ class RunDetailScreen(DeckScreen):
             table.move_cursor(row=max(0, min(table.row_count - 1, table.cursor_row + delta)))
 
     def on_live(self, event: LiveEvent) -> None:
-        if self._run_id is not None and event.data.get("run_id") == self._run_id:
+        change = event.payload
+        if isinstance(change, RunChanged | StepChanged | ApprovalChanged) and (
+            str(change.run_id) == self._run_id
+        ):
             self.reload()
 
     def action_cancel_run(self) -> None:

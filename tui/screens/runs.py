@@ -17,6 +17,7 @@ from textual.widgets import DataTable, Input, Select, Static
 
 from services.client import FerrumDeckError, LiveEvent
 from services.contract.api import Run
+from services.contract.events import RunChanged
 from services.contract.runs import RunStatus
 from tui.humanize import age, count, money
 from tui.screens.deck import DeckScreen
@@ -173,14 +174,13 @@ class RunsScreen(DeckScreen):
     # events
 
     def on_live(self, event: LiveEvent) -> None:
-        if event.name != "run":
+        change = event.payload
+        if not isinstance(change, RunChanged):
             return
-        run_id = str(event.data.get("run_id"))
+        run_id = str(change.run_id)
         if run_id not in self._runs:
             status, agent = self._filters()
-            if (status and event.data.get("status") != status) or (
-                agent and event.data.get("agent") != agent
-            ):
+            if (status and change.status != status) or (agent and change.agent != agent):
                 return
         self._refresh_run(run_id)
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from quart import Blueprint, Response, g, make_response
 from quart_schema import tag
 
+from services.contract.events import EventName
 from services.gateway.auth import READERS, require_role
 from services.gateway.events import CLOSED, Event, event_hub
 
@@ -34,7 +35,7 @@ async def stream_events() -> Response:
 
     async def body() -> AsyncIterator[bytes]:
         try:
-            yield Event("ready").encode()
+            yield Event(EventName.READY).encode()
             while True:
                 event = await subscription.next(hub.heartbeat_seconds)
                 if event is None:

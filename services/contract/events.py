@@ -1,0 +1,83 @@
+"""The live feed's vocabulary (`GET /v1/events`): event names and what each carries.
+
+Shared by everything that speaks it: the gateway's triggers (migrations 0003/0004, whose
+`json_build_object` keys a test checks against these models), its event hub and SSE
+route, the Python client, and the deck. Events carry ids and states, never inputs or
+outputs: a client fetches what it shows through the rest of the API. Unknown keys are
+ignored, so a newer gateway may add some without breaking an older deck.
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from services.contract.api import ApprovalStatus
+from services.contract.queue import QueueStats
+from services.contract.runs import RunStatus, StepKind, StepStatus
+
+
+class EventName(StrEnum):
+    READY = "ready"  # the first event of every connection: refetch what you show
+    RUN = "run"
+    STEP = "step"
+    APPROVAL = "approval"
+    QUEUE = "queue"  # the runs stream's statistics, once a second while anyone watches
+    RESYNC = "resync"  # events were dropped (a slow client, a lost listener): refetch
+
+
+class _Change(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    project: str
+    run_id: uuid.UUID
+
+
+class RunChanged(_Change):
+    agent: str
+    status: RunStatus
+    steps: int
+
+
+class StepChanged(_Change):
+    seq: int
+    kind: StepKind
+    status: StepStatus
+    tool: str | None = None
+
+
+class ApprovalChanged(_Change):
+    approval_id: uuid.UUID
+    seq: int
+    agent: str
+    tool: str
+    status: ApprovalStatus
+
+
+Change = RunChanged | StepChanged | ApprovalChanged
+Payload = Change | QueueStats
+
+# What a trigger announces about one project; another project's client never sees it.
+PROJECT_EVENTS: dict[EventName, type[Change]] = {
+    EventName.RUN: RunChanged,
+    EventName.STEP: StepChanged,
+    EventName.APPROVAL: ApprovalChanged,
+}
+PAYLOADS: dict[EventName, type[Payload]] = {**PROJECT_EVENTS, EventName.QUEUE: QueueStats}
+
+
+def parse_payload(name: str, data: object) -> Payload | None:
+    """The typed payload of event `name`, or None for an event without one, an event
+    this version does not know, or data that does not match."""
+    try:
+        model = PAYLOADS.get(EventName(name))
+    except ValueError:
+        return None
+    if model is None:
+        return None
+    try:
+        return model.model_validate(data)
+    except ValidationError:
+        return None
