@@ -21,6 +21,7 @@ from quart import Quart, Response
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.contract.health import Readiness, ReadyStatus
 from services.contract.jobs import StreamNames
 from services.worker.gateway_client import GatewayClient
 
@@ -41,7 +42,7 @@ def create_probe_app(
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz() -> tuple[dict[str, str], int]:
+    async def readyz() -> tuple[dict[str, object], int]:
         problems = []
         try:
             async with asyncio.timeout(2):
@@ -53,8 +54,8 @@ def create_probe_app(
         if not await gateway.reachable():
             problems.append("gateway: /healthz does not answer")
         if problems:
-            return {"status": "not_ready", "problems": "; ".join(problems)}, 503
-        return {"status": "ready"}, 200
+            return Readiness(status=ReadyStatus.NOT_READY, problems=problems).model_dump(), 503
+        return Readiness(status=ReadyStatus.READY).model_dump(), 200
 
     return app
 

@@ -29,7 +29,9 @@ async def test_readyz_says_when_the_schema_is_behind(
         client = app.test_client()
         response = await client.get("/readyz")
         assert response.status_code == 503
-        assert "run migrate" in (await response.get_json())["error"]["message"]
+        body = await response.get_json()
+        assert body["status"] == "not_ready"
+        assert any("run migrate" in problem for problem in body["problems"]), body
         conn = await connect(empty_database)
         try:
             await migrate(conn)

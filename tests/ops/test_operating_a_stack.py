@@ -112,7 +112,7 @@ async def test_unknown_routes_share_one_series_and_metrics_need_no_key(ops_stack
 async def test_worker_probes_answer(ops_stack: OpsStack) -> None:
     async with httpx.AsyncClient(base_url=ops_stack.worker_probes) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
-        assert (await client.get("/readyz")).json() == {"status": "ready"}
+        assert (await client.get("/readyz")).json() == {"status": "ready", "problems": []}
 
 
 def _lines(log: str) -> list[dict[str, Any]]:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response
-from quart_schema import tag
+from quart import Blueprint
+from quart_schema import tag, validate_response
 
+from services.contract.health import Readiness, ReadyStatus
 from services.gateway.db.migrations import applied_version, latest_version
-from services.gateway.errors import error_response
 from services.gateway.runtime import runtime
 
 blueprint = Blueprint("health", __name__)
@@ -21,7 +21,9 @@ async def healthz() -> dict[str, str]:
 
 @blueprint.get("/readyz")
 @tag(["operations"])
-async def readyz() -> dict[str, str] | Response:
+@validate_response(Readiness, 200)
+@validate_response(Readiness, 503)
+async def readyz() -> tuple[Readiness, int]:
     """PostgreSQL reachable with every migration applied, and Redis reachable."""
     res = runtime()
     problems = []
@@ -37,5 +39,5 @@ async def readyz() -> dict[str, str] | Response:
     except Exception as exc:
         problems.append(f"redis: {exc}")
     if problems:
-        return error_response(503, "not_ready", "; ".join(problems))
-    return {"status": "ready"}
+        return Readiness(status=ReadyStatus.NOT_READY, problems=problems), 503
+    return Readiness(status=ReadyStatus.READY), 200
