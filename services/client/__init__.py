@@ -23,10 +23,10 @@ from services.client.errors import (
     Forbidden,
     GatewayUnavailable,
     NotFound,
-    RateLimited,
     ServerError,
+    TooManyRequests,
     Unauthorized,
-    Unprocessable,
+    UnprocessableEntity,
 )
 from services.client.live import CONNECTED, DISCONNECTED, RECONNECTED, LiveEvent
 from services.client.sync_client import FerrumDeck
@@ -47,9 +47,9 @@ __all__ = [
     "GatewayUnavailable",
     "LiveEvent",
     "NotFound",
-    "RateLimited",
     "ServerError",
+    "TooManyRequests",
     "Unauthorized",
-    "Unprocessable",
+    "UnprocessableEntity",
     "discover",
 ]

@@ -5,16 +5,20 @@ FerrumDeckError
 ├── ConfigError                 no gateway URL or API key could be found
 ├── GatewayUnavailable          connection refused, reset, timed out: try again later
 └── ApiError(status, code, message, details)   the gateway answered with an error body
-    ├── BadRequest (400)        bad cursor, invalid field
-    ├── Unauthorized (401)      missing, unknown or revoked key
-    ├── Forbidden (403)         the key's role may not do this
-    ├── NotFound (404)          no such run, approval, agent…
-    ├── Conflict (409)          state forbids it: decided approval, finished run…
-    ├── Unprocessable (422)     well-formed but names what does not exist
-    ├── RateLimited (429)       `details["retry_after"]` says when to try again
-    └── ServerError (5xx)       503 while the gateway's database or Redis is away: the same
-                                `retry_after`; anything else is a gateway bug
+    ├── BadRequest (400)            bad cursor, invalid field
+    ├── Unauthorized (401)          missing, unknown or revoked key
+    ├── Forbidden (403)             the key's role may not do this
+    ├── NotFound (404)              no such run, approval, agent…
+    ├── Conflict (409)              state forbids it: decided approval, finished run…
+    ├── UnprocessableEntity (422)   well-formed but names what does not exist
+    ├── TooManyRequests (429)       `details["retry_after"]` says when to try again
+    └── ServerError (5xx)           503 while the gateway's database or Redis is away: the
+                                    same `retry_after`; anything else is a gateway bug
 ```
+
+The classes are named as the gateway's own (`services.gateway.errors`); `code` is one of
+the contract's `ErrorCode` values (a plain string, so a newer gateway's code still
+arrives), e.g. `exc.code == ErrorCode.STALE_EPOCH`.
 """
 
 from __future__ import annotations
@@ -65,11 +69,11 @@ class Conflict(ApiError):
     pass
 
 
-class Unprocessable(ApiError):
+class UnprocessableEntity(ApiError):
     pass
 
 
-class RateLimited(ApiError):
+class TooManyRequests(ApiError):
     pass
 
 
@@ -83,8 +87,8 @@ _BY_STATUS: dict[int, type[ApiError]] = {
     403: Forbidden,
     404: NotFound,
     409: Conflict,
-    422: Unprocessable,
-    429: RateLimited,
+    422: UnprocessableEntity,
+    429: TooManyRequests,
 }
 
 

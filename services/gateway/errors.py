@@ -32,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from services.contract.errors import ErrorCode
 from services.gateway.db import connections
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,10 @@ OUTAGE_RETRY_AFTER_SECONDS = 5
 
 class ApiError(Exception):
     status = 500
-    code = "internal_error"
+    code: ErrorCode = ErrorCode.INTERNAL_ERROR
     retry_after: int | None = None
 
-    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+    def __init__(self, message: str, *, code: ErrorCode | None = None, details: Any = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
@@ -56,32 +57,32 @@ class ApiError(Exception):
 
 class BadRequest(ApiError):
     status = 400
-    code = "bad_request"
+    code: ErrorCode = ErrorCode.BAD_REQUEST
 
 
 class Unauthorized(ApiError):
     status = 401
-    code = "unauthorized"
+    code: ErrorCode = ErrorCode.UNAUTHORIZED
 
 
 class Forbidden(ApiError):
     status = 403
-    code = "forbidden"
+    code: ErrorCode = ErrorCode.FORBIDDEN
 
 
 class NotFound(ApiError):
     status = 404
-    code = "not_found"
+    code: ErrorCode = ErrorCode.NOT_FOUND
 
 
 class Conflict(ApiError):
     status = 409
-    code = "conflict"
+    code: ErrorCode = ErrorCode.CONFLICT
 
 
 class TooManyRequests(ApiError):
     status = 429
-    code = "too_many_requests"
+    code: ErrorCode = ErrorCode.TOO_MANY_REQUESTS
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message, details={"retry_after": retry_after})
@@ -90,14 +91,14 @@ class TooManyRequests(ApiError):
 
 class UnprocessableEntity(ApiError):
     status = 422
-    code = "unprocessable_entity"
+    code: ErrorCode = ErrorCode.UNPROCESSABLE_ENTITY
 
 
 class ServiceUnavailable(ApiError):
     status = 503
-    code = "service_unavailable"
+    code: ErrorCode = ErrorCode.SERVICE_UNAVAILABLE
 
-    def __init__(self, message: str, *, code: str, retry_after: int) -> None:
+    def __init__(self, message: str, *, code: ErrorCode, retry_after: int) -> None:
         super().__init__(message, code=code, details={"retry_after": retry_after})
         self.retry_after = retry_after
 
@@ -107,13 +108,13 @@ def outage(exc: BaseException) -> ServiceUnavailable | None:
     if connections.unreachable(exc):
         return ServiceUnavailable(
             "the database cannot be reached; retry shortly",
-            code="database_unavailable",
+            code=ErrorCode.DATABASE_UNAVAILABLE,
             retry_after=OUTAGE_RETRY_AFTER_SECONDS,
         )
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         return ServiceUnavailable(
             "Redis cannot be reached; retry shortly",
-            code="redis_unavailable",
+            code=ErrorCode.REDIS_UNAVAILABLE,
             retry_after=OUTAGE_RETRY_AFTER_SECONDS,
         )
     return None
@@ -153,7 +154,7 @@ def register_error_handlers(app: Quart) -> None:
     @app.errorhandler(RequestSchemaValidationError)
     async def _schema_error(exc: RequestSchemaValidationError) -> Response:
         message, details = _validation_details(exc)
-        return error_response(400, "validation_error", message, details)
+        return error_response(400, ErrorCode.VALIDATION_ERROR, message, details)
 
     @app.errorhandler(HTTPException)
     async def _http_error(exc: HTTPException) -> Response:
@@ -168,4 +169,4 @@ def register_error_handlers(app: Quart) -> None:
             log.warning("answering 503 %s: %s", unavailable.code, exc or type(exc).__name__)
             return await _api_error(unavailable)
         log.exception("unhandled error", exc_info=exc)
-        return error_response(500, "internal_error", "internal error; see the gateway log")
+        return error_response(500, ErrorCode.INTERNAL_ERROR, "internal error; see the gateway log")

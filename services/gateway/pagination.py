@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from services.contract.errors import ErrorCode
 from services.gateway.errors import BadRequest
 
 T = TypeVar("T")
@@ -46,7 +47,7 @@ def decode_cursor(cursor: str | None, kind: type[K]) -> K | None:
 
 
 def _foreign() -> BadRequest:
-    return BadRequest("cursor is not one this API issued", code="invalid_cursor")
+    return BadRequest("cursor is not one this API issued", code=ErrorCode.INVALID_CURSOR)
 
 
 def paginate(

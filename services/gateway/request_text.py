@@ -17,6 +17,7 @@ from typing import Any
 
 from quart import Quart, Request, request
 
+from services.contract.errors import ErrorCode
 from services.gateway.errors import BadRequest
 
 _INVALID = "request body is not valid JSON: "
@@ -28,18 +29,18 @@ _SURROGATE_MESSAGE = (
 _NON_FINITE_MESSAGE = _INVALID + "NaN and Infinity are not JSON numbers"
 
 
-def _string_refusal(text: str) -> tuple[str, str] | None:
+def _string_refusal(text: str) -> tuple[ErrorCode, str] | None:
     if "\x00" in text:
-        return "nul_character", NUL_MESSAGE
+        return ErrorCode.NUL_CHARACTER, NUL_MESSAGE
     if not text.isascii():
         try:
             text.encode()
         except UnicodeEncodeError:
-            return "invalid_json", _SURROGATE_MESSAGE
+            return ErrorCode.INVALID_JSON, _SURROGATE_MESSAGE
     return None
 
 
-def refusal(value: Any) -> tuple[str, str] | None:
+def refusal(value: Any) -> tuple[ErrorCode, str] | None:
     """The (code, message) a decoded JSON value is refused with, or None; without
     recursion, since the value may be nested as deeply as the parser allowed."""
     todo = [value]
@@ -51,7 +52,7 @@ def refusal(value: Any) -> tuple[str, str] | None:
                 return found
         elif isinstance(item, float):
             if not math.isfinite(item):
-                return "invalid_json", _NON_FINITE_MESSAGE
+                return ErrorCode.INVALID_JSON, _NON_FINITE_MESSAGE
         elif isinstance(item, dict):
             todo.extend(item.keys())
             todo.extend(item.values())
@@ -72,9 +73,9 @@ class JsonRequest(Request):
         try:
             found = await super().get_json(force=force, silent=silent, cache=cache)
         except RecursionError:
-            raise BadRequest(_INVALID + "nested too deeply", code="invalid_json") from None
+            raise BadRequest(_INVALID + "nested too deeply", code=ErrorCode.INVALID_JSON) from None
         except UnicodeDecodeError as exc:
-            raise BadRequest(_INVALID + f"not UTF-8 ({exc})", code="invalid_json") from None
+            raise BadRequest(_INVALID + f"not UTF-8 ({exc})", code=ErrorCode.INVALID_JSON) from None
         if _may_need_walking(await self.get_data(cache=True)):
             found_refusal = refusal(found)
             if found_refusal is not None:
@@ -83,7 +84,7 @@ class JsonRequest(Request):
         return found
 
     def on_json_loading_failed(self, error: Exception) -> Any:
-        raise BadRequest(_INVALID + str(error), code="invalid_json")
+        raise BadRequest(_INVALID + str(error), code=ErrorCode.INVALID_JSON)
 
 
 def install(app: Quart) -> None:
@@ -95,5 +96,6 @@ def install(app: Quart) -> None:
             "\x00" in key or "\x00" in value for key, value in request.args.items(multi=True)
         ):
             raise BadRequest(
-                "the request path or query holds a NUL character (%00)", code="nul_character"
+                "the request path or query holds a NUL character (%00)",
+                code=ErrorCode.NUL_CHARACTER,
             )

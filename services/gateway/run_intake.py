@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from services.contract.api import Run
+from services.contract.errors import ErrorCode
 from services.gateway.db.connections import unreachable
 from services.gateway.errors import Conflict, ServiceUnavailable
 from services.gateway.store.runs import Created, NewRun, create_runs
@@ -74,7 +75,7 @@ class _Waiting:
 def _shutting_down() -> ServiceUnavailable:
     return ServiceUnavailable(
         "the gateway is shutting down; retry shortly",
-        code="shutting_down",
+        code=ErrorCode.SHUTTING_DOWN,
         retry_after=_RETRY_AFTER_SECONDS,
     )
 

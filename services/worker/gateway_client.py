@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
+from services.contract.errors import ErrorCode
 from services.contract.worker_api import (
     CatalogueReport,
     ClaimGrant,
@@ -136,7 +137,9 @@ class GatewayClient:
         if response.status_code in (404, 409):
             error = response.json().get("error", {})
             raise LeaseLost(
-                error.get("code", "conflict"), error.get("message", ""), response.status_code
+                error.get("code", ErrorCode.CONFLICT),
+                error.get("message", ""),
+                response.status_code,
             )
         response.raise_for_status()
         if response.status_code == 204:

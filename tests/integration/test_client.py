@@ -17,7 +17,7 @@ from services.client import (
     GatewayUnavailable,
     NotFound,
     Unauthorized,
-    Unprocessable,
+    UnprocessableEntity,
     discover,
 )
 from services.contract.api import ApprovalStatus
@@ -54,7 +54,7 @@ async def test_runs_are_created_listed_by_page_and_cancelled(
         assert raised.value.code == "run_finished"
         with pytest.raises(NotFound):
             await deck.run(uuid.uuid4())
-        with pytest.raises(Unprocessable):
+        with pytest.raises(UnprocessableEntity):
             await deck.create_run("no-such-agent", "hi")
 
 

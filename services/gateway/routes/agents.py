@@ -6,6 +6,7 @@ from quart import Blueprint
 from quart_schema import tag, validate_querystring, validate_request, validate_response
 
 from services.contract.api import Agent, AgentCreate, AgentPage, PageQuery, Role
+from services.contract.errors import ErrorCode
 from services.gateway.auth import READERS, allow, current_actor, project, require_role
 from services.gateway.errors import NotFound, UnprocessableEntity
 from services.gateway.pagination import decode_cursor, paginate
@@ -29,7 +30,7 @@ async def create_agent(data: AgentCreate) -> tuple[Agent, int]:
         raise UnprocessableEntity(
             f"unknown model {data.model!r}: use a provider-prefixed LiteLLM model "
             f"(e.g. 'openai/gpt-4o-mini') or a configured model ({offered})",
-            code="unknown_model",
+            code=ErrorCode.UNKNOWN_MODEL,
         )
     async with res.pool.acquire() as conn:
         agent = await store.create_version(

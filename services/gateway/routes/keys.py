@@ -8,6 +8,7 @@ from quart import Blueprint
 from quart_schema import tag, validate_request, validate_response
 
 from services.contract.api import KeyCreate, KeyCreated, KeyList, Role
+from services.contract.errors import ErrorCode
 from services.gateway.auth import current_actor, project, require_role
 from services.gateway.errors import BadRequest
 from services.gateway.runtime import runtime
@@ -24,7 +25,7 @@ require_role(blueprint, Role.ADMIN)
 async def create_key(data: KeyCreate) -> tuple[KeyCreated, int]:
     """Create a key of this project; worker keys are made with `ferrumdeck keys create`."""
     if data.role == Role.WORKER:
-        raise BadRequest("worker keys are created from the server's shell", code="bad_role")
+        raise BadRequest("worker keys are created from the server's shell", code=ErrorCode.BAD_ROLE)
     async with runtime().pool.acquire() as conn:
         info, secret = await store.create_key(
             conn, data.name, data.role, project(), current_actor()

@@ -11,6 +11,7 @@ from quart_schema import tag, validate_querystring, validate_request, validate_r
 from redis.exceptions import RedisError
 
 from services.contract.api import PageQuery, Run, RunCreate, RunListQuery, RunPage, StepPage
+from services.contract.errors import ErrorCode
 from services.gateway import dead_letter_stream, metrics
 from services.gateway.audit import request_id as audit_request_id
 from services.gateway.auth import (
@@ -53,7 +54,7 @@ async def create_run(data: RunCreate) -> tuple[Run, int, dict[str, str]]:
     if key is not None and not 1 <= len(key) <= _MAX_IDEMPOTENCY_KEY:
         raise BadRequest(
             f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} characters",
-            code="invalid_idempotency_key",
+            code=ErrorCode.INVALID_IDEMPOTENCY_KEY,
         )
     name, _, version = data.agent.partition("@")
     res = runtime()
@@ -62,7 +63,7 @@ async def create_run(data: RunCreate) -> tuple[Run, int, dict[str, str]]:
         res.pool, project(), name, int(version) if version else None, cache=res.agent_cache
     )
     if agent is None:
-        raise UnprocessableEntity(f"no agent {data.agent!r}", code="unknown_agent")
+        raise UnprocessableEntity(f"no agent {data.agent!r}", code=ErrorCode.UNKNOWN_AGENT)
     request_hash = (
         hashlib.sha256(data.model_dump_json().encode()).hexdigest() if key is not None else None
     )

@@ -12,6 +12,7 @@ import uuid
 import asyncpg
 
 from services.contract.api import Approval, ApprovalStatus
+from services.contract.errors import ErrorCode
 from services.contract.jobs import JobReason
 from services.gateway.audit import Actor, record
 from services.gateway.errors import Conflict, NotFound
@@ -83,7 +84,7 @@ async def decide(
         if row["status"] != ApprovalStatus.PENDING:
             raise Conflict(
                 f"approval is already {row['status']}",
-                code="approval_decided",
+                code=ErrorCode.APPROVAL_DECIDED,
                 details={"status": row["status"]},
             )
         if row["expired"]:
@@ -98,7 +99,7 @@ async def decide(
     if expired:
         raise Conflict(
             "approval expired before it was decided",
-            code="approval_decided",
+            code=ErrorCode.APPROVAL_DECIDED,
             details={"status": ApprovalStatus.EXPIRED.value},
         )
     return await get_approval(pool, project, approval_id)

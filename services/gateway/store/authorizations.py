@@ -15,6 +15,7 @@ from fnmatch import fnmatchcase
 import asyncpg
 
 from services.contract.budget import steps_or_time_breach
+from services.contract.errors import ErrorCode
 from services.contract.ids import uuid7
 from services.contract.policy import Effect, PolicyDecision
 from services.contract.runs import Budget, RunStatus, StepStatus
@@ -29,7 +30,7 @@ DEFAULT_APPROVAL_TTL = timedelta(hours=24)
 
 
 class BudgetExceeded(Conflict):
-    code = "budget_exceeded"
+    code = ErrorCode.BUDGET_EXCEEDED
 
 
 async def authorize_tool(
@@ -50,7 +51,7 @@ async def authorize_tool(
         if ask.seq != run["steps_count"] + 1:
             raise Conflict(
                 f"step {ask.seq} out of order: the run has {run['steps_count']} steps",
-                code="step_out_of_order",
+                code=ErrorCode.STEP_OUT_OF_ORDER,
             )
         budget = Budget.model_validate(run["budget"])
         breach = steps_or_time_breach(budget, ask.seq, run["elapsed"])
@@ -217,7 +218,9 @@ async def _resume(
     decision = PolicyDecision.model_validate(existing["decision"])
     status = StepStatus(existing["status"])
     if existing["tool"] != ask.tool:
-        raise Conflict(f"step {ask.seq} is a call of {existing['tool']}", code="step_mismatch")
+        raise Conflict(
+            f"step {ask.seq} is a call of {existing['tool']}", code=ErrorCode.STEP_MISMATCH
+        )
     if status == StepStatus.APPROVED or (
         status == StepStatus.STARTED and (existing["epoch"] == ask.epoch or existing["idempotent"])
     ):
@@ -233,7 +236,7 @@ async def _resume(
         return ToolVerdict(verdict="denied", seq=ask.seq, decision=decision)
     if status == StepStatus.STARTED:
         return await _retry_unknown_outcome(conn, run, run_id, ask, decision)
-    raise Conflict(f"step {ask.seq} is already {status.value}", code="step_settled")
+    raise Conflict(f"step {ask.seq} is already {status.value}", code=ErrorCode.STEP_SETTLED)
 
 
 async def _retry_unknown_outcome(

@@ -15,6 +15,7 @@ import uuid
 import asyncpg
 
 from services.contract.api import Run
+from services.contract.errors import ErrorCode
 from services.contract.jobs import JobReason
 from services.contract.runs import RunStatus
 from services.contract.worker_api import DeadLetterReport
@@ -48,13 +49,13 @@ async def dead_letter(pool: asyncpg.Pool, run_id: uuid.UUID, report: DeadLetterR
         if row["status"] == RunStatus.RUNNING and row["lease_live"]:
             raise Conflict(
                 "run is running under a live lease",
-                code="lease_held",
+                code=ErrorCode.LEASE_HELD,
                 details={"status": "running"},
             )
         if row["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING):
             raise Conflict(
                 f"run is {row['status']}; its job no longer moves it",
-                code="run_not_claimable",
+                code=ErrorCode.RUN_NOT_CLAIMABLE,
                 details={"status": row["status"]},
             )
         await conn.execute(
@@ -102,6 +103,6 @@ async def requeue(pool: asyncpg.Pool, project: str, run_id: uuid.UUID, actor: Ac
     raise Conflict(
         f"run is {current.status.value} and was not dead-lettered; only dead-lettered runs "
         "can be queued again",
-        code="not_dead_lettered",
+        code=ErrorCode.NOT_DEAD_LETTERED,
         details={"status": current.status.value},
     )

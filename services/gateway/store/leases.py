@@ -16,6 +16,7 @@ import uuid
 import asyncpg
 
 from services.contract.budget import Spent, overspent
+from services.contract.errors import ErrorCode
 from services.contract.jobs import JobReason
 from services.contract.runs import Budget, RunStatus, StepKind, StepStatus, Usage
 from services.contract.worker_api import (
@@ -101,12 +102,12 @@ def _refused(row: asyncpg.Record, epoch: int) -> Conflict:
     if row["epoch"] != epoch:
         return Conflict(
             f"lease epoch {epoch} is stale; the run is at epoch {row['epoch']}",
-            code="stale_epoch",
+            code=ErrorCode.STALE_EPOCH,
             details={"status": row["status"], "epoch": row["epoch"]},
         )
     return Conflict(
         f"run is {row['status']}, not running",
-        code="run_not_running",
+        code=ErrorCode.RUN_NOT_RUNNING,
         details={"status": row["status"], "epoch": row["epoch"]},
     )
 
@@ -135,10 +136,14 @@ async def claim(
             )
             if current is None:
                 raise NotFound(f"no run {run_id}")
-            code = "lease_held" if current["status"] == "running" else "run_not_claimable"
+            code = (
+                ErrorCode.LEASE_HELD
+                if current["status"] == "running"
+                else ErrorCode.RUN_NOT_CLAIMABLE
+            )
             raise Conflict(
                 f"run is {current['status']}"
-                + (" under a live lease" if code == "lease_held" else ""),
+                + (" under a live lease" if code is ErrorCode.LEASE_HELD else ""),
                 code=code,
                 details={"status": current["status"]},
             )
@@ -223,7 +228,7 @@ async def record_step(
     async with pool.acquire() as conn, conn.transaction():
         ack, breach = await _record_step(conn, run_id, report, lease_seconds)
     if breach is not None:
-        raise Conflict(breach, code="budget_exceeded")
+        raise Conflict(breach, code=ErrorCode.BUDGET_EXCEEDED)
     assert ack is not None
     return ack
 
@@ -248,14 +253,15 @@ async def _record_step(
         raise _refused(run, report.epoch)
     if report.kind == StepKind.TOOL_CALL and existing is None:
         raise Conflict(
-            f"tool call step {report.seq} was never authorized", code="tool_call_not_authorized"
+            f"tool call step {report.seq} was never authorized",
+            code=ErrorCode.TOOL_CALL_NOT_AUTHORIZED,
         )
     if existing is not None and existing != StepStatus.STARTED:
         return _replayed(report, run, existing), None
     if existing is None and report.seq != run["steps_count"] + 1:
         raise Conflict(
             f"step {report.seq} out of order: the run has {run['steps_count']} steps",
-            code="step_out_of_order",
+            code=ErrorCode.STEP_OUT_OF_ORDER,
         )
     budget = Budget.model_validate(run["budget"])
     if report.seq > budget.max_steps:

@@ -14,6 +14,7 @@ from decimal import Decimal
 import asyncpg
 
 from services.contract.api import Agent, Run, RunCreate
+from services.contract.errors import ErrorCode
 from services.contract.ids import uuid7
 from services.contract.jobs import JobReason
 from services.contract.runs import RunStatus, Usage
@@ -188,7 +189,7 @@ def _outcome(
         return to_run(holder), False
     return Conflict(
         "this Idempotency-Key was already used for a different request",
-        code="idempotency_key_reused",
+        code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
     )
 
 
@@ -251,7 +252,7 @@ async def cancel_run(pool: asyncpg.Pool, project: str, run_id: uuid.UUID, actor:
         metrics.run_finished(RunStatus.CANCELLED)
         return to_run(row)
     current = await get_run(pool, project, run_id)
-    raise Conflict(f"run is already {current.status.value}", code="run_finished")
+    raise Conflict(f"run is already {current.status.value}", code=ErrorCode.RUN_FINISHED)
 
 
 async def republish_stale(

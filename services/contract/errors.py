@@ -1,0 +1,57 @@
+"""Every error code the gateway answers with (`{"error": {"code", "message", "details"}}`).
+
+One enum for the gateway that raises them, the worker and the client that act on them,
+and the docs: a code is part of the API, so it is spelled once. Codes HTTP itself names
+(`method_not_allowed`, `request_entity_too_large`, …) come from werkzeug's exception
+names and are not listed; everything FerrumDeck decides is.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    # One per status, when nothing more precise applies.
+    BAD_REQUEST = "bad_request"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    UNPROCESSABLE_ENTITY = "unprocessable_entity"
+    TOO_MANY_REQUESTS = "too_many_requests"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+    # 400: the request itself is unreadable or malformed.
+    VALIDATION_ERROR = "validation_error"
+    INVALID_JSON = "invalid_json"
+    NUL_CHARACTER = "nul_character"
+    INVALID_CURSOR = "invalid_cursor"
+    INVALID_IDEMPOTENCY_KEY = "invalid_idempotency_key"
+    BAD_ROLE = "bad_role"
+
+    # 422: well-formed, but names what does not exist.
+    UNKNOWN_AGENT = "unknown_agent"
+    UNKNOWN_MODEL = "unknown_model"
+
+    # 409: the state forbids it. A worker that gets one of the lease codes stops working
+    # on the run: it is no longer its to work on.
+    STALE_EPOCH = "stale_epoch"
+    RUN_NOT_RUNNING = "run_not_running"
+    RUN_NOT_CLAIMABLE = "run_not_claimable"
+    LEASE_HELD = "lease_held"
+    RUN_FINISHED = "run_finished"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    STEP_OUT_OF_ORDER = "step_out_of_order"
+    STEP_MISMATCH = "step_mismatch"
+    STEP_SETTLED = "step_settled"
+    TOOL_CALL_NOT_AUTHORIZED = "tool_call_not_authorized"
+    APPROVAL_DECIDED = "approval_decided"
+    NOT_DEAD_LETTERED = "not_dead_lettered"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+
+    # 503: a backing server is away, or this gateway is stopping; retry after a while.
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    REDIS_UNAVAILABLE = "redis_unavailable"
+    SHUTTING_DOWN = "shutting_down"
