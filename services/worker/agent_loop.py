@@ -42,12 +42,7 @@ from services.contract.worker_api import (
     ToolAuthorization,
 )
 from services.worker import metrics
-from services.worker.conversation import (
-    Conversation,
-    PendingCall,
-    final_answer_of,
-    tool_message,
-)
+from services.worker.conversation import Conversation, PendingCall, final_answer_of
 from services.worker.gateway_client import GatewayClient, LeaseLost
 from services.worker.llm import LLM, LLMError
 from services.worker.mcp_router import McpRouter
@@ -174,11 +169,10 @@ class AgentLoop:
         deadline = _deadline(grant)
         spending = _Spending(grant.spent)
         while True:
-            for call in conversation.pending:
+            for call in conversation.take_pending():
                 await self._tool_call(
                     grant, conversation, spending, names, idempotent, call, deadline
                 )
-            conversation.pending = []
             answer = conversation.final_answer
             if answer is not None:
                 # Resumed after the answer was recorded but before the run was completed
@@ -202,7 +196,7 @@ class AgentLoop:
         (the step completed it), over budget, or failed."""
         agent = grant.agent
         seq = conversation.next_seq
-        messages = list(conversation.messages)
+        messages = conversation.messages
         started = _now()
         try:
             plan = self._llm.plan(agent.model, messages, llm_tools, agent.params)
@@ -259,17 +253,7 @@ class AgentLoop:
         metrics.step(StepKind.LLM_CALL, "completed")
         if answer is not None:
             return False
-        conversation.messages.append(reply.message)
-        conversation.next_seq = seq + 1
-        conversation.pending = [
-            PendingCall(
-                tool_call_id=call["id"],
-                llm_name=call["function"]["name"],
-                raw_arguments=call["function"].get("arguments") or "{}",
-                step=None,
-            )
-            for call in reply.message.get("tool_calls") or []
-        ]
+        conversation.record_reply(reply.message)
         return True
 
     async def _model_call_failed(
@@ -321,7 +305,7 @@ class AgentLoop:
             valid = False
         if not valid:
             arguments = {"invalid_arguments": call.raw_arguments[:2000]}
-        seq = call.step.seq if call.step is not None else conversation.next_seq
+        seq = conversation.seq_for(call)
         verdict = await self._gateway.authorize_tool(
             grant.run_id,
             ToolAuthorization(
@@ -333,7 +317,6 @@ class AgentLoop:
                 idempotent=tool in idempotent,
             ),
         )
-        conversation.next_seq = max(conversation.next_seq, verdict.seq + 1)
         metrics.tool_verdict(known or "unknown", verdict.verdict)
         if verdict.verdict == "parked":
             metrics.step(StepKind.TOOL_CALL, "parked")
@@ -341,7 +324,7 @@ class AgentLoop:
         if verdict.verdict == "denied":
             metrics.step(StepKind.TOOL_CALL, "denied")
             content = f"denied by policy: {verdict.decision.explanation}"
-            conversation.messages.append(tool_message(call.tool_call_id, content))
+            conversation.record_tool_result(call, verdict.seq, content)
             return
         started = _now()
         if valid:
@@ -373,6 +356,4 @@ class AgentLoop:
         )
         spending.update(ack.spent)
         metrics.step(StepKind.TOOL_CALL, "completed" if ok else "failed")
-        conversation.messages.append(
-            tool_message(call.tool_call_id, content if ok else f"error: {content}")
-        )
+        conversation.record_tool_result(call, verdict.seq, content if ok else f"error: {content}")
