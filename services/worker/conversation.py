@@ -5,6 +5,10 @@ where another left it: every finished model reply, and for each tool call it ask
 the latest step recorded for that call. Calls of the last reply that are not settled yet
 (never asked about, approved, or started under an earlier lease) are `pending`: the
 worker deals with them before it asks the model anything again.
+
+Only the conversation moves itself on (`record_reply`, `take_pending`,
+`record_tool_result`): the seq of the next step and the messages the model is sent must
+change together, or a resumed run and a fresh one would number their steps apart.
 """
 
 from __future__ import annotations
@@ -23,6 +27,16 @@ class PendingCall:
     llm_name: str
     raw_arguments: str
     step: PriorStep | None
+
+    @classmethod
+    def of(cls, call: dict[str, Any], step: PriorStep | None = None) -> PendingCall:
+        """A tool call as the model shaped it, and the step last recorded for it, if any."""
+        return cls(
+            tool_call_id=call["id"],
+            llm_name=call["function"]["name"],
+            raw_arguments=call["function"].get("arguments") or "{}",
+            step=step,
+        )
 
 
 def tool_message(tool_call_id: str, content: str) -> dict[str, Any]:
@@ -48,38 +62,67 @@ def settled_content(step: PriorStep) -> str:
 
 class Conversation:
     def __init__(self, grant: ClaimGrant) -> None:
-        self.messages: list[dict[str, Any]] = []
+        self._messages: list[dict[str, Any]] = []
         if grant.agent.system_prompt:
-            self.messages.append({"role": "system", "content": grant.agent.system_prompt})
-        self.messages.append({"role": "user", "content": grant.input})
-        self.next_seq = max((s.seq for s in grant.steps), default=0) + 1
+            self._messages.append({"role": "system", "content": grant.agent.system_prompt})
+        self._messages.append({"role": "user", "content": grant.input})
+        self._next_seq = max((s.seq for s in grant.steps), default=0) + 1
         latest: dict[str, PriorStep] = {}
         for step in grant.steps:
             if step.kind == StepKind.TOOL_CALL and step.tool_call_id:
                 latest[step.tool_call_id] = step
-        self.pending: list[PendingCall] = []
+        self._pending: list[PendingCall] = []
         replies = [
             s.output["message"]
             for s in grant.steps
             if s.kind == StepKind.LLM_CALL and s.status == StepStatus.COMPLETED
         ]
         for index, message in enumerate(replies):
-            self.messages.append(message)
+            self._messages.append(message)
             for call in message.get("tool_calls") or []:
                 recorded = latest.get(call["id"])
                 if recorded is not None and recorded.status.settled:
-                    self.messages.append(tool_message(call["id"], settled_content(recorded)))
+                    self._messages.append(tool_message(call["id"], settled_content(recorded)))
                 elif index == len(replies) - 1:
-                    self.pending.append(
-                        PendingCall(
-                            tool_call_id=call["id"],
-                            llm_name=call["function"]["name"],
-                            raw_arguments=call["function"].get("arguments") or "{}",
-                            step=recorded,
-                        )
-                    )
+                    self._pending.append(PendingCall.of(call, recorded))
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """What the model is sent next; a copy, since only the conversation changes them."""
+        return list(self._messages)
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next new step gets (a pending call's recorded step keeps its own)."""
+        return self._next_seq
+
+    @property
+    def pending(self) -> list[PendingCall]:
+        """The calls of the last reply that are not settled yet."""
+        return list(self._pending)
 
     @property
     def final_answer(self) -> str | None:
         """The model's answer, once its last reply asked for no tools."""
-        return final_answer_of(self.messages[-1])
+        return final_answer_of(self._messages[-1])
+
+    def take_pending(self) -> list[PendingCall]:
+        """The calls to settle before the model is asked again; none are left after."""
+        taken, self._pending = self._pending, []
+        return taken
+
+    def seq_for(self, call: PendingCall) -> int:
+        """The seq to ask the gateway about `call` with: its recorded step's, if it has one."""
+        return call.step.seq if call.step is not None else self._next_seq
+
+    def record_reply(self, message: dict[str, Any]) -> None:
+        """The model's reply, recorded as step `next_seq`; its tool calls become pending."""
+        self._messages.append(message)
+        self._next_seq += 1
+        self._pending = [PendingCall.of(call) for call in message.get("tool_calls") or []]
+
+    def record_tool_result(self, call: PendingCall, seq: int, content: str) -> None:
+        """The call was settled as step `seq` (the gateway's number, which may be past the
+        one asked about), and the model is told `content`."""
+        self._next_seq = max(self._next_seq, seq + 1)
+        self._messages.append(tool_message(call.tool_call_id, content))

@@ -4,6 +4,10 @@ It tells the service manager it is ready (`READY=1`) once it has joined the cons
 group, so "started" means jobs are being read, and `STOPPING=1` when it begins to drain.
 Draining ends with the runs still going handed back (`Consumer.drain`), so a stop within
 `drain_seconds` plus a few seconds is always clean, and the process exits 0.
+
+Every resource is closed, in the reverse order it was opened, whatever fails and
+wherever: a start that fails halfway must not leave MCP server processes, Redis and HTTP
+clients or signal handlers behind (an embedding process, a test suite, carries on).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Iterator
 
 from redis.asyncio import Redis
 
@@ -36,45 +41,51 @@ async def run_worker(settings: WorkerSettings) -> None:
         raise SystemExit("FERRUMDECK_WORKER_TOKEN is not set: create a worker key first")
     logs.worker_id.set(settings.worker_id)
     catalog = ModelCatalog.load(settings.models)
-    router = McpRouter(
-        load_mcp_servers(settings.mcp_servers),
-        call_timeout_seconds=settings.tool_timeout_seconds,
-        max_result_chars=settings.max_tool_result_chars,
-    )
-    redis = Redis.from_url(settings.redis_url)
-    gateway = GatewayClient(settings.url, settings.worker_token)
-    consumer = Consumer(
-        redis,
-        settings.streams,
-        gateway,
-        AgentLoop(
+    servers = load_mcp_servers(settings.mcp_servers)
+    async with contextlib.AsyncExitStack() as stack:
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            stack.enter_context(_stopping_on(sig, stop))
+        redis = Redis.from_url(settings.redis_url)
+        stack.push_async_callback(redis.aclose)
+        gateway = GatewayClient(settings.url, settings.worker_token)
+        stack.push_async_callback(gateway.aclose)
+        router = McpRouter(
+            servers,
+            call_timeout_seconds=settings.tool_timeout_seconds,
+            max_result_chars=settings.max_tool_result_chars,
+        )
+        stack.push_async_callback(router.aclose)
+        consumer = Consumer(
+            redis,
+            settings.streams,
             gateway,
-            LLM(catalog, settings.llm_timeout_seconds, settings.backoff(settings.llm_retries)),
-            router,
-            settings.heartbeat_seconds,
-            tool_backoff=settings.backoff(settings.tool_retries),
-        ),
-        worker_id=settings.worker_id,
-        max_in_flight=settings.max_in_flight,
-        read_block_ms=settings.read_block_ms,
-        reclaim_idle_seconds=settings.reclaim_idle_seconds,
-        max_deliveries=settings.max_deliveries,
-        max_loop_lag_seconds=settings.max_loop_lag_seconds,
-    )
-    reporter = CatalogueReporter(gateway, router, settings.worker_id)
-    probes = ProbeServer(
-        create_probe_app(redis, settings.streams, gateway, settings.worker_id),
-        settings.metrics_host,
-        settings.metrics_port,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await router.start()
-    reporting = asyncio.create_task(reporter.run(), name="catalogue-reporter")
-    probes.start()
-    try:
+            AgentLoop(
+                gateway,
+                LLM(catalog, settings.llm_timeout_seconds, settings.backoff(settings.llm_retries)),
+                router,
+                settings.heartbeat_seconds,
+                tool_backoff=settings.backoff(settings.tool_retries),
+            ),
+            worker_id=settings.worker_id,
+            max_in_flight=settings.max_in_flight,
+            read_block_ms=settings.read_block_ms,
+            reclaim_idle_seconds=settings.reclaim_idle_seconds,
+            max_deliveries=settings.max_deliveries,
+            max_loop_lag_seconds=settings.max_loop_lag_seconds,
+        )
+        await router.start()
+        reporter = CatalogueReporter(gateway, router, settings.worker_id)
+        stack.push_async_callback(reporter.withdraw)
+        reporting = asyncio.create_task(reporter.run(), name="catalogue-reporter")
+        stack.push_async_callback(_cancel, reporting)
+        probes = ProbeServer(
+            create_probe_app(redis, settings.streams, gateway, settings.worker_id),
+            settings.metrics_host,
+            settings.metrics_port,
+        )
+        probes.start()
+        stack.push_async_callback(probes.stop)
         await consumer.ensure_group()
         log.info("worker %s consuming %s", settings.worker_id, settings.streams.runs)
         notify("READY=1")
@@ -87,12 +98,24 @@ async def run_worker(settings: WorkerSettings) -> None:
             settings.drain_seconds,
         )
         await consumer.drain(settings.drain_seconds)
+
+
+@contextlib.contextmanager
+def _stopping_on(sig: signal.Signals, stop: asyncio.Event) -> Iterator[None]:
+    """`sig` sets `stop` until the worker is done, then the handler from before is back:
+    `remove_signal_handler` alone leaves Python's default, not the one `asyncio.run` set."""
+    previous = signal.getsignal(sig)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
     finally:
-        await probes.stop()
-        reporting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reporting
-        await reporter.withdraw()
-        await router.aclose()
-        await gateway.aclose()
-        await redis.aclose()
+        loop.remove_signal_handler(sig)
+        if previous is not None:
+            signal.signal(sig, previous)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,49 @@
+"""The tools a claimed run offers its model: those of this worker's catalogue that the
+agent's `tools` patterns allow, under names LLM APIs accept.
+
+The offer is fixed once per claim, so a server that reconnects mid-run cannot change the
+names the model has already seen.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import Any
+
+from services.contract.tools import ToolSpec
+from services.worker.tool_names import ToolNames
+
+
+class OfferedTools:
+    def __init__(self, catalogue: list[ToolSpec], allowed: list[str]) -> None:
+        offered = [
+            spec
+            for spec in catalogue
+            if any(fnmatchcase(spec.name, pattern) for pattern in allowed)
+        ]
+        self._names = ToolNames([spec.name for spec in offered])
+        self._idempotent = {spec.name for spec in offered if spec.idempotent}
+        self._functions = [
+            {
+                "type": "function",
+                "function": {
+                    "name": self._names.for_llm(spec.name),
+                    "description": spec.description,
+                    "parameters": spec.input_schema or {"type": "object", "properties": {}},
+                },
+            }
+            for spec in offered
+        ]
+
+    @property
+    def functions(self) -> list[dict[str, Any]]:
+        """The offer as OpenAI function tools, as LiteLLM sends them."""
+        return self._functions
+
+    def tool(self, llm_name: str) -> str | None:
+        """The tool the model meant, or None if it named one it was never offered."""
+        return self._names.from_llm(llm_name)
+
+    def idempotent(self, tool: str) -> bool:
+        """Whether the tool may run twice by its own declaration: it may be retried."""
+        return tool in self._idempotent
