@@ -22,6 +22,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check services tui tests bench testbed
 	$(BIN)/ruff format --check services tui tests bench testbed
 	$(BIN)/mypy
+	# Source checks: the import layering and the wire vocabulary spelled once.
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_layering.py tests/unit/test_wire_vocabulary.py
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("FerrumDeck needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
