@@ -23,7 +23,8 @@ from services.contract.worker_api import ToolAuthorization, ToolVerdict
 from services.gateway.audit import Actor, record
 from services.gateway.errors import Conflict
 from services.gateway.policy import ToolCall
-from services.gateway.store.leases import end_run, lock_running
+from services.gateway.step_fence import Action, DecidedCall, fence_ask
+from services.gateway.store.leases import end_run, lock_running, locked
 from services.gateway.store.policies import compiled_policy
 
 DEFAULT_APPROVAL_TTL = timedelta(hours=24)
@@ -37,7 +38,6 @@ async def authorize_tool(
     pool: asyncpg.Pool, run_id: uuid.UUID, ask: ToolAuthorization
 ) -> ToolVerdict:
     """Decide a tool call by policy and record it as a step in the same transaction."""
-    breach: str | None = None
     async with pool.acquire() as conn, conn.transaction():
         run = await lock_running(conn, run_id, ask.epoch)
         existing = await conn.fetchrow(
@@ -46,20 +46,27 @@ async def authorize_tool(
             run_id,
             ask.seq,
         )
-        if existing is not None:
-            return await _resume(conn, run, run_id, ask, existing)
-        if ask.seq != run["steps_count"] + 1:
-            raise Conflict(
-                f"step {ask.seq} out of order: the run has {run['steps_count']} steps",
-                code=ErrorCode.STEP_OUT_OF_ORDER,
-            )
-        budget = Budget.model_validate(run["budget"])
-        breach = steps_or_time_breach(budget, ask.seq, run["elapsed"])
-        if breach is None:
+        decided = None if existing is None else _decided(existing)
+        verdict = fence_ask(locked(run), decided, ask)
+        if verdict.action is Action.DECIDE:
             decision = await _decide(conn, run, run_id, ask)
             return await _record_decision(conn, run, run_id, ask, decision)
-        await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, breach)
-    raise BudgetExceeded(breach)
+        if verdict.action is not Action.END_OVER_BUDGET:
+            assert existing is not None
+            decision = PolicyDecision.model_validate(existing["decision"])
+            return await _resume(conn, run, run_id, ask, decision, verdict.action)
+        assert verdict.breach is not None
+        await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, verdict.breach)
+    raise BudgetExceeded(verdict.breach)
+
+
+def _decided(row: asyncpg.Record) -> DecidedCall:
+    return DecidedCall(
+        tool=row["tool"],
+        status=StepStatus(row["status"]),
+        epoch=row["epoch"],
+        idempotent=row["idempotent"],
+    )
 
 
 async def _decide(
@@ -211,19 +218,12 @@ async def _resume(
     run: asyncpg.Record,
     run_id: uuid.UUID,
     ask: ToolAuthorization,
-    existing: asyncpg.Record,
+    decision: PolicyDecision,
+    action: Action,
 ) -> ToolVerdict:
     """The step was decided before: replay a lost answer, run an approved call, or deal
     with a call whose worker died before reporting how it ended."""
-    decision = PolicyDecision.model_validate(existing["decision"])
-    status = StepStatus(existing["status"])
-    if existing["tool"] != ask.tool:
-        raise Conflict(
-            f"step {ask.seq} is a call of {existing['tool']}", code=ErrorCode.STEP_MISMATCH
-        )
-    if status == StepStatus.APPROVED or (
-        status == StepStatus.STARTED and (existing["epoch"] == ask.epoch or existing["idempotent"])
-    ):
+    if action is Action.EXECUTE:
         await conn.execute(
             "UPDATE steps SET status = 'started', epoch = $3, started_at = now() "
             "WHERE run_id = $1 AND seq = $2",
@@ -232,11 +232,10 @@ async def _resume(
             ask.epoch,
         )
         return ToolVerdict(verdict="execute", seq=ask.seq, decision=decision)
-    if status == StepStatus.DENIED:
+    if action is Action.DENY_AGAIN:
         return ToolVerdict(verdict="denied", seq=ask.seq, decision=decision)
-    if status == StepStatus.STARTED:
-        return await _retry_unknown_outcome(conn, run, run_id, ask, decision)
-    raise Conflict(f"step {ask.seq} is already {status.value}", code=ErrorCode.STEP_SETTLED)
+    assert action is Action.OUTCOME_UNKNOWN, action
+    return await _retry_unknown_outcome(conn, run, run_id, ask, decision)
 
 
 async def _retry_unknown_outcome(

@@ -18,7 +18,7 @@ import asyncpg
 from services.contract.budget import Spent, overspent
 from services.contract.errors import ErrorCode
 from services.contract.jobs import JobReason
-from services.contract.runs import Budget, RunStatus, StepKind, StepStatus, Usage
+from services.contract.runs import Budget, RunStatus, StepStatus, Usage
 from services.contract.worker_api import (
     AgentSpec,
     ClaimGrant,
@@ -29,8 +29,10 @@ from services.contract.worker_api import (
 from services.gateway import metrics
 from services.gateway.agent_cache import AgentCache
 from services.gateway.audit import APPEND, Actor, record, request_id
+from services.gateway.db.named_statement import NamedStatement
 from services.gateway.errors import Conflict, NotFound
 from services.gateway.outbox import enqueue
+from services.gateway.step_fence import Action, LockedRun, fence_report, refusal
 from services.gateway.store.agents import get_version
 from services.gateway.store.runs import RUN_COLUMNS, to_run
 
@@ -74,6 +76,42 @@ WITH claimed AS (
 SELECT * FROM claimed"""
 
 
+# A step, its audit event and the run's totals and lease in one statement: every step of
+# every run comes through here.
+_RECORD_STEP = NamedStatement.compile(
+    f"""WITH step AS (
+           INSERT INTO steps (run_id, seq, kind, status, model, tool, input, output, error,
+                              prompt_tokens, completion_tokens, cost_usd, epoch,
+                              started_at, finished_at)
+           VALUES (:run_id, :seq, :kind, :status, :model, :tool, :input, :output, :error,
+                   :prompt_tokens, :completion_tokens, :cost::float8, :epoch,
+                   :started_at, :finished_at)
+           ON CONFLICT (run_id, seq) DO UPDATE SET
+               status = EXCLUDED.status, output = EXCLUDED.output, error = EXCLUDED.error,
+               prompt_tokens = EXCLUDED.prompt_tokens,
+               completion_tokens = EXCLUDED.completion_tokens,
+               cost_usd = EXCLUDED.cost_usd, epoch = EXCLUDED.epoch,
+               finished_at = EXCLUDED.finished_at
+       ), event AS (
+           {APPEND}
+           VALUES (:project, :actor, :actor_kind, 'step.recorded', 'run:' || :run_id,
+                   :details::jsonb, :request_id)
+       )
+       UPDATE runs SET
+           steps_count = greatest(steps_count, :seq),
+           prompt_tokens = prompt_tokens + :counted_prompt,
+           completion_tokens = completion_tokens + :counted_completion,
+           cost_usd = CASE WHEN NOT :counted THEN cost_usd
+                           WHEN cost_usd IS NULL OR :cost::float8 IS NULL THEN NULL
+                           ELSE cost_usd + :cost::float8 END,
+           lease_expires_at = now() + make_interval(secs => :lease_seconds),
+           updated_at = now()
+        WHERE id = :run_id
+        RETURNING prompt_tokens, completion_tokens, cost_usd, lease_expires_at,
+                  extract(epoch FROM now() - started_at)::float8 AS elapsed"""
+)
+
+
 def _spent(row: asyncpg.Record) -> Spent:
     """What the run has spent, from a row with its usage columns and `elapsed`."""
     prompt, completion, cost = row["prompt_tokens"], row["completion_tokens"], row["cost_usd"]
@@ -98,17 +136,17 @@ async def _refusal(
 
 
 def _refused(row: asyncpg.Record, epoch: int) -> Conflict:
-    """Why a callback under `epoch` is refused, given the run's `status` and `epoch`."""
-    if row["epoch"] != epoch:
-        return Conflict(
-            f"lease epoch {epoch} is stale; the run is at epoch {row['epoch']}",
-            code=ErrorCode.STALE_EPOCH,
-            details={"status": row["status"], "epoch": row["epoch"]},
-        )
-    return Conflict(
-        f"run is {row['status']}, not running",
-        code=ErrorCode.RUN_NOT_RUNNING,
-        details={"status": row["status"], "epoch": row["epoch"]},
+    return refusal(row["status"], row["epoch"], epoch)
+
+
+def locked(row: asyncpg.Record) -> LockedRun:
+    """The fence's view of a row read with `_LOCK`."""
+    return LockedRun(
+        epoch=row["epoch"],
+        status=RunStatus(row["status"]),
+        steps_count=row["steps_count"],
+        budget=Budget.model_validate(row["budget"]),
+        elapsed_seconds=row["elapsed"],
     )
 
 
@@ -239,95 +277,56 @@ async def _record_step(
     run = await conn.fetchrow(_LOCK_RUN_AND_STEP, run_id, report.seq)
     if run is None:
         raise NotFound(f"no run {run_id}")
-    existing = run["step_status"]
-    if run["epoch"] != report.epoch or run["status"] != RunStatus.RUNNING:
-        if (
-            report.final_output is not None
-            and run["epoch"] == report.epoch
-            and run["status"] == RunStatus.COMPLETED
-            and existing == StepStatus.COMPLETED
-        ):
-            # This very lease recorded the step and completed the run with it: the
-            # answer to the first report was lost.
-            return _replayed(report, run, existing), None
-        raise _refused(run, report.epoch)
-    if report.kind == StepKind.TOOL_CALL and existing is None:
-        raise Conflict(
-            f"tool call step {report.seq} was never authorized",
-            code=ErrorCode.TOOL_CALL_NOT_AUTHORIZED,
-        )
-    if existing is not None and existing != StepStatus.STARTED:
-        return _replayed(report, run, existing), None
-    if existing is None and report.seq != run["steps_count"] + 1:
-        raise Conflict(
-            f"step {report.seq} out of order: the run has {run['steps_count']} steps",
-            code=ErrorCode.STEP_OUT_OF_ORDER,
-        )
-    budget = Budget.model_validate(run["budget"])
-    if report.seq > budget.max_steps:
-        breach = f"step budget exceeded: max_steps is {budget.max_steps}"
-        await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, breach)
-        return None, breach
+    recorded = run["step_status"]
+    fenced = locked(run)
+    verdict = fence_report(fenced, None if recorded is None else StepStatus(recorded), report)
+    if verdict.action is Action.REPLAY:
+        return _replayed(report, run, recorded), None
+    if verdict.action is Action.END_OVER_BUDGET:
+        assert verdict.breach is not None
+        await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, verdict.breach)
+        return None, verdict.breach
     usage = report.usage
     worker = Actor.worker(run["lease_owner"])
     finished = report.status != StepStatus.STARTED
     counted = finished and usage is not None
     totals = await conn.fetchrow(
-        f"""WITH step AS (
-               INSERT INTO steps (run_id, seq, kind, status, model, tool, input, output, error,
-                                  prompt_tokens, completion_tokens, cost_usd, epoch,
-                                  started_at, finished_at)
-               VALUES ($1, $2, $8, $9, $10, $11, $12, $13, $14, $15, $16, $5::float8, $17,
-                       $18, $19)
-               ON CONFLICT (run_id, seq) DO UPDATE SET
-                   status = EXCLUDED.status, output = EXCLUDED.output, error = EXCLUDED.error,
-                   prompt_tokens = EXCLUDED.prompt_tokens,
-                   completion_tokens = EXCLUDED.completion_tokens,
-                   cost_usd = EXCLUDED.cost_usd, epoch = EXCLUDED.epoch,
-                   finished_at = EXCLUDED.finished_at
-           ), event AS (
-               {APPEND}
-               VALUES ($20, $21, $22, 'step.recorded', 'run:' || $1, $23::jsonb, $24)
-           )
-           UPDATE runs SET
-               steps_count = greatest(steps_count, $2),
-               prompt_tokens = prompt_tokens + $3,
-               completion_tokens = completion_tokens + $4,
-               cost_usd = CASE WHEN NOT $6 THEN cost_usd
-                               WHEN cost_usd IS NULL OR $5::float8 IS NULL THEN NULL
-                               ELSE cost_usd + $5::float8 END,
-               lease_expires_at = now() + make_interval(secs => $7),
-               updated_at = now()
-            WHERE id = $1
-            RETURNING prompt_tokens, completion_tokens, cost_usd, lease_expires_at,
-                      extract(epoch FROM now() - started_at)::float8 AS elapsed""",
-        run_id,
-        report.seq,
-        usage.prompt_tokens if usage and counted else 0,
-        usage.completion_tokens if usage and counted else 0,
-        usage.cost_usd if usage else None,
-        counted,
-        lease_seconds,
-        report.kind.value,
-        report.status.value,
-        report.model,
-        report.tool,
-        report.input,
-        report.output,
-        report.error,
-        usage.prompt_tokens if usage else None,
-        usage.completion_tokens if usage else None,
-        report.epoch,
-        report.started_at,
-        report.finished_at,
-        run["project"],
-        worker.audited,
-        worker.kind.value,
-        {"seq": report.seq, "kind": report.kind.value, "status": report.status.value},
-        request_id(),
+        _RECORD_STEP.sql,
+        *_RECORD_STEP.args(
+            {
+                "run_id": run_id,
+                "seq": report.seq,
+                "counted_prompt": usage.prompt_tokens if usage and counted else 0,
+                "counted_completion": usage.completion_tokens if usage and counted else 0,
+                "cost": usage.cost_usd if usage else None,
+                "counted": counted,
+                "lease_seconds": lease_seconds,
+                "kind": report.kind.value,
+                "status": report.status.value,
+                "model": report.model,
+                "tool": report.tool,
+                "input": report.input,
+                "output": report.output,
+                "error": report.error,
+                "prompt_tokens": usage.prompt_tokens if usage else None,
+                "completion_tokens": usage.completion_tokens if usage else None,
+                "epoch": report.epoch,
+                "started_at": report.started_at,
+                "finished_at": report.finished_at,
+                "project": run["project"],
+                "actor": worker.audited,
+                "actor_kind": worker.kind.value,
+                "details": {
+                    "seq": report.seq,
+                    "kind": report.kind.value,
+                    "status": report.status.value,
+                },
+                "request_id": request_id(),
+            }
+        ),
     )
     spent = _spent(totals)
-    over = overspent(budget, spent) if finished else None
+    over = overspent(fenced.budget, spent) if finished else None
     if over is not None:
         await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, over)
         return None, over

@@ -1,0 +1,136 @@
+"""The fence every step report and tool-call authorisation passes, as pure decisions.
+
+What a worker may do to a run is decided from the run's row, read under its lock: whether
+the worker's lease epoch is the run's current one, whether the step it names was already
+recorded (a replay after a lost answer is acknowledged as it stands, never recorded
+twice), whether steps come in order, whether a tool call was authorised before it is
+reported, and whether the run's budget allows another step. The store reads the facts
+and carries out the verdict; the rules themselves live here, with no database, so each
+is tested on its own (`tests/unit/test_step_fence.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from services.contract.budget import steps_or_time_breach
+from services.contract.errors import ErrorCode
+from services.contract.runs import Budget, RunStatus, StepKind, StepStatus
+from services.contract.worker_api import StepReport, ToolAuthorization
+from services.gateway.errors import Conflict
+
+
+@dataclass(frozen=True)
+class LockedRun:
+    """What the run's locked row says, as the fence needs it."""
+
+    epoch: int
+    status: RunStatus
+    steps_count: int
+    budget: Budget
+    elapsed_seconds: float
+
+
+@dataclass(frozen=True)
+class DecidedCall:
+    """A tool-call step that was authorised (or refused) before."""
+
+    tool: str
+    status: StepStatus
+    epoch: int
+    idempotent: bool
+
+
+class Action(StrEnum):
+    RECORD = "record"  # write the reported step
+    REPLAY = "replay"  # already finished: acknowledge it as it stands
+    DECIDE = "decide"  # a new tool call: policy decides
+    EXECUTE = "execute"  # approved, or started under this lease or idempotent: make it
+    DENY_AGAIN = "deny_again"  # denied before: the same answer
+    OUTCOME_UNKNOWN = "outcome_unknown"  # a one-shot call an earlier lease started
+    END_OVER_BUDGET = "end_over_budget"  # the run ends `budget_exceeded` with `breach`
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Action
+    breach: str | None = None
+
+
+def refusal(status: str, current_epoch: int, epoch: int) -> Conflict:
+    """Why a callback under `epoch` is refused by a run at `current_epoch` in `status`."""
+    if current_epoch != epoch:
+        return Conflict(
+            f"lease epoch {epoch} is stale; the run is at epoch {current_epoch}",
+            code=ErrorCode.STALE_EPOCH,
+            details={"status": status, "epoch": current_epoch},
+        )
+    return Conflict(
+        f"run is {status}, not running",
+        code=ErrorCode.RUN_NOT_RUNNING,
+        details={"status": status, "epoch": current_epoch},
+    )
+
+
+def check_lease(run: LockedRun, epoch: int) -> None:
+    """Refuse unless the run is running under `epoch`."""
+    if run.epoch != epoch or run.status != RunStatus.RUNNING:
+        raise refusal(run.status, run.epoch, epoch)
+
+
+def _next_in_order(run: LockedRun, seq: int) -> None:
+    if seq != run.steps_count + 1:
+        raise Conflict(
+            f"step {seq} out of order: the run has {run.steps_count} steps",
+            code=ErrorCode.STEP_OUT_OF_ORDER,
+        )
+
+
+def fence_report(run: LockedRun, recorded: StepStatus | None, report: StepReport) -> Verdict:
+    """A step report, given the status of the step it names if already recorded."""
+    if run.epoch != report.epoch or run.status != RunStatus.RUNNING:
+        if (
+            report.final_output is not None
+            and run.epoch == report.epoch
+            and run.status == RunStatus.COMPLETED
+            and recorded == StepStatus.COMPLETED
+        ):
+            # This very lease recorded the step and completed the run with it: the
+            # answer to the first report was lost.
+            return Verdict(Action.REPLAY)
+        raise refusal(run.status, run.epoch, report.epoch)
+    if report.kind == StepKind.TOOL_CALL and recorded is None:
+        raise Conflict(
+            f"tool call step {report.seq} was never authorized",
+            code=ErrorCode.TOOL_CALL_NOT_AUTHORIZED,
+        )
+    if recorded is not None and recorded != StepStatus.STARTED:
+        return Verdict(Action.REPLAY)
+    if recorded is None:
+        _next_in_order(run, report.seq)
+    if report.seq > run.budget.max_steps:
+        return Verdict(
+            Action.END_OVER_BUDGET, f"step budget exceeded: max_steps is {run.budget.max_steps}"
+        )
+    return Verdict(Action.RECORD)
+
+
+def fence_ask(run: LockedRun, decided: DecidedCall | None, ask: ToolAuthorization) -> Verdict:
+    """A tool call the worker asks to make, given the step it names if decided before."""
+    check_lease(run, ask.epoch)
+    if decided is None:
+        _next_in_order(run, ask.seq)
+        breach = steps_or_time_breach(run.budget, ask.seq, run.elapsed_seconds)
+        return Verdict(Action.DECIDE if breach is None else Action.END_OVER_BUDGET, breach)
+    if decided.tool != ask.tool:
+        raise Conflict(f"step {ask.seq} is a call of {decided.tool}", code=ErrorCode.STEP_MISMATCH)
+    if decided.status == StepStatus.APPROVED or (
+        decided.status == StepStatus.STARTED and (decided.epoch == ask.epoch or decided.idempotent)
+    ):
+        return Verdict(Action.EXECUTE)
+    if decided.status == StepStatus.DENIED:
+        return Verdict(Action.DENY_AGAIN)
+    if decided.status == StepStatus.STARTED:
+        return Verdict(Action.OUTCOME_UNKNOWN)
+    raise Conflict(f"step {ask.seq} is already {decided.status.value}", code=ErrorCode.STEP_SETTLED)
