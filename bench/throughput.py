@@ -93,6 +93,8 @@ ONE_STEP = AgentCreate(name="bench", model=MODEL)
 TOOLS = AgentCreate(name="tools", model=MODEL, tools=[TOOL])
 TERMINAL = ("completed", "failed", "cancelled", "budget_exceeded")
 LEASE_SECONDS = 30.0
+# The in-process baseline is one worker holding every lease it claims, as one key.
+BASELINE_KEY = uuid.UUID(int=1)
 
 
 @dataclass
@@ -227,7 +229,7 @@ class _Baseline:
             finished_at=now,
             final_output="done" if final else None,
         )
-        await leases.record_step(self._pool, run_id, report, LEASE_SECONDS)
+        await leases.record_step(self._pool, run_id, report, LEASE_SECONDS, BASELINE_KEY)
 
     async def _tool_step(self, run_id: uuid.UUID, epoch: int, seq: int) -> None:
         ask = ToolAuthorization(
@@ -238,7 +240,7 @@ class _Baseline:
             arguments={"a": seq, "b": 1},
             idempotent=True,
         )
-        await authorize_tool(self._pool, run_id, ask)
+        await authorize_tool(self._pool, run_id, ask, BASELINE_KEY)
         now = datetime.now(UTC)
         report = StepReport(
             epoch=epoch,
@@ -250,7 +252,7 @@ class _Baseline:
             started_at=now,
             finished_at=now,
         )
-        await leases.record_step(self._pool, run_id, report, LEASE_SECONDS)
+        await leases.record_step(self._pool, run_id, report, LEASE_SECONDS, BASELINE_KEY)
 
     async def run(self, agent: Agent, tool_calls: int) -> None:
         """Create a run and carry *a* queued run (whichever the stream hands over) to its
@@ -264,7 +266,7 @@ class _Baseline:
             self._redis, self._streams.group, "baseline", self._streams.runs, 1, 10_000
         )
         run_id = JobMessage.from_fields(fields).run_id
-        grant = await leases.claim(self._pool, run_id, "baseline", LEASE_SECONDS)
+        grant = await leases.claim(self._pool, run_id, "baseline", LEASE_SECONDS, BASELINE_KEY)
         seq = 1
         for turn in range(tool_calls + 1):
             final = turn == tool_calls

@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.contract.budget import Spent
 from services.contract.policy import PolicyDecision
@@ -77,6 +77,9 @@ class LeaseInfo(BaseModel):
     lease_expires_at: datetime
 
 
+WORKER_STEP_KINDS = frozenset({StepKind.LLM_CALL, StepKind.TOOL_CALL})
+
+
 class StepReport(BaseModel):
     """One step, reported when it starts (status `started`) or when it ends.
 
@@ -103,6 +106,15 @@ class StepReport(BaseModel):
     started_at: datetime
     finished_at: datetime | None = None
     final_output: str | None = Field(default=None, max_length=1_000_000)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind_a_worker_makes(cls, kind: StepKind) -> StepKind:
+        """Workers report the calls they make; approval steps are written by the gateway
+        when a human decides, so a worker claiming one would forge a decision."""
+        if kind not in WORKER_STEP_KINDS:
+            raise ValueError(f"a worker reports only {', '.join(sorted(WORKER_STEP_KINDS))} steps")
+        return kind
 
     @model_validator(mode="after")
     def _final_only_for_a_completed_model_call(self) -> StepReport:

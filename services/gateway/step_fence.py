@@ -1,16 +1,19 @@
 """The fence every step report and tool-call authorisation passes, as pure decisions.
 
-What a worker may do to a run is decided from the run's row, read under its lock: whether
-the worker's lease epoch is the run's current one, whether the step it names was already
-recorded (a replay after a lost answer is acknowledged as it stands, never recorded
-twice), whether steps come in order, whether a tool call was authorised before it is
-reported, and whether the run's budget allows another step. The store reads the facts
-and carries out the verdict; the rules themselves live here, with no database, so each
-is tested on its own (`tests/unit/test_step_fence.py`).
+What a worker may do to a run is decided from the run's row, read under its lock:
+whether the worker's lease epoch is the run's current one and its key the one that
+claimed it (a second worker key holds no lease it did not claim, whatever epoch it
+presents), whether the step it names was already recorded (a replay after a lost answer
+is acknowledged as it stands, never recorded twice), whether steps come in order,
+whether a tool call was authorised before it is reported, and whether the run's budget
+allows another step. The store reads the facts and carries out the verdict; the rules
+themselves live here, with no database, so each is tested on its own
+(`tests/unit/test_step_fence.py`).
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -30,6 +33,7 @@ class LockedRun:
     steps_count: int
     budget: Budget
     elapsed_seconds: float
+    lease_key: uuid.UUID | None  # the worker key that claimed it (None: claimed by none)
 
 
 @dataclass(frozen=True)
@@ -59,23 +63,33 @@ class Verdict:
 
 
 def refusal(status: str, current_epoch: int, epoch: int) -> Conflict:
-    """Why a callback under `epoch` is refused by a run at `current_epoch` in `status`."""
+    """Why a callback under `epoch` is refused by a run at `current_epoch` in `status`
+    (running at that epoch: then by another key). The live epoch is never told: it would
+    be the one thing a caller without the lease lacks."""
     if current_epoch != epoch:
         return Conflict(
-            f"lease epoch {epoch} is stale; the run is at epoch {current_epoch}",
-            code=ErrorCode.STALE_EPOCH,
-            details={"status": status, "epoch": current_epoch},
+            f"lease epoch {epoch} is stale", code=ErrorCode.STALE_EPOCH, details={"status": status}
+        )
+    if status != RunStatus.RUNNING:
+        return Conflict(
+            f"run is {status}, not running",
+            code=ErrorCode.RUN_NOT_RUNNING,
+            details={"status": status},
         )
     return Conflict(
-        f"run is {status}, not running",
-        code=ErrorCode.RUN_NOT_RUNNING,
-        details={"status": status, "epoch": current_epoch},
+        "the run's lease is held by another worker key",
+        code=ErrorCode.LEASE_HELD,
+        details={"status": status},
     )
 
 
-def check_lease(run: LockedRun, epoch: int) -> None:
-    """Refuse unless the run is running under `epoch`."""
-    if run.epoch != epoch or run.status != RunStatus.RUNNING:
+def holds(run: LockedRun, epoch: int, key_id: uuid.UUID) -> bool:
+    return run.epoch == epoch and run.lease_key is not None and run.lease_key == key_id
+
+
+def check_lease(run: LockedRun, epoch: int, key_id: uuid.UUID) -> None:
+    """Refuse unless the run is running under `epoch`, claimed by `key_id`."""
+    if run.status != RunStatus.RUNNING or not holds(run, epoch, key_id):
         raise refusal(run.status, run.epoch, epoch)
 
 
@@ -87,12 +101,14 @@ def _next_in_order(run: LockedRun, seq: int) -> None:
         )
 
 
-def fence_report(run: LockedRun, recorded: StepStatus | None, report: StepReport) -> Verdict:
-    """A step report, given the status of the step it names if already recorded."""
-    if run.epoch != report.epoch or run.status != RunStatus.RUNNING:
+def fence_report(
+    run: LockedRun, recorded: StepStatus | None, report: StepReport, key_id: uuid.UUID
+) -> Verdict:
+    """A step report from `key_id`, given the status of the step it names if recorded."""
+    if run.status != RunStatus.RUNNING or not holds(run, report.epoch, key_id):
         if (
             report.final_output is not None
-            and run.epoch == report.epoch
+            and holds(run, report.epoch, key_id)
             and run.status == RunStatus.COMPLETED
             and recorded == StepStatus.COMPLETED
         ):
@@ -116,9 +132,11 @@ def fence_report(run: LockedRun, recorded: StepStatus | None, report: StepReport
     return Verdict(Action.RECORD)
 
 
-def fence_ask(run: LockedRun, decided: DecidedCall | None, ask: ToolAuthorization) -> Verdict:
-    """A tool call the worker asks to make, given the step it names if decided before."""
-    check_lease(run, ask.epoch)
+def fence_ask(
+    run: LockedRun, decided: DecidedCall | None, ask: ToolAuthorization, key_id: uuid.UUID
+) -> Verdict:
+    """A tool call `key_id` asks to make, given the step it names if decided before."""
+    check_lease(run, ask.epoch, key_id)
     if decided is None:
         _next_in_order(run, ask.seq)
         breach = steps_or_time_breach(run.budget, ask.seq, run.elapsed_seconds)

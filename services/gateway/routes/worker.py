@@ -1,7 +1,8 @@
 """`/v1/worker/*`: the callback API workers use to claim runs and report progress.
 
-Only worker keys reach these routes. Every call after the claim carries the lease epoch;
-a stale one gets 409, and the worker drops the run.
+Only worker keys reach these routes. Every call after the claim carries the lease epoch
+and must come from the worker key that claimed it; anything else gets 409, and the
+worker drops the run.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from services.contract.worker_api import (
     ToolAuthorization,
     ToolVerdict,
 )
-from services.gateway.auth import require_role
+from services.gateway.auth import principal, require_role
 from services.gateway.runtime import runtime
 from services.gateway.store import dead_lettered_runs, leases
 from services.gateway.store import tools as tool_store
@@ -45,7 +46,12 @@ require_role(blueprint, Role.WORKER)
 async def claim(run_id: uuid.UUID, data: ClaimRequest) -> ClaimGrant:
     res = runtime()
     return await leases.claim(
-        res.pool, run_id, data.worker_id, res.settings.lease_seconds, agents=res.agent_cache
+        res.pool,
+        run_id,
+        data.worker_id,
+        res.settings.lease_seconds,
+        principal().key_id,
+        agents=res.agent_cache,
     )
 
 
@@ -55,7 +61,9 @@ async def claim(run_id: uuid.UUID, data: ClaimRequest) -> ClaimGrant:
 @validate_response(LeaseInfo)
 async def heartbeat(run_id: uuid.UUID, data: EpochBody) -> LeaseInfo:
     res = runtime()
-    row = await leases.heartbeat(res.pool, run_id, data.epoch, res.settings.lease_seconds)
+    row = await leases.heartbeat(
+        res.pool, run_id, data.epoch, res.settings.lease_seconds, principal().key_id
+    )
     return LeaseInfo(lease_expires_at=row["lease_expires_at"])
 
 
@@ -66,7 +74,9 @@ async def heartbeat(run_id: uuid.UUID, data: EpochBody) -> LeaseInfo:
 async def report_step(run_id: uuid.UUID, data: StepReport) -> StepAck:
     """Record a step; the step carrying the run's answer (`final_output`) completes it."""
     res = runtime()
-    return await leases.record_step(res.pool, run_id, data, res.settings.lease_seconds)
+    return await leases.record_step(
+        res.pool, run_id, data, res.settings.lease_seconds, principal().key_id
+    )
 
 
 @blueprint.post("/runs/<uuid:run_id>/complete")
@@ -74,7 +84,14 @@ async def report_step(run_id: uuid.UUID, data: StepReport) -> StepAck:
 @validate_request(CompleteReport)
 async def complete(run_id: uuid.UUID, data: CompleteReport) -> tuple[str, int]:
     """Complete a resumed run whose last recorded step already is its answer."""
-    await leases.finish(runtime().pool, run_id, data.epoch, RunStatus.COMPLETED, output=data.output)
+    await leases.finish(
+        runtime().pool,
+        run_id,
+        data.epoch,
+        RunStatus.COMPLETED,
+        principal().key_id,
+        output=data.output,
+    )
     return "", 204
 
 
@@ -83,7 +100,12 @@ async def complete(run_id: uuid.UUID, data: CompleteReport) -> tuple[str, int]:
 @validate_request(FailReport)
 async def fail(run_id: uuid.UUID, data: FailReport) -> tuple[str, int]:
     await leases.finish(
-        runtime().pool, run_id, data.epoch, RunStatus(data.status), error=data.error
+        runtime().pool,
+        run_id,
+        data.epoch,
+        RunStatus(data.status),
+        principal().key_id,
+        error=data.error,
     )
     return "", 204
 
@@ -94,7 +116,7 @@ async def fail(run_id: uuid.UUID, data: FailReport) -> tuple[str, int]:
 async def release(run_id: uuid.UUID, data: ReleaseReport) -> tuple[str, int]:
     """Hand the run back (a worker shutting down): queued again at once."""
     res = runtime()
-    await leases.release(res.pool, run_id, data.epoch, data.reason)
+    await leases.release(res.pool, run_id, data.epoch, data.reason, principal().key_id)
     res.relay.wake()
     return "", 204
 
@@ -113,7 +135,7 @@ async def dead_letter(run_id: uuid.UUID, data: DeadLetterReport) -> tuple[str, i
 @validate_request(ToolAuthorization)
 @validate_response(ToolVerdict)
 async def tool_authorize(run_id: uuid.UUID, data: ToolAuthorization) -> ToolVerdict:
-    return await authorize_tool(runtime().pool, run_id, data)
+    return await authorize_tool(runtime().pool, run_id, data, principal().key_id)
 
 
 @blueprint.put("/tools")

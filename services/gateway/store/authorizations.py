@@ -35,11 +35,11 @@ class BudgetExceeded(Conflict):
 
 
 async def authorize_tool(
-    pool: asyncpg.Pool, run_id: uuid.UUID, ask: ToolAuthorization
+    pool: asyncpg.Pool, run_id: uuid.UUID, ask: ToolAuthorization, key_id: uuid.UUID
 ) -> ToolVerdict:
     """Decide a tool call by policy and record it as a step in the same transaction."""
     async with pool.acquire() as conn, conn.transaction():
-        run = await lock_running(conn, run_id, ask.epoch)
+        run = await lock_running(conn, run_id, ask.epoch, key_id)
         existing = await conn.fetchrow(
             """SELECT status, epoch, decision, tool, idempotent FROM steps
                 WHERE run_id = $1 AND seq = $2""",
@@ -47,7 +47,7 @@ async def authorize_tool(
             ask.seq,
         )
         decided = None if existing is None else _decided(existing)
-        verdict = fence_ask(locked(run), decided, ask)
+        verdict = fence_ask(locked(run), decided, ask, key_id)
         if verdict.action is Action.DECIDE:
             decision = await _decide(conn, run, run_id, ask)
             return await _record_decision(conn, run, run_id, ask, decision)

@@ -38,7 +38,7 @@ from services.gateway.store.runs import RUN_COLUMNS, to_run
 
 # The run under its row lock, with what budget checks need; for a step report also the
 # status of that step (`$2`), which saves a round trip.
-_LOCK = """SELECT r.project, r.lease_owner, r.status, r.epoch, r.steps_count,
+_LOCK = """SELECT r.project, r.lease_owner, r.lease_key, r.status, r.epoch, r.steps_count,
                   r.lease_expires_at, r.agent_name,
                   r.prompt_tokens, r.completion_tokens, r.cost_usd,
                   extract(epoch FROM now() - r.started_at)::float8 AS elapsed,
@@ -55,7 +55,7 @@ _LOCK_RUN_AND_STEP = _LOCK.format(
 
 _CLAIM = f"""
 WITH claimed AS (
-    UPDATE runs SET status = 'running', epoch = epoch + 1, lease_owner = $2,
+    UPDATE runs SET status = 'running', epoch = epoch + 1, lease_owner = $2, lease_key = $7,
                     lease_expires_at = now() + make_interval(secs => $3),
                     started_at = coalesce(started_at, now()), updated_at = now()
      WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now()))
@@ -147,6 +147,7 @@ def locked(row: asyncpg.Record) -> LockedRun:
         steps_count=row["steps_count"],
         budget=Budget.model_validate(row["budget"]),
         elapsed_seconds=row["elapsed"],
+        lease_key=row["lease_key"],
     )
 
 
@@ -155,6 +156,7 @@ async def claim(
     run_id: uuid.UUID,
     worker_id: str,
     lease_seconds: float,
+    key_id: uuid.UUID,
     *,
     agents: AgentCache | None = None,
 ) -> ClaimGrant:
@@ -166,7 +168,14 @@ async def claim(
     actor = Actor.worker(worker_id)
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
-            _CLAIM, run_id, worker_id, lease_seconds, actor.audited, actor.kind.value, request_id()
+            _CLAIM,
+            run_id,
+            worker_id,
+            lease_seconds,
+            actor.audited,
+            actor.kind.value,
+            request_id(),
+            key_id,
         )
         if row is None:
             current = await conn.fetchrow(
@@ -201,39 +210,44 @@ async def claim(
     )
 
 
-async def lock_running(conn: asyncpg.Connection, run_id: uuid.UUID, epoch: int) -> asyncpg.Record:
-    """Lock the run held under `epoch` for the rest of the transaction, with what budget
-    checks need; refuse if the run is no longer ours."""
+async def lock_running(
+    conn: asyncpg.Connection, run_id: uuid.UUID, epoch: int, key_id: uuid.UUID
+) -> asyncpg.Record:
+    """Lock the run held under `epoch` by `key_id` for the rest of the transaction, with
+    what budget checks need; refuse if the run is not theirs."""
     run = await conn.fetchrow(_LOCK_RUN, run_id)
     if run is None:
         raise NotFound(f"no run {run_id}")
-    if run["epoch"] != epoch or run["status"] != RunStatus.RUNNING:
+    if run["status"] != RunStatus.RUNNING or run["epoch"] != epoch or run["lease_key"] != key_id:
         raise _refused(run, epoch)
     return run
 
 
 async def heartbeat(
-    pool: asyncpg.Pool, run_id: uuid.UUID, epoch: int, lease_seconds: float
+    pool: asyncpg.Pool, run_id: uuid.UUID, epoch: int, lease_seconds: float, key_id: uuid.UUID
 ) -> asyncpg.Record:
     row = await pool.fetchrow(
         """UPDATE runs SET lease_expires_at = now() + make_interval(secs => $3)
-            WHERE id = $1 AND epoch = $2 AND status = 'running'
+            WHERE id = $1 AND epoch = $2 AND status = 'running' AND lease_key = $4
             RETURNING lease_expires_at""",
         run_id,
         epoch,
         lease_seconds,
+        key_id,
     )
     if row is None:
         raise await _refusal(pool, run_id, epoch)
     return row
 
 
-async def release(pool: asyncpg.Pool, run_id: uuid.UUID, epoch: int, reason: str) -> None:
+async def release(
+    pool: asyncpg.Pool, run_id: uuid.UUID, epoch: int, reason: str, key_id: uuid.UUID
+) -> None:
     """Hand a run held under `epoch` back: queued again with a fresh job, so another
     worker continues it from its recorded steps now rather than after the lease runs out.
     The epoch stays; the next claim raises it, which fences this worker's late calls."""
     async with pool.acquire() as conn, conn.transaction():
-        run = await lock_running(conn, run_id, epoch)
+        run = await lock_running(conn, run_id, epoch, key_id)
         await conn.execute(
             """UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
                                updated_at = now()
@@ -252,7 +266,11 @@ async def release(pool: asyncpg.Pool, run_id: uuid.UUID, epoch: int, reason: str
 
 
 async def record_step(
-    pool: asyncpg.Pool, run_id: uuid.UUID, report: StepReport, lease_seconds: float
+    pool: asyncpg.Pool,
+    run_id: uuid.UUID,
+    report: StepReport,
+    lease_seconds: float,
+    key_id: uuid.UUID,
 ) -> StepAck:
     """Record (or finish) step `report.seq`, add its usage to the run, and check budgets.
 
@@ -264,7 +282,7 @@ async def record_step(
     within the budget completes the run in the same transaction.
     """
     async with pool.acquire() as conn, conn.transaction():
-        ack, breach = await _record_step(conn, run_id, report, lease_seconds)
+        ack, breach = await _record_step(conn, run_id, report, lease_seconds, key_id)
     if breach is not None:
         raise Conflict(breach, code=ErrorCode.BUDGET_EXCEEDED)
     assert ack is not None
@@ -272,14 +290,20 @@ async def record_step(
 
 
 async def _record_step(
-    conn: asyncpg.Connection, run_id: uuid.UUID, report: StepReport, lease_seconds: float
+    conn: asyncpg.Connection,
+    run_id: uuid.UUID,
+    report: StepReport,
+    lease_seconds: float,
+    key_id: uuid.UUID,
 ) -> tuple[StepAck | None, str | None]:
     run = await conn.fetchrow(_LOCK_RUN_AND_STEP, run_id, report.seq)
     if run is None:
         raise NotFound(f"no run {run_id}")
     recorded = run["step_status"]
     fenced = locked(run)
-    verdict = fence_report(fenced, None if recorded is None else StepStatus(recorded), report)
+    verdict = fence_report(
+        fenced, None if recorded is None else StepStatus(recorded), report, key_id
+    )
     if verdict.action is Action.REPLAY:
         return _replayed(report, run, recorded), None
     if verdict.action is Action.END_OVER_BUDGET:
@@ -393,11 +417,12 @@ async def finish(
     run_id: uuid.UUID,
     epoch: int,
     status: RunStatus,
+    key_id: uuid.UUID,
     *,
     output: str | None = None,
     error: str | None = None,
 ) -> None:
-    """End a running run held under `epoch`: completed, failed or over budget."""
+    """End a running run held under `epoch` by `key_id`: completed, failed or over budget."""
     async with pool.acquire() as conn, conn.transaction():
-        run = await lock_running(conn, run_id, epoch)
+        run = await lock_running(conn, run_id, epoch, key_id)
         await end_run(conn, run_id, run, status, error, output=output)

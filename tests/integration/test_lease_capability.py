@@ -1,0 +1,98 @@
+"""A worker key is a capability for the leases it claimed, not a master key: a second
+worker key with the right epoch cannot act on another key's lease, a refusal never tells
+the live epoch, and no worker can write an approval into a run's history."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.contract.api import Role
+from services.gateway.audit import Actor
+from services.gateway.store.keys import create_key
+from tests.support.harness import ToolHarness
+
+
+@pytest.fixture
+async def intruder(harness: ToolHarness, db: asyncpg.Pool) -> ToolHarness:
+    """The same API, driven with a second, valid worker key."""
+    async with db.acquire() as conn:
+        _, secret = await create_key(
+            conn, f"stolen-{uuid.uuid4().hex[:6]}", Role.WORKER, None, Actor.system("tests")
+        )
+    return ToolHarness(harness.client, harness.admin, {"Authorization": f"Bearer {secret}"})
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _forgeries(epoch: int) -> list[tuple[str, dict[str, Any]]]:
+    final = {
+        "epoch": epoch,
+        "seq": 1,
+        "kind": "llm_call",
+        "status": "completed",
+        "started_at": _now(),
+        "finished_at": _now(),
+        "final_output": "a forged answer",
+    }
+    ask = {"epoch": epoch, "seq": 1, "tool": "notes.add", "tool_call_id": "c1", "arguments": {}}
+    return [
+        ("heartbeat", {"epoch": epoch}),
+        ("steps", final),
+        ("tools/authorize", ask),
+        ("complete", {"epoch": epoch, "output": "a forged answer"}),
+        ("fail", {"epoch": epoch, "error": "forged"}),
+        ("release", {"epoch": epoch, "reason": "forged"}),
+    ]
+
+
+async def test_a_second_worker_key_cannot_touch_a_lease_it_did_not_claim(
+    harness: ToolHarness, intruder: ToolHarness
+) -> None:
+    run_id, epoch = await harness.running(tools=["notes.*"])
+    for action, body in _forgeries(epoch):
+        status, answer = await intruder.call(run_id, action, body)
+        assert (status, answer["error"]["code"]) == (409, "lease_held"), (action, answer)
+        assert str(epoch) not in answer["error"]["message"]
+    run = await harness.get(run_id)
+    assert (run["status"], run["output"], run["steps_count"]) == ("running", None, 0)
+    assert await harness.steps(run_id) == []
+    # The lease's own worker is unaffected.
+    status, _ = await harness.step(run_id, epoch, 1, final_output="the answer")
+    assert status == 200
+    assert (await harness.get(run_id))["output"] == "the answer"
+
+
+async def test_a_stale_epoch_is_refused_without_telling_the_live_one(
+    harness: ToolHarness, db: asyncpg.Pool
+) -> None:
+    run_id, first = await harness.running()
+    await db.execute(
+        "UPDATE runs SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
+        uuid.UUID(run_id),
+    )
+    _, grant = await harness.claim(run_id, "w2")
+    live = int(grant["epoch"])
+    status, answer = await harness.call(run_id, "heartbeat", {"epoch": first})
+    assert (status, answer["error"]["code"]) == (409, "stale_epoch")
+    assert "epoch" not in (answer["error"].get("details") or {})
+    assert str(live) not in answer["error"]["message"]
+
+
+@pytest.mark.parametrize("kind", ["approval", "note"])
+async def test_a_worker_cannot_write_an_approval_or_a_note_into_the_history(
+    harness: ToolHarness, kind: str
+) -> None:
+    run_id, epoch = await harness.running()
+    status, answer = await harness.step(
+        run_id, epoch, 1, kind=kind, status="approved", output="approved by security team"
+    )
+    assert (status, answer["error"]["code"]) == (400, "validation_error")
+    assert "llm_call, tool_call" in answer["error"]["message"]
+    assert await harness.steps(run_id) == []
