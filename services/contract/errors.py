@@ -46,6 +46,7 @@ class ErrorCode(StrEnum):
     STEP_OUT_OF_ORDER = "step_out_of_order"
     STEP_MISMATCH = "step_mismatch"
     STEP_SETTLED = "step_settled"
+    ARGUMENTS_CHANGED = "arguments_changed"
     TOOL_CALL_NOT_AUTHORIZED = "tool_call_not_authorized"
     APPROVAL_DECIDED = "approval_decided"
     NOT_DEAD_LETTERED = "not_dead_lettered"

@@ -13,9 +13,11 @@ themselves live here, with no database, so each is tested on its own
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from services.contract.budget import steps_or_time_breach
 from services.contract.errors import ErrorCode
@@ -44,6 +46,7 @@ class DecidedCall:
     status: StepStatus
     epoch: int
     idempotent: bool
+    arguments: Any  # as decided: what a human approved, or what policy allowed
 
 
 class Action(StrEnum):
@@ -101,6 +104,12 @@ def _next_in_order(run: LockedRun, seq: int) -> None:
         )
 
 
+def canonical(arguments: Any) -> str:
+    """One spelling of a JSON value: key order and spacing never matter, types do
+    (`1`, `1.0`, `true` and `"1"` stay apart, unlike Python's `==`)."""
+    return json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def fence_report(
     run: LockedRun, recorded: StepStatus | None, report: StepReport, key_id: uuid.UUID
 ) -> Verdict:
@@ -146,6 +155,11 @@ def fence_ask(
     if decided.status == StepStatus.APPROVED or (
         decided.status == StepStatus.STARTED and (decided.epoch == ask.epoch or decided.idempotent)
     ):
+        if canonical(decided.arguments) != canonical(ask.arguments):
+            raise Conflict(
+                f"step {ask.seq} was decided with other arguments; a call with these is a new step",
+                code=ErrorCode.ARGUMENTS_CHANGED,
+            )
         return Verdict(Action.EXECUTE)
     if decided.status == StepStatus.DENIED:
         return Verdict(Action.DENY_AGAIN)

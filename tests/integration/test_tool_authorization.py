@@ -131,6 +131,21 @@ async def test_an_approved_call_is_executed_by_the_next_claim(harness: ToolHarne
     assert (step["status"], step["decision"]["approved_by"]) == ("completed", "test-admin")
 
 
+async def test_an_approved_call_runs_only_with_the_arguments_the_human_saw(
+    harness: ToolHarness,
+) -> None:
+    run_id, _, approval = await _parked(harness)
+    await harness.decide(approval["id"], "approve")
+    _, grant = await harness.claim(run_id)
+    for changed in ({"text": "rm -rf /"}, {"text": "hello", "also": "exfiltrate"}):
+        status, body = await harness.authorize(
+            run_id, grant["epoch"], 1, "notes.write_note", changed
+        )
+        assert (status, body["error"]["code"]) == (409, "arguments_changed"), body
+    (step,) = await harness.steps(run_id)
+    assert (step["status"], step["input"]) == ("approved", {"text": "hello"})
+
+
 async def test_a_rejected_call_is_settled_with_the_reason_and_the_run_requeued(
     harness: ToolHarness,
 ) -> None:

@@ -137,7 +137,9 @@ def test_a_new_call_in_order_within_budget_goes_to_policy() -> None:
 
 
 def test_a_call_under_a_stale_lease_is_refused_before_anything_else() -> None:
-    decided = DecidedCall("notes.add", StepStatus.APPROVED, epoch=1, idempotent=False)
+    decided = DecidedCall(
+        "notes.add", StepStatus.APPROVED, epoch=1, idempotent=False, arguments={"a": 1}
+    )
     _refused_with(ErrorCode.STALE_EPOCH, fence_ask, _run(epoch=3), decided, _ask(), KEY)
 
 
@@ -158,16 +160,20 @@ def test_a_new_call_past_the_step_or_time_budget_ends_the_run() -> None:
 
 
 def test_a_step_decided_for_another_tool_is_refused() -> None:
-    decided = DecidedCall("notes.delete", StepStatus.APPROVED, epoch=2, idempotent=False)
+    decided = DecidedCall(
+        "notes.delete", StepStatus.APPROVED, epoch=2, idempotent=False, arguments={"a": 1}
+    )
     _refused_with(ErrorCode.STEP_MISMATCH, fence_ask, _run(), decided, _ask(), KEY)
 
 
 @pytest.mark.parametrize(
     "decided",
     [
-        DecidedCall("notes.add", StepStatus.APPROVED, epoch=1, idempotent=False),
-        DecidedCall("notes.add", StepStatus.STARTED, epoch=2, idempotent=False),
-        DecidedCall("notes.add", StepStatus.STARTED, epoch=1, idempotent=True),
+        DecidedCall(
+            "notes.add", StepStatus.APPROVED, epoch=1, idempotent=False, arguments={"a": 1}
+        ),
+        DecidedCall("notes.add", StepStatus.STARTED, epoch=2, idempotent=False, arguments={"a": 1}),
+        DecidedCall("notes.add", StepStatus.STARTED, epoch=1, idempotent=True, arguments={"a": 1}),
     ],
     ids=["approved by a human", "started under this lease", "idempotent, earlier lease"],
 )
@@ -175,13 +181,44 @@ def test_a_call_that_may_run_again_is_executed(decided: DecidedCall) -> None:
     assert fence_ask(_run(), decided, _ask(seq=3), KEY) == Verdict(Action.EXECUTE)
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [{"a": 2}, {"a": 1, "b": 0}, {"a": True}, {"a": 1.0}, {"a": "1"}, {}],
+)
+def test_an_approved_call_runs_only_with_the_arguments_approved(arguments: Any) -> None:
+    decided = DecidedCall(
+        "notes.add", StepStatus.APPROVED, epoch=1, idempotent=False, arguments={"a": 1}
+    )
+    _refused_with(
+        ErrorCode.ARGUMENTS_CHANGED,
+        fence_ask,
+        _run(),
+        decided,
+        _ask(seq=3, arguments=arguments),
+        KEY,
+    )
+
+
+def test_the_same_arguments_in_another_key_order_are_the_same_call() -> None:
+    approved = {"b": [1, {"y": 2, "x": 1}], "a": "é"}
+    decided = DecidedCall(
+        "notes.add", StepStatus.APPROVED, epoch=1, idempotent=False, arguments=approved
+    )
+    same = {"a": "é", "b": [1, {"x": 1, "y": 2}]}
+    assert fence_ask(_run(), decided, _ask(seq=3, arguments=same), KEY) == Verdict(Action.EXECUTE)
+
+
 def test_a_denied_call_asked_again_is_denied_again() -> None:
-    decided = DecidedCall("notes.add", StepStatus.DENIED, epoch=1, idempotent=False)
+    decided = DecidedCall(
+        "notes.add", StepStatus.DENIED, epoch=1, idempotent=False, arguments={"a": 1}
+    )
     assert fence_ask(_run(), decided, _ask(seq=3), KEY) == Verdict(Action.DENY_AGAIN)
 
 
 def test_a_one_shot_call_an_earlier_lease_started_has_an_unknown_outcome() -> None:
-    decided = DecidedCall("notes.add", StepStatus.STARTED, epoch=1, idempotent=False)
+    decided = DecidedCall(
+        "notes.add", StepStatus.STARTED, epoch=1, idempotent=False, arguments={"a": 1}
+    )
     assert fence_ask(_run(), decided, _ask(seq=3), KEY) == Verdict(Action.OUTCOME_UNKNOWN)
 
 
@@ -189,7 +226,7 @@ def test_a_one_shot_call_an_earlier_lease_started_has_an_unknown_outcome() -> No
     "status", [StepStatus.COMPLETED, StepStatus.WAITING_APPROVAL, StepStatus.OUTCOME_UNKNOWN]
 )
 def test_a_settled_or_parked_call_is_not_made(status: StepStatus) -> None:
-    decided = DecidedCall("notes.add", status, epoch=2, idempotent=True)
+    decided = DecidedCall("notes.add", status, epoch=2, idempotent=True, arguments={"a": 1})
     _refused_with(ErrorCode.STEP_SETTLED, fence_ask, _run(), decided, _ask(seq=3), KEY)
 
 

@@ -41,7 +41,7 @@ async def authorize_tool(
     async with pool.acquire() as conn, conn.transaction():
         run = await lock_running(conn, run_id, ask.epoch, key_id)
         existing = await conn.fetchrow(
-            """SELECT status, epoch, decision, tool, idempotent FROM steps
+            """SELECT status, epoch, decision, tool, idempotent, input FROM steps
                 WHERE run_id = $1 AND seq = $2""",
             run_id,
             ask.seq,
@@ -66,6 +66,7 @@ def _decided(row: asyncpg.Record) -> DecidedCall:
         status=StepStatus(row["status"]),
         epoch=row["epoch"],
         idempotent=row["idempotent"],
+        arguments=row["input"],
     )
 
 
