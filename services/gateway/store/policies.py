@@ -2,11 +2,14 @@
 
 The compiled policy in force is cached in the process, keyed by its version. A version
 never changes once written, so the cache needs no invalidation and gateways stay
-stateless: each one only asks the database which version is current.
+stateless: each one only asks the database which version is current. Reading rules back
+compiles their regexes again, which for a large policy takes hundreds of milliseconds, so
+it happens in a thread, never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -66,7 +69,7 @@ async def current_policy(
             ORDER BY version DESC LIMIT 1""",
         project,
     )
-    return None if row is None else _version(row)
+    return None if row is None else await asyncio.to_thread(_version, row)
 
 
 async def history(
@@ -80,7 +83,11 @@ async def history(
         before,
         limit,
     )
-    return [_version(r) for r in rows]
+    return await asyncio.to_thread(lambda: [_version(r) for r in rows])
+
+
+def _compile(rules: list[dict[str, object]], version: int) -> CompiledPolicy:
+    return CompiledPolicy([PolicyRule.model_validate(r) for r in rules], version)
 
 
 async def compiled_policy(conn: asyncpg.Connection, project: str) -> CompiledPolicy:
@@ -93,6 +100,6 @@ async def compiled_policy(conn: asyncpg.Connection, project: str) -> CompiledPol
         rules = await conn.fetchval(
             "SELECT rules FROM policies WHERE project = $1 AND version = $2", project, version
         )
-        cached = CompiledPolicy([PolicyRule.model_validate(r) for r in rules], version)
+        cached = await asyncio.to_thread(_compile, rules, version)
         _in_force[project] = cached
     return cached
