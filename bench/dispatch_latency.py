@@ -41,8 +41,9 @@ import httpx
 from redis.asyncio import Redis
 
 from bench.measure import closed_loop, machine, ms, open_loop, percentile, ratio, table
-from bench.stack import MODEL, Stack, add_stack_args, open_stack, read_entries, starter
+from bench.stack import MODEL, Stack, add_stack_args, open_stack, starter
 from services.contract.api import AgentCreate
+from testbed.streams import read_new
 from testbed.waiting import eventually
 
 IDLE_RATE = 2.0  # one run every 500 ms: each is alone in the system, workers idle between
@@ -136,7 +137,7 @@ async def _raw(redis_url: str, stream: str, rate: float, seconds: float) -> list
 
     async def consume() -> None:
         while len(latencies) < count:
-            entries = await read_entries(consumer, group, "c", stream, 100, 1000)
+            entries = await read_new(consumer, group, "c", stream, 100, block_ms=1000)
             now = time.perf_counter()
             latencies.extend(now - sent.pop(fields[b"job"]) for _, fields in entries)
 

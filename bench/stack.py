@@ -33,7 +33,6 @@ from pathlib import Path
 import asyncpg
 import httpx
 import yaml
-from redis.asyncio import Redis
 
 from services.contract.api import AgentCreate, Role
 from services.contract.policy import PolicySet
@@ -306,19 +305,6 @@ class Stack:
         if self._llm is not None:
             self._llm.terminate()
             self._llm.wait(10)
-
-
-Entry = tuple[bytes, dict[bytes, bytes]]
-
-
-async def read_entries(
-    redis: Redis, group: str, consumer: str, stream: str, count: int, block_ms: int
-) -> list[Entry]:
-    """`XREADGROUP` of new entries, flattened, typed as redis-py returns them."""
-    reply: list[tuple[bytes, list[Entry]]] | None = await redis.xreadgroup(  # type: ignore[assignment]
-        group, consumer, {stream: ">"}, count=count, block=block_ms
-    )
-    return [entry for _stream, entries in reply or [] for entry in entries]
 
 
 def starter(http: httpx.AsyncClient, body: dict[str, str]) -> Callable[[], Awaitable[None]]:

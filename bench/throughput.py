@@ -65,7 +65,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from bench.measure import CpuMeter, machine, ms, ratio, table
-from bench.stack import BENCH, MODEL, PROJECT, Stack, add_stack_args, open_stack, read_entries
+from bench.stack import BENCH, MODEL, PROJECT, Stack, add_stack_args, open_stack
 from services.contract.api import Agent, AgentCreate, RunCreate
 from services.contract.jobs import JobMessage, StreamNames
 from services.contract.model_catalog import ModelCatalog
@@ -85,6 +85,7 @@ from services.worker.mcp_config import StdioServer
 from services.worker.mcp_router import McpRouter
 from services.worker.retry import Backoff
 from testbed import servers
+from testbed.streams import read_new
 from testbed.waiting import eventually
 
 CLIENTS = 16
@@ -262,8 +263,8 @@ class _Baseline:
         async with self._pool.acquire() as conn:
             await create_runs(conn, [NewRun(PROJECT, agent, body, None, None, BENCH, None)])
         await self._relay.publish_batch()
-        [(entry_id, fields)] = await read_entries(
-            self._redis, self._streams.group, "baseline", self._streams.runs, 1, 10_000
+        [(entry_id, fields)] = await read_new(
+            self._redis, self._streams.group, "baseline", self._streams.runs, 1, block_ms=10_000
         )
         run_id = JobMessage.from_fields(fields).run_id
         grant = await leases.claim(self._pool, run_id, "baseline", LEASE_SECONDS, BASELINE_KEY)

@@ -10,7 +10,7 @@ caller holding thousands of runs never fetches them all at once.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
@@ -300,6 +300,6 @@ class AsyncFerrumDeck:
     async def verify_audit(self) -> Verification:
         return await self._get(Verification, "/v1/audit/verify")
 
-    def events(self, *, max_backoff: float = 5.0) -> AsyncIterator[LiveEvent]:
+    def events(self, *, max_backoff: float = 5.0) -> AsyncGenerator[LiveEvent, None]:
         """The live feed, reconnecting by itself; see `services.client.live`."""
         return live_events(self._http, max_backoff=max_backoff)

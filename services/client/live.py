@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +45,9 @@ async def live_events(
     initial_backoff: float = 0.25,
     max_backoff: float = 5.0,
     read_timeout: float = 45.0,
-) -> AsyncIterator[LiveEvent]:
+) -> AsyncGenerator[LiveEvent, None]:
+    """A generator, so a caller done with the feed can `aclose()` it (or use
+    `contextlib.aclosing`) to drop the connection now rather than when it is collected."""
     backoff = initial_backoff
     connected_before = False
     timeout = httpx.Timeout(10.0, read=read_timeout)

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from services.contract.runs import TERMINAL_STATUSES
 from services.devstack.demo_llm import Reply
+from testbed.streams import entries
 from testbed.waiting import eventually
 from tests.chaos.conftest import TUNING
 from tests.chaos.invariants import assert_invariants
@@ -26,15 +27,15 @@ TERMINAL = {status.value for status in TERMINAL_STATUSES}
 async def _deliveries(stack: ChaosStack, run_id: str) -> str:
     """How the run's jobs stand in Redis and how often it was re-published: the evidence
     when it is not dead-lettered."""
-    redis = Redis.from_url(stack.redis_url, decode_responses=True)
+    redis = Redis.from_url(stack.redis_url)
     try:
-        entries = await redis.xrange(stack.streams.runs)
+        found = await entries(redis, stack.streams.runs)
         pending = await redis.xpending_range(
             stack.streams.runs, stack.streams.group, min="-", max="+", count=1000
         )
     finally:
         await redis.aclose()
-    ids = {entry_id for entry_id, fields in entries if fields["run_id"] == run_id}
+    ids = {entry_id for entry_id, fields in found if fields[b"run_id"] == run_id.encode()}
     mine = [(p["message_id"], p["times_delivered"]) for p in pending if p["message_id"] in ids]
     republished = await stack.db.fetchval(
         "SELECT count(*) FROM audit_events WHERE target = $1 AND action = 'run.republished'",

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from services.contract.jobs import JobMessage, JobReason, StreamNames
 from services.devstack.demo_llm import Reply
+from testbed.streams import append
 from testbed.waiting import eventually
 from tests.conftest import PRICE_IN, PRICE_OUT
 from tests.e2e.conftest import Stack
@@ -113,10 +114,10 @@ async def test_duplicate_stream_messages_execute_the_run_once(stack: Stack, redi
     streams = StreamNames(stack.prefix)
     duplicate = JobMessage(run_id=uuid.UUID(run_id), reason=JobReason.REQUEUED).to_fields()
     for _ in range(5):
-        await redis.xadd(streams.runs, duplicate)  # type: ignore[arg-type]
+        await append(redis, streams.runs, duplicate)
     run = await wait_finished(stack, run_id)
     for _ in range(3):
-        await redis.xadd(streams.runs, duplicate)  # type: ignore[arg-type]
+        await append(redis, streams.runs, duplicate)
     await eventually(
         lambda: redis.xpending(streams.runs, streams.group), lambda p: p["pending"] == 0
     )

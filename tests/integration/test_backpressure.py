@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
+from testbed.streams import read_new
 from testbed.waiting import eventually
 from tests.support.harness import ToolHarness
 
@@ -45,13 +46,10 @@ async def test_runs_are_refused_while_the_backlog_is_past_its_bound(
         queue = await (await client.get("/v1/queue", headers=admin)).get_json()
         assert (queue["lag"], queue["max_lag"], queue["accepting_runs"]) == (3, 2, False)
 
-        entries = await redis.xreadgroup(
-            settings.streams.group, "drainer", {settings.streams.runs: ">"}, count=10
+        delivered = await read_new(
+            redis, settings.streams.group, "drainer", settings.streams.runs, count=10
         )
-        for _stream, delivered in entries:
-            await redis.xack(
-                settings.streams.runs, settings.streams.group, *[i for i, _ in delivered]
-            )
+        await redis.xack(settings.streams.runs, settings.streams.group, *[i for i, _ in delivered])
         again = await client.post("/v1/runs", json={"agent": agent, "input": "y"}, headers=admin)
         assert again.status_code == 202
 

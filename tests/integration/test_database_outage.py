@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from services.client import CONNECTED, AsyncFerrumDeck, LiveEvent
 from services.gateway.errors import outage
 from services.gateway.settings import GatewaySettings
+from testbed.streams import entries
 from testbed.waiting import eventually
 from tests.support.fault_proxy import FaultProxy
 from tests.support.gateway_server import ServedGateway, serve_gateway
@@ -74,8 +75,8 @@ def _unavailable(response: httpx.Response) -> None:
 
 
 async def _published(redis: Redis, settings: GatewaySettings, run_id: str) -> bool:
-    entries = await redis.xrange(settings.streams.runs)
-    return any(fields[b"run_id"].decode() == run_id for _, fields in entries)
+    found = await entries(redis, settings.streams.runs)
+    return any(fields[b"run_id"].decode() == run_id for _, fields in found)
 
 
 async def _next(events: AsyncIterator[LiveEvent], name: str, run_id: str | None = None) -> None:

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from services.client import AsyncFerrumDeck, Conflict
 from services.contract.jobs import DeadLetter, JobMessage, JobReason
 from services.gateway.settings import GatewaySettings
+from testbed.streams import append, entries
 from testbed.waiting import eventually
 from tests.support.gateway_server import ServedGateway, serve_gateway
 from tests.support.harness import ToolHarness
@@ -52,7 +53,7 @@ async def _set_aside(redis: Redis, settings: GatewaySettings, run_id: str) -> No
         worker_id="w-dlq",
         fields=json.dumps({"run_id": run_id, "reason": "created"}),
     )
-    await redis.xadd(settings.streams.dead_letter, entry.to_fields())  # type: ignore[arg-type]
+    await append(redis, settings.streams.dead_letter, entry.to_fields())
 
 
 async def _listed(harness: ToolHarness, query: str) -> list[str]:
@@ -116,10 +117,11 @@ async def test_a_run_whose_worker_died_can_be_dead_lettered_but_not_one_being_wo
     await _expire_lease(db, run_id)
     assert (await _dead_letter(harness, run_id))[0] == 204
     assert (await harness.get(run_id))["status"] == "failed"
-    for action, report in [
+    late: list[tuple[str, dict[str, Any]]] = [
         ("heartbeat", {"epoch": epoch}),
         ("complete", {"epoch": epoch, "output": "too late"}),
-    ]:
+    ]
+    for action, report in late:
         status, refused = await harness.call(run_id, action, report)
         assert (status, refused["error"]["code"]) == (409, "run_not_running"), action
 
@@ -172,7 +174,7 @@ async def test_an_operator_requeues_a_dead_lettered_run_and_it_resumes_where_it_
     assert event["actor"].startswith("test-admin (")
     assert run_id not in await _listed(harness, "dead_lettered=true")
 
-    left = await redis.xrange(settings.streams.dead_letter)
+    left = await entries(redis, settings.streams.dead_letter)
     assert [DeadLetter.from_fields(f).run_id for _, f in left] == [uuid.UUID(bystander)]
     assert await _dead_letter_depth(harness) == 1
     requeued = JobMessage(run_id=uuid.UUID(run_id), reason=JobReason.REQUEUED)
@@ -185,7 +187,7 @@ async def test_an_operator_requeues_a_dead_lettered_run_and_it_resumes_where_it_
 
 
 async def _jobs(redis: Redis, settings: GatewaySettings) -> list[JobMessage]:
-    return [JobMessage.from_fields(f) for _, f in await redis.xrange(settings.streams.runs)]
+    return [JobMessage.from_fields(f) for _, f in await entries(redis, settings.streams.runs)]
 
 
 async def test_only_dead_lettered_runs_can_be_requeued(harness: ToolHarness) -> None:

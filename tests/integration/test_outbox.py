@@ -17,6 +17,7 @@ from services.devstack.embedded import EmbeddedValkey, free_port
 from services.gateway.app import create_app
 from services.gateway.outbox import OutboxRelay
 from services.gateway.settings import GatewaySettings
+from testbed.streams import entries
 from testbed.waiting import eventually
 
 
@@ -57,12 +58,12 @@ async def test_a_run_created_while_redis_is_down_is_published_when_it_returns(
         servers[-1].start()
         redis = Redis.from_url(url)
         try:
-            entries = await eventually(
-                lambda: redis.xrange(settings.streams.runs), lambda e: len(e) > 0, within=15
+            found = await eventually(
+                lambda: entries(redis, settings.streams.runs), lambda e: len(e) > 0, within=15
             )
         finally:
             await redis.aclose()
-        assert [f[b"run_id"].decode() for _, f in entries] == [str(run_id)]
+        assert [f[b"run_id"].decode() for _, f in found] == [str(run_id)]
         await eventually(
             lambda: db.fetchval("SELECT count(*) FROM outbox WHERE run_id = $1", run_id),
             lambda n: n == 0,
@@ -87,7 +88,6 @@ async def test_relays_side_by_side_publish_every_row_exactly_once(
 
     counts = await asyncio.gather(*(drain(r) for r in relays))
     assert all(counts), "every relay took a share"
-    entries = await redis.xrange(streams.runs)
     ours = set(run_ids)
-    published = [uuid.UUID(f[b"run_id"].decode()) for _, f in entries]
+    published = [uuid.UUID(f[b"run_id"].decode()) for _, f in await entries(redis, streams.runs)]
     assert sorted(p for p in published if p in ours) == sorted(run_ids)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from quart.typing import TestClientProtocol as Client
 
 from tests.support.harness import ToolHarness
 
-RULES = [
+RULES: list[dict[str, Any]] = [
     {"id": "r1", "agent": "*", "tool": "time.*", "effect": "allow"},
     {"id": "r2", "tool": "notes.write_note", "effect": "require_approval"},
     {

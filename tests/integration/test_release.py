@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from services.contract.jobs import JobMessage, JobReason
 from services.gateway.settings import GatewaySettings
+from testbed.streams import entries
 from testbed.waiting import eventually
 from tests.support.harness import ToolHarness
 
@@ -20,8 +21,8 @@ async def _release(harness: ToolHarness, run_id: str, epoch: int, **fields: Any)
 
 
 async def _jobs(redis: Redis, settings: GatewaySettings, run_id: str) -> list[JobReason]:
-    entries = await redis.xrange(settings.streams.runs)
-    jobs = [JobMessage.from_fields(fields) for _, fields in entries]
+    found = await entries(redis, settings.streams.runs)
+    jobs = [JobMessage.from_fields(fields) for _, fields in found]
     return [job.reason for job in jobs if str(job.run_id) == run_id]
 
 

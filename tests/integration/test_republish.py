@@ -13,13 +13,14 @@ from redis.asyncio import Redis
 from services.gateway.job_presence import jobs_waiting
 from services.gateway.settings import GatewaySettings
 from services.gateway.store.runs import republish_stale
+from testbed.streams import entries
 from testbed.waiting import eventually
 from tests.support.harness import ToolHarness
 
 
 async def _published(redis: Redis, settings: GatewaySettings, run_id: str) -> int:
-    entries = await redis.xrange(settings.streams.runs)
-    return sum(1 for _, fields in entries if fields[b"run_id"].decode() == run_id)
+    found = await entries(redis, settings.streams.runs)
+    return sum(1 for _, fields in found if fields[b"run_id"].decode() == run_id)
 
 
 def _waiting(redis: Redis, settings: GatewaySettings) -> Callable[[list[str]], Awaitable[set[str]]]:

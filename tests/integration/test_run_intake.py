@@ -24,6 +24,7 @@ from services.gateway.run_intake import RunIntake
 from services.gateway.settings import GatewaySettings
 from services.gateway.store.agents import create_version
 from services.gateway.store.runs import NewRun, create_runs
+from testbed.streams import entries
 from testbed.waiting import eventually
 
 TESTER = Actor.system("intake test")
@@ -98,8 +99,8 @@ async def _post(
 
 
 async def _published(redis: Redis, settings: GatewaySettings) -> Counter[str]:
-    entries = await redis.xrange(settings.streams.runs)
-    return Counter(fields[b"run_id"].decode() for _, fields in entries)
+    found = await entries(redis, settings.streams.runs)
+    return Counter(fields[b"run_id"].decode() for _, fields in found)
 
 
 async def _created_events(db: asyncpg.Pool, run_ids: list[str]) -> list[asyncpg.Record]:

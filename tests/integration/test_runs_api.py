@@ -10,6 +10,7 @@ from quart.typing import TestClientProtocol as Client
 from redis.asyncio import Redis
 
 from services.gateway.settings import GatewaySettings
+from testbed.streams import entries
 from testbed.waiting import eventually
 
 
@@ -31,8 +32,8 @@ async def _stream_run_ids(redis: Redis, settings: GatewaySettings, expect: int) 
     """The run ids published so far, once there are at least `expect` of them."""
 
     async def published() -> list[str]:
-        entries = await redis.xrange(settings.streams.runs)
-        return [fields[b"run_id"].decode() for _, fields in entries]
+        found = await entries(redis, settings.streams.runs)
+        return [fields[b"run_id"].decode() for _, fields in found]
 
     return await eventually(published, lambda ids: len(ids) >= expect)
 

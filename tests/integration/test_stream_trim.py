@@ -8,21 +8,21 @@ from redis.asyncio import Redis
 
 from services.gateway.settings import GatewaySettings
 from services.gateway.stream_trim import StreamId, trim_runs_stream
+from testbed.streams import append, entries, read_new
 from testbed.waiting import eventually
 from tests.support.harness import Harness
 
 
 async def _publish(redis: Redis, stream: str, count: int) -> list[bytes]:
-    return [await redis.xadd(stream, {"n": str(n)}) for n in range(count)]
+    return [await append(redis, stream, {"n": str(n)}) for n in range(count)]
 
 
 async def _left(redis: Redis, stream: str) -> list[bytes]:
-    return [entry_id for entry_id, _ in await redis.xrange(stream)]
+    return [entry_id for entry_id, _ in await entries(redis, stream)]
 
 
 async def _deliver(redis: Redis, stream: str, group: str, count: int) -> list[bytes]:
-    reply = await redis.xreadgroup(group, "worker-a", {stream: ">"}, count=count)
-    return [entry_id for entry_id, _ in reply[0][1]]
+    return [entry_id for entry_id, _ in await read_new(redis, group, "worker-a", stream, count)]
 
 
 async def test_only_entries_acknowledged_below_the_oldest_pending_are_trimmed(

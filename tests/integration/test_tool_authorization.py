@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import asyncpg
 
@@ -86,7 +87,7 @@ async def test_loop_guard_denies_the_third_identical_call_in_a_row(harness: Tool
     assert other["verdict"] == "execute"
 
 
-async def _parked(harness: ToolHarness, **rule: object) -> tuple[str, int, dict[str, object]]:
+async def _parked(harness: ToolHarness, **rule: object) -> tuple[str, int, dict[str, Any]]:
     await harness.policy(ALLOW_TIME, {**APPROVE_NOTES, **rule})
     run_id, epoch = await harness.running(tools=["notes.*", "time.*"])
     _, verdict = await harness.authorize(run_id, epoch, 1, "notes.write_note", {"text": "hello"})

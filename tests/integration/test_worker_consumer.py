@@ -32,6 +32,7 @@ from services.worker.gateway_client import GatewayClient
 from services.worker.llm import LLM
 from services.worker.mcp_router import McpRouter
 from services.worker.retry import Backoff
+from testbed.streams import append, entries
 from testbed.waiting import eventually
 from tests.support.fault_proxy import FaultProxy
 from tests.support.gateway_server import serve_gateway
@@ -82,11 +83,11 @@ class Stack:
     async def job_of(self, run_id: str) -> bytes:
         """The id of the stream entry the gateway published for the run."""
 
-        async def entries() -> list[bytes]:
-            found = await self.redis.xrange(self.streams.runs)
+        async def published() -> list[bytes]:
+            found = await entries(self.redis, self.streams.runs)
             return [i for i, fields in found if fields.get(b"run_id") == run_id.encode()]
 
-        return (await eventually(entries, lambda ids: len(ids) == 1))[0]
+        return (await eventually(published, lambda ids: len(ids) == 1))[0]
 
     async def pending(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = await self.redis.xpending_range(
@@ -95,7 +96,7 @@ class Stack:
         return found
 
     async def dead_letters(self) -> list[DeadLetter]:
-        found = await self.redis.xrange(self.streams.dead_letter)
+        found = await entries(self.redis, self.streams.dead_letter)
         return [DeadLetter.from_fields(fields) for _id, fields in found]
 
     async def llm_calls(self, prompt: str) -> int:
@@ -317,7 +318,7 @@ async def test_a_malformed_entry_lands_in_the_dead_letters_with_its_fields(
     stack: Stack, fields: dict[str, Any], raw: dict[str, str], why: str
 ) -> None:
     await stack.ensure_group()
-    entry_id = await stack.redis.xadd(stack.streams.runs, fields)
+    entry_id = await append(stack.redis, stack.streams.runs, fields)
     before = dead_lettered("malformed")
     async with worker(stack):
         (letter,) = await eventually(stack.dead_letters, lambda found: len(found) == 1)
@@ -400,9 +401,10 @@ async def test_an_over_delivered_job_of_an_unknown_run_lands_in_the_dead_letters
 ) -> None:
     await stack.ensure_group()
     stray = uuid.uuid4()
-    entry_id = await stack.redis.xadd(
+    entry_id = await append(
+        stack.redis,
         stack.streams.runs,
-        JobMessage(run_id=stray, reason=JobReason.CREATED).to_fields(),  # type: ignore[arg-type]
+        JobMessage(run_id=stray, reason=JobReason.CREATED).to_fields(),
     )
     await over_deliver(stack, entry_id, 9)
     async with worker(stack, reclaim_idle_seconds=0.2):
@@ -575,8 +577,8 @@ async def test_jobs_read_as_the_stop_comes_are_put_back_for_another_worker(
     assert stack.llm.calls[prompt] == 0
     assert (await stack.get(run_id))["status"] == "queued"
     assert await stack.pending() == []
-    entries = await stack.redis.xrange(stack.streams.runs)
-    assert [f[b"run_id"] for _id, f in entries] == [run_id.encode(), run_id.encode()]
+    found = await entries(stack.redis, stack.streams.runs)
+    assert [f[b"run_id"] for _id, f in found] == [run_id.encode(), run_id.encode()]
 
     async with worker(stack, "staying"):
         run = await stack.finished(run_id)

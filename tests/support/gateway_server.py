@@ -52,7 +52,7 @@ async def serve_gateway(settings: GatewaySettings, port: int = 0) -> AsyncIterat
     config.graceful_timeout = 1.0
     app = create_app(settings)
     stop = asyncio.Event()
-    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
     url = f"http://127.0.0.1:{bound}"
     try:
         while "ferrumdeck.events" not in app.extensions:

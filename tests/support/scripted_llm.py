@@ -65,7 +65,7 @@ async def serve_llm(llm: ScriptedLLM) -> AsyncIterator[str]:
     config.errorlog = None
     stop = asyncio.Event()
     task = asyncio.create_task(
-        serve(create_llm_app(llm.respond), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        serve(create_llm_app(llm.respond), config, shutdown_trigger=stop.wait)
     )
     try:
         yield f"http://127.0.0.1:{port}/v1"

@@ -27,9 +27,8 @@ async def served(settings: GatewaySettings) -> AsyncIterator[ServedGateway]:
 
 @pytest.fixture
 def deck(served: ServedGateway, admin_key: str) -> Callable[..., FerrumDeckApp]:
-    def make(url: str | None = None, key: str | None = None, **kwargs: object) -> FerrumDeckApp:
-        client = AsyncFerrumDeck(url or served.url, key or admin_key)
-        return FerrumDeckApp(client, **kwargs)
+    def make(url: str | None = None, key: str | None = None) -> FerrumDeckApp:
+        return FerrumDeckApp(AsyncFerrumDeck(url or served.url, key or admin_key))
 
     return make
 

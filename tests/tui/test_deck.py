@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Input, Static
 
 from services.client import AsyncFerrumDeck
@@ -34,7 +35,10 @@ def static(app: FerrumDeckApp, selector: str) -> str:
 
 def row_keys(app: FerrumDeckApp, selector: str) -> list[str]:
     found = table(app, selector)
-    return [str(found.coordinate_to_cell_key((i, 0)).row_key.value) for i in range(found.row_count)]
+    return [
+        str(found.coordinate_to_cell_key(Coordinate(i, 0)).row_key.value)
+        for i in range(found.row_count)
+    ]
 
 
 async def parked_call(harness: ToolHarness, agent: str, text: str) -> str:

@@ -42,7 +42,7 @@ def spelled_out(source: str) -> Iterator[tuple[int, str]]:
         elif isinstance(node, ast.Compare):
             sides = [node.left, *node.comparators]
             names = any(isinstance(side, ast.Attribute) and side.attr == "name" for side in sides)
-            literals = {_literal(side) for side in sides} & EVENT_NAMES
+            literals = EVENT_NAMES & {_literal(side) for side in sides}
             if names and literals:
                 yield node.lineno, f"event name compared with {sorted(literals)}"
 
