@@ -3,6 +3,7 @@ final step that completes its run."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -276,3 +277,21 @@ async def test_only_worker_keys_reach_the_worker_api(harness: Harness) -> None:
         f"/v1/worker/runs/{run_id}/claim", json={"worker_id": "x"}, headers=harness.admin
     )
     assert response.status_code == 401
+
+
+async def test_a_report_repeated_while_the_first_is_written_is_a_replay(
+    harness: Harness,
+) -> None:
+    """A worker that repeats a callback after a 502 or a dropped connection may send it
+    while the first is still being written: the second waits for the run's lock and must
+    then see the step the first recorded, not refuse it as out of order."""
+    for final in (None, "the answer"):
+        run_id = await harness.run()
+        _, grant = await harness.claim(run_id)
+        fields = {"usage": usage(5, 5, 0.1), "final_output": final}
+        answers = await asyncio.gather(
+            *(harness.step(run_id, grant["epoch"], 1, **fields) for _ in range(2))
+        )
+        assert sorted(status for status, _ in answers) == [200, 200], answers
+        assert sorted(body["replayed"] for _, body in answers) == [False, True]
+        assert (await harness.get(run_id))["usage"] == usage(5, 5, 0.1)

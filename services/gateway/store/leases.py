@@ -300,6 +300,12 @@ async def _record_step(
     if run is None:
         raise NotFound(f"no run {run_id}")
     recorded = run["step_status"]
+    if recorded is None and run["steps_count"] >= report.seq:
+        # Written by a report that held the lock while this statement waited for it: the
+        # locked row is read as it is now, the step as it was when the statement began.
+        recorded = await conn.fetchval(
+            "SELECT status FROM steps WHERE run_id = $1 AND seq = $2", run_id, report.seq
+        )
     fenced = locked(run)
     verdict = fence_report(
         fenced, None if recorded is None else StepStatus(recorded), report, key_id
