@@ -263,3 +263,13 @@ async def test_the_worker_ends_a_run_over_budget_before_a_model_call(harness: To
     assert (await harness.call(run_id, "fail", body))[0] == 204
     run = await harness.get(run_id)
     assert (run["status"], run["error"], run["steps_count"]) == ("budget_exceeded", error, 0)
+
+
+async def test_asking_to_call_a_tool_at_a_model_call_step_is_a_mismatch(
+    harness: ToolHarness,
+) -> None:
+    await harness.policy({"id": "notes", "tool": "notes.*", "effect": "allow"})
+    run_id, epoch = await harness.running(tools=["notes.*"])
+    assert (await harness.step(run_id, epoch, 1))[0] == 200
+    status, body = await harness.authorize(run_id, epoch, 1, "notes.write_note", {"text": "x"})
+    assert (status, body["error"]["code"]) == (409, "step_mismatch"), body
