@@ -87,7 +87,7 @@ def refusal(status: str, current_epoch: int, epoch: int) -> Conflict:
 
 
 def holds(run: LockedRun, epoch: int, key_id: uuid.UUID) -> bool:
-    return run.epoch == epoch and run.lease_key is not None and run.lease_key == key_id
+    return run.epoch == epoch and run.lease_key == key_id
 
 
 def check_lease(run: LockedRun, epoch: int, key_id: uuid.UUID) -> None:

@@ -32,7 +32,7 @@ from services.gateway.audit import APPEND, Actor, record, request_id
 from services.gateway.db.named_statement import NamedStatement
 from services.gateway.errors import Conflict, NotFound
 from services.gateway.outbox import enqueue
-from services.gateway.step_fence import Action, LockedRun, fence_report, refusal
+from services.gateway.step_fence import Action, LockedRun, check_lease, fence_report, refusal
 from services.gateway.store.agents import get_version
 from services.gateway.store.runs import RUN_COLUMNS, to_run
 
@@ -218,8 +218,7 @@ async def lock_running(
     run = await conn.fetchrow(_LOCK_RUN, run_id)
     if run is None:
         raise NotFound(f"no run {run_id}")
-    if run["status"] != RunStatus.RUNNING or run["epoch"] != epoch or run["lease_key"] != key_id:
-        raise _refused(run, epoch)
+    check_lease(locked(run), epoch, key_id)
     return run
 
 
