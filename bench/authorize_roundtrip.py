@@ -32,7 +32,7 @@ from bench.measure import machine, ms, percentile, ratio, table
 from bench.stack import MODEL, Stack, add_stack_args, open_stack
 from services.contract.api import AgentCreate
 from services.contract.runs import Budget
-from services.contract.worker_api import ToolAuthorization
+from services.contract.worker_api import LeaseBody, ToolAuthorization
 from services.gateway.db.connections import create_pool
 from services.gateway.store.authorizations import authorize_tool
 from services.worker.gateway_client import GatewayClient
@@ -43,28 +43,33 @@ ARGS = {"query": "ferrumdeck", "limit": 10}
 
 async def _claimed_runs(
     stack: Stack, gateway: GatewayClient, count: int
-) -> list[tuple[uuid.UUID, int]]:
+) -> list[tuple[uuid.UUID, LeaseBody]]:
     claimed = []
     async with stack.api() as api:
         for _ in range(count):
             response = await api.post("/v1/runs", json={"agent": "bench", "input": "authorize"})
             run_id = uuid.UUID(response.json()["id"])
             grant = await gateway.claim(run_id, "bench-worker")
-            claimed.append((run_id, grant.epoch))
+            claimed.append((run_id, grant.lease))
     return claimed
 
 
 def _asks(
-    runs: list[tuple[uuid.UUID, int]], per_run: int
+    runs: list[tuple[uuid.UUID, LeaseBody]], per_run: int
 ) -> list[tuple[uuid.UUID, ToolAuthorization]]:
     return [
         (
             run_id,
             ToolAuthorization(
-                epoch=epoch, seq=seq, tool=TOOL, tool_call_id=f"call_{seq}", arguments=ARGS
+                epoch=lease.epoch,
+                lease_token=lease.lease_token,
+                seq=seq,
+                tool=TOOL,
+                tool_call_id=f"call_{seq}",
+                arguments=ARGS,
             ),
         )
-        for run_id, epoch in runs
+        for run_id, lease in runs
         for seq in range(1, per_run + 1)
     ]
 

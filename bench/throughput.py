@@ -71,7 +71,7 @@ from services.contract.jobs import JobMessage, StreamNames
 from services.contract.model_catalog import ModelCatalog
 from services.contract.policy import PolicySet
 from services.contract.runs import ModelParams, StepKind, StepStatus, Usage
-from services.contract.worker_api import StepReport, ToolAuthorization
+from services.contract.worker_api import LeaseBody, StepReport, ToolAuthorization
 from services.gateway.db.connections import connect, create_pool
 from services.gateway.db.migrations import migrate
 from services.gateway.outbox import OutboxRelay
@@ -212,13 +212,14 @@ class _Baseline:
         )
 
     async def _llm_step(
-        self, run_id: uuid.UUID, epoch: int, seq: int, prompt: str, *, final: bool
+        self, run_id: uuid.UUID, lease: LeaseBody, seq: int, prompt: str, *, final: bool
     ) -> None:
         """A model call's step report; the final one completes the run."""
         messages = [{"role": "user", "content": prompt}]
         now = datetime.now(UTC)
         report = StepReport(
-            epoch=epoch,
+            epoch=lease.epoch,
+            lease_token=lease.lease_token,
             seq=seq,
             kind=StepKind.LLM_CALL,
             status=StepStatus.COMPLETED,
@@ -232,9 +233,10 @@ class _Baseline:
         )
         await leases.record_step(self._pool, run_id, report, LEASE_SECONDS, BASELINE_KEY)
 
-    async def _tool_step(self, run_id: uuid.UUID, epoch: int, seq: int) -> None:
+    async def _tool_step(self, run_id: uuid.UUID, lease: LeaseBody, seq: int) -> None:
         ask = ToolAuthorization(
-            epoch=epoch,
+            epoch=lease.epoch,
+            lease_token=lease.lease_token,
             seq=seq,
             tool=TOOL,
             tool_call_id=f"call_{seq}",
@@ -244,7 +246,8 @@ class _Baseline:
         await authorize_tool(self._pool, run_id, ask, BASELINE_KEY)
         now = datetime.now(UTC)
         report = StepReport(
-            epoch=epoch,
+            epoch=lease.epoch,
+            lease_token=lease.lease_token,
             seq=seq,
             kind=StepKind.TOOL_CALL,
             status=StepStatus.COMPLETED,
@@ -271,10 +274,10 @@ class _Baseline:
         seq = 1
         for turn in range(tool_calls + 1):
             final = turn == tool_calls
-            await self._llm_step(run_id, grant.epoch, seq, prompt, final=final)
+            await self._llm_step(run_id, grant.lease, seq, prompt, final=final)
             seq += 1
             if not final:
-                await self._tool_step(run_id, grant.epoch, seq)
+                await self._tool_step(run_id, grant.lease, seq)
                 seq += 1
         await self._redis.xack(self._streams.runs, self._streams.group, entry_id)
 

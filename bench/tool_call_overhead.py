@@ -134,12 +134,18 @@ async def bench(calls: int) -> None:
             await _timed(bare, partial(router.call, TOOL, ARGS))
             started = time.perf_counter()
             ask = ToolAuthorization(
-                epoch=grant.epoch, seq=seq, tool=TOOL, tool_call_id=f"c{seq}", arguments=ARGS
+                epoch=grant.epoch,
+                lease_token=grant.lease_token,
+                seq=seq,
+                tool=TOOL,
+                tool_call_id=f"c{seq}",
+                arguments=ARGS,
             )
             await _timed(authorize, partial(gateway.authorize_tool, run_id, ask))
             outcome = await router.call(TOOL, ARGS)
             step = StepReport(
                 epoch=grant.epoch,
+                lease_token=grant.lease_token,
                 seq=seq,
                 kind=StepKind.TOOL_CALL,
                 status=StepStatus.COMPLETED,

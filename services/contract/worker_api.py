@@ -1,8 +1,11 @@
 """Bodies of the worker callback API (`/v1/worker/*`).
 
-Every callback after the claim carries the lease `epoch` it was granted. The gateway
-refuses (409) any callback whose epoch is not the run's current one, which is what makes a
-duplicate job message or a worker that lost its lease harmless.
+Every callback after the claim presents the lease it was granted (`LeaseBody`): the
+`epoch` and the `lease_token`. The gateway refuses (409) any callback whose epoch is not
+the run's current one, which is what makes a duplicate job message or a worker that lost
+its lease harmless, and any whose token is not the one this claim returned, which is
+what makes a worker key shared by a fleet (or stolen from it) no master key: a lease is
+usable only by the process that claimed it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ class ClaimRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     worker_id: str = Field(min_length=1, max_length=200)
+
+
+LEASE_TOKEN_CHARS = 43
+"""A lease token: 32 random bytes, base64url without padding."""
 
 
 class AgentSpec(BaseModel):
@@ -59,6 +66,8 @@ class ClaimGrant(BaseModel):
 
     run_id: uuid.UUID
     epoch: int
+    lease_token: str = Field(repr=False)
+    """Presented with every later callback of this lease; known only to this claim."""
     lease_expires_at: datetime
     agent: AgentSpec
     input: str
@@ -66,11 +75,18 @@ class ClaimGrant(BaseModel):
     spent: Spent
     started_at: datetime
 
+    @property
+    def lease(self) -> LeaseBody:
+        return LeaseBody(epoch=self.epoch, lease_token=self.lease_token)
 
-class EpochBody(BaseModel):
+
+class LeaseBody(BaseModel):
+    """The lease a callback acts under; alone, the body of a heartbeat."""
+
     model_config = ConfigDict(extra="forbid")
 
     epoch: int = Field(ge=1)
+    lease_token: str = Field(min_length=LEASE_TOKEN_CHARS, max_length=LEASE_TOKEN_CHARS, repr=False)
 
 
 class LeaseInfo(BaseModel):
@@ -80,7 +96,7 @@ class LeaseInfo(BaseModel):
 WORKER_STEP_KINDS = frozenset({StepKind.LLM_CALL, StepKind.TOOL_CALL})
 
 
-class StepReport(BaseModel):
+class StepReport(LeaseBody):
     """One step, reported when it starts (status `started`) or when it ends.
 
     Reporting the same `seq` again is idempotent: a finished step is never recorded twice,
@@ -91,9 +107,6 @@ class StepReport(BaseModel):
     same report replayed (its answer lost) is acknowledged as `replayed`.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    epoch: int = Field(ge=1)
     seq: int = Field(ge=1)
     kind: StepKind
     status: StepStatus
@@ -136,30 +149,21 @@ class StepAck(BaseModel):
     spent: Spent
 
 
-class CompleteReport(BaseModel):
+class CompleteReport(LeaseBody):
     """Completes a run whose last recorded step already is its answer: a run resumed by
     another lease. A fresh answer completes the run with its step (`final_output`)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    epoch: int = Field(ge=1)
     output: str = Field(max_length=1_000_000)
 
 
-class FailReport(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    epoch: int = Field(ge=1)
+class FailReport(LeaseBody):
     status: Literal["failed", "budget_exceeded"] = "failed"
     error: str = Field(min_length=1, max_length=10_000)
 
 
-class ToolAuthorization(BaseModel):
+class ToolAuthorization(LeaseBody):
     """Asked before each tool call; the gateway decides by policy and records the step."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    epoch: int = Field(ge=1)
     seq: int = Field(ge=1)
     tool: str = Field(min_length=3, max_length=200)
     tool_call_id: str = Field(min_length=1, max_length=200)
@@ -184,13 +188,10 @@ class CatalogueReport(BaseModel):
     tools: list[ToolSpec] = Field(max_length=5000)
 
 
-class ReleaseReport(BaseModel):
+class ReleaseReport(LeaseBody):
     """A worker shutting down hands a run back: the lease is dropped and the run queued
     again at once, so another worker continues it from its recorded steps."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    epoch: int = Field(ge=1)
     reason: str = Field(default="worker shutting down", min_length=1, max_length=1000)
 
 

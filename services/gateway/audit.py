@@ -52,8 +52,10 @@ class Actor:
         return cls(name, ActorKind.KEY, key_id)
 
     @classmethod
-    def worker(cls, worker_id: str | None) -> Actor:
-        return cls(worker_id or "unknown worker", ActorKind.WORKER)
+    def worker(cls, worker_id: str | None, key_id: uuid.UUID | None = None) -> Actor:
+        """A worker, by the key it authenticated with; the name it gives itself is a
+        label, since any process holding the key can give any name."""
+        return cls(worker_id or "unknown worker", ActorKind.WORKER, key_id)
 
     @classmethod
     def system(cls, component: str) -> Actor:

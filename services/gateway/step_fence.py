@@ -1,14 +1,14 @@
 """The fence every step report and tool-call authorisation passes, as pure decisions.
 
 What a worker may do to a run is decided from the run's row, read under its lock:
-whether the worker's lease epoch is the run's current one and its key the one that
-claimed it (a second worker key holds no lease it did not claim, whatever epoch it
-presents), whether the step it names was already recorded (a replay after a lost answer
-is acknowledged as it stands, never recorded twice), whether steps come in order,
-whether a tool call was authorised before it is reported, and whether the run's budget
-allows another step. The store reads the facts and carries out the verdict; the rules
-themselves live here, with no database, so each is tested on its own
-(`tests/unit/test_step_fence.py`).
+whether the lease it presents is the run's current one — the epoch, the token the claim
+returned, and the worker key that claimed it (a second worker key, or a second process
+sharing the key, holds no lease it did not claim, whatever epoch it presents) — whether
+the step it names was already recorded (a replay after a lost answer is acknowledged as
+it stands, never recorded twice), whether steps come in order, whether a tool call was
+authorised before it is reported, and whether the run's budget allows another step. The
+store reads the facts and carries out the verdict; the rules themselves live here, with
+no database, so each is tested on its own (`tests/unit/test_step_fence.py`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from typing import Any
 from services.contract.budget import steps_or_time_breach
 from services.contract.errors import ErrorCode
 from services.contract.runs import Budget, RunStatus, StepKind, StepStatus
-from services.contract.worker_api import StepReport, ToolAuthorization
+from services.contract.worker_api import LeaseBody, StepReport, ToolAuthorization
 from services.gateway.errors import Conflict
+from services.gateway.lease_tokens import matches
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,21 @@ class LockedRun:
     budget: Budget
     elapsed_seconds: float
     lease_key: uuid.UUID | None  # the worker key that claimed it (None: claimed by none)
+    lease_token_digest: bytes | None  # of the token the claim returned
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who a callback says holds the lease: the epoch and token it presents, and the
+    worker key it was sent with."""
+
+    epoch: int
+    token: str
+    key_id: uuid.UUID
+
+    @classmethod
+    def of(cls, body: LeaseBody, key_id: uuid.UUID) -> Holder:
+        return cls(body.epoch, body.lease_token, key_id)
 
 
 @dataclass(frozen=True)
@@ -67,8 +83,8 @@ class Verdict:
 
 def refusal(status: str, current_epoch: int, epoch: int) -> Conflict:
     """Why a callback under `epoch` is refused by a run at `current_epoch` in `status`
-    (running at that epoch: then by another key). The live epoch is never told: it would
-    be the one thing a caller without the lease lacks."""
+    (running at that epoch: then by another key or another claim). The live epoch is
+    never told: it would be the one thing a caller without the lease lacks."""
     if current_epoch != epoch:
         return Conflict(
             f"lease epoch {epoch} is stale", code=ErrorCode.STALE_EPOCH, details={"status": status}
@@ -80,20 +96,24 @@ def refusal(status: str, current_epoch: int, epoch: int) -> Conflict:
             details={"status": status},
         )
     return Conflict(
-        "the run's lease is held by another worker key",
+        "the run's lease is held by another claim",
         code=ErrorCode.LEASE_HELD,
         details={"status": status},
     )
 
 
-def holds(run: LockedRun, epoch: int, key_id: uuid.UUID) -> bool:
-    return run.epoch == epoch and run.lease_key == key_id
+def holds(run: LockedRun, holder: Holder) -> bool:
+    return (
+        run.epoch == holder.epoch
+        and run.lease_key == holder.key_id
+        and matches(run.lease_token_digest, holder.token)
+    )
 
 
-def check_lease(run: LockedRun, epoch: int, key_id: uuid.UUID) -> None:
-    """Refuse unless the run is running under `epoch`, claimed by `key_id`."""
-    if run.status != RunStatus.RUNNING or not holds(run, epoch, key_id):
-        raise refusal(run.status, run.epoch, epoch)
+def check_lease(run: LockedRun, holder: Holder) -> None:
+    """Refuse unless the run is running under the lease `holder` presents."""
+    if run.status != RunStatus.RUNNING or not holds(run, holder):
+        raise refusal(run.status, run.epoch, holder.epoch)
 
 
 def _next_in_order(run: LockedRun, seq: int) -> None:
@@ -114,10 +134,11 @@ def fence_report(
     run: LockedRun, recorded: StepStatus | None, report: StepReport, key_id: uuid.UUID
 ) -> Verdict:
     """A step report from `key_id`, given the status of the step it names if recorded."""
-    if run.status != RunStatus.RUNNING or not holds(run, report.epoch, key_id):
+    holder = Holder.of(report, key_id)
+    if run.status != RunStatus.RUNNING or not holds(run, holder):
         if (
             report.final_output is not None
-            and holds(run, report.epoch, key_id)
+            and holds(run, holder)
             and run.status == RunStatus.COMPLETED
             and recorded == StepStatus.COMPLETED
         ):
@@ -145,7 +166,7 @@ def fence_ask(
     run: LockedRun, decided: DecidedCall | None, ask: ToolAuthorization, key_id: uuid.UUID
 ) -> Verdict:
     """A tool call `key_id` asks to make, given the step it names if decided before."""
-    check_lease(run, ask.epoch, key_id)
+    check_lease(run, Holder.of(ask, key_id))
     if decided is None:
         _next_in_order(run, ask.seq)
         breach = steps_or_time_breach(run.budget, ask.seq, run.elapsed_seconds)

@@ -74,7 +74,7 @@ class AgentLoop:
         while True:
             await asyncio.sleep(self._heartbeat_seconds)
             try:
-                await self._gateway.heartbeat(grant.run_id, grant.epoch)
+                await self._gateway.heartbeat(grant.run_id, grant.lease)
             except LeaseLost as exc:
                 lost.append(exc)
                 work.cancel()

@@ -107,7 +107,12 @@ class ClaimedRun:
                 # Resumed after the answer was recorded but before the run was completed
                 # (a fresh answer completes the run with its step).
                 await self._gateway.complete(
-                    self._grant.run_id, CompleteReport(epoch=self._grant.epoch, output=answer)
+                    self._grant.run_id,
+                    CompleteReport(
+                        epoch=self._grant.epoch,
+                        lease_token=self._grant.lease_token,
+                        output=answer,
+                    ),
                 )
                 return
             if not await self.model_call():
@@ -141,7 +146,10 @@ class ClaimedRun:
             await self._gateway.fail(
                 self._grant.run_id,
                 FailReport(
-                    epoch=self._grant.epoch, status="budget_exceeded", error=allowance.breach
+                    epoch=self._grant.epoch,
+                    lease_token=self._grant.lease_token,
+                    status="budget_exceeded",
+                    error=allowance.breach,
                 ),
             )
             return False
@@ -162,6 +170,7 @@ class ClaimedRun:
             self._grant.run_id,
             StepReport(
                 epoch=self._grant.epoch,
+                lease_token=self._grant.lease_token,
                 seq=seq,
                 kind=StepKind.LLM_CALL,
                 status=StepStatus.COMPLETED,
@@ -190,6 +199,7 @@ class ClaimedRun:
             self._grant.run_id,
             StepReport(
                 epoch=self._grant.epoch,
+                lease_token=self._grant.lease_token,
                 seq=seq,
                 kind=StepKind.LLM_CALL,
                 status=StepStatus.FAILED,
@@ -202,7 +212,11 @@ class ClaimedRun:
         )
         await self._gateway.fail(
             self._grant.run_id,
-            FailReport(epoch=self._grant.epoch, error=f"model call failed: {exc}"[:10_000]),
+            FailReport(
+                epoch=self._grant.epoch,
+                lease_token=self._grant.lease_token,
+                error=f"model call failed: {exc}"[:10_000],
+            ),
         )
 
     async def tool_call(self, call: PendingCall) -> None:
@@ -221,6 +235,7 @@ class ClaimedRun:
             self._grant.run_id,
             ToolAuthorization(
                 epoch=self._grant.epoch,
+                lease_token=self._grant.lease_token,
                 seq=self._conversation.seq_for(call),
                 tool=tool,
                 tool_call_id=call.tool_call_id,
@@ -255,6 +270,7 @@ class ClaimedRun:
             self._grant.run_id,
             StepReport(
                 epoch=self._grant.epoch,
+                lease_token=self._grant.lease_token,
                 seq=verdict.seq,
                 kind=StepKind.TOOL_CALL,
                 status=StepStatus.COMPLETED if ok else StepStatus.FAILED,

@@ -296,7 +296,13 @@ class Consumer:
     async def _release(self, grant: ClaimGrant) -> bool:
         try:
             await asyncio.wait_for(
-                self._gateway.release(grant.run_id, ReleaseReport(epoch=grant.epoch)),
+                self._gateway.release(
+                    grant.run_id,
+                    ReleaseReport(
+                        epoch=grant.epoch,
+                        lease_token=grant.lease_token,
+                    ),
+                ),
                 _RELEASE_SECONDS,
             )
         except (LeaseLost, httpx.HTTPError, TimeoutError) as exc:
@@ -364,6 +370,7 @@ class Consumer:
                     grant.run_id,
                     FailReport(
                         epoch=grant.epoch,
+                        lease_token=grant.lease_token,
                         error=f"worker error: {type(exc).__name__}: {exc}"[:10_000],
                     ),
                 )

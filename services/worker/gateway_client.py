@@ -32,8 +32,8 @@ from services.contract.worker_api import (
     ClaimRequest,
     CompleteReport,
     DeadLetterReport,
-    EpochBody,
     FailReport,
+    LeaseBody,
     LeaseInfo,
     ReleaseReport,
     StepAck,
@@ -155,8 +155,8 @@ class GatewayClient:
         )
         return ClaimGrant.model_validate(payload)
 
-    async def heartbeat(self, run_id: uuid.UUID, epoch: int) -> LeaseInfo:
-        payload = await self._send(f"/v1/worker/runs/{run_id}/heartbeat", EpochBody(epoch=epoch))
+    async def heartbeat(self, run_id: uuid.UUID, lease: LeaseBody) -> LeaseInfo:
+        payload = await self._send(f"/v1/worker/runs/{run_id}/heartbeat", lease)
         return LeaseInfo.model_validate(payload)
 
     async def report_step(self, run_id: uuid.UUID, report: StepReport) -> StepAck:

@@ -1,9 +1,12 @@
 """A worker key is a capability for the leases it claimed, not a master key: a second
-worker key with the right epoch cannot act on another key's lease, a refusal never tells
-the live epoch, and no worker can write an approval into a run's history."""
+worker key with the right epoch and token cannot act on another key's lease, a second
+process sharing the key but not the claim's token cannot either, a refusal never tells
+the live epoch, the audit names the key, and no worker can write an approval into a
+run's history."""
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -19,12 +22,22 @@ from tests.support.harness import ToolHarness
 
 @pytest.fixture
 async def intruder(harness: ToolHarness, db: asyncpg.Pool) -> ToolHarness:
-    """The same API, driven with a second, valid worker key."""
+    """The same API, driven with a second, valid worker key that has even learnt the
+    lease tokens of `harness`'s claims."""
     async with db.acquire() as conn:
         _, secret = await create_key(
             conn, f"stolen-{uuid.uuid4().hex[:6]}", Role.WORKER, None, Actor.system("tests")
         )
-    return ToolHarness(harness.client, harness.admin, {"Authorization": f"Bearer {secret}"})
+    intruder = ToolHarness(harness.client, harness.admin, {"Authorization": f"Bearer {secret}"})
+    intruder.lease_tokens = harness.lease_tokens
+    return intruder
+
+
+@pytest.fixture
+def fleet_mate(harness: ToolHarness) -> ToolHarness:
+    """Another process of the same fleet: the same worker key, none of `harness`'s
+    claims."""
+    return ToolHarness(harness.client, harness.admin, harness.worker)
 
 
 def _now() -> str:
@@ -67,6 +80,38 @@ async def test_a_second_worker_key_cannot_touch_a_lease_it_did_not_claim(
     status, _ = await harness.step(run_id, epoch, 1, final_output="the answer")
     assert status == 200
     assert (await harness.get(run_id))["output"] == "the answer"
+
+
+async def test_the_worker_key_without_the_claim_s_token_cannot_touch_the_lease(
+    harness: ToolHarness, fleet_mate: ToolHarness
+) -> None:
+    run_id, epoch = await harness.running(tools=["notes.*"])
+    for action, body in _forgeries(epoch):
+        status, answer = await fleet_mate.call(run_id, action, body)
+        assert (status, answer["error"]["code"]) == (400, "validation_error"), action
+        assert "lease_token" in answer["error"]["message"]
+        guessed = {"lease_token": secrets.token_urlsafe(32), **body}
+        status, answer = await fleet_mate.call(run_id, action, guessed)
+        assert (status, answer["error"]["code"]) == (409, "lease_held"), (action, answer)
+    run = await harness.get(run_id)
+    assert (run["status"], run["output"], run["steps_count"]) == ("running", None, 0)
+    status, _ = await harness.step(run_id, epoch, 1, final_output="the answer")
+    assert status == 200
+    assert (await harness.get(run_id))["output"] == "the answer"
+
+
+async def test_a_claim_is_audited_under_the_key_not_the_name_the_worker_gave(
+    harness: ToolHarness, db: asyncpg.Pool
+) -> None:
+    run_id = await harness.run()
+    status, _ = await harness.claim(run_id, "the-security-team")
+    assert status == 200
+    key_id = await db.fetchval("SELECT lease_key FROM runs WHERE id = $1", uuid.UUID(run_id))
+    response = await harness.client.get(
+        f"/v1/audit?target=run:{run_id}&action=run.claimed", headers=harness.admin
+    )
+    (event,) = (await response.get_json())["items"]
+    assert (event["actor"], event["actor_kind"]) == (f"the-security-team ({key_id})", "worker")
 
 
 async def test_a_stale_epoch_is_refused_without_telling_the_live_one(

@@ -31,6 +31,7 @@ async def test_a_released_run_is_continued_at_once_by_another_worker(
 ) -> None:
     run_id, epoch = await harness.running()
     assert (await harness.step(run_id, epoch, 1))[0] == 200
+    key_id = await db.fetchval("SELECT lease_key FROM runs WHERE id = $1", uuid.UUID(run_id))
     status, _ = await _release(harness, run_id, epoch, reason="SIGTERM: draining")
     assert status == 204
 
@@ -50,8 +51,9 @@ async def test_a_released_run_is_continued_at_once_by_another_worker(
         )
     ).get_json()
     (event,) = events["items"]
+    # The key the worker authenticated with, beside the name it gave itself.
     assert (event["actor"], event["details"]) == (
-        "w1",
+        f"w1 ({key_id})",
         {"epoch": epoch, "reason": "SIGTERM: draining"},
     )
 
@@ -93,7 +95,7 @@ async def test_only_the_current_holder_can_release_a_run(harness: ToolHarness) -
     status, body = await _release(harness, finished, epoch)
     assert (status, body["error"]["code"]) == (409, "run_not_running")
     assert (await harness.get(finished))["status"] == "completed"
-    assert (await _release(harness, str(uuid.uuid4()), 1))[0] == 404
+    assert (await _release(harness, str(uuid.uuid4()), 1, lease_token="t" * 43))[0] == 404
 
     refused = await harness.client.post(
         f"/v1/worker/runs/{run_id}/release", json={"epoch": epoch}, headers=harness.admin

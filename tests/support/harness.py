@@ -18,6 +18,9 @@ class Harness:
         self.client = client
         self.admin = admin
         self.worker = worker
+        self.lease_tokens: dict[str, str] = {}
+        """The token of each run's latest claim, presented with its later callbacks the
+        way a worker does, unless a test gives its own."""
 
     async def agent(self, **fields: Any) -> str:
         name = f"agent-{uuid.uuid4().hex[:8]}"
@@ -35,10 +38,16 @@ class Harness:
         return str((await response.get_json())["id"])
 
     async def call(self, run_id: str, action: str, body: dict[str, Any]) -> tuple[int, Any]:
+        if "epoch" in body and run_id in self.lease_tokens:
+            body = {"lease_token": self.lease_tokens[run_id], **body}
         response = await self.client.post(
             f"/v1/worker/runs/{run_id}/{action}", json=body, headers=self.worker
         )
-        payload = await response.get_json() if response.status_code != 204 else None
+        if response.status_code == 204:
+            return 204, None
+        payload = await response.get_json()
+        if action == "claim" and response.status_code == 200:
+            self.lease_tokens[run_id] = payload["lease_token"]
         return response.status_code, payload
 
     async def claim(self, run_id: str, worker_id: str = "w1") -> tuple[int, Any]:

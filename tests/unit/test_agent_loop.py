@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import sys
 import time
 import uuid
@@ -49,7 +50,8 @@ Verdict = Literal["execute", "denied", "parked"]
 class FakeGateway:
     """The worker API of one run, answered as the gateway would, every callback noted.
     Tools are executed unless `verdicts` says otherwise; `refuse` lists the actions
-    answered 409, as the gateway answers a worker whose lease was taken over."""
+    answered 409, as the gateway answers a worker whose lease was taken over. A callback
+    without the claim's lease token is refused as the gateway refuses it."""
 
     prompt: str
     budget: Budget = field(default_factory=Budget)
@@ -58,6 +60,7 @@ class FakeGateway:
     run_id: uuid.UUID = field(default_factory=uuid.uuid4)
     sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
+    lease_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         action = request.url.path.removeprefix(f"/v1/worker/runs/{self.run_id}/")
@@ -65,6 +68,9 @@ class FakeGateway:
         self.sent.append((action, body))
         if action in self.refuse:
             error = {"code": "stale_epoch", "message": "another worker holds the run"}
+            return httpx.Response(409, json={"error": error})
+        if action != "claim" and body.get("lease_token") != self.lease_token:
+            error = {"code": "lease_held", "message": "held by another claim"}
             return httpx.Response(409, json={"error": error})
         if action == "claim":
             return httpx.Response(200, json=self._grant().model_dump(mode="json"))
@@ -93,6 +99,7 @@ class FakeGateway:
         return ClaimGrant(
             run_id=self.run_id,
             epoch=1,
+            lease_token=self.lease_token,
             lease_expires_at=_soon(),
             agent=agent,
             input=self.prompt,
@@ -305,6 +312,7 @@ async def test_the_step_budget_ends_the_run_before_the_next_model_call(
     (failed,) = gateway.bodies("fail")
     assert failed == {
         "epoch": 1,
+        "lease_token": gateway.lease_token,
         "status": "budget_exceeded",
         "error": "step budget exceeded: max_steps is 2",
     }

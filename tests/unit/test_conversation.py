@@ -15,6 +15,7 @@ def _grant(steps: list[PriorStep], system_prompt: str = "Be brief.") -> ClaimGra
     return ClaimGrant(
         run_id=uuid.uuid4(),
         epoch=1,
+        lease_token="t" * 43,
         lease_expires_at=now,
         agent=AgentSpec(
             name="a",

@@ -13,9 +13,11 @@ from services.contract.errors import ErrorCode
 from services.contract.runs import Budget, RunStatus, StepKind, StepStatus
 from services.contract.worker_api import StepReport, ToolAuthorization
 from services.gateway.errors import Conflict
+from services.gateway.lease_tokens import digest, mint
 from services.gateway.step_fence import (
     Action,
     DecidedCall,
+    Holder,
     LockedRun,
     Verdict,
     check_lease,
@@ -25,6 +27,7 @@ from services.gateway.step_fence import (
 
 KEY = uuid.UUID(int=7)
 OTHER_KEY = uuid.UUID(int=8)
+TOKEN, _ = mint()
 
 
 def _run(**fields: Any) -> LockedRun:
@@ -35,6 +38,7 @@ def _run(**fields: Any) -> LockedRun:
         "budget": Budget(max_steps=10),
         "elapsed_seconds": 1.0,
         "lease_key": KEY,
+        "lease_token_digest": digest(TOKEN),
     }
     return LockedRun(**(values | fields))
 
@@ -43,6 +47,7 @@ def _report(**fields: Any) -> StepReport:
     now = datetime.now(UTC)
     values: dict[str, Any] = {
         "epoch": 2,
+        "lease_token": TOKEN,
         "seq": 4,
         "kind": StepKind.LLM_CALL,
         "status": StepStatus.COMPLETED,
@@ -55,6 +60,7 @@ def _report(**fields: Any) -> StepReport:
 def _ask(**fields: Any) -> ToolAuthorization:
     values: dict[str, Any] = {
         "epoch": 2,
+        "lease_token": TOKEN,
         "seq": 4,
         "tool": "notes.add",
         "tool_call_id": "c4",
@@ -231,13 +237,18 @@ def test_a_settled_or_parked_call_is_not_made(status: StepStatus) -> None:
 
 
 def test_the_lease_check_alone() -> None:
-    check_lease(_run(), 2, KEY)
-    _refused_with(ErrorCode.STALE_EPOCH, check_lease, _run(), 1, KEY)
-    _refused_with(ErrorCode.RUN_NOT_RUNNING, check_lease, _run(status=RunStatus.CANCELLED), 2, KEY)
+    check_lease(_run(), Holder(2, TOKEN, KEY))
+    _refused_with(ErrorCode.STALE_EPOCH, check_lease, _run(), Holder(1, TOKEN, KEY))
+    _refused_with(
+        ErrorCode.RUN_NOT_RUNNING,
+        check_lease,
+        _run(status=RunStatus.CANCELLED),
+        Holder(2, TOKEN, KEY),
+    )
 
 
 def test_another_worker_key_holds_no_lease_even_with_the_right_epoch() -> None:
-    refused = _refused_with(ErrorCode.LEASE_HELD, check_lease, _run(), 2, OTHER_KEY)
+    refused = _refused_with(ErrorCode.LEASE_HELD, check_lease, _run(), Holder(2, TOKEN, OTHER_KEY))
     assert "2" not in refused.message
     _refused_with(ErrorCode.LEASE_HELD, fence_report, _run(), None, _report(), OTHER_KEY)
     _refused_with(ErrorCode.LEASE_HELD, fence_ask, _run(), None, _ask(), OTHER_KEY)
@@ -249,10 +260,33 @@ def test_another_worker_key_holds_no_lease_even_with_the_right_epoch() -> None:
 
 
 def test_a_lease_claimed_by_no_key_is_held_by_none() -> None:
-    _refused_with(ErrorCode.LEASE_HELD, check_lease, _run(lease_key=None), 2, KEY)
+    _refused_with(ErrorCode.LEASE_HELD, check_lease, _run(lease_key=None), Holder(2, TOKEN, KEY))
+
+
+def test_the_right_key_and_epoch_without_the_claim_s_token_hold_no_lease() -> None:
+    """Workers of a fleet share a key: the token is what tells the claiming one apart."""
+    guessed, _ = mint()
+    refused = _refused_with(ErrorCode.LEASE_HELD, check_lease, _run(), Holder(2, guessed, KEY))
+    assert TOKEN not in refused.message
+    assert "2" not in refused.message
+    other = _report(lease_token=guessed)
+    _refused_with(ErrorCode.LEASE_HELD, fence_report, _run(), None, other, KEY)
+    _refused_with(ErrorCode.LEASE_HELD, fence_ask, _run(), None, _ask(lease_token=guessed), KEY)
+    completed = _run(status=RunStatus.COMPLETED, steps_count=4)
+    replayed = _report(final_output="an answer", lease_token=guessed)
+    _refused_with(
+        ErrorCode.RUN_NOT_RUNNING, fence_report, completed, StepStatus.COMPLETED, replayed, KEY
+    )
+
+
+def test_a_lease_claimed_before_tokens_existed_is_held_by_none() -> None:
+    legacy = _run(lease_token_digest=None)
+    _refused_with(ErrorCode.LEASE_HELD, check_lease, legacy, Holder(2, TOKEN, KEY))
 
 
 def test_a_refusal_never_tells_the_live_epoch() -> None:
-    refused = _refused_with(ErrorCode.STALE_EPOCH, check_lease, _run(epoch=41), 2, KEY)
+    refused = _refused_with(
+        ErrorCode.STALE_EPOCH, check_lease, _run(epoch=41), Holder(2, TOKEN, KEY)
+    )
     assert "41" not in refused.message
     assert refused.details == {"status": RunStatus.RUNNING}

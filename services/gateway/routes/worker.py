@@ -1,8 +1,8 @@
 """`/v1/worker/*`: the callback API workers use to claim runs and report progress.
 
-Only worker keys reach these routes. Every call after the claim carries the lease epoch
-and must come from the worker key that claimed it; anything else gets 409, and the
-worker drops the run.
+Only worker keys reach these routes. Every call after the claim presents the lease (its
+epoch and the token the claim returned) and must come from the worker key that claimed
+it; anything else gets 409, and the worker drops the run.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from services.contract.worker_api import (
     ClaimRequest,
     CompleteReport,
     DeadLetterReport,
-    EpochBody,
     FailReport,
+    LeaseBody,
     LeaseInfo,
     ReleaseReport,
     StepAck,
@@ -31,12 +31,17 @@ from services.contract.worker_api import (
 )
 from services.gateway.auth import principal, require_role
 from services.gateway.runtime import runtime
+from services.gateway.step_fence import Holder
 from services.gateway.store import dead_lettered_runs, leases
 from services.gateway.store import tools as tool_store
 from services.gateway.store.authorizations import authorize_tool
 
 blueprint = Blueprint("worker", __name__, url_prefix="/v1/worker")
 require_role(blueprint, Role.WORKER)
+
+
+def _holder(body: LeaseBody) -> Holder:
+    return Holder.of(body, principal().key_id)
 
 
 @blueprint.post("/runs/<uuid:run_id>/claim")
@@ -57,13 +62,11 @@ async def claim(run_id: uuid.UUID, data: ClaimRequest) -> ClaimGrant:
 
 @blueprint.post("/runs/<uuid:run_id>/heartbeat")
 @hide
-@validate_request(EpochBody)
+@validate_request(LeaseBody)
 @validate_response(LeaseInfo)
-async def heartbeat(run_id: uuid.UUID, data: EpochBody) -> LeaseInfo:
+async def heartbeat(run_id: uuid.UUID, data: LeaseBody) -> LeaseInfo:
     res = runtime()
-    row = await leases.heartbeat(
-        res.pool, run_id, data.epoch, res.settings.lease_seconds, principal().key_id
-    )
+    row = await leases.heartbeat(res.pool, run_id, _holder(data), res.settings.lease_seconds)
     return LeaseInfo(lease_expires_at=row["lease_expires_at"])
 
 
@@ -87,9 +90,8 @@ async def complete(run_id: uuid.UUID, data: CompleteReport) -> tuple[str, int]:
     await leases.finish(
         runtime().pool,
         run_id,
-        data.epoch,
+        _holder(data),
         RunStatus.COMPLETED,
-        principal().key_id,
         output=data.output,
     )
     return "", 204
@@ -102,9 +104,8 @@ async def fail(run_id: uuid.UUID, data: FailReport) -> tuple[str, int]:
     await leases.finish(
         runtime().pool,
         run_id,
-        data.epoch,
+        _holder(data),
         RunStatus(data.status),
-        principal().key_id,
         error=data.error,
     )
     return "", 204
@@ -116,7 +117,7 @@ async def fail(run_id: uuid.UUID, data: FailReport) -> tuple[str, int]:
 async def release(run_id: uuid.UUID, data: ReleaseReport) -> tuple[str, int]:
     """Hand the run back (a worker shutting down): queued again at once."""
     res = runtime()
-    await leases.release(res.pool, run_id, data.epoch, data.reason, principal().key_id)
+    await leases.release(res.pool, run_id, _holder(data), data.reason)
     res.relay.wake()
     return "", 204
 

@@ -20,11 +20,11 @@ from services.contract.ids import uuid7
 from services.contract.policy import Effect, PolicyDecision
 from services.contract.runs import Budget, RunStatus, StepStatus
 from services.contract.worker_api import ToolAuthorization, ToolVerdict
-from services.gateway.audit import Actor, record
+from services.gateway.audit import record
 from services.gateway.errors import Conflict
 from services.gateway.policy import ToolCall
-from services.gateway.step_fence import Action, DecidedCall, fence_ask
-from services.gateway.store.leases import end_run, lock_running, locked
+from services.gateway.step_fence import Action, DecidedCall, Holder, fence_ask
+from services.gateway.store.leases import end_run, lease_holder, lock_running, locked
 from services.gateway.store.policies import compiled_policy
 
 DEFAULT_APPROVAL_TTL = timedelta(hours=24)
@@ -39,7 +39,7 @@ async def authorize_tool(
 ) -> ToolVerdict:
     """Decide a tool call by policy and record it as a step in the same transaction."""
     async with pool.acquire() as conn, conn.transaction():
-        run = await lock_running(conn, run_id, ask.epoch, key_id)
+        run = await lock_running(conn, run_id, Holder.of(ask, key_id))
         existing = await conn.fetchrow(
             """SELECT status, epoch, decision, tool, idempotent, input FROM steps
                 WHERE run_id = $1 AND seq = $2""",
@@ -127,7 +127,7 @@ async def _record_decision(
     await record(
         conn,
         run["project"],
-        Actor.worker(run["lease_owner"]),
+        lease_holder(run),
         f"tool.{verb}",
         f"run:{run_id}",
         {
@@ -259,7 +259,7 @@ async def _retry_unknown_outcome(
     await record(
         conn,
         run["project"],
-        Actor.worker(run["lease_owner"]),
+        lease_holder(run),
         "tool.outcome_unknown",
         f"run:{run_id}",
         {"seq": ask.seq, "tool": ask.tool},

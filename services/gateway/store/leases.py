@@ -26,20 +26,27 @@ from services.contract.worker_api import (
     StepAck,
     StepReport,
 )
-from services.gateway import metrics
+from services.gateway import lease_tokens, metrics
 from services.gateway.agent_cache import AgentCache
 from services.gateway.audit import APPEND, Actor, record, request_id
 from services.gateway.db.named_statement import NamedStatement
 from services.gateway.errors import Conflict, NotFound
 from services.gateway.outbox import enqueue
-from services.gateway.step_fence import Action, LockedRun, check_lease, fence_report, refusal
+from services.gateway.step_fence import (
+    Action,
+    Holder,
+    LockedRun,
+    check_lease,
+    fence_report,
+    refusal,
+)
 from services.gateway.store.agents import get_version
 from services.gateway.store.runs import RUN_COLUMNS, to_run
 
 # The run under its row lock, with what budget checks need; for a step report also the
 # status of that step (`$2`), which saves a round trip.
-_LOCK = """SELECT r.project, r.lease_owner, r.lease_key, r.status, r.epoch, r.steps_count,
-                  r.lease_expires_at, r.agent_name,
+_LOCK = """SELECT r.project, r.lease_owner, r.lease_key, r.lease_token_digest, r.status,
+                  r.epoch, r.steps_count, r.lease_expires_at, r.agent_name,
                   r.prompt_tokens, r.completion_tokens, r.cost_usd,
                   extract(epoch FROM now() - r.started_at)::float8 AS elapsed,
                   a.budget, a.tools{step}
@@ -56,6 +63,7 @@ _LOCK_RUN_AND_STEP = _LOCK.format(
 _CLAIM = f"""
 WITH claimed AS (
     UPDATE runs SET status = 'running', epoch = epoch + 1, lease_owner = $2, lease_key = $7,
+                    lease_token_digest = $8,
                     lease_expires_at = now() + make_interval(secs => $3),
                     started_at = coalesce(started_at, now()), updated_at = now()
      WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now()))
@@ -139,6 +147,12 @@ def _refused(row: asyncpg.Record, epoch: int) -> Conflict:
     return refusal(row["status"], row["epoch"], epoch)
 
 
+def lease_holder(run: asyncpg.Record) -> Actor:
+    """The worker a run read with `_LOCK` is held by, as the audit names it: its key,
+    and the name it gave itself."""
+    return Actor.worker(run["lease_owner"], run["lease_key"])
+
+
 def locked(row: asyncpg.Record) -> LockedRun:
     """The fence's view of a row read with `_LOCK`."""
     return LockedRun(
@@ -148,6 +162,7 @@ def locked(row: asyncpg.Record) -> LockedRun:
         budget=Budget.model_validate(row["budget"]),
         elapsed_seconds=row["elapsed"],
         lease_key=row["lease_key"],
+        lease_token_digest=row["lease_token_digest"],
     )
 
 
@@ -160,12 +175,14 @@ async def claim(
     *,
     agents: AgentCache | None = None,
 ) -> ClaimGrant:
-    """Take the run if it is queued or its lease has expired; bump the epoch.
+    """Take the run if it is queued or its lease has expired; bump the epoch and mint
+    the lease's token.
 
     One statement, with its `run.claimed` audit event, committed on its own: a claim is
     on every run's path, and a transaction around two statements would cost three more
     round trips."""
-    actor = Actor.worker(worker_id)
+    actor = Actor.worker(worker_id, key_id)
+    token, token_digest = lease_tokens.mint()
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
             _CLAIM,
@@ -176,6 +193,7 @@ async def claim(
             actor.kind.value,
             request_id(),
             key_id,
+            token_digest,
         )
         if row is None:
             current = await conn.fetchrow(
@@ -201,6 +219,7 @@ async def claim(
     return ClaimGrant(
         run_id=run.id,
         epoch=row["epoch"],
+        lease_token=token,
         lease_expires_at=row["lease_expires_at"],
         agent=AgentSpec.model_validate(agent.model_dump()),
         input=run.input,
@@ -211,42 +230,45 @@ async def claim(
 
 
 async def lock_running(
-    conn: asyncpg.Connection, run_id: uuid.UUID, epoch: int, key_id: uuid.UUID
+    conn: asyncpg.Connection, run_id: uuid.UUID, holder: Holder
 ) -> asyncpg.Record:
-    """Lock the run held under `epoch` by `key_id` for the rest of the transaction, with
-    what budget checks need; refuse if the run is not theirs."""
+    """Lock the run held by `holder` for the rest of the transaction, with what budget
+    checks need; refuse if the lease is not theirs."""
     run = await conn.fetchrow(_LOCK_RUN, run_id)
     if run is None:
         raise NotFound(f"no run {run_id}")
-    check_lease(locked(run), epoch, key_id)
+    check_lease(locked(run), holder)
     return run
 
 
 async def heartbeat(
-    pool: asyncpg.Pool, run_id: uuid.UUID, epoch: int, lease_seconds: float, key_id: uuid.UUID
+    pool: asyncpg.Pool, run_id: uuid.UUID, holder: Holder, lease_seconds: float
 ) -> asyncpg.Record:
+    """Extend the lease. One conditional statement, not a locked read: the database
+    compares the token's SHA-256 digest, never the token, so the comparison's time says
+    nothing about the token itself."""
     row = await pool.fetchrow(
         """UPDATE runs SET lease_expires_at = now() + make_interval(secs => $3)
             WHERE id = $1 AND epoch = $2 AND status = 'running' AND lease_key = $4
+              AND lease_token_digest = $5
             RETURNING lease_expires_at""",
         run_id,
-        epoch,
+        holder.epoch,
         lease_seconds,
-        key_id,
+        holder.key_id,
+        lease_tokens.digest(holder.token),
     )
     if row is None:
-        raise await _refusal(pool, run_id, epoch)
+        raise await _refusal(pool, run_id, holder.epoch)
     return row
 
 
-async def release(
-    pool: asyncpg.Pool, run_id: uuid.UUID, epoch: int, reason: str, key_id: uuid.UUID
-) -> None:
+async def release(pool: asyncpg.Pool, run_id: uuid.UUID, holder: Holder, reason: str) -> None:
     """Hand a run held under `epoch` back: queued again with a fresh job, so another
     worker continues it from its recorded steps now rather than after the lease runs out.
     The epoch stays; the next claim raises it, which fences this worker's late calls."""
     async with pool.acquire() as conn, conn.transaction():
-        run = await lock_running(conn, run_id, epoch, key_id)
+        run = await lock_running(conn, run_id, holder)
         await conn.execute(
             """UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
                                updated_at = now()
@@ -257,10 +279,10 @@ async def release(
         await record(
             conn,
             run["project"],
-            Actor.worker(run["lease_owner"]),
+            lease_holder(run),
             "run.released",
             f"run:{run_id}",
-            {"epoch": epoch, "reason": reason},
+            {"epoch": holder.epoch, "reason": reason},
         )
 
 
@@ -316,7 +338,7 @@ async def _record_step(
         await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, verdict.breach)
         return None, verdict.breach
     usage = report.usage
-    worker = Actor.worker(run["lease_owner"])
+    worker = lease_holder(run)
     finished = report.status != StepStatus.STARTED
     counted = finished and usage is not None
     totals = await conn.fetchrow(
@@ -395,7 +417,7 @@ async def end_run(
 ) -> None:
     """End a run locked by `lock_running`, recording who ended it and why (one statement
     with its audit event: every run ends here)."""
-    worker = Actor.worker(run["lease_owner"])
+    worker = lease_holder(run)
     await conn.execute(
         f"""WITH ended AS (
                UPDATE runs SET status = $2, output = $3, error = $4, finished_at = now(),
@@ -420,14 +442,13 @@ async def end_run(
 async def finish(
     pool: asyncpg.Pool,
     run_id: uuid.UUID,
-    epoch: int,
+    holder: Holder,
     status: RunStatus,
-    key_id: uuid.UUID,
     *,
     output: str | None = None,
     error: str | None = None,
 ) -> None:
-    """End a running run held under `epoch` by `key_id`: completed, failed or over budget."""
+    """End a running run held by `holder`: completed, failed or over budget."""
     async with pool.acquire() as conn, conn.transaction():
-        run = await lock_running(conn, run_id, epoch, key_id)
+        run = await lock_running(conn, run_id, holder)
         await end_run(conn, run_id, run, status, error, output=output)
