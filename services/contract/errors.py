@@ -50,6 +50,7 @@ class ErrorCode(StrEnum):
     TOOL_CALL_NOT_AUTHORIZED = "tool_call_not_authorized"
     APPROVAL_DECIDED = "approval_decided"
     NOT_DEAD_LETTERED = "not_dead_lettered"
+    DELIVERIES_UNPROVEN = "deliveries_unproven"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
 
     # 503: a backing server is away, or this gateway is stopping; retry after a while.

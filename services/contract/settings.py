@@ -24,6 +24,13 @@ class CommonSettings(BaseSettings):
         description="A file in LiteLLM's proxy `model_list` format naming the models on offer.",
     )
     log_level: str = "INFO"
+    max_deliveries: int = Field(
+        default=5,
+        ge=1,
+        description="A job delivered more often than this without finishing fails its run and "
+        "moves to the dead-letter stream. Both planes read it: the worker to give up on the "
+        "job, the gateway to check the worker's word against the stream's delivery count.",
+    )
 
     @property
     def streams(self) -> StreamNames:

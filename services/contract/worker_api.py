@@ -197,9 +197,15 @@ class ReleaseReport(LeaseBody):
 
 class DeadLetterReport(BaseModel):
     """A job was delivered `deliveries` times and never finished: the worker asks the
-    gateway to fail its run, unless a live lease shows someone is still working on it."""
+    gateway to fail its run, unless a live lease shows someone is still working on it.
+
+    Nobody holds a lease on a poison run, so the evidence is the job itself: `entry_id`
+    names its entry in the runs stream, which the gateway reads to see that it is this
+    run's job and pending, delivered more than `max_deliveries` times."""
 
     model_config = ConfigDict(extra="forbid")
+
+    entry_id: str = Field(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")
 
     worker_id: str = Field(min_length=1, max_length=200)
     deliveries: int = Field(ge=1)

@@ -80,7 +80,12 @@ class DeadLetters:
         try:
             await self._gateway.dead_letter(
                 job.run_id,
-                DeadLetterReport(worker_id=self._worker_id, deliveries=deliveries, reason=limit),
+                DeadLetterReport(
+                    entry_id=entry_id.decode(),
+                    worker_id=self._worker_id,
+                    deliveries=deliveries,
+                    reason=limit,
+                ),
             )
         except LeaseLost as exc:
             if exc.status == 404:

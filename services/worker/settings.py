@@ -36,12 +36,6 @@ class WorkerSettings(CommonSettings):
         description="Entries unacknowledged this long (their worker died) are taken over; "
         "keep it above the gateway's lease.",
     )
-    max_deliveries: int = Field(
-        default=5,
-        ge=1,
-        description="A job delivered more often than this without finishing fails its run and "
-        "moves to the dead-letter stream.",
-    )
     drain_seconds: float = Field(
         default=20.0,
         ge=0,

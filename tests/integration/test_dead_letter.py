@@ -4,36 +4,65 @@ the reason, shows in the queue's dead-letter depth, and an operator can queue it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from services.client import AsyncFerrumDeck, Conflict
-from services.contract.jobs import DeadLetter, JobMessage, JobReason
+from services.contract.jobs import DeadLetter, JobMessage, JobReason, StreamNames
 from services.gateway.settings import GatewaySettings
 from testbed.streams import append, entries
 from testbed.waiting import eventually
 from tests.support.gateway_server import ServedGateway, serve_gateway
 from tests.support.harness import ToolHarness
 
+DeadLetterCall = Callable[..., Awaitable[tuple[int, Any]]]
 
-async def _dead_letter(
-    harness: ToolHarness, run_id: str, deliveries: int = 5, reason: str = "worker crashed"
-) -> tuple[int, Any]:
-    return await harness.call(
-        run_id,
-        "dead-letter",
-        {"worker_id": "w-dlq", "deliveries": deliveries, "reason": reason},
-    )
+
+async def _poison(redis: Redis, streams: StreamNames, run_id: str) -> str:
+    """Make the run's latest job look taken by workers that died while running it, one
+    time more than `max_deliveries` (5): what a worker asking to dead-letter it has seen."""
+
+    async def jobs() -> list[bytes]:
+        found = await entries(redis, streams.runs)
+        return [entry_id for entry_id, f in found if f.get(b"run_id") == run_id.encode()]
+
+    *_, entry_id = await eventually(jobs, bool)
+    with contextlib.suppress(ResponseError):  # the group exists already
+        await redis.xgroup_create(streams.runs, streams.group, id="0", mkstream=True)
+    await redis.xreadgroup(streams.group, "ghost", {streams.runs: ">"})
+    await redis.xclaim(streams.runs, streams.group, "ghost", 0, [entry_id], retrycount=6)
+    return entry_id.decode()
+
+
+@pytest.fixture
+def dead_letter(harness: ToolHarness, redis: Redis, settings: GatewaySettings) -> DeadLetterCall:
+    """Ask to dead-letter a run as a worker does, with its poisoned job as evidence
+    (`entry_id` given: that entry instead, as it is)."""
+
+    async def ask(
+        run_id: str, *, reason: str = "worker crashed", entry_id: str | None = None
+    ) -> tuple[int, Any]:
+        if entry_id is None:
+            entry_id = await _poison(redis, settings.streams, run_id)
+        return await harness.call(
+            run_id,
+            "dead-letter",
+            {"entry_id": entry_id, "worker_id": "w-dlq", "deliveries": 6, "reason": reason},
+        )
+
+    return ask
 
 
 async def _expire_lease(db: asyncpg.Pool, run_id: str) -> None:
@@ -79,22 +108,28 @@ async def _dead_letter_depth(harness: ToolHarness) -> int:
 
 
 async def test_a_job_delivered_too_often_fails_its_run_with_the_reason(
+    dead_letter: DeadLetterCall,
     harness: ToolHarness,
 ) -> None:
     run_id = await harness.run()
     other = await harness.run()
-    status, _ = await _dead_letter(harness, run_id, deliveries=5, reason="worker crashed")
+    status, _ = await dead_letter(run_id, reason="worker crashed")
     assert status == 204
     run = await harness.get(run_id)
     assert run["status"] == "failed"
     assert run["error"] == (
-        "dead-lettered: its job was delivered 5 times without finishing (worker crashed)"
+        "dead-lettered: its job was delivered 6 times without finishing (worker crashed)"
     )
     assert run["dead_lettered_at"] is not None
     assert run["finished_at"] is not None
     (event,) = await _audit(harness, run_id, "run.dead_lettered")
-    assert event["actor"] == "w-dlq"
-    assert event["details"] == {"deliveries": 5, "reason": "worker crashed", "worker": "w-dlq"}
+    assert event["actor"].startswith("w-dlq (")
+    assert event["details"] == {
+        "deliveries": 6,
+        "entry_id": event["details"]["entry_id"],
+        "reason": "worker crashed",
+        "worker": "w-dlq",
+    }
 
     dead = await _listed(harness, "dead_lettered=true")
     assert run_id in dead
@@ -106,16 +141,39 @@ async def test_a_job_delivered_too_often_fails_its_run_with_the_reason(
     assert (await harness.get(other))["dead_lettered_at"] is None
 
 
+async def test_a_worker_key_cannot_fail_a_healthy_run_by_calling_its_job_poison(
+    dead_letter: DeadLetterCall, harness: ToolHarness, redis: Redis, settings: GatewaySettings
+) -> None:
+    """A worker's word is not evidence: the stream must show the run's own job pending
+    and delivered more than `max_deliveries` times."""
+    healthy = await harness.run()
+    poisoned = await harness.run()
+
+    async def jobs() -> dict[bytes, str]:
+        found = await entries(redis, settings.streams.runs)
+        return {f[b"run_id"]: entry_id.decode() for entry_id, f in found}
+
+    published = await eventually(jobs, lambda found: healthy.encode() in found)
+    fresh = published[healthy.encode()]
+    others = await dead_letter(poisoned)
+    assert others[0] == 204
+    poisoned_entry = (await _audit(harness, poisoned, "run.dead_lettered"))[0]["details"]
+    for entry_id in (fresh, poisoned_entry["entry_id"], "1-1"):
+        status, body = await dead_letter(healthy, entry_id=entry_id)
+        assert (status, body["error"]["code"]) == (409, "deliveries_unproven"), entry_id
+    assert (await harness.get(healthy))["status"] == "queued"
+
+
 async def test_a_run_whose_worker_died_can_be_dead_lettered_but_not_one_being_worked_on(
-    harness: ToolHarness, db: asyncpg.Pool
+    dead_letter: DeadLetterCall, harness: ToolHarness, db: asyncpg.Pool
 ) -> None:
     run_id, epoch = await harness.running()
-    status, body = await _dead_letter(harness, run_id)
+    status, body = await dead_letter(run_id)
     assert (status, body["error"]["code"]) == (409, "lease_held")
     assert (await harness.get(run_id))["status"] == "running"
 
     await _expire_lease(db, run_id)
-    assert (await _dead_letter(harness, run_id))[0] == 204
+    assert (await dead_letter(run_id))[0] == 204
     assert (await harness.get(run_id))["status"] == "failed"
     late: list[tuple[str, dict[str, Any]]] = [
         ("heartbeat", {"epoch": epoch}),
@@ -126,7 +184,9 @@ async def test_a_run_whose_worker_died_can_be_dead_lettered_but_not_one_being_wo
         assert (status, refused["error"]["code"]) == (409, "run_not_running"), action
 
 
-async def test_parked_finished_and_unknown_runs_are_not_dead_lettered(harness: ToolHarness) -> None:
+async def test_parked_finished_and_unknown_runs_are_not_dead_lettered(
+    dead_letter: DeadLetterCall, harness: ToolHarness
+) -> None:
     await harness.policy({"id": "ask", "tool": "notes.*", "effect": "require_approval"})
     parked, epoch = await harness.running(tools=["notes.*"])
     assert (await harness.authorize(parked, epoch, 1, "notes.write_note"))[0] == 200
@@ -140,25 +200,29 @@ async def test_parked_finished_and_unknown_runs_are_not_dead_lettered(harness: T
         (finished, "completed"),
         (cancelled, "cancelled"),
     ]:
-        status, body = await _dead_letter(harness, run_id)
+        status, body = await dead_letter(run_id)
         assert (status, body["error"]["code"]) == (409, "run_not_claimable"), was
         assert (await harness.get(run_id))["status"] == was
-    assert (await _dead_letter(harness, str(uuid.uuid4())))[0] == 404
+    assert (await dead_letter(str(uuid.uuid4()), entry_id="1-1"))[0] == 404
     refused = await harness.client.post(
         f"/v1/worker/runs/{cancelled}/dead-letter",
-        json={"worker_id": "w", "deliveries": 5, "reason": "x"},
+        json={"entry_id": "1-1", "worker_id": "w", "deliveries": 6, "reason": "x"},
         headers=harness.admin,
     )
     assert refused.status_code == 401
 
 
 async def test_an_operator_requeues_a_dead_lettered_run_and_it_resumes_where_it_stopped(
-    harness: ToolHarness, db: asyncpg.Pool, redis: Redis, settings: GatewaySettings
+    dead_letter: DeadLetterCall,
+    harness: ToolHarness,
+    db: asyncpg.Pool,
+    redis: Redis,
+    settings: GatewaySettings,
 ) -> None:
     run_id, epoch = await harness.running()
     assert (await harness.step(run_id, epoch, 1))[0] == 200
     await _expire_lease(db, run_id)
-    assert (await _dead_letter(harness, run_id))[0] == 204
+    assert (await dead_letter(run_id))[0] == 204
     bystander = await harness.run()
     for dead in (run_id, run_id, bystander):
         await _set_aside(redis, settings, dead)
@@ -190,7 +254,9 @@ async def _jobs(redis: Redis, settings: GatewaySettings) -> list[JobMessage]:
     return [JobMessage.from_fields(f) for _, f in await entries(redis, settings.streams.runs)]
 
 
-async def test_only_dead_lettered_runs_can_be_requeued(harness: ToolHarness) -> None:
+async def test_only_dead_lettered_runs_can_be_requeued(
+    dead_letter: DeadLetterCall, harness: ToolHarness
+) -> None:
     queued = await harness.run()
     failed, epoch = await harness.running()
     assert (await harness.call(failed, "fail", {"epoch": epoch, "error": "model said no"}))[
@@ -206,7 +272,7 @@ async def test_only_dead_lettered_runs_can_be_requeued(harness: ToolHarness) -> 
     assert missing.status_code == 404
 
     dead = await harness.run()
-    assert (await _dead_letter(harness, dead))[0] == 204
+    assert (await dead_letter(dead))[0] == 204
     first = await harness.client.post(f"/v1/runs/{dead}/requeue", headers=harness.admin)
     again = await harness.client.post(f"/v1/runs/{dead}/requeue", headers=harness.admin)
     assert (first.status_code, again.status_code) == (200, 409)
@@ -250,11 +316,15 @@ async def _cli(
 
 
 async def test_operators_find_and_requeue_dead_lettered_runs_from_client_and_cli(
-    served: ServedGateway, harness: ToolHarness, admin_key: str, tmp_path: Path
+    dead_letter: DeadLetterCall,
+    served: ServedGateway,
+    harness: ToolHarness,
+    admin_key: str,
+    tmp_path: Path,
 ) -> None:
     by_client, by_cli = await harness.run(), await harness.run()
     for run_id in (by_client, by_cli):
-        assert (await _dead_letter(harness, run_id))[0] == 204
+        assert (await dead_letter(run_id))[0] == 204
 
     async with AsyncFerrumDeck(served.url, admin_key) as deck:
         dead = [str(run.id) for run in (await deck.runs(dead_lettered=True, limit=200)).items]

@@ -77,6 +77,8 @@ class Tuning:
             "FERRUMDECK_MAX_QUEUE_LAG": str(self.max_queue_lag),
             "FERRUMDECK_BACKPRESSURE_REFRESH_SECONDS": "0.2",
             "FERRUMDECK_RELAY_POLL_SECONDS": "0.2",
+            # Both planes read it: the gateway checks a worker's dead-letter request by it.
+            "FERRUMDECK_MAX_DELIVERIES": str(self.max_deliveries),
             "FERRUMDECK_LOG_LEVEL": self.log_level,
         }
 

@@ -8,6 +8,7 @@ it; anything else gets 409, and the worker drops the run.
 from __future__ import annotations
 
 import uuid
+from functools import partial
 
 from quart import Blueprint
 from quart_schema import hide, validate_request, validate_response
@@ -30,6 +31,7 @@ from services.contract.worker_api import (
     ToolVerdict,
 )
 from services.gateway.auth import principal, require_role
+from services.gateway.job_deliveries import deliveries_of
 from services.gateway.runtime import runtime
 from services.gateway.step_fence import Holder
 from services.gateway.store import dead_lettered_runs, leases
@@ -127,7 +129,15 @@ async def release(run_id: uuid.UUID, data: ReleaseReport) -> tuple[str, int]:
 @validate_request(DeadLetterReport)
 async def dead_letter(run_id: uuid.UUID, data: DeadLetterReport) -> tuple[str, int]:
     """Fail the run of a job delivered too often; the worker then sets the job aside."""
-    await dead_lettered_runs.dead_letter(runtime().pool, run_id, data)
+    res = runtime()
+    await dead_lettered_runs.dead_letter(
+        res.pool,
+        run_id,
+        data,
+        partial(deliveries_of, res.redis, res.settings.streams, data.entry_id, run_id),
+        res.settings.max_deliveries,
+        principal().key_id,
+    )
     return "", 204
 
 

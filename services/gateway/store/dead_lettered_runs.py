@@ -1,9 +1,11 @@
 """Runs whose job no worker could finish: failing them, and queueing them again.
 
-A job delivered `max_deliveries` times without its run finishing is poison for the
-workers (it crashes them, or outlasts every lease). The worker that notices asks the
+A job delivered more than `max_deliveries` times without its run finishing is poison for
+the workers (it crashes them, or outlasts every lease). The worker that notices asks the
 gateway to fail the run before it sets the entry aside, and the gateway agrees only when
-nobody holds a live lease on it: a run someone is still working on is not dead. The run
+nobody holds a live lease on it (a run someone is still working on is not dead) and the
+stream shows the job really was delivered that often (`job_deliveries.py`): the worker's
+word alone would let any worker key fail any project's queued run. The run
 keeps its steps and usage and is marked `dead_lettered_at`, so an operator can find it
 (`GET /v1/runs?dead_lettered=true`) and, once the cause is fixed, queue it again.
 """
@@ -11,6 +13,7 @@ keeps its steps and usage and is marked `dead_lettered_at`, so an operator can f
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
@@ -26,17 +29,23 @@ from services.gateway.outbox import enqueue
 from services.gateway.store.runs import RUN_COLUMNS, get_run, to_run
 
 
-def _error(report: DeadLetterReport) -> str:
-    return (
-        f"dead-lettered: its job was delivered {report.deliveries} times without finishing "
-        f"({report.reason})"
-    )
+def _error(deliveries: int, reason: str) -> str:
+    return f"dead-lettered: its job was delivered {deliveries} times without finishing ({reason})"
 
 
-async def dead_letter(pool: asyncpg.Pool, run_id: uuid.UUID, report: DeadLetterReport) -> None:
+async def dead_letter(
+    pool: asyncpg.Pool,
+    run_id: uuid.UUID,
+    report: DeadLetterReport,
+    evidence: Callable[[], Awaitable[int]],
+    max_deliveries: int,
+    key_id: uuid.UUID,
+) -> None:
     """Fail a run whose job was delivered too often: `queued`, or `running` with no live
     lease. A live lease is `409 lease_held` (someone is working on it); a parked or
-    finished run is `409 run_not_claimable` (its job is not what moves it)."""
+    finished run is `409 run_not_claimable` (its job is not what moves it); a job that
+    `evidence` (its delivery count in the stream) does not show delivered more than
+    `max_deliveries` times is `409 deliveries_unproven`."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             """SELECT project, status,
@@ -58,21 +67,34 @@ async def dead_letter(pool: asyncpg.Pool, run_id: uuid.UUID, report: DeadLetterR
                 code=ErrorCode.RUN_NOT_CLAIMABLE,
                 details={"status": row["status"]},
             )
+        deliveries = await evidence()
+        if deliveries <= max_deliveries:
+            raise Conflict(
+                f"job {report.entry_id} is not a pending job of this run delivered more than "
+                f"{max_deliveries} times",
+                code=ErrorCode.DELIVERIES_UNPROVEN,
+                details={"status": row["status"]},
+            )
         await conn.execute(
             """UPDATE runs SET status = 'failed', error = $2, dead_lettered_at = now(),
                                finished_at = now(), updated_at = now(),
                                lease_owner = NULL, lease_expires_at = NULL
                 WHERE id = $1""",
             run_id,
-            _error(report),
+            _error(deliveries, report.reason),
         )
         await record(
             conn,
             row["project"],
-            Actor.worker(report.worker_id),
+            Actor.worker(report.worker_id, key_id),
             "run.dead_lettered",
             f"run:{run_id}",
-            {"deliveries": report.deliveries, "reason": report.reason, "worker": report.worker_id},
+            {
+                "deliveries": deliveries,
+                "entry_id": report.entry_id,
+                "reason": report.reason,
+                "worker": report.worker_id,
+            },
         )
     metrics.run_finished(RunStatus.FAILED)
 
