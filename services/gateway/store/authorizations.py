@@ -84,6 +84,8 @@ async def _decide(
             policy_version=policy.version,
             explanation=f"agent {run['agent_name']} is not configured to use {ask.tool}",
         )
+    if ask.invalid_arguments is not None:
+        return _refused_arguments(ask, policy.version)
     prior = await conn.fetch(
         """SELECT tool, input FROM steps
             WHERE run_id = $1 AND kind = 'tool_call' AND status <> 'outcome_unknown'
@@ -103,6 +105,18 @@ async def _decide(
         identical_in_a_row=in_a_row,
     )
     return policy.evaluate(call)
+
+
+def _refused_arguments(ask: ToolAuthorization, policy_version: int) -> PolicyDecision:
+    """A call whose arguments the tool's input schema refuses (the worker said why): it is
+    never made, so neither policy nor a human is asked about it."""
+    return PolicyDecision(
+        effect=Effect.DENY,
+        rule=None,
+        policy_version=policy_version,
+        explanation=f"the arguments do not match the input schema of {ask.tool}: "
+        f"{ask.invalid_arguments}; the call was not made",
+    )
 
 
 async def _record_decision(
@@ -273,6 +287,8 @@ async def _retry_unknown_outcome(
     policy = await compiled_policy(conn, run["project"])
     if original.effect == Effect.DENY:
         decision = original
+    elif ask.invalid_arguments is not None:
+        decision = _refused_arguments(ask, policy.version)
     else:
         decision = PolicyDecision(
             effect=Effect.REQUIRE_APPROVAL,
