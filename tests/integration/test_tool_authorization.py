@@ -87,6 +87,19 @@ async def test_loop_guard_denies_the_third_identical_call_in_a_row(harness: Tool
     assert other["verdict"] == "execute"
 
 
+async def test_the_loop_guard_tells_true_and_1_apart(harness: ToolHarness) -> None:
+    """Compared as canonical JSON: to Python's `==` the two are one value."""
+    await harness.policy(
+        ALLOW_TIME,
+        {"id": "loop", "tool": "*", "effect": "deny", "when": {"identical_in_a_row": {"gte": 2}}},
+    )
+    run_id, epoch = await harness.running(tools=["time.*"])
+    _, first = await harness.authorize(run_id, epoch, 1, "time.now", {"utc": 1})
+    await harness.step(run_id, epoch, 1, kind="tool_call", tool="time.now", output="t")
+    _, second = await harness.authorize(run_id, epoch, 2, "time.now", {"utc": True})
+    assert (first["verdict"], second["verdict"]) == ("execute", "execute")
+
+
 async def test_arguments_the_tools_schema_refuses_are_settled_without_policy_or_a_human(
     harness: ToolHarness,
 ) -> None:

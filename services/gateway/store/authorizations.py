@@ -23,7 +23,7 @@ from services.contract.worker_api import ToolAuthorization, ToolVerdict
 from services.gateway.audit import Actor, record
 from services.gateway.errors import Conflict
 from services.gateway.policy import ToolCall
-from services.gateway.step_fence import Action, DecidedCall, fence_ask
+from services.gateway.step_fence import Action, DecidedCall, canonical, fence_ask
 from services.gateway.store.leases import end_run, lock_running, locked
 from services.gateway.store.policies import compiled_policy
 
@@ -92,9 +92,12 @@ async def _decide(
             ORDER BY seq DESC""",
         run_id,
     )
+    # Canonical JSON, not Python's `==` (for which `1`, `1.0` and `true` are one value);
+    # the worker dropped the arguments the tool's schema does not declare.
+    arguments = canonical(ask.arguments)
     in_a_row = 1
     for step in prior:
-        if step["tool"] != ask.tool or step["input"] != ask.arguments:
+        if step["tool"] != ask.tool or canonical(step["input"]) != arguments:
             break
         in_a_row += 1
     call = ToolCall(
