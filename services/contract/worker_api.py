@@ -162,13 +162,20 @@ class FailReport(LeaseBody):
 
 
 class ToolAuthorization(LeaseBody):
-    """Asked before each tool call; the gateway decides by policy and records the step."""
+    """Asked before each tool call; the gateway decides by policy and records the step.
+
+    `arguments` are the call's arguments normalised against the tool's `inputSchema` by
+    the worker (`services/worker/tool_arguments.py`): what the tool will receive, and so
+    what policy decides on. When they do not fit the schema, `invalid_arguments` says
+    where and why (never a value) and `arguments` are what the model sent: the gateway
+    records the call refused, without asking policy or a human."""
 
     seq: int = Field(ge=1)
     tool: str = Field(min_length=3, max_length=200)
     tool_call_id: str = Field(min_length=1, max_length=200)
     arguments: dict[str, JsonValue] = Field(default_factory=dict)
     idempotent: bool = False
+    invalid_arguments: str | None = Field(default=None, min_length=1, max_length=1000)
 
 
 class ToolVerdict(BaseModel):

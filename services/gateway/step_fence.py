@@ -176,6 +176,11 @@ def fence_ask(
     if decided.status == StepStatus.APPROVED or (
         decided.status == StepStatus.STARTED and (decided.epoch == ask.epoch or decided.idempotent)
     ):
+        if ask.invalid_arguments is not None:
+            raise Conflict(
+                f"step {ask.seq} was decided with arguments the tool's schema now refuses",
+                code=ErrorCode.ARGUMENTS_CHANGED,
+            )
         if canonical(decided.arguments) != canonical(ask.arguments):
             raise Conflict(
                 f"step {ask.seq} was decided with other arguments; a call with these is a new step",

@@ -1,6 +1,6 @@
 """One run under this worker's lease, from its claim to the end of its turn here: ask the
-model, make the tool calls it asks for (each decided by the gateway's policy first), feed
-the results back, until it answers.
+model, make the tool calls it asks for (each checked against the tool's input schema,
+then decided by the gateway's policy), feed the results back, until it answers.
 
 Before each model call the run's budget is checked here (`contract.budget`), from what
 the claim and the last step's ack said the run has spent: this worker holds the lease, so
@@ -15,7 +15,6 @@ once per claim, from when the run started.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -220,17 +219,12 @@ class ClaimedRun:
         )
 
     async def tool_call(self, call: PendingCall) -> None:
-        """Ask the gateway, then make the call, tell the model it was denied, or park."""
+        """Check the arguments against the tool's schema, ask the gateway, then make the
+        call, tell the model it was denied (or its arguments refused), or park."""
         known = self._offered.tool(call.llm_name)
         tool = known or f"unknown.{call.llm_name}"
         idempotent = self._offered.idempotent(tool)
-        try:
-            arguments = json.loads(call.raw_arguments)
-            valid = isinstance(arguments, dict)
-        except json.JSONDecodeError:
-            valid = False
-        if not valid:
-            arguments = {"invalid_arguments": call.raw_arguments[:2000]}
+        checked = self._offered.argument_schema(tool).check(call.raw_arguments)
         verdict = await self._gateway.authorize_tool(
             self._grant.run_id,
             ToolAuthorization(
@@ -239,8 +233,9 @@ class ClaimedRun:
                 seq=self._conversation.seq_for(call),
                 tool=tool,
                 tool_call_id=call.tool_call_id,
-                arguments=arguments,
+                arguments=checked.arguments,
                 idempotent=idempotent,
+                invalid_arguments=checked.refusal,
             ),
         )
         metrics.tool_verdict(known or "unknown", verdict.verdict)
@@ -253,19 +248,21 @@ class ClaimedRun:
             self._conversation.record_tool_result(call, verdict.seq, content)
             return
         started = _now()
-        if valid:
+        if checked.refusal is None:
             with metrics.TOOL_DURATION.labels(tool=known or "unknown").time():
                 outcome = await call_tool(
                     self._tools,
                     tool,
-                    arguments,
+                    checked.arguments,
                     idempotent=idempotent,
                     backoff=self._tool_backoff,
                     deadline=self._deadline,
                 )
             ok, content = outcome.ok, outcome.content
         else:
-            ok, content = False, "the arguments were not a valid JSON object"
+            # The gateway settles such a call as refused; whatever it answered, arguments
+            # the tool's schema refuses are never sent to its server.
+            ok, content = False, checked.refusal
         ack = await self._gateway.report_step(
             self._grant.run_id,
             StepReport(

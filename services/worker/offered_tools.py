@@ -11,7 +11,10 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from services.contract.tools import ToolSpec
+from services.worker.tool_arguments import ArgumentSchema
 from services.worker.tool_names import ToolNames
+
+_UNDECLARED = ArgumentSchema(None)
 
 
 class OfferedTools:
@@ -23,6 +26,8 @@ class OfferedTools:
         ]
         self._names = ToolNames([spec.name for spec in offered])
         self._idempotent = {spec.name for spec in offered if spec.idempotent}
+        self._input_schemas = {spec.name: spec.input_schema for spec in offered}
+        self._argument_schemas: dict[str, ArgumentSchema] = {}
         self._functions = [
             {
                 "type": "function",
@@ -47,3 +52,12 @@ class OfferedTools:
     def idempotent(self, tool: str) -> bool:
         """Whether the tool may run twice by its own declaration: it may be retried."""
         return tool in self._idempotent
+
+    def argument_schema(self, tool: str) -> ArgumentSchema:
+        """What the tool's arguments are checked against: its declared `inputSchema`,
+        checked itself once per claim, on the first call of the tool."""
+        if tool not in self._input_schemas:
+            return _UNDECLARED
+        if tool not in self._argument_schemas:
+            self._argument_schemas[tool] = ArgumentSchema(self._input_schemas[tool])
+        return self._argument_schemas[tool]

@@ -151,6 +151,85 @@ async def test_a_tool_error_is_reported_to_the_model_not_a_crash(stack: Stack) -
     assert "disk on fire" in steps[1]["error"]
 
 
+async def _rules(stack: Stack, *rules: dict[str, Any]) -> None:
+    response = await stack.api.put("/v1/policies", json={"rules": list(rules)})
+    assert response.status_code == 200, response.text
+
+
+ALLOW_NOTES = {"id": "allow", "tool": "notes.*", "effect": "allow"}
+
+
+async def test_arguments_the_tools_schema_refuses_never_reach_the_tool_or_the_policy(
+    stack: Stack,
+) -> None:
+    """Issue 14, item 1: `"1000"` for an integer stepped around a `gt` deny rule and the
+    MCP server, coercing it, computed with 1000."""
+    await _rules(
+        stack,
+        ALLOW_NOTES,
+        {
+            "id": "big",
+            "tool": "notes.add",
+            "when": {"args": {"a": {"gt": 100}}},
+            "effect": "deny",
+        },
+    )
+    agent = await register_agent(stack, tools=["notes.*"])
+    prompt = unique_prompt("add big numbers")
+    stack.llm.script(
+        prompt,
+        Reply(tool_calls=[call("c1", "notes__add", a="1000", b=1)]),
+        Reply(content="could not add"),
+    )
+    run = await wait_finished(stack, (await start_run(stack, agent, prompt))["id"])
+    assert (run["status"], run["output"]) == ("completed", "could not add")
+    steps = await list_steps(stack, run["id"])
+    refused = steps[1]
+    assert (refused["tool"], refused["status"], refused["input"]) == (
+        "notes.add",
+        "denied",
+        {"a": "1000", "b": 1},
+    )
+    assert refused["decision"]["rule"] is None
+    explanation = refused["decision"]["explanation"]
+    assert "input schema" in explanation
+    assert "$.a" in explanation
+    assert "integer" in explanation
+    assert "1000" not in explanation
+    told = steps[2]["input"]["messages"][-1]
+    assert (told["tool_call_id"], told["content"]) == ("c1", refused["output"])
+    assert "input schema" in told["content"]
+    assert not any("1001" in json.dumps(step.get("output")) for step in steps)
+
+
+async def test_an_argument_the_tool_does_not_declare_does_not_defeat_the_loop_guard(
+    stack: Stack,
+) -> None:
+    """Issue 14, item 5: an ignored extra argument made every call look new."""
+    await _rules(
+        stack,
+        {"id": "loop", "tool": "*", "effect": "deny", "when": {"identical_in_a_row": {"gte": 2}}},
+        ALLOW_NOTES,
+    )
+    agent = await register_agent(stack, tools=["notes.*"])
+    prompt = unique_prompt("add again and again")
+    stack.llm.script(
+        prompt,
+        Reply(tool_calls=[call("c1", "notes__add", a=1, b=2)]),
+        Reply(tool_calls=[call("c2", "notes__add", b=2, a=1, nonce="x1")]),
+        Reply(content="stopped"),
+    )
+    run = await wait_finished(stack, (await start_run(stack, agent, prompt))["id"])
+    assert run["status"] == "completed"
+    steps = await list_steps(stack, run["id"])
+    calls = [s for s in steps if s["kind"] == "tool_call"]
+    assert [(s["status"], s["input"]) for s in calls] == [
+        ("completed", {"a": 1, "b": 2}),
+        ("denied", {"a": 1, "b": 2}),
+    ]
+    assert calls[1]["decision"]["rule"] == "loop"
+
+
 async def test_a_worker_killed_mid_call_does_not_repeat_the_call_blindly(
     stack: Stack, db: asyncpg.Pool
 ) -> None:

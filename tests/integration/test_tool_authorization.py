@@ -87,6 +87,51 @@ async def test_loop_guard_denies_the_third_identical_call_in_a_row(harness: Tool
     assert other["verdict"] == "execute"
 
 
+async def test_the_loop_guard_tells_true_and_1_apart(harness: ToolHarness) -> None:
+    """Compared as canonical JSON: to Python's `==` the two are one value."""
+    await harness.policy(
+        ALLOW_TIME,
+        {"id": "loop", "tool": "*", "effect": "deny", "when": {"identical_in_a_row": {"gte": 2}}},
+    )
+    run_id, epoch = await harness.running(tools=["time.*"])
+    _, first = await harness.authorize(run_id, epoch, 1, "time.now", {"utc": 1})
+    await harness.step(run_id, epoch, 1, kind="tool_call", tool="time.now", output="t")
+    _, second = await harness.authorize(run_id, epoch, 2, "time.now", {"utc": True})
+    assert (first["verdict"], second["verdict"]) == ("execute", "execute")
+
+
+async def test_arguments_the_tools_schema_refuses_are_settled_without_policy_or_a_human(
+    harness: ToolHarness,
+) -> None:
+    await harness.policy(ALLOW_TIME, APPROVE_NOTES)
+    run_id, epoch = await harness.running(tools=["notes.*"])
+    ask = {
+        "epoch": epoch,
+        "seq": 1,
+        "tool": "notes.write_note",
+        "tool_call_id": "call-1",
+        "arguments": {"text": 5},
+        "invalid_arguments": "$.text: expected string, got integer",
+    }
+    status, verdict = await harness.call(run_id, "tools/authorize", ask)
+    assert (status, verdict["verdict"], verdict["decision"]["rule"]) == (200, "denied", None)
+    explanation = verdict["decision"]["explanation"]
+    assert explanation == (
+        "the arguments do not match the input schema of notes.write_note: "
+        "$.text: expected string, got integer; the call was not made"
+    )
+    assert await harness.approvals(run_id=run_id) == []
+    assert (await harness.get(run_id))["status"] == "running"
+    (step,) = await harness.steps(run_id)
+    assert (step["status"], step["input"], step["output"]) == (
+        "denied",
+        {"text": 5},
+        f"denied by policy: {explanation}",
+    )
+    status, again = await harness.call(run_id, "tools/authorize", ask)
+    assert (status, again["verdict"], again["decision"]) == (200, "denied", verdict["decision"])
+
+
 async def _parked(harness: ToolHarness, **rule: object) -> tuple[str, int, dict[str, Any]]:
     await harness.policy(ALLOW_TIME, {**APPROVE_NOTES, **rule})
     run_id, epoch = await harness.running(tools=["notes.*", "time.*"])

@@ -205,6 +205,24 @@ def test_an_approved_call_runs_only_with_the_arguments_approved(arguments: Any) 
     )
 
 
+@pytest.mark.parametrize(
+    "decided",
+    [
+        DecidedCall(
+            "notes.add", StepStatus.APPROVED, epoch=1, idempotent=False, arguments={"a": 1}
+        ),
+        DecidedCall("notes.add", StepStatus.STARTED, epoch=1, idempotent=True, arguments={"a": 1}),
+    ],
+    ids=["approved by a human", "idempotent, earlier lease"],
+)
+def test_a_decided_call_whose_arguments_the_schema_now_refuses_is_not_made(
+    decided: DecidedCall,
+) -> None:
+    """The tool's schema changed under a decided call: the same text no longer fits it."""
+    refused = _ask(seq=3, invalid_arguments="$.a: expected string, got integer")
+    _refused_with(ErrorCode.ARGUMENTS_CHANGED, fence_ask, _run(), decided, refused, KEY)
+
+
 def test_the_same_arguments_in_another_key_order_are_the_same_call() -> None:
     approved = {"b": [1, {"y": 2, "x": 1}], "a": "é"}
     decided = DecidedCall(

@@ -23,7 +23,7 @@ from services.contract.worker_api import ToolAuthorization, ToolVerdict
 from services.gateway.audit import record
 from services.gateway.errors import Conflict
 from services.gateway.policy import ToolCall
-from services.gateway.step_fence import Action, DecidedCall, Holder, fence_ask
+from services.gateway.step_fence import Action, DecidedCall, Holder, canonical, fence_ask
 from services.gateway.store.leases import end_run, lease_holder, lock_running, locked
 from services.gateway.store.policies import compiled_policy
 
@@ -84,15 +84,20 @@ async def _decide(
             policy_version=policy.version,
             explanation=f"agent {run['agent_name']} is not configured to use {ask.tool}",
         )
+    if ask.invalid_arguments is not None:
+        return _refused_arguments(ask, policy.version)
     prior = await conn.fetch(
         """SELECT tool, input FROM steps
             WHERE run_id = $1 AND kind = 'tool_call' AND status <> 'outcome_unknown'
             ORDER BY seq DESC""",
         run_id,
     )
+    # Canonical JSON, not Python's `==` (for which `1`, `1.0` and `true` are one value);
+    # the worker dropped the arguments the tool's schema does not declare.
+    arguments = canonical(ask.arguments)
     in_a_row = 1
     for step in prior:
-        if step["tool"] != ask.tool or step["input"] != ask.arguments:
+        if step["tool"] != ask.tool or canonical(step["input"]) != arguments:
             break
         in_a_row += 1
     call = ToolCall(
@@ -103,6 +108,18 @@ async def _decide(
         identical_in_a_row=in_a_row,
     )
     return policy.evaluate(call)
+
+
+def _refused_arguments(ask: ToolAuthorization, policy_version: int) -> PolicyDecision:
+    """A call whose arguments the tool's input schema refuses (the worker said why): it is
+    never made, so neither policy nor a human is asked about it."""
+    return PolicyDecision(
+        effect=Effect.DENY,
+        rule=None,
+        policy_version=policy_version,
+        explanation=f"the arguments do not match the input schema of {ask.tool}: "
+        f"{ask.invalid_arguments}; the call was not made",
+    )
 
 
 async def _record_decision(
@@ -273,6 +290,8 @@ async def _retry_unknown_outcome(
     policy = await compiled_policy(conn, run["project"])
     if original.effect == Effect.DENY:
         decision = original
+    elif ask.invalid_arguments is not None:
+        decision = _refused_arguments(ask, policy.version)
     else:
         decision = PolicyDecision(
             effect=Effect.REQUIRE_APPROVAL,
