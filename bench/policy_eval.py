@@ -10,6 +10,12 @@ server-wide globs, argument conditions, a few regexes) and every call is timed o
 rules cover the pair. The baseline row is one dict lookup plus one precompiled regex
 search, timed the same way, so the ratio to the floor of any Python evaluator is visible.
 
+Each policy is timed twice in the same run: as the gateway compiles it (regexes on RE2,
+linear time) and with its regexes compiled by Python's `re` instead, which is what the
+gateway used before issue 14. The `re` policy is the same evaluator: only the name it
+compiles regexes with is replaced while it is built, here, not by a switch in the
+gateway's code.
+
 Run: `.venv/bin/python -m bench.policy_eval`
 """
 
@@ -24,8 +30,10 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from unittest import mock
 
 from services.contract.policy import PolicySet
+from services.gateway import policy as evaluator
 from services.gateway.policy import CompiledPolicy, ToolCall
 
 SEED = 20_240_601
@@ -110,13 +118,24 @@ def _timed(work: Callable[[Any], object], inputs: Sequence[Any]) -> list[float]:
     return took
 
 
-def _row(label: str, memo: str, compile_ms: str, took: list[float]) -> str:
+def _row(label: str, engine: str, memo: str, compile_ms: str, took: list[float]) -> str:
     p99 = statistics.quantiles(took, n=100)[98]
     median = statistics.median(took)
     return (
-        f"| {label} | {memo} | {len(took)} | {median:.1f} | {p99:.1f} | {max(took):.1f} "
-        f"| {compile_ms} |"
+        f"| {label} | {engine} | {memo} | {len(took)} | {median:.1f} | {p99:.1f} "
+        f"| {max(took):.1f} | {compile_ms} |"
     )
+
+
+def compiled(policy_set: PolicySet, engine: str) -> tuple[CompiledPolicy, str]:
+    """The policy as the gateway compiles it ("RE2"), or with `re` compiling its regexes."""
+    start = time.perf_counter()
+    if engine == "re":
+        with mock.patch.object(evaluator, "compile_linear", re.compile):
+            policy = CompiledPolicy(policy_set.rules, 1)
+    else:
+        policy = CompiledPolicy(policy_set.rules, 1)
+    return policy, f"{(time.perf_counter() - start) * 1000:.1f}"
 
 
 def baseline(rng: random.Random) -> list[float]:
@@ -130,20 +149,22 @@ def baseline(rng: random.Random) -> list[float]:
 def main() -> None:
     rng = random.Random(SEED)
     print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs\n")
-    print("| rules | (agent, tool) pairs | calls | median µs | p99 µs | max µs | compile ms |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    print(
+        "| rules | regexes | (agent, tool) pairs | calls | median µs | p99 µs | max µs "
+        "| compile ms |"
+    )
+    print("|---:|---|---|---:|---:|---:|---:|---:|")
     for count in RULE_COUNTS:
         policy_set = rules(count, rng)
-        start = time.perf_counter()
-        policy = CompiledPolicy(policy_set.rules, 1)
-        compile_ms = f"{(time.perf_counter() - start) * 1000:.1f}"
         seen = calls(rng, lambda n: rng.choice(AGENTS))
-        for call in seen:
-            policy.evaluate(call)
-        print(_row(str(count), "warm", compile_ms, _timed(policy.evaluate, seen)))
         fresh = calls(rng, lambda n: f"{rng.choice(TEAMS)}-new{n}")
-        print(_row(str(count), "cold", compile_ms, _timed(policy.evaluate, fresh)))
-    print(_row("baseline: dict lookup + regex search", "—", "—", baseline(rng)))
+        for engine in ("RE2", "re"):
+            policy, compile_ms = compiled(policy_set, engine)
+            for call in seen:
+                policy.evaluate(call)
+            print(_row(str(count), engine, "warm", compile_ms, _timed(policy.evaluate, seen)))
+            print(_row(str(count), engine, "cold", compile_ms, _timed(policy.evaluate, fresh)))
+    print(_row("baseline: dict lookup + regex search", "re", "—", "—", baseline(rng)))
 
 
 if __name__ == "__main__":

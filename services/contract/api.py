@@ -179,6 +179,32 @@ class PolicyVersionOut(BaseModel):
     created_at: datetime
 
 
+class PolicyVersionWritten(PolicyVersionOut):
+    """The answer to `PUT /v1/policies`: the new version, in force, and what looks wrong."""
+
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Argument conditions that cannot hold for any known tool the rule "
+        "covers, judged by the tools' declared inputSchema: a test of another type than "
+        "the argument's, or an argument the schema does not declare.",
+    )
+
+
+class PolicyPruneQuery(BaseModel):
+    before: int = Field(
+        ge=1, le=2**31 - 1, description="Prune versions older than this one (not itself)."
+    )
+
+
+class PolicyPruned(BaseModel):
+    pruned: list[int] = Field(description="Versions removed, oldest first.")
+    kept: list[int] = Field(
+        description="Versions before `before` kept: a recorded decision or an approval "
+        "names them, they are in force, or they were replaced too recently to be sure no "
+        "decision under them is still being written."
+    )
+
+
 class PolicyState(BaseModel):
     """The policy in force (version 0 and no rules: nothing is allowed) and its history."""
 

@@ -31,9 +31,13 @@ class ErrorCode(StrEnum):
     INVALID_IDEMPOTENCY_KEY = "invalid_idempotency_key"
     BAD_ROLE = "bad_role"
 
-    # 422: well-formed, but names what does not exist.
+    # 413: the body is within the gateway's limit but past what this route takes.
+    POLICY_TOO_LARGE = "policy_too_large"
+
+    # 422: well-formed, but names what does not exist, or is past a bound.
     UNKNOWN_AGENT = "unknown_agent"
     UNKNOWN_MODEL = "unknown_model"
+    TOO_MANY_RULES = "too_many_rules"
 
     # 409: the state forbids it. A worker that gets one of the lease codes stops working
     # on the run: it is no longer its to work on.

@@ -30,6 +30,9 @@ RULE_ID = r"^[A-Za-z0-9_.-]{1,64}$"
 AGENT_GLOB = r"^[a-z0-9_*?-]{1,64}$"
 TOOL_GLOB = r"^[A-Za-z0-9_*?-]+\.[A-Za-z0-9_.*?-]+$|^\*$"
 MAX_APPROVAL_TTL_SECONDS = 30 * 24 * 3600
+# Evaluation is budgeted at 1 ms p99 for 1,000 rules (bench/policy_eval.py); twice that
+# is the most a policy may hold, so a tenant cannot buy everyone else's latency.
+MAX_RULES = 2000
 _NULLABLE_TESTS = frozenset({"eq", "ne"})
 
 
@@ -173,7 +176,7 @@ class PolicyRule(BaseModel):
 class PolicySet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    rules: list[PolicyRule] = Field(max_length=2000)
+    rules: list[PolicyRule] = Field(max_length=MAX_RULES)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PolicySet:

@@ -7,8 +7,10 @@ ApiError
 ├── Forbidden (403)           the key's role may not do this (in its own project)
 ├── NotFound (404)            no such agent / run
 ├── Conflict (409)            state forbids the action: stale epoch, terminal run, …
+├── ContentTooLarge (413)     a body within the global limit, past a route's own (a policy)
 ├── TooManyRequests (429)     too many failed authentications, or a backlog past its bound
-├── UnprocessableEntity (422) well-formed but refers to what does not exist (unknown agent, model)
+├── UnprocessableEntity (422) well-formed but refers to what does not exist (unknown agent,
+│                             model), or past a bound (too many rules)
 └── ServiceUnavailable (503)  PostgreSQL or Redis cannot be reached now
 ```
 
@@ -78,6 +80,11 @@ class NotFound(ApiError):
 class Conflict(ApiError):
     status = 409
     code: ErrorCode = ErrorCode.CONFLICT
+
+
+class ContentTooLarge(ApiError):
+    status = 413
+    code: ErrorCode = ErrorCode.POLICY_TOO_LARGE
 
 
 class TooManyRequests(ApiError):

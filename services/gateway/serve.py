@@ -8,6 +8,7 @@ connections are already being accepted; hypercorn alone binds only after startup
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -55,5 +56,10 @@ async def serve(settings: GatewaySettings) -> None:
     async def _ready() -> None:
         log.info("gateway serving on %s:%d", settings.host, settings.port)
         notify("READY=1")
+        # What is alive once started (modules, the app, the pool) is never garbage, yet
+        # every full collection walked it: ~45 ms with the loop stopped, set off whenever
+        # a request allocates a lot, such as a thread compiling a 2,000-rule policy.
+        # Frozen, a full collection walks only what was made since.
+        gc.freeze()
 
     await hypercorn_serve(app, config, shutdown_trigger=stopping)

@@ -12,6 +12,13 @@ class GatewaySettings(CommonSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8700, ge=0, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    policy_max_bytes: int = Field(
+        default=960 * 1024,
+        ge=1024,
+        description="Largest PUT /v1/policies body (413 policy_too_large beyond it; the "
+        "smaller of this and max_body_bytes applies). Every byte of a policy is decoded, "
+        "validated and compiled on each new version, and held in every gateway's memory.",
+    )
     auth_failure_limit: int = Field(
         default=30, ge=1, description="Failed authentications a client may make per window."
     )

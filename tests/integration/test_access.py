@@ -41,6 +41,7 @@ PUBLIC_ROUTES: dict[tuple[str, str], set[Role]] = {
     ("GET", "/v1/policies"): EVERYONE,
     ("PUT", "/v1/policies"): ADMIN,
     ("POST", "/v1/policies/evaluate"): EVERYONE,
+    ("DELETE", "/v1/policies/versions"): ADMIN,
     ("GET", "/v1/tools"): EVERYONE,
     ("GET", "/v1/keys"): ADMIN,
     ("POST", "/v1/keys"): ADMIN,
@@ -186,7 +187,7 @@ async def test_human_keys_never_reach_the_worker_api(
 
 
 async def test_another_projects_data_is_not_found_anywhere(
-    harness: ToolHarness, client: Client, other_project_admin: str
+    harness: ToolHarness, client: Client, other_project_admin: str, db: asyncpg.Pool
 ) -> None:
     ids = await _fixtures(harness)
     other = _bearer(other_project_admin)
@@ -209,6 +210,15 @@ async def test_another_projects_data_is_not_found_anywhere(
         )
     ).get_json()
     assert (evaluated["effect"], evaluated["policy_version"]) == ("deny", 0)
+    # Old enough to prune, had their own admin asked; another project's admin cannot.
+    await db.execute(
+        "UPDATE policies SET created_at = created_at - interval '1 hour' WHERE project = 'default'"
+    )
+    own = "/v1/policies?limit=200"
+    history = (await (await client.get(own, headers=harness.admin)).get_json())["history"]
+    pruned = await client.delete(f"/v1/policies/versions?before={2**31 - 1}", headers=other)
+    assert (await pruned.get_json())["pruned"] == []
+    assert (await (await client.get(own, headers=harness.admin)).get_json())["history"] == history
     run = await client.post("/v1/runs", json={"agent": ids["name"], "input": "x"}, headers=other)
     assert (await run.get_json())["error"]["code"] == "unknown_agent"
 

@@ -1,8 +1,17 @@
-"""`/v1/policies`: the rules every tool call is decided by, versioned, and explained."""
+"""`/v1/policies`: the rules every tool call is decided by, versioned, and explained.
+
+A policy is bounded twice before anything expensive happens: its JSON by
+`policy_max_bytes` (413 `policy_too_large`, checked against `Content-Length` before the
+body is read and against the body itself), and its rules by `MAX_RULES` (422
+`too_many_rules`, counted before any rule is validated, since validating compiles every
+regex). Within them, 2,000 rules of long regexes are decoded, validated, checked against
+the tools' schemas, encoded and answered in threads, so no other request waits.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from pydantic import ValidationError
 from quart import Blueprint, Response, request
@@ -16,14 +25,26 @@ from quart_schema import (
     validate_response,
 )
 
-from services.contract.api import PageQuery, PolicyState, PolicyVersionOut, Role
-from services.contract.policy import EvaluateRequest, PolicyDecision, PolicySet
+from services.contract.api import (
+    PageQuery,
+    PolicyPruned,
+    PolicyPruneQuery,
+    PolicyState,
+    PolicyVersionOut,
+    PolicyVersionWritten,
+    Role,
+)
+from services.contract.errors import ErrorCode
+from services.contract.policy import MAX_RULES, EvaluateRequest, PolicyDecision, PolicySet
 from services.gateway.auth import READERS, allow, current_actor, project, require_role
+from services.gateway.errors import ContentTooLarge, UnprocessableEntity
 from services.gateway.pagination import decode_cursor, paginate
 from services.gateway.policy import ToolCall
+from services.gateway.policy_warnings import type_warnings
 from services.gateway.request_text import decode
 from services.gateway.runtime import runtime
 from services.gateway.store import policies as store
+from services.gateway.store.tools import catalogue
 
 blueprint = Blueprint("policies", __name__, url_prefix="/v1/policies")
 require_role(blueprint, *READERS)
@@ -60,26 +81,78 @@ async def get_policies(query_args: PageQuery) -> PolicyState:
 @blueprint.put("")
 @tag(["policies"])
 @document_request(PolicySet)
-@document_response(PolicyVersionOut)
+@document_response(PolicyVersionWritten)
 @allow(Role.ADMIN)
 async def put_policies() -> Response:
     """Replace the rules; the new set becomes the next version and is in force at once.
 
-    Decoded, validated and answered in a thread, not on the event loop: 2,000 rules with
-    long regexes take a few hundred milliseconds to parse and check (each regex is
-    compiled), which every other project's requests would otherwise wait for."""
-    data = await asyncio.to_thread(_policy_set, await request.get_data(as_text=False))
+    The answer's `warnings` name argument conditions that no call a known tool accepts
+    can meet (a `gt` on an argument its inputSchema declares a string, …). Decoded,
+    validated and answered in a thread, not on the event loop: 2,000 rules with long
+    regexes take a few hundred milliseconds to parse and check (each regex is compiled),
+    which every other project's requests would otherwise wait for."""
+    limit = runtime().settings.policy_max_bytes
+    if (request.content_length or 0) > limit:
+        raise _too_large(request.content_length or 0, limit)
+    body = await request.get_data(as_text=False)
+    if len(body) > limit:
+        raise _too_large(len(body), limit)
+    schemas = {tool.name: tool.input_schema for tool in await catalogue(runtime().pool)}
+    data, warnings = await asyncio.to_thread(_checked_policy, body, schemas)
     async with runtime().pool.acquire() as conn:
         version = await store.put_policy(conn, project(), data, current_actor())
-    body = await asyncio.to_thread(_out(version).model_dump_json)
-    return Response(body, content_type="application/json")
+    written = PolicyVersionWritten(
+        version=version.version,
+        rules=version.rules,
+        created_by=version.created_by,
+        created_at=version.created_at,
+        warnings=warnings,
+    )
+    return Response(
+        await asyncio.to_thread(written.model_dump_json), content_type="application/json"
+    )
 
 
-def _policy_set(body: str | bytes) -> PolicySet:
+def _too_large(size: int, limit: int) -> ContentTooLarge:
+    return ContentTooLarge(
+        f"a policy is at most {limit} bytes of JSON and this one is {size} "
+        "(setting policy_max_bytes)",
+        details={"limit": limit},
+    )
+
+
+def _checked_policy(
+    body: str | bytes, schemas: dict[str, dict[str, Any]]
+) -> tuple[PolicySet, list[str]]:
+    document = decode(body)
+    rules = document.get("rules") if isinstance(document, dict) else None
+    if isinstance(rules, list) and len(rules) > MAX_RULES:
+        raise UnprocessableEntity(
+            f"a policy has at most {MAX_RULES} rules and this one has {len(rules)}",
+            code=ErrorCode.TOO_MANY_RULES,
+            details={"limit": MAX_RULES},
+        )
     try:
-        return PolicySet.model_validate(decode(body))
+        policy = PolicySet.model_validate(document)
     except ValidationError as exc:
         raise RequestSchemaValidationError(exc) from None
+    return policy, type_warnings(policy.rules, schemas)
+
+
+@blueprint.delete("/versions")
+@tag(["policies"])
+@allow(Role.ADMIN)
+@validate_querystring(PolicyPruneQuery)
+@validate_response(PolicyPruned)
+async def prune_versions(query_args: PolicyPruneQuery) -> PolicyPruned:
+    """Remove versions older than `before` that no recorded decision or approval names.
+
+    The version in force is kept, and so are versions replaced in the last ten
+    minutes (a decision under one may still be committing). Audited as
+    `policy.pruned`."""
+    async with runtime().pool.acquire() as conn:
+        done = await store.prune(conn, project(), query_args.before, current_actor())
+    return PolicyPruned(pruned=done.pruned, kept=done.kept)
 
 
 @blueprint.post("/evaluate")
