@@ -221,7 +221,12 @@ class ToolEntry(BaseModel):
     description: str
     input_schema: dict[str, Any]
     idempotent: bool
-    workers: list[str]
+    workers: list[str] = Field(description="The labels of the workers reporting it so.")
+    keys: list[str] = Field(
+        description="The names of the worker keys those reports came with: a listing is "
+        "the reporting key's, so a tool described differently by another key is listed "
+        "apart."
+    )
 
 
 class ToolCatalogue(BaseModel):

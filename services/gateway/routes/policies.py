@@ -97,7 +97,9 @@ async def put_policies() -> Response:
     body = await request.get_data(as_text=False)
     if len(body) > limit:
         raise _too_large(len(body), limit)
-    schemas = {tool.name: tool.input_schema for tool in await catalogue(runtime().pool)}
+    schemas: dict[str, dict[str, Any]] = {}
+    for tool in await catalogue(runtime().pool):  # the most recent description first
+        schemas.setdefault(tool.name, tool.input_schema)
     data, warnings = await asyncio.to_thread(_checked_policy, body, schemas)
     async with runtime().pool.acquire() as conn:
         version = await store.put_policy(conn, project(), data, current_actor())

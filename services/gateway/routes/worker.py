@@ -153,5 +153,7 @@ async def tool_authorize(run_id: uuid.UUID, data: ToolAuthorization) -> ToolVerd
 @hide
 @validate_request(CatalogueReport)
 async def report_tools(data: CatalogueReport) -> tuple[str, int]:
-    await tool_store.replace_catalogue(runtime().pool, data.worker_id, data.tools)
+    await tool_store.replace_catalogue(
+        runtime().pool, principal().key_id, data.worker_id, data.tools
+    )
     return "", 204

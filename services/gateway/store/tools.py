@@ -1,6 +1,16 @@
-"""The tool catalogue: what each worker reported it can call."""
+"""The tool catalogue: what each worker reported it can call.
+
+A listing belongs to the worker key that reported it and the label the worker gave
+itself: a report replaces only that key's listing under that label. Workers of a fleet
+share a key, so the label keeps their listings apart; another key (a thief's, say) can
+add a listing of its own but never rewrite or delete one it did not write. Reporters that
+describe a tool differently are listed apart, each with who reported it, so a forged
+description ("read-only, safe to approve") never passes for the real worker's.
+"""
 
 from __future__ import annotations
+
+import uuid
 
 import asyncpg
 
@@ -8,27 +18,48 @@ from services.contract.api import ToolEntry
 from services.contract.tools import ToolSpec
 
 
-async def replace_catalogue(pool: asyncpg.Pool, worker_id: str, tools: list[ToolSpec]) -> None:
-    """A worker's report replaces everything it reported before."""
+async def replace_catalogue(
+    pool: asyncpg.Pool, key_id: uuid.UUID, worker_id: str, tools: list[ToolSpec]
+) -> None:
+    """A worker's report replaces everything the same key reported under its label."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("DELETE FROM worker_tools WHERE worker_id = $1", worker_id)
+        await conn.execute(
+            "DELETE FROM worker_tools WHERE key_id = $1 AND worker_id = $2", key_id, worker_id
+        )
         await conn.executemany(
-            """INSERT INTO worker_tools (worker_id, name, server, tool, description,
+            """INSERT INTO worker_tools (key_id, worker_id, name, server, tool, description,
                                          input_schema, idempotent)
-               VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
             [
-                (worker_id, t.name, t.server, t.tool, t.description, t.input_schema, t.idempotent)
+                (
+                    key_id,
+                    worker_id,
+                    t.name,
+                    t.server,
+                    t.tool,
+                    t.description,
+                    t.input_schema,
+                    t.idempotent,
+                )
                 for t in tools
             ],
         )
 
 
 async def catalogue(pool: asyncpg.Pool) -> list[ToolEntry]:
-    """Each tool once, described as its most recent reporter describes it."""
+    """Each tool once per way it is described, with the workers and keys describing it
+    so, reported in the last five minutes."""
     rows = await pool.fetch(
-        """SELECT DISTINCT ON (name) name, server, tool, description, input_schema, idempotent,
-                  array_agg(worker_id) OVER (PARTITION BY name) AS workers
-             FROM worker_tools WHERE reported_at > now() - interval '5 minutes'
-            ORDER BY name, reported_at DESC"""
+        """SELECT t.name, t.server, t.tool, t.description, t.input_schema, t.idempotent,
+                  array_agg(DISTINCT t.worker_id) AS workers, array_agg(DISTINCT k.name) AS keys
+             FROM worker_tools t JOIN api_keys k ON k.id = t.key_id
+            WHERE t.reported_at > now() - interval '5 minutes'
+            GROUP BY t.name, t.server, t.tool, t.description, t.input_schema, t.idempotent
+            ORDER BY t.name, max(t.reported_at) DESC"""
     )
-    return [ToolEntry.model_validate({**dict(r), "workers": sorted(r["workers"])}) for r in rows]
+    return [
+        ToolEntry.model_validate(
+            {**dict(r), "workers": sorted(r["workers"]), "keys": sorted(r["keys"])}
+        )
+        for r in rows
+    ]
