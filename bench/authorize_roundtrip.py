@@ -96,13 +96,17 @@ async def bench(args: argparse.Namespace) -> None:
         try:
             over_http = _asks(await _claimed_runs(stack, gateway, runs_needed), args.calls_per_run)
             in_process = _asks(await _claimed_runs(stack, gateway, runs_needed), args.calls_per_run)
+            # The store checks the lease is the claiming key's, as the route does.
+            key_id = await pool.fetchval(
+                "SELECT lease_key FROM runs WHERE id = $1", in_process[0][0]
+            )
             async with httpx.AsyncClient(base_url=stack.url) as bare:
                 with stack.profiled("authorize"):
                     for (run_a, ask_a), (run_b, ask_b) in zip(
                         over_http[: args.calls], in_process[: args.calls], strict=True
                     ):
                         await _timed(healthz, partial(bare.get, "/healthz"))
-                        await _timed(direct, partial(authorize_tool, pool, run_b, ask_b))
+                        await _timed(direct, partial(authorize_tool, pool, run_b, ask_b, key_id))
                         await _timed(http, partial(gateway.authorize_tool, run_a, ask_a))
         finally:
             await pool.close()
