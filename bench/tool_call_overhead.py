@@ -112,6 +112,8 @@ async def bench(calls: int) -> None:
             "FERRUMDECK_STREAM_PREFIX": f"fdbench:{database}",
             "FERRUMDECK_PORT": str(port),
             "FERRUMDECK_LOG_LEVEL": "WARNING",
+            # The agent's model is never called here, only claimed under.
+            "FERRUMDECK_PROVIDER_MODELS": "openai",
         }
         url = f"http://127.0.0.1:{port}"
         await stack.enter_async_context(

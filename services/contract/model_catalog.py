@@ -12,9 +12,14 @@ model_list:
 ```
 
 Agents name a model here by `model_name`, or give a plain provider-prefixed LiteLLM model
-string. Only this file can set endpoints and keys: API callers never can. `os.environ/NAME`
+string when the operator allows that provider (`services/gateway/model_access.py`). Only
+this file can set endpoints and keys: API callers never can. `os.environ/NAME`
 references are resolved by the worker when it calls the model, so secrets never pass
 through the gateway or the database.
+
+An entry may carry `projects: [acme, beta]` (a FerrumDeck extension, beside LiteLLM's
+keys): only agents of those projects may use it, and other projects are never told it
+exists. An entry without it is offered to every project.
 """
 
 from __future__ import annotations
@@ -57,6 +62,10 @@ class _Entry(BaseModel):
     model_name: str = Field(min_length=1)
     litellm_params: _LiteLLMParams
     model_info: _ModelInfo | None = None
+    projects: list[str] | None = Field(default=None, min_length=1)
+
+    def offered_to(self, project: str) -> bool:
+        return self.projects is None or project in self.projects
 
 
 class _File(BaseModel):
@@ -109,11 +118,13 @@ class ModelCatalog:
             ) from exc
         return cls({entry.model_name: entry for entry in parsed.model_list})
 
-    def names(self) -> list[str]:
-        return sorted(self.entries)
-
-    def accepts(self, model: str) -> bool:
-        return model in self.entries or bool(PROVIDER_MODEL.match(model))
+    def names(self, project: str | None = None) -> list[str]:
+        """The configured models, or those offered to `project`."""
+        return sorted(
+            name
+            for name, entry in self.entries.items()
+            if project is None or entry.offered_to(project)
+        )
 
     def resolve(self, model: str) -> ResolvedModel:
         entry = self.entries.get(model)

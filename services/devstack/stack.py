@@ -38,6 +38,8 @@ from services.devstack.embedded import EmbeddedPostgres, EmbeddedValkey, free_po
 from services.gateway.audit import Actor
 from services.gateway.db.connections import connect
 from services.gateway.db.migrations import migrate
+from services.gateway.model_access import ModelAccess
+from services.gateway.settings import GatewaySettings
 from services.gateway.store import agents as agent_store
 from services.gateway.store.keys import create_key, key_is_valid
 
@@ -56,6 +58,18 @@ _PROVIDER_DEFAULTS = (
 class Keys:
     admin: str
     worker: str
+
+
+def provider_models() -> str:
+    """The providers the dev stack allows by plain model string: the operator's
+    `FERRUMDECK_PROVIDER_MODELS`, else those whose API key is in the environment (the
+    demo agent may be using one)."""
+    chosen = os.environ.get("FERRUMDECK_PROVIDER_MODELS")
+    if chosen is not None:
+        return chosen
+    return ",".join(
+        model.split("/", 1)[0] for env_name, model in _PROVIDER_DEFAULTS if os.environ.get(env_name)
+    )
 
 
 def demo_model() -> str:
@@ -117,9 +131,7 @@ async def _ensure_database(admin_dsn: str, name: str) -> None:
         await conn.close()
 
 
-async def prepare_database(
-    database_url: str, home: Path, model: str, catalog: ModelCatalog
-) -> Keys:
+async def prepare_database(database_url: str, home: Path, model: str, models: ModelAccess) -> Keys:
     """Migrate, make (or reuse) the dev keys, and register the demo agent if it changed."""
     conn = await connect(database_url)
     try:
@@ -138,17 +150,16 @@ async def prepare_database(
             _write_env_file(
                 keys_path, {"FERRUMDECK_API_KEY": admin, "FERRUMDECK_WORKER_TOKEN": worker}
             )
-        await _register_demo_agent(conn, model, catalog)
+        await _register_demo_agent(conn, model, models)
         return Keys(admin=admin, worker=worker)
     finally:
         await conn.close()
 
 
-async def _register_demo_agent(conn: asyncpg.Connection, model: str, catalog: ModelCatalog) -> None:
-    if not catalog.accepts(model):
-        raise SystemExit(
-            f"FERRUMDECK_DEMO_MODEL={model!r} is neither configured nor a LiteLLM model"
-        )
+async def _register_demo_agent(conn: asyncpg.Connection, model: str, models: ModelAccess) -> None:
+    refusal = models.refusal(model, DEV_PROJECT)
+    if refusal is not None:
+        raise SystemExit(f"FERRUMDECK_DEMO_MODEL: {refusal}")
     spec = AgentCreate(
         name=DEMO_AGENT,
         model=model,
@@ -255,15 +266,19 @@ def run_dev(home: Path, host: str, port: int) -> int:
         llm_port = free_port()
         models_file = write_models_file(home, llm_port)
         model = demo_model()
-        keys = asyncio.run(
-            prepare_database(database_url, home, model, ModelCatalog.load(models_file))
+        providers = provider_models()
+        access = ModelAccess(
+            ModelCatalog.load(models_file),
+            GatewaySettings(provider_models=providers).provider_models,
         )
+        keys = asyncio.run(prepare_database(database_url, home, model, access))
         url = f"http://{host}:{port}"
         env = {
             **os.environ,
             "FERRUMDECK_DATABASE_URL": database_url,
             "FERRUMDECK_REDIS_URL": redis_url,
             "FERRUMDECK_MODELS": str(models_file),
+            "FERRUMDECK_PROVIDER_MODELS": providers,
             "FERRUMDECK_HOST": host,
             "FERRUMDECK_PORT": str(port),
             "FERRUMDECK_URL": url,

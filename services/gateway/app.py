@@ -13,6 +13,7 @@ from services.gateway.backpressure import Backpressure, Bounds
 from services.gateway.db.connections import create_pool
 from services.gateway.errors import register_error_handlers
 from services.gateway.events import EventHub, event_hub
+from services.gateway.model_access import ModelAccess
 from services.gateway.outbox import OutboxRelay
 from services.gateway.routes import (
     agents,
@@ -36,7 +37,7 @@ from services.gateway.sweeper import Sweeper
 
 def create_app(settings: GatewaySettings | None = None) -> Quart:
     settings = settings or GatewaySettings()
-    catalog = ModelCatalog.load(settings.models)
+    models = ModelAccess(ModelCatalog.load(settings.models), settings.provider_models)
 
     app = Quart("ferrumdeck")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -95,7 +96,7 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
         )
         Runtime(
             settings,
-            catalog,
+            models,
             pool,
             redis,
             relay,

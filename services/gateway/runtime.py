@@ -15,11 +15,11 @@ import asyncpg
 from quart import Quart, current_app
 from redis.asyncio import Redis
 
-from services.contract.model_catalog import ModelCatalog
 from services.gateway.agent_cache import AgentCache
 from services.gateway.audit import AuditChainer
 from services.gateway.backpressure import Backpressure
 from services.gateway.key_cache import KeyCache
+from services.gateway.model_access import ModelAccess
 from services.gateway.outbox import OutboxRelay
 from services.gateway.run_intake import RunIntake
 from services.gateway.settings import GatewaySettings
@@ -31,7 +31,7 @@ _KEY = "ferrumdeck"
 @dataclass
 class Runtime:
     settings: GatewaySettings
-    catalog: ModelCatalog
+    models: ModelAccess
     pool: asyncpg.Pool
     redis: Redis
     relay: OutboxRelay

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from services.contract.settings import CommonSettings
 
@@ -12,6 +15,13 @@ class GatewaySettings(CommonSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8700, ge=0, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    provider_models: Annotated[frozenset[str], NoDecode] = Field(
+        default=frozenset(),
+        description="LiteLLM providers (comma-separated, e.g. `openai,anthropic`) whose "
+        "plain `provider/model` strings agents may name; by default only the models file's "
+        "entries are allowed. Providers that default to a local server are never allowed "
+        "this way.",
+    )
     policy_max_bytes: int = Field(
         default=960 * 1024,
         ge=1024,
@@ -83,3 +93,10 @@ class GatewaySettings(CommonSettings):
         description="How often the outbox relay looks for rows it was not told about "
         "(left by another gateway or by a failed publish).",
     )
+
+    @field_validator("provider_models", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(part.strip() for part in value.split(",") if part.strip())
+        return value

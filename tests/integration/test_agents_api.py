@@ -4,7 +4,13 @@ import asyncio
 import uuid
 
 import asyncpg
+import pytest
 from quart.typing import TestClientProtocol as Client
+
+from services.contract.api import AgentCreate
+from services.gateway.audit import Actor
+from services.gateway.store.agents import create_version
+from tests.support.harness import ToolHarness
 
 
 def _name() -> str:
@@ -111,3 +117,46 @@ async def test_unknown_agent_is_404(client: Client, admin: dict[str, str]) -> No
     response = await client.get(f"/v1/agents/{_name()}", headers=admin)
     assert response.status_code == 404
     assert (await response.get_json())["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("model", "says"),
+    [
+        ("llamafile/x", "defaults to a server on the worker's own machine"),
+        ("ollama_chat/x", "defaults to a server on the worker's own machine"),
+        ("openai/gpt-4o", "FERRUMDECK_PROVIDER_MODELS=openai"),
+        ("anthropic/claude-3-5-haiku-latest", "FERRUMDECK_PROVIDER_MODELS=anthropic"),
+    ],
+)
+async def test_a_model_string_cannot_reach_the_operators_network_or_accounts(
+    client: Client, admin: dict[str, str], db: asyncpg.Pool, model: str, says: str
+) -> None:
+    name = _name()
+    response = await client.post("/v1/agents", json={"name": name, "model": model}, headers=admin)
+    assert response.status_code == 422
+    body = await response.get_json()
+    assert body["error"]["code"] == "unknown_model"
+    assert says in body["error"]["message"]
+    assert await db.fetchval("SELECT count(*) FROM agents WHERE name = $1", name) == 0
+
+
+async def test_an_agent_whose_model_was_withdrawn_fails_its_next_run_with_the_reason(
+    harness: ToolHarness, db: asyncpg.Pool
+) -> None:
+    """Registered when the operator allowed `openai/…` strings (here: written directly),
+    run after they no longer do."""
+    name = _name()
+    async with db.acquire() as conn:
+        await create_version(
+            conn, "default", AgentCreate(name=name, model="openai/gpt-4o"), Actor.system("tests")
+        )
+    response = await harness.client.post(
+        "/v1/runs", json={"agent": name, "input": "hello"}, headers=harness.admin
+    )
+    run_id = (await response.get_json())["id"]
+    status, refused = await harness.claim(run_id)
+    assert (status, refused["error"]["code"]) == (409, "run_not_running")
+    run = await harness.get(run_id)
+    assert run["status"] == "failed"
+    assert run["error"].startswith("the agent's model is no longer allowed: model 'openai/gpt-4o'")
+    assert "FERRUMDECK_PROVIDER_MODELS=openai" in run["error"]

@@ -7,12 +7,18 @@ import yaml
 
 from services.contract.model_catalog import ModelCatalog
 from services.devstack.demo_llm import DEMO_MODEL
-from services.devstack.stack import demo_model, write_models_file
+from services.devstack.stack import demo_model, provider_models, write_models_file
 
 
 @pytest.fixture(autouse=True)
 def _no_provider_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "FERRUMDECK_DEMO_MODEL"):
+    for name in (
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "GEMINI_API_KEY",
+        "FERRUMDECK_DEMO_MODEL",
+        "FERRUMDECK_PROVIDER_MODELS",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -23,6 +29,18 @@ def test_without_a_provider_key_the_demo_uses_the_local_model() -> None:
 def test_a_provider_key_selects_a_real_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant")
     assert demo_model().startswith("anthropic/")
+
+
+def test_the_dev_stack_allows_the_providers_whose_keys_are_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Offline, no provider; with a key, that provider, so the demo agent it picks runs."""
+    assert provider_models() == ""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant")
+    monkeypatch.setenv("GEMINI_API_KEY", "g")
+    assert provider_models() == "anthropic,gemini"
+    monkeypatch.setenv("FERRUMDECK_PROVIDER_MODELS", "openai")
+    assert provider_models() == "openai"
 
 
 def test_an_explicit_choice_wins(monkeypatch: pytest.MonkeyPatch) -> None:

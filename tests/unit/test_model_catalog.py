@@ -63,17 +63,23 @@ def test_a_model_without_prices_has_no_price(tmp_path: Path) -> None:
     assert catalog.resolve("m").price is None
 
 
-def test_provider_strings_pass_through_unconfigured() -> None:
-    catalog = ModelCatalog.empty()
-    assert catalog.accepts("anthropic/claude-3-5-haiku-latest")
-    resolved = catalog.resolve("openai/gpt-4o-mini")
+def test_provider_strings_resolve_unconfigured() -> None:
+    resolved = ModelCatalog.empty().resolve("openai/gpt-4o-mini")
     assert resolved.model == "openai/gpt-4o-mini"
     assert resolved.call_kwargs == {}
 
 
-@pytest.mark.parametrize("model", ["gpt-4o", "http://evil.example/v1", "", "openai/"])
-def test_bare_or_url_models_are_not_accepted(model: str) -> None:
-    assert not ModelCatalog.empty().accepts(model)
+def test_an_entry_scoped_to_projects_is_named_only_to_them(tmp_path: Path) -> None:
+    catalog = ModelCatalog.load(
+        _write(
+            tmp_path,
+            "model_list: [{model_name: acme-only, projects: [acme],"
+            " litellm_params: {model: openai/x}}, {model_name: shared,"
+            " litellm_params: {model: openai/y}}]",
+        )
+    )
+    assert catalog.names("acme") == ["acme-only", "shared"]
+    assert catalog.names("beta") == ["shared"]
 
 
 def test_missing_environment_reference_names_the_variable(tmp_path: Path) -> None:

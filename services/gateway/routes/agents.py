@@ -25,13 +25,9 @@ require_role(blueprint, *READERS)
 async def create_agent(data: AgentCreate) -> tuple[Agent, int]:
     """Register a new immutable version of an agent."""
     res = runtime()
-    if not res.catalog.accepts(data.model):
-        offered = ", ".join(res.catalog.names()) or "none configured"
-        raise UnprocessableEntity(
-            f"unknown model {data.model!r}: use a provider-prefixed LiteLLM model "
-            f"(e.g. 'openai/gpt-4o-mini') or a configured model ({offered})",
-            code=ErrorCode.UNKNOWN_MODEL,
-        )
+    refusal = res.models.refusal(data.model, project())
+    if refusal is not None:
+        raise UnprocessableEntity(refusal, code=ErrorCode.UNKNOWN_MODEL)
     async with res.pool.acquire() as conn:
         agent = await store.create_version(
             conn, project(), data, current_actor(), cache=res.agent_cache

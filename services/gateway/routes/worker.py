@@ -59,6 +59,7 @@ async def claim(run_id: uuid.UUID, data: ClaimRequest) -> ClaimGrant:
         res.settings.lease_seconds,
         principal().key_id,
         agents=res.agent_cache,
+        models=res.models,
     )
 
 

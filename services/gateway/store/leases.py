@@ -31,6 +31,7 @@ from services.gateway.agent_cache import AgentCache
 from services.gateway.audit import APPEND, Actor, record, request_id
 from services.gateway.db.named_statement import NamedStatement
 from services.gateway.errors import Conflict, NotFound
+from services.gateway.model_access import ModelAccess
 from services.gateway.outbox import enqueue
 from services.gateway.step_fence import (
     Action,
@@ -174,6 +175,7 @@ async def claim(
     key_id: uuid.UUID,
     *,
     agents: AgentCache | None = None,
+    models: ModelAccess | None = None,
 ) -> ClaimGrant:
     """Take the run if it is queued or its lease has expired; bump the epoch and mint
     the lease's token.
@@ -215,6 +217,9 @@ async def claim(
         run = to_run(row)
         agent = await get_version(conn, row["project"], run.agent, run.agent_version, cache=agents)
         assert agent is not None
+        refusal = None if models is None else models.refusal(agent.model, row["project"])
+        if refusal is not None:
+            await _fail_withdrawn(conn, run_id, row["project"], refusal)
     assert run.started_at is not None
     return ClaimGrant(
         run_id=run.id,
@@ -227,6 +232,32 @@ async def claim(
         spent=_spent(row),
         started_at=run.started_at,
     )
+
+
+async def _fail_withdrawn(
+    conn: asyncpg.Connection, run_id: uuid.UUID, project: str, refusal: str
+) -> None:
+    """Fail a just-claimed run whose agent's model its project may no longer use (the
+    operator withdrew it since the agent was registered): with the reason, never run."""
+    error = f"the agent's model is no longer allowed: {refusal}"
+    async with conn.transaction():
+        await conn.execute(
+            """UPDATE runs SET status = 'failed', error = $2, finished_at = now(),
+                               updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+                WHERE id = $1""",
+            run_id,
+            error,
+        )
+        await record(
+            conn,
+            project,
+            Actor.system("model access"),
+            "run.failed",
+            f"run:{run_id}",
+            {"error": error},
+        )
+    metrics.run_finished(RunStatus.FAILED)
+    raise Conflict(error, code=ErrorCode.RUN_NOT_RUNNING, details={"status": "failed"})
 
 
 async def lock_running(
