@@ -27,6 +27,7 @@ from litellm import exceptions as provider
 from services.contract.model_catalog import ModelCatalog, ModelCatalogError, ResolvedModel
 from services.contract.runs import ModelParams, Usage
 from services.worker import metrics
+from services.worker.provider_errors import provider_message
 from services.worker.retry import Backoff, retry_after_seconds
 
 litellm.suppress_debug_info = True
@@ -174,7 +175,7 @@ class LLM:
                 )
             except Exception as exc:
                 metrics.llm_call(model, time.perf_counter() - started, None)
-                failure = f"{type(exc).__name__}: {exc}"
+                failure = provider_message(exc)
                 attempt += 1
                 if transient(exc) and await self._backoff.wait(
                     attempt,
