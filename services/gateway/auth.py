@@ -27,6 +27,7 @@ from quart import Blueprint, g, request
 from services.contract.api import Role
 from services.gateway import metrics
 from services.gateway.audit import Actor
+from services.gateway.client_address import client_address
 from services.gateway.errors import Forbidden, TooManyRequests, Unauthorized
 from services.gateway.principal import Principal
 from services.gateway.runtime import Runtime, runtime
@@ -51,8 +52,17 @@ def hash_secret(secret: str) -> str:
 
 
 async def _principal_for(res: Runtime, secret: str) -> Principal | None:
+    """The key's principal: from the cache, or — unless this client is already past the
+    failed-authentication limit — from the database. The limit is checked before the
+    lookup, not after it, so a client guessing keys stops costing queries (and stops
+    being answered, even should a guess be right) once it is past the limit."""
     key_hash = hash_secret(secret)
-    return await res.key_cache.principal(key_hash, lambda: _read_principal(res.pool, key_hash))
+
+    async def load() -> Principal | None:
+        await _refuse_if_past_limit(res)
+        return await _read_principal(res.pool, key_hash)
+
+    return await res.key_cache.principal(key_hash, load)
 
 
 async def _read_principal(pool: asyncpg.Pool, key_hash: str) -> Principal | None:
@@ -89,21 +99,40 @@ def require_role(blueprint: Blueprint, *roles: Role) -> None:
         g.principal = principal
 
 
+def _failures_key(res: Runtime) -> str:
+    """Where the client's failures are counted, in Redis so every gateway shares them."""
+    settings = res.settings
+    client = client_address(
+        request.remote_addr,
+        request.headers.get(settings.client_address_header),
+        settings.proxy_networks if settings.trusted_proxies else (),
+    )
+    return f"{settings.stream_prefix}:authfail:{client}"
+
+
+def _too_many(res: Runtime) -> TooManyRequests:
+    return TooManyRequests(
+        "too many failed authentications from this client; wait and retry",
+        retry_after=res.settings.auth_failure_window_seconds,
+    )
+
+
+async def _refuse_if_past_limit(res: Runtime) -> None:
+    failures = await res.redis.get(_failures_key(res))
+    if failures is not None and int(failures) >= res.settings.auth_failure_limit:
+        raise _too_many(res)
+
+
 async def _count_failure() -> None:
-    """Count a failed authentication against the client, in Redis so every gateway shares
-    the limit; past it, the client is told to wait instead of being answered."""
+    """Count a failed authentication against the client; past the limit, the client is
+    told to wait instead of being answered."""
     res = runtime()
-    window = res.settings.auth_failure_window_seconds
-    key = f"{res.settings.stream_prefix}:authfail:{request.remote_addr or 'unknown'}"
     async with res.redis.pipeline(transaction=True) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, window, nx=True)
+        pipe.incr(_failures_key(res))
+        pipe.expire(_failures_key(res), res.settings.auth_failure_window_seconds, nx=True)
         failures, _ = await pipe.execute()
     if failures > res.settings.auth_failure_limit:
-        raise TooManyRequests(
-            "too many failed authentications from this client; wait and retry",
-            retry_after=window,
-        )
+        raise _too_many(res)
 
 
 def allow(*roles: Role) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from services.contract.settings import CommonSettings
+from services.gateway.client_address import Network, parse_networks
 
 
 class GatewaySettings(CommonSettings):
@@ -33,6 +34,17 @@ class GatewaySettings(CommonSettings):
         default=30, ge=1, description="Failed authentications a client may make per window."
     )
     auth_failure_window_seconds: int = Field(default=60, ge=1)
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Addresses or CIDRs (comma-separated) of reverse proxies whose "
+        "`client_address_header` names the client for the failed-authentication limit; "
+        "by default the peer's address counts.",
+    )
+    client_address_header: str = Field(default="X-Forwarded-For", min_length=1)
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, GET /metrics needs `Authorization: Bearer <token>`.",
+    )
     key_cache_seconds: float = Field(
         default=5.0,
         ge=0,
@@ -94,9 +106,19 @@ class GatewaySettings(CommonSettings):
         "(left by another gateway or by a failed publish).",
     )
 
-    @field_validator("provider_models", mode="before")
+    @field_validator("provider_models", "trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
-            return frozenset(part.strip() for part in value.split(",") if part.strip())
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_networks(value)
+        return value
+
+    @property
+    def proxy_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.trusted_proxies)

@@ -263,8 +263,60 @@ async def test_failed_authentications_are_limited_across_gateways(
         limited = await second.test_client().get("/v1/runs", headers=bad)
         assert limited.headers["Retry-After"] == "30"
         assert (await _error_code(limited)) == "too_many_requests"
-        good = await first.test_client().get("/v1/runs", headers=admin)
-        assert good.status_code == 200
+        # Checked before the lookup: past the limit, even a right guess is not answered.
+        lucky = await first.test_client().get("/v1/runs", headers=admin)
+        assert lucky.status_code == 429
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_client_is_limited_not_the_proxy(
+    settings: GatewaySettings, admin: dict[str, str]
+) -> None:
+    strict = settings.model_copy(
+        update={
+            "auth_failure_limit": 2,
+            "auth_failure_window_seconds": 30,
+            "trusted_proxies": ("127.0.0.1", "10.0.0.0/8"),
+        }
+    )
+    guesser = f"203.0.113.{uuid.uuid4().int % 250}"
+    async with create_app(strict).test_app() as app:
+        client = app.test_client()
+
+        async def via_proxy(headers: dict[str, str]) -> int:
+            proxy = {"client": ("127.0.0.1", 40000)}
+            return (await client.get("/v1/runs", headers=headers, scope_base=proxy)).status_code
+
+        bad = {"Authorization": "Bearer fd_not-a-key"}
+        forwarded = {**bad, "X-Forwarded-For": f"{guesser}, 10.1.2.3"}
+        assert [await via_proxy(forwarded) for _ in range(3)] == [401, 401, 429]
+        # Another client behind the same proxy is unaffected.
+        other = f"198.51.100.{uuid.uuid4().int % 250}"
+        assert await via_proxy({**admin, "X-Forwarded-For": other}) == 200
+        # What the guesser writes left of the proxy's own entry is never believed.
+        assert await via_proxy({**bad, "X-Forwarded-For": f"{other}, {guesser}"}) == 429
+
+
+async def test_a_forwarding_header_from_an_untrusted_peer_is_ignored(
+    settings: GatewaySettings,
+) -> None:
+    strict = settings.model_copy(
+        update={"auth_failure_limit": 2, "auth_failure_window_seconds": 30}
+    )
+    async with create_app(strict).test_app() as app:
+        client = app.test_client()
+        statuses = [
+            (
+                await client.get(
+                    "/v1/runs",
+                    headers={
+                        "Authorization": "Bearer fd_not-a-key",
+                        "X-Forwarded-For": f"198.51.100.{n}",
+                    },
+                )
+            ).status_code
+            for n in range(3)
+        ]
+        assert statuses == [401, 401, 429]
 
 
 async def _error_code(response: Any) -> str:

@@ -1,21 +1,25 @@
 """`/metrics`: Prometheus exposition, with the shared-state gauges read at scrape time.
 
-Outside authentication, like `/healthz`; expose it only where Prometheus can reach it.
-A source that cannot be read leaves its gauges stale and says so in
-`ferrumdeck_metrics_source_up`, so the scrape itself never fails."""
+Outside key authentication, like `/healthz`: Prometheus has no API key. Its figures are
+platform-wide (every project's runs, the queue, worker names), so where more than
+Prometheus can reach the gateway, `FERRUMDECK_METRICS_TOKEN` makes it require that bearer
+token (compared in constant time). A source that cannot be read leaves its gauges stale
+and says so in `ferrumdeck_metrics_source_up`, so the scrape itself never fails."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 import asyncpg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 from quart_schema import hide
 from redis.exceptions import RedisError
 
 from services.contract.runs import RunStatus
 from services.gateway import metrics as m
+from services.gateway.errors import Unauthorized
 from services.gateway.queue_stats import queue_stats
 from services.gateway.runtime import runtime
 from services.gateway.store.gauges import read_counts
@@ -44,9 +48,21 @@ async def _read_redis() -> None:
     m.QUEUE_DEAD_LETTER.set(stats.dead_letter)
 
 
+def _check_token() -> None:
+    token = runtime().settings.metrics_token
+    if token is None:
+        return
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), token.get_secret_value().encode()
+    ):
+        raise Unauthorized("send the metrics token as 'Authorization: Bearer …'")
+
+
 @blueprint.get("/metrics")
 @hide
 async def metrics() -> Response:
+    _check_token()
     try:
         await _read_postgres()
         m.SOURCE_UP.labels(source="postgres").set(1)
