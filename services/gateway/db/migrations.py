@@ -38,11 +38,23 @@ def latest_version() -> int:
     return max(m.version for m in available())
 
 
-async def applied_version(conn: asyncpg.Connection) -> int:
+async def _applied(conn: asyncpg.Connection) -> set[int]:
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
-        return 0
-    return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+        return set()
+    return {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+
+
+async def applied_version(conn: asyncpg.Connection) -> int:
+    return max(await _applied(conn), default=0)
+
+
+async def pending(conn: asyncpg.Connection) -> list[Migration]:
+    """The migrations not applied yet, in order. Not only those above the newest applied:
+    migrations written side by side can land in either order, and one numbered below a
+    migration a database already has must still be applied."""
+    applied = await _applied(conn)
+    return [m for m in available() if m.version not in applied]
 
 
 async def migrate(conn: asyncpg.Connection) -> list[Migration]:
@@ -55,11 +67,8 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
                    name text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        current = await applied_version(conn)
         done = []
-        for migration in available():
-            if migration.version <= current:
-                continue
+        for migration in await pending(conn):
             async with conn.transaction():
                 await conn.execute(migration.sql)
                 await conn.execute(

@@ -6,7 +6,7 @@ from quart import Blueprint
 from quart_schema import tag, validate_response
 
 from services.contract.health import Readiness, ReadyStatus
-from services.gateway.db.migrations import applied_version, latest_version
+from services.gateway.db.migrations import pending
 from services.gateway.runtime import runtime
 
 blueprint = Blueprint("health", __name__)
@@ -29,9 +29,10 @@ async def readyz() -> tuple[Readiness, int]:
     problems = []
     try:
         async with res.pool.acquire(timeout=2) as conn:
-            applied = await applied_version(conn)
-        if applied < latest_version():
-            problems.append(f"database schema at {applied}, needs {latest_version()}: run migrate")
+            missing = await pending(conn)
+        if missing:
+            names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
+            problems.append(f"database schema lacks {names}: run migrate")
     except Exception as exc:
         problems.append(f"database: {exc}")
     try:
