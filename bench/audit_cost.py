@@ -41,7 +41,10 @@ async def _create(pool: asyncpg.Pool, audited: bool) -> None:
                VALUES ('default', $1, 'bench', 1, 'queued', 'hello', '{}')""",
             run_id,
         )
-        await conn.execute("INSERT INTO outbox (run_id, reason) VALUES ($1, 'created')", run_id)
+        await conn.execute(
+            "INSERT INTO outbox (run_id, reason, project) VALUES ($1, 'created', 'default')",
+            run_id,
+        )
         if audited:
             await record(
                 conn, "default", ACTOR, "run.created", f"run:{run_id}", {"agent": "bench@1"}

@@ -203,7 +203,7 @@ class _Baseline:
         self._pool = pool
         self._redis = redis
         self._streams = streams
-        self._relay = OutboxRelay(pool, redis, streams, batch=500, poll_seconds=1.0)
+        self._relay = OutboxRelay(pool, redis, streams, batch=500, poll_seconds=1.0, window=100_000)
         self._numbers = itertools.count()
 
     async def setup(self) -> None:

@@ -27,8 +27,15 @@ class QueueStats(BaseModel):
     dead_letter: int = Field(
         default=0, description="Jobs set aside after too many deliveries (the DLQ's length)."
     )
+    waiting: int | None = Field(
+        default=None,
+        description="Runs waiting for a worker (queued), wherever their jobs are: fair "
+        "dispatch keeps most of a backlog in the outbox and only a window in the stream.",
+    )
     max_lag: int | None = Field(
-        default=None, description="The backlog bound past which new runs get 429."
+        default=None,
+        description="The backlog bound past which new runs get 429, from the projects "
+        "holding their share of it.",
     )
     max_oldest_pending_seconds: float | None = Field(
         default=None, description="The age bound past which new runs get 429."

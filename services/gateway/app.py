@@ -72,6 +72,7 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
             settings.streams,
             batch=settings.relay_batch,
             poll_seconds=settings.relay_poll_seconds,
+            window=settings.dispatch_window,
         )
         sweeper = Sweeper(
             pool,
@@ -83,6 +84,7 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
         )
         chainer = AuditChainer(pool, poll_seconds=settings.audit_chain_seconds)
         backpressure = Backpressure(
+            pool,
             redis,
             settings.streams,
             Bounds(settings.max_queue_lag, settings.max_oldest_pending_seconds),
@@ -108,7 +110,7 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
         relay.start()
         sweeper.start()
         chainer.start()
-        hub = EventHub(settings.database_url, redis, settings.streams, bounds=backpressure.bounds)
+        hub = EventHub(settings.database_url, redis, settings.streams, backpressure=backpressure)
         hub.install(app)
         hub.keep_coherent(runtime().key_cache, runtime().agent_cache)
         hub.start()

@@ -1,12 +1,20 @@
-"""Refusing work the workers cannot start: `POST /v1/runs` answers 429 while the runs
-stream's backlog is past its bound.
+"""Refusing work the workers cannot start: `POST /v1/runs` answers 429 while the backlog
+is past its bound — for the projects that make it so, not for everyone.
 
 Accepting runs faster than workers take them only grows a queue whose every entry
 waits longer; a client told "429, retry after N s" can slow down or go elsewhere. The
-backlog is read from Redis (undelivered entries and the oldest unacknowledged entry's
-age) at most once per `refresh_seconds` per process, so the check costs run creation
-nothing on most requests. If Redis cannot be read, runs are still accepted: the outbox
-holds their jobs until it is back.
+backlog is what waits for a worker: each project's queued runs, wherever their jobs are
+(fair dispatch keeps most of a backlog in the outbox, `outbox.py`, and only a window in
+the stream), and the oldest unfinished job's age. It is read at most once per
+`refresh_seconds` per process (an index-only count of the queued runs in PostgreSQL, and
+Redis for the stream), so the check costs run creation nothing on most requests.
+
+Past `max_lag`, a project is refused only while its own queued runs are at least its
+share of the bound (`max_lag` over the projects with runs queued, itself included): a
+project that floods fills its share and gets 429, one with a run or two still gets in.
+Each refusal speaks of the caller's project only. The age bound says the workers are
+stuck for everyone, so it refuses every project. If Redis or PostgreSQL cannot be read,
+runs are still accepted: the outbox holds their jobs until the workers take them.
 """
 
 from __future__ import annotations
@@ -14,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -30,15 +39,38 @@ RETRY_AFTER_SECONDS = 5
 
 
 @dataclass(frozen=True)
+class Backlog:
+    """What waits for a worker: the stream as Redis reports it, and each project's
+    queued runs."""
+
+    stats: QueueStats
+    queued: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def waiting(self) -> int:
+        return sum(self.queued.values())
+
+
+@dataclass(frozen=True)
 class Bounds:
     max_lag: int
     max_oldest_pending_seconds: float
 
-    def breach(self, stats: QueueStats) -> str | None:
-        lag = stats.lag if stats.lag is not None else stats.depth
-        if lag > self.max_lag:
-            return f"{lag} runs are waiting for a worker (the bound is {self.max_lag})"
-        oldest = stats.oldest_pending_seconds
+    def breach(self, backlog: Backlog, project: str | None = None) -> str | None:
+        """Why runs are not accepted now (from `project`, when given), or None."""
+        if backlog.waiting > self.max_lag:
+            if project is None:
+                return (
+                    f"{backlog.waiting} runs are waiting for a worker (the bound is {self.max_lag})"
+                )
+            share = self.max_lag / len(set(backlog.queued) | {project})
+            mine = backlog.queued.get(project, 0)
+            if mine >= share:
+                return (
+                    f"this project has {mine} runs waiting for a worker, its share of the "
+                    "platform's capacity"
+                )
+        oldest = backlog.stats.oldest_pending_seconds
         if oldest is not None and oldest > self.max_oldest_pending_seconds:
             return (
                 f"the oldest unfinished job is {oldest:.0f}s old "
@@ -46,44 +78,72 @@ class Bounds:
             )
         return None
 
-    def describe(self, stats: QueueStats) -> QueueStats:
-        """The backlog as operators see it: with these bounds and whether runs get in."""
-        return stats.model_copy(
+    def describe(self, backlog: Backlog) -> QueueStats:
+        """The backlog as operators see it: with these bounds and whether the platform
+        is under them."""
+        return backlog.stats.model_copy(
             update={
+                "waiting": backlog.waiting,
                 "max_lag": self.max_lag,
                 "max_oldest_pending_seconds": self.max_oldest_pending_seconds,
-                "accepting_runs": self.breach(stats) is None,
+                "accepting_runs": self.breach(backlog) is None,
             }
         )
 
 
+async def queued_by_project(pool: asyncpg.Pool) -> dict[str, int]:
+    rows = await pool.fetch(
+        "SELECT project, count(*) AS runs FROM runs WHERE status = 'queued' GROUP BY project"
+    )
+    return {row["project"]: row["runs"] for row in rows}
+
+
 class Backpressure:
     def __init__(
-        self, redis: Redis, streams: StreamNames, bounds: Bounds, *, refresh_seconds: float
+        self,
+        pool: asyncpg.Pool,
+        redis: Redis,
+        streams: StreamNames,
+        bounds: Bounds,
+        *,
+        refresh_seconds: float,
     ) -> None:
+        self._pool = pool
         self._redis = redis
         self._streams = streams
         self.bounds = bounds
         self._refresh_seconds = refresh_seconds
         self._checked_at = float("-inf")
-        self._breach: str | None = None
+        self._backlog: Backlog | None = None
         self._lock = asyncio.Lock()
 
-    async def admit(self) -> None:
-        """Raise 429 while the backlog is past its bound."""
+    async def admit(self, project: str) -> None:
+        """Raise 429 while the backlog is past its bound and `project` holds its share."""
+        backlog = await self._current()
+        breach = None if backlog is None else self.bounds.breach(backlog, project)
+        if breach is not None:
+            raise TooManyRequests(
+                f"not accepting runs now: {breach}", retry_after=RETRY_AFTER_SECONDS
+            )
+
+    async def describe(self, stats: QueueStats) -> QueueStats:
+        """`stats` just read from Redis, with the outbox's backlog and the bounds."""
+        backlog = await self._current()
+        queued = {} if backlog is None else backlog.queued
+        return self.bounds.describe(Backlog(stats, queued))
+
+    async def _current(self) -> Backlog | None:
         if time.monotonic() - self._checked_at >= self._refresh_seconds:
             async with self._lock:
                 if time.monotonic() - self._checked_at >= self._refresh_seconds:
                     await self._refresh()
-        if self._breach is not None:
-            raise TooManyRequests(
-                f"not accepting runs now: {self._breach}", retry_after=RETRY_AFTER_SECONDS
-            )
+        return self._backlog
 
     async def _refresh(self) -> None:
         try:
-            self._breach = self.bounds.breach(await queue_stats(self._redis, self._streams))
-        except (RedisError, OSError) as exc:
-            log.warning("cannot read the queue backlog, accepting runs: %s", exc)
-            self._breach = None
+            stats = await queue_stats(self._redis, self._streams)
+            self._backlog = Backlog(stats, await queued_by_project(self._pool))
+        except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("cannot read the backlog, accepting runs: %s", exc)
+            self._backlog = None
         self._checked_at = time.monotonic()

@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 from services.contract.events import PROJECT_EVENTS, EventName
 from services.contract.jobs import StreamNames
 from services.gateway.background import BackgroundLoop
-from services.gateway.backpressure import Bounds
+from services.gateway.backpressure import Backpressure
 from services.gateway.coherent_cache import Coherent
 from services.gateway.notification_listener import NotificationListener
 from services.gateway.principal import Principal
@@ -109,14 +109,14 @@ class _QueuePublisher(BackgroundLoop):
         redis: Redis,
         streams: StreamNames,
         interval: float,
-        bounds: Bounds | None,
+        backpressure: Backpressure | None,
     ) -> None:
         super().__init__()
         self._hub = hub
         self._redis = redis
         self._streams = streams
         self._interval = interval
-        self._bounds = bounds
+        self._backpressure = backpressure
 
     async def step(self) -> float:
         if self._hub.subscribers:
@@ -125,8 +125,8 @@ class _QueuePublisher(BackgroundLoop):
             except (OSError, RedisError) as exc:
                 log.warning("queue statistics unavailable: %s", exc)
             else:
-                if self._bounds is not None:
-                    stats = self._bounds.describe(stats)
+                if self._backpressure is not None:
+                    stats = await self._backpressure.describe(stats)
                 self._hub.broadcast(Event(EventName.QUEUE, stats.model_dump(mode="json")))
         return self._interval
 
@@ -143,14 +143,16 @@ class EventHub:
         queue_interval_seconds: float = 1.0,
         heartbeat_seconds: float = 15.0,
         buffer: int = 1000,
-        bounds: Bounds | None = None,
+        backpressure: Backpressure | None = None,
     ) -> None:
         self.heartbeat_seconds = heartbeat_seconds
         self._buffer = buffer
         self._subscriptions: set[Subscription] = set()
         self._listener = NotificationListener(dsn, on_reconnect=lambda: self.broadcast(RESYNC))
         self._listener.listen(CHANNEL, self._on_notify)
-        self._publisher = _QueuePublisher(self, redis, streams, queue_interval_seconds, bounds)
+        self._publisher = _QueuePublisher(
+            self, redis, streams, queue_interval_seconds, backpressure
+        )
 
     @property
     def subscribers(self) -> int:

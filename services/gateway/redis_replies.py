@@ -33,3 +33,19 @@ async def runs_group(redis: Redis, streams: StreamNames) -> dict[str, Any] | Non
         (g for g in groups if text(g["name"]) == streams.group), None
     )
     return found
+
+
+async def undelivered(redis: Redis, streams: StreamNames, at_most: int) -> int:
+    """Entries of the runs stream not yet delivered to the workers' group, counted up to
+    `at_most`. The group's `lag` says it in one reply; when Redis cannot tell (it reports
+    no lag after entries were deleted), the entries past the last delivered id are read,
+    at most `at_most` of them."""
+    group = await runs_group(redis, streams)
+    if group is None:
+        return min(int(await redis.xlen(streams.runs)), at_most)
+    lag = group.get("lag")
+    if lag is not None:
+        return min(int(lag), at_most)
+    after = "(" + text(group["last-delivered-id"])
+    entries = await redis.xrange(streams.runs, min=after, max="+", count=at_most)
+    return len(entries or [])

@@ -85,6 +85,14 @@ class GatewaySettings(CommonSettings):
         "the next batch (at most db_pool_max).",
     )
     relay_batch: int = Field(default=500, ge=1, le=10_000)
+    dispatch_window: int = Field(
+        default=64,
+        ge=1,
+        description="Undelivered jobs the relay keeps in the runs stream; the rest wait in "
+        "the outbox and leave it project by project in turn, so no project's backlog "
+        "delays another's run by more than this many jobs. Keep it above what the workers "
+        "take at once.",
+    )
     sweep_seconds: float = Field(
         default=5.0,
         gt=0,

@@ -1,57 +1,131 @@
-"""Past the backlog bound, new runs are refused with 429 instead of queued forever."""
+"""Past the backlog bound, new runs are refused with 429 instead of queued forever — from
+the projects holding their share of the bound, never from a project with a run or two.
+
+Each test has a database of its own: the bound counts every project's queued runs."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import asyncpg
+import pytest
+from quart.typing import TestClientProtocol as Client
 from redis.asyncio import Redis
 
+from services.contract.api import AgentCreate, Role
 from services.gateway.app import create_app
+from services.gateway.audit import Actor
+from services.gateway.db.connections import connect
+from services.gateway.db.migrations import migrate
 from services.gateway.settings import GatewaySettings
+from services.gateway.store.agents import create_version
+from services.gateway.store.keys import create_key
 from testbed.streams import read_new
 from testbed.waiting import eventually
 from tests.support.harness import ToolHarness
 
+TESTS = Actor.system("tests")
 
-async def test_runs_are_refused_while_the_backlog_is_past_its_bound(
-    settings: GatewaySettings, admin: dict[str, str], redis: Redis, db: asyncpg.Pool
-) -> None:
-    bounded = settings.model_copy(update={"max_queue_lag": 2, "backpressure_refresh_seconds": 0})
-    async with create_app(bounded).test_app() as app:
-        client = app.test_client()
-        agent = f"agent-{uuid.uuid4().hex[:8]}"
-        await client.post("/v1/agents", json={"name": agent, "model": "scripted"}, headers=admin)
-        await redis.xgroup_create(
-            settings.streams.runs, settings.streams.group, id="0", mkstream=True
+
+@dataclass
+class Platform:
+    client: Client
+    keys: dict[str, dict[str, str]]
+    settings: GatewaySettings
+    pool: asyncpg.Pool
+
+    async def start(self, project: str, label: str) -> tuple[int, dict[str, object]]:
+        response = await self.client.post(
+            "/v1/runs", json={"agent": "a", "input": label}, headers=self.keys[project]
         )
-        accepted = []
-        for n in range(3):
-            response = await client.post(
-                "/v1/runs", json={"agent": agent, "input": f"n{n}"}, headers=admin
+        return response.status_code, await response.get_json()
+
+    async def queued(self, project: str) -> int:
+        return int(
+            await self.pool.fetchval(
+                "SELECT count(*) FROM runs WHERE project = $1 AND status = 'queued'", project
             )
-            assert response.status_code == 202
-            accepted.append((await response.get_json())["id"])
-        await eventually(lambda: redis.xlen(settings.streams.runs), lambda n: n == 3)
-
-        before = await db.fetchval("SELECT count(*) FROM runs WHERE agent_name = $1", agent)
-        refused = await client.post("/v1/runs", json={"agent": agent, "input": "x"}, headers=admin)
-        assert refused.status_code == 429
-        assert refused.headers["Retry-After"] == "5"
-        error = (await refused.get_json())["error"]
-        assert error["code"] == "too_many_requests"
-        assert "3 runs are waiting" in error["message"]
-        assert await db.fetchval("SELECT count(*) FROM runs WHERE agent_name = $1", agent) == before
-
-        queue = await (await client.get("/v1/queue", headers=admin)).get_json()
-        assert (queue["lag"], queue["max_lag"], queue["accepting_runs"]) == (3, 2, False)
-
-        delivered = await read_new(
-            redis, settings.streams.group, "drainer", settings.streams.runs, count=10
         )
-        await redis.xack(settings.streams.runs, settings.streams.group, *[i for i, _ in delivered])
-        again = await client.post("/v1/runs", json={"agent": agent, "input": "y"}, headers=admin)
-        assert again.status_code == 202
+
+
+@pytest.fixture
+async def platform(empty_database: str, settings: GatewaySettings) -> AsyncIterator[Platform]:
+    conn = await connect(empty_database)
+    keys = {}
+    try:
+        await migrate(conn)
+        for project in ("flood", "quiet"):
+            _, secret = await create_key(conn, f"{project}-admin", Role.ADMIN, project, TESTS)
+            await create_version(conn, project, AgentCreate(name="a", model="scripted"), TESTS)
+            keys[project] = {"Authorization": f"Bearer {secret}"}
+    finally:
+        await conn.close()
+    bounded = settings.model_copy(
+        update={
+            "database_url": empty_database,
+            "max_queue_lag": 20,
+            "dispatch_window": 5,
+            "backpressure_refresh_seconds": 0,
+        }
+    )
+    pool = await asyncpg.create_pool(empty_database, min_size=1, max_size=2)
+    try:
+        async with create_app(bounded).test_app() as app:
+            yield Platform(app.test_client(), keys, bounded, pool)
+    finally:
+        await pool.close()
+
+
+async def test_a_flooding_project_is_refused_and_the_quiet_one_still_gets_in(
+    platform: Platform,
+) -> None:
+    accepted = 0
+    while True:
+        status, body = await platform.start("flood", f"flood {accepted}")
+        if status == 429:
+            break
+        assert status == 202, body
+        accepted += 1
+        assert accepted < 100, "never refused"
+    # Alone past the bound, the flood holds all of it.
+    assert accepted == 21
+    error = body["error"]
+    assert isinstance(error, dict)
+    assert error["code"] == "too_many_requests"
+    assert error["message"] == (
+        "not accepting runs now: this project has 21 runs waiting for a worker, its share "
+        "of the platform's capacity"
+    )
+    for n in range(3):
+        status, body = await platform.start("quiet", f"quiet {n}")
+        assert status == 202, body
+    assert await platform.queued("quiet") == 3
+    assert (await platform.start("flood", "still"))[0] == 429
+
+    queue = await (
+        await platform.client.get("/v1/queue", headers=platform.keys["quiet"])
+    ).get_json()
+    assert (queue["waiting"], queue["max_lag"], queue["accepting_runs"]) == (24, 20, False)
+
+
+async def test_once_workers_take_runs_the_flood_gets_in_again(
+    platform: Platform, redis: Redis
+) -> None:
+    for n in range(21):
+        assert (await platform.start("flood", f"flood {n}"))[0] == 202
+    assert (await platform.start("flood", "refused"))[0] == 429
+    streams = platform.settings.streams
+    await redis.xgroup_create(streams.runs, streams.group, id="0", mkstream=True)
+    delivered = await eventually(
+        lambda: read_new(redis, streams.group, "drainer", streams.runs, count=10),
+        bool,
+    )
+    # A worker claims them: no longer queued.
+    ids = [uuid.UUID(fields[b"run_id"].decode()) for _, fields in delivered]
+    await platform.pool.execute("UPDATE runs SET status = 'running' WHERE id = ANY($1)", ids)
+    assert (await platform.start("flood", "again"))[0] == 202
 
 
 async def test_queue_shows_the_bounds_while_accepting(harness: ToolHarness) -> None:

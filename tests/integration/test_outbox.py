@@ -76,9 +76,12 @@ async def test_relays_side_by_side_publish_every_row_exactly_once(
     streams = StreamNames(prefix)
     run_ids = [uuid.uuid4() for _ in range(300)]
     await db.executemany(
-        "INSERT INTO outbox (run_id, reason) VALUES ($1, 'created')", [(r,) for r in run_ids]
+        "INSERT INTO outbox (run_id, reason, project) VALUES ($1, 'created', 'default')",
+        [(r,) for r in run_ids],
     )
-    relays = [OutboxRelay(db, redis, streams, batch=25, poll_seconds=1) for _ in range(3)]
+    relays = [
+        OutboxRelay(db, redis, streams, batch=25, poll_seconds=1, window=10_000) for _ in range(3)
+    ]
 
     async def drain(relay: OutboxRelay) -> int:
         total = 0
@@ -91,3 +94,31 @@ async def test_relays_side_by_side_publish_every_row_exactly_once(
     ours = set(run_ids)
     published = [uuid.UUID(f[b"run_id"].decode()) for _, f in await entries(redis, streams.runs)]
     assert sorted(p for p in published if p in ours) == sorted(run_ids)
+
+
+async def test_a_project_with_one_run_is_published_before_another_projects_backlog(
+    db: asyncpg.Pool, redis: Redis, prefix: str
+) -> None:
+    """Jobs leave the outbox one project at a time in turn: the quiet project's run is
+    in the first batch, however many the busy one enqueued before it."""
+    streams = StreamNames(f"{prefix}:fair")
+    busy, quiet = f"busy-{uuid.uuid4().hex[:6]}", f"quiet-{uuid.uuid4().hex[:6]}"
+    flood = [uuid.uuid4() for _ in range(500)]
+    await db.executemany(
+        "INSERT INTO outbox (run_id, reason, project) VALUES ($1, 'created', $2)",
+        [(run_id, busy) for run_id in flood],
+    )
+    late = uuid.uuid4()
+    await db.execute(
+        "INSERT INTO outbox (run_id, reason, project) VALUES ($1, 'created', $2)", late, quiet
+    )
+    relay = OutboxRelay(db, redis, streams, batch=500, poll_seconds=1, window=20)
+    assert await relay.room() == 20
+    await relay.step()
+    assert await relay.room() == 0  # the window is full: the rest waits in the outbox
+    first = [uuid.UUID(f[b"run_id"].decode()) for _, f in await entries(redis, streams.runs)]
+    assert late in first[:2]
+    assert [run for run in first if run in set(flood)] == flood[: len(first) - 1]
+    left = await db.fetchval("SELECT count(*) FROM outbox WHERE project = $1", busy)
+    assert left == 500 - (len(first) - 1)
+    await db.execute("DELETE FROM outbox WHERE project = $1", busy)

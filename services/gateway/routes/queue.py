@@ -21,4 +21,4 @@ async def get_queue() -> QueueStats:
     """Depth, pending, lag, the oldest pending entry's age, and each worker's share."""
     res = runtime()
     stats = await queue_stats(res.redis, res.settings.streams)
-    return res.backpressure.bounds.describe(stats)
+    return await res.backpressure.describe(stats)

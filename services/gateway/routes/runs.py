@@ -58,7 +58,7 @@ async def create_run(data: RunCreate) -> tuple[Run, int, dict[str, str]]:
         )
     name, _, version = data.agent.partition("@")
     res = runtime()
-    await res.backpressure.admit()
+    await res.backpressure.admit(project())
     agent = await agent_store.get_version(
         res.pool, project(), name, int(version) if version else None, cache=res.agent_cache
     )

@@ -99,8 +99,8 @@ WITH batch AS (
     ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {RUN_COLUMNS}
 ), jobs AS (
-    INSERT INTO outbox (run_id, reason)
-    SELECT c.id, $12 FROM created c JOIN batch b ON b.id = c.id ORDER BY b.ord
+    INSERT INTO outbox (run_id, reason, project)
+    SELECT c.id, $12, b.project FROM created c JOIN batch b ON b.id = c.id ORDER BY b.ord
 ), events AS (
     {APPEND}
     SELECT b.project, b.actor, b.actor_kind, 'run.created', 'run:' || c.id,
