@@ -27,6 +27,7 @@ from services.client import (
     AsyncFerrumDeck,
     Conflict,
     FerrumDeckError,
+    Forbidden,
     GatewayUnavailable,
     LiveEvent,
     NotFound,
@@ -173,7 +174,7 @@ class FerrumDeckApp(App[None]):
             message = "The gateway refused the API key (401). Check --key / FERRUMDECK_API_KEY."
         elif isinstance(error, GatewayUnavailable):
             message = f"Gateway unreachable: {error}"
-        elif isinstance(error, Conflict | NotFound):
+        elif isinstance(error, Conflict | Forbidden | NotFound):
             message = error.message
         else:
             message = str(error)

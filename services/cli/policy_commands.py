@@ -1,11 +1,14 @@
 """`ferrumdeck policies …`: the rules in force as a file. `apply` writes a new version
-only when the file's rules differ from those in force, so versions (and the audit
-trail) record real changes, not every deployment.
+only when the file's rules (or its `approvals:` settings) differ from those in force,
+so versions (and the audit trail) record real changes, not every deployment. The
+gateway's warnings about a new version (conditions no call can meet) go to stderr, one
+line each, and into `--json`'s `warnings`: the version is in force all the same.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from pydantic import ValidationError
 
@@ -30,15 +33,22 @@ def policy_file(path: str) -> PolicySet:
 def _apply(deck: FerrumDeck, args: argparse.Namespace) -> int:
     wanted = policy_file(args.file)
     state = deck.policies(limit=1)
-    in_force = PolicySet(rules=state.rules)
+    in_force = PolicySet(rules=state.rules, approvals=state.approvals)
     changed = in_force.model_dump(mode="json") != wanted.model_dump(mode="json")
-    version = deck.put_policies(wanted).version if changed else state.version
+    version = state.version
+    warnings: list[str] = []
+    if changed:
+        written = deck.put_policies(wanted)
+        version, warnings = written.version, written.warnings
     if args.as_json:
-        print_json({"version": version, "changed": changed})
-    elif changed:
-        print(f"policy version {version} is in force ({len(wanted.rules)} rules)")
+        print_json({"version": version, "changed": changed, "warnings": warnings})
     else:
-        print(f"policy unchanged at version {version}")
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if changed:
+            print(f"policy version {version} is in force ({len(wanted.rules)} rules)")
+        else:
+            print(f"policy unchanged at version {version}")
     return OK
 
 
@@ -48,6 +58,11 @@ def _show(deck: FerrumDeck, args: argparse.Namespace) -> int:
         print_json(state)
         return OK
     print(f"policy version {state.version}" + ("" if state.rules else ": no rules, all denied"))
+    if state.approvals.distinct_approver is not None:
+        print(
+            f"approvals: the run's creator's {state.approvals.distinct_approver.value} "
+            "may not approve its calls"
+        )
     if state.rules:
         rows = [
             (

@@ -29,7 +29,7 @@ from services.contract.api import (
     ApprovalPage,
     ApprovalStatus,
     PolicyState,
-    PolicyVersionOut,
+    PolicyVersionWritten,
     Run,
     RunPage,
     Step,
@@ -256,10 +256,12 @@ class AsyncFerrumDeck:
     async def policies(self, *, limit: int = 50, cursor: str | None = None) -> PolicyState:
         return await self._get(PolicyState, "/v1/policies", limit=limit, cursor=cursor)
 
-    async def put_policies(self, rules: list[PolicyRule] | PolicySet) -> PolicyVersionOut:
+    async def put_policies(self, rules: list[PolicyRule] | PolicySet) -> PolicyVersionWritten:
+        """Put a new version in force; its `warnings` name conditions no call a known
+        tool accepts can meet (the version is written all the same)."""
         policy = rules if isinstance(rules, PolicySet) else PolicySet(rules=rules)
         response = await self._request("PUT", "/v1/policies", json=policy.model_dump(mode="json"))
-        return PolicyVersionOut.model_validate(response.json())
+        return PolicyVersionWritten.model_validate(response.json())
 
     async def evaluate(self, call: EvaluateRequest) -> PolicyDecision:
         return await self._post(

@@ -25,7 +25,7 @@ from services.contract.api import (
     ApprovalPage,
     ApprovalStatus,
     PolicyState,
-    PolicyVersionOut,
+    PolicyVersionWritten,
     Run,
     RunPage,
     StepPage,
@@ -167,7 +167,7 @@ class FerrumDeck:
     def policies(self, *, limit: int = 50, cursor: str | None = None) -> PolicyState:
         return self._runner.run(self._client.policies(limit=limit, cursor=cursor))
 
-    def put_policies(self, rules: list[PolicyRule] | PolicySet) -> PolicyVersionOut:
+    def put_policies(self, rules: list[PolicyRule] | PolicySet) -> PolicyVersionWritten:
         return self._runner.run(self._client.put_policies(rules))
 
     def evaluate(self, call: EvaluateRequest) -> PolicyDecision:

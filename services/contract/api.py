@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.contract.policy import PolicyDecision, PolicyRule
+from services.contract.policy import ApprovalSettings, PolicyDecision, PolicyRule
 from services.contract.runs import Budget, ModelParams, RunStatus, StepKind, StepStatus, Usage
 
 AGENT_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -175,6 +175,7 @@ class ApprovalDecision(BaseModel):
 class PolicyVersionOut(BaseModel):
     version: int
     rules: list[PolicyRule]
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     created_by: str
     created_at: datetime
 
@@ -210,6 +211,7 @@ class PolicyState(BaseModel):
 
     version: int
     rules: list[PolicyRule]
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     history: list[PolicyVersionOut]
     next_cursor: str | None
 

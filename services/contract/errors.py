@@ -31,6 +31,10 @@ class ErrorCode(StrEnum):
     INVALID_IDEMPOTENCY_KEY = "invalid_idempotency_key"
     BAD_ROLE = "bad_role"
 
+    # 403: the key's role may do this, but not here: policy requires the approver of a
+    # run's tool call to be another key (or role) than the run's creator.
+    SEPARATION_OF_DUTIES = "separation_of_duties"
+
     # 413: the body is within the gateway's limit but past what this route takes.
     POLICY_TOO_LARGE = "policy_too_large"
 

@@ -173,10 +173,32 @@ class PolicyRule(BaseModel):
         return self
 
 
+class DistinctApprover(StrEnum):
+    """Who may not approve a run's tool calls: the key that started the run, or any key
+    of that key's role (and so that key too)."""
+
+    KEY = "key"
+    ROLE = "role"
+
+
+class ApprovalSettings(BaseModel):
+    """How approvals are decided under this policy version; off by default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    distinct_approver: DistinctApprover | None = Field(
+        default=None,
+        description="Separation of duties: `key`, the approver must be another key than "
+        "the run's creator; `role`, a key of another role; null, anyone who may decide. "
+        "Rejecting is never restricted.",
+    )
+
+
 class PolicySet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rules: list[PolicyRule] = Field(max_length=MAX_RULES)
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PolicySet:

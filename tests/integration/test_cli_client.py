@@ -168,6 +168,53 @@ async def test_policies_apply_show_and_evaluate(cli: Cli, tmp_path: Path) -> Non
     one_error_line(await cli("policies", "apply", "-f", str(policy)), "effect")
 
 
+async def test_policies_apply_prints_warnings_and_keeps_approval_settings(
+    cli: Cli, harness: ToolHarness, tmp_path: Path
+) -> None:
+    server = f"w{uuid.uuid4().hex[:8]}"
+    tool = {
+        "name": f"{server}.add",
+        "server": server,
+        "tool": "add",
+        "input_schema": {"type": "object", "properties": {"a": {"type": "string"}}},
+    }
+    reported = await harness.client.put(
+        "/v1/worker/tools", json={"worker_id": server, "tools": [tool]}, headers=harness.worker
+    )
+    assert reported.status_code < 300
+    policy = tmp_path / "policy.yaml"
+    rules = (
+        "rules:\n"
+        f"  - id: big\n    tool: {server}.add\n    effect: deny\n"
+        "    when: {args: {a: {gt: 100}}}\n"
+        "  - id: ask\n    tool: notes.*\n    effect: require_approval\n"
+    )
+    policy.write_text(rules)
+    applied = await cli("policies", "apply", "-f", str(policy))
+    assert applied.returncode == 0, applied.stderr
+    (warning,) = applied.stderr.strip().splitlines()
+    assert warning.startswith("warning: rules[0] (big)")
+    assert "declares a as string" in warning
+
+    policy.write_text(rules + "approvals: {distinct_approver: key}\n")
+    as_json = json.loads((await cli("policies", "apply", "-f", str(policy), "--json")).stdout)
+    assert as_json["changed"] is True
+    assert as_json["warnings"][0].startswith("rules[0] (big)")
+    again = await cli("policies", "apply", "-f", str(policy))
+    assert again.stdout.strip() == f"policy unchanged at version {as_json['version']}"
+    shown = (await cli("policies", "show")).stdout
+    assert "approvals: the run's creator's key may not approve its calls" in shown
+
+    run_id, epoch = await harness.running(tools=["notes.*"])  # started by the CLI's key
+    _, verdict = await harness.authorize(run_id, epoch, 1, "notes.write_note", {"text": "x"})
+    refused = await cli("approvals", "approve", verdict["approval_id"], "--reason", "mine")
+    one_error_line(
+        refused,
+        "ferrumdeck approvals approve: separation of duties: this key started the run",
+        "another key must approve its calls (HTTP 403 separation_of_duties)",
+    )
+
+
 async def test_parked_calls_are_approved_and_rejected(cli: Cli, harness: ToolHarness) -> None:
     await harness.policy({"id": "ask", "tool": "notes.*", "effect": "require_approval"})
     parked: list[str] = []

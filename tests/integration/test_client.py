@@ -14,6 +14,7 @@ from services.client import (
     ConfigError,
     Conflict,
     FerrumDeck,
+    Forbidden,
     GatewayUnavailable,
     NotFound,
     Unauthorized,
@@ -21,7 +22,14 @@ from services.client import (
     discover,
 )
 from services.contract.api import ApprovalStatus
-from services.contract.policy import EvaluateRequest, PolicyRule
+from services.contract.errors import ErrorCode
+from services.contract.policy import (
+    ApprovalSettings,
+    DistinctApprover,
+    EvaluateRequest,
+    PolicyRule,
+    PolicySet,
+)
 from services.contract.runs import RunStatus
 from services.devstack.embedded import free_port
 from services.gateway.settings import GatewaySettings
@@ -77,6 +85,46 @@ async def test_approvals_and_policies(
         with pytest.raises(Conflict) as raised:
             await deck.reject(pending.id, "too late")
         assert raised.value.code == "approval_decided"
+
+
+async def test_a_new_policy_comes_back_with_its_warnings_and_approval_settings(
+    served: ServedGateway, harness: ToolHarness, admin_key: str
+) -> None:
+    server = f"w{uuid.uuid4().hex[:8]}"
+    tool = {
+        "name": f"{server}.add",
+        "server": server,
+        "tool": "add",
+        "input_schema": {"type": "object", "properties": {"a": {"type": "string"}}},
+    }
+    reported = await harness.client.put(
+        "/v1/worker/tools", json={"worker_id": server, "tools": [tool]}, headers=harness.worker
+    )
+    assert reported.status_code < 300
+    policy = PolicySet(
+        rules=[
+            PolicyRule.model_validate(
+                {"id": "big", "tool": f"{server}.add", "effect": "deny",
+                 "when": {"args": {"a": {"gt": 100}}}}
+            ),
+            PolicyRule(id="ask", tool="notes.*", effect="require_approval"),
+        ],
+        approvals=ApprovalSettings(distinct_approver=DistinctApprover.KEY),
+    )  # fmt: skip
+    async with AsyncFerrumDeck(served.url, admin_key) as deck:
+        written = await deck.put_policies(policy)
+        (warning,) = written.warnings
+        assert warning.startswith("rules[0] (big)")
+        assert written.approvals.distinct_approver is DistinctApprover.KEY
+        assert (await deck.policies()).approvals == policy.approvals
+
+        run_id, epoch = await harness.running(tools=["notes.*"])  # started by this key
+        await harness.authorize(run_id, epoch, 1, "notes.write_note", {"text": "x"})
+        (pending,) = (await deck.approvals(status="pending", run_id=run_id)).items
+        with pytest.raises(Forbidden) as raised:
+            await deck.approve(pending.id, "my own")
+        assert raised.value.code == ErrorCode.SEPARATION_OF_DUTIES
+        assert (await deck.approval(pending.id)).status is ApprovalStatus.PENDING
 
 
 async def test_bad_key_and_no_gateway(served: ServedGateway) -> None:

@@ -8,7 +8,15 @@ from quart import Blueprint
 from quart_schema import tag, validate_querystring, validate_request, validate_response
 
 from services.contract.api import Approval, ApprovalDecision, ApprovalListQuery, ApprovalPage
-from services.gateway.auth import DECIDERS, READERS, allow, current_actor, project, require_role
+from services.gateway.auth import (
+    DECIDERS,
+    READERS,
+    allow,
+    current_actor,
+    principal,
+    project,
+    require_role,
+)
 from services.gateway.pagination import decode_cursor, paginate
 from services.gateway.runtime import runtime
 from services.gateway.store import approvals as store
@@ -49,7 +57,10 @@ async def get_approval(approval_id: uuid.UUID) -> Approval:
 @validate_response(Approval)
 @allow(*DECIDERS)
 async def approve(approval_id: uuid.UUID, data: ApprovalDecision) -> Approval:
-    """Allow the parked call; the run is re-queued and the next worker makes the call."""
+    """Allow the parked call; the run is re-queued and the next worker makes the call.
+
+    403 `separation_of_duties` when the policy requires another approver than the run's
+    creator (`approvals.distinct_approver`): the approval stays pending."""
     return await _decide(approval_id, data, approve=True)
 
 
@@ -59,7 +70,9 @@ async def approve(approval_id: uuid.UUID, data: ApprovalDecision) -> Approval:
 @validate_response(Approval)
 @allow(*DECIDERS)
 async def reject(approval_id: uuid.UUID, data: ApprovalDecision) -> Approval:
-    """Refuse the parked call; the run is re-queued and the model is told why."""
+    """Refuse the parked call; the run is re-queued and the model is told why.
+
+    Never restricted by separation of duties: a rejection lets nothing happen."""
     return await _decide(approval_id, data, approve=False)
 
 
@@ -72,6 +85,7 @@ async def _decide(approval_id: uuid.UUID, data: ApprovalDecision, *, approve: bo
         approve=approve,
         reason=data.reason,
         actor=current_actor(),
+        role=principal().role,
     )
     res.relay.wake()
     return approval

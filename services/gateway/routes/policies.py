@@ -35,7 +35,13 @@ from services.contract.api import (
     Role,
 )
 from services.contract.errors import ErrorCode
-from services.contract.policy import MAX_RULES, EvaluateRequest, PolicyDecision, PolicySet
+from services.contract.policy import (
+    MAX_RULES,
+    ApprovalSettings,
+    EvaluateRequest,
+    PolicyDecision,
+    PolicySet,
+)
 from services.gateway.auth import READERS, allow, current_actor, project, require_role
 from services.gateway.errors import ContentTooLarge, UnprocessableEntity
 from services.gateway.pagination import decode_cursor, paginate
@@ -54,6 +60,7 @@ def _out(version: store.PolicyVersion) -> PolicyVersionOut:
     return PolicyVersionOut(
         version=version.version,
         rules=version.rules,
+        approvals=version.approvals,
         created_by=version.created_by,
         created_at=version.created_at,
     )
@@ -73,6 +80,7 @@ async def get_policies(query_args: PageQuery) -> PolicyState:
     return PolicyState(
         version=current.version if current else 0,
         rules=current.rules if current else [],
+        approvals=current.approvals if current else ApprovalSettings(),
         history=[_out(v) for v in page],
         next_cursor=next_cursor,
     )
@@ -106,6 +114,7 @@ async def put_policies() -> Response:
     written = PolicyVersionWritten(
         version=version.version,
         rules=version.rules,
+        approvals=version.approvals,
         created_by=version.created_by,
         created_at=version.created_at,
         warnings=warnings,

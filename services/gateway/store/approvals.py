@@ -2,7 +2,10 @@
 
 Deciding (or expiring) an approval settles its step and re-queues the run through the
 outbox in one transaction; the next worker to claim the run carries on from there. A
-decision is taken once: the approval row is locked and must still be pending.
+decision is taken once: the approval row is locked and must still be pending. Under
+separation of duties (`services/gateway/separation_of_duties.py`) the same statement
+reads who started the run and the setting of the versions that have a say, so the
+check costs no round trip.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ import uuid
 
 import asyncpg
 
-from services.contract.api import Approval, ApprovalStatus
+from services.contract.api import Approval, ApprovalStatus, Role
 from services.contract.errors import ErrorCode
 from services.contract.jobs import JobReason
+from services.contract.policy import DistinctApprover
 from services.gateway.audit import Actor, record
-from services.gateway.errors import Conflict, NotFound
+from services.gateway.errors import Conflict, Forbidden, NotFound
 from services.gateway.outbox import enqueue
+from services.gateway.separation_of_duties import Party, refusal, strictest
 
 _EXPIRY = Actor.system("approval-expiry")
 _COLUMNS = """id, run_id, step_seq, agent_name AS agent, tool, arguments, rule, policy_version,
@@ -71,11 +76,22 @@ async def decide(
     approve: bool,
     reason: str,
     actor: Actor,
+    role: Role,
 ) -> Approval:
+    """Settle a pending approval as `actor` (a key of `role`) decides."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            """SELECT status, expires_at < now() AS expired FROM approvals
-                WHERE project = $1 AND id = $2 FOR UPDATE""",
+            """SELECT a.status, a.expires_at < now() AS expired,
+                      r.created_by_key, k.role AS creator_role,
+                      (SELECT p.distinct_approver FROM policies p
+                        WHERE p.project = a.project AND p.version = a.policy_version)
+                          AS asked_under,
+                      (SELECT p.distinct_approver FROM policies p
+                        WHERE p.project = a.project ORDER BY p.version DESC LIMIT 1)
+                          AS in_force
+                 FROM approvals a JOIN runs r ON r.id = a.run_id
+                 LEFT JOIN api_keys k ON k.id = r.created_by_key
+                WHERE a.project = $1 AND a.id = $2 FOR UPDATE OF a""",
             project,
             approval_id,
         )
@@ -93,6 +109,8 @@ async def decide(
             )
             expired = True
         else:
+            if approve:
+                _check_duties(row, actor, role)
             status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
             await _settle(conn, approval_id, status, reason, actor)
             expired = False
@@ -103,6 +121,24 @@ async def decide(
             details={"status": ApprovalStatus.EXPIRED.value},
         )
     return await get_approval(pool, project, approval_id)
+
+
+def _check_duties(row: asyncpg.Record, actor: Actor, role: Role) -> None:
+    setting = strictest(
+        *(DistinctApprover(s) if s else None for s in (row["asked_under"], row["in_force"]))
+    )
+    creator_role = Role(row["creator_role"]) if row["creator_role"] else None
+    why = refusal(setting, Party(row["created_by_key"], creator_role), Party(actor.key_id, role))
+    if why is not None:
+        assert setting is not None
+        raise Forbidden(
+            f"separation of duties: {why}",
+            code=ErrorCode.SEPARATION_OF_DUTIES,
+            details={
+                "distinct_approver": setting.value,
+                "creator_role": creator_role.value if creator_role else None,
+            },
+        )
 
 
 async def _settle(

@@ -7,6 +7,10 @@ compiles their regexes again, which for a large policy takes hundreds of millise
 it happens in a thread, never on the event loop; so does the JSON of the rules both ways
 (rules travel as text, not through the pool's jsonb codec, which runs on the loop).
 
+A version's approval settings (separation of duties) are a column of their own beside
+the rules, `distinct_approver`, which deciding an approval reads in SQL
+(`store.approvals`).
+
 Every `PUT` keeps its version, so `prune` removes old ones, except those a recorded
 decision or an approval names (a step's decision says which version decided it, and
 must stay explainable), the version in force, and versions replaced in the last
@@ -23,7 +27,7 @@ from datetime import datetime, timedelta
 import asyncpg
 from pydantic import TypeAdapter
 
-from services.contract.policy import PolicyRule, PolicySet
+from services.contract.policy import ApprovalSettings, PolicyRule, PolicySet
 from services.gateway.audit import Actor, record
 from services.gateway.policy import CompiledPolicy
 
@@ -37,6 +41,7 @@ PRUNE_GRACE = timedelta(minutes=10)
 class PolicyVersion:
     version: int
     rules: list[PolicyRule]
+    approvals: ApprovalSettings
     created_by: str
     created_at: datetime
 
@@ -48,13 +53,14 @@ async def put_policy(
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('policy:' || $1))", project)
         row = await conn.fetchrow(
-            """INSERT INTO policies (project, version, rules, created_by)
-               SELECT $1, coalesce(max(version), 0) + 1, $2::text::jsonb, $3
+            """INSERT INTO policies (project, version, rules, created_by, distinct_approver)
+               SELECT $1, coalesce(max(version), 0) + 1, $2::text::jsonb, $3, $4
                  FROM policies WHERE project = $1
                RETURNING version, created_by, created_at""",
             project,
             encoded.decode(),
             actor.name,
+            policy.approvals.distinct_approver,
         )
         assert row is not None
         await record(
@@ -63,21 +69,24 @@ async def put_policy(
             actor,
             "policy.updated",
             f"policy:{row['version']}",
-            {"rules": len(policy.rules)},
+            {"rules": len(policy.rules), **policy.approvals.model_dump(mode="json")},
         )
-    return PolicyVersion(row["version"], list(policy.rules), row["created_by"], row["created_at"])
+    return PolicyVersion(
+        row["version"], list(policy.rules), policy.approvals, row["created_by"], row["created_at"]
+    )
 
 
 def _version(row: asyncpg.Record) -> PolicyVersion:
     rules = _RULES.validate_json(row["rules"])
-    return PolicyVersion(row["version"], rules, row["created_by"], row["created_at"])
+    approvals = ApprovalSettings(distinct_approver=row["distinct_approver"])
+    return PolicyVersion(row["version"], rules, approvals, row["created_by"], row["created_at"])
 
 
 async def current_policy(
     conn: asyncpg.Connection | asyncpg.Pool, project: str
 ) -> PolicyVersion | None:
     row = await conn.fetchrow(
-        """SELECT version, rules::text, created_by, created_at FROM policies
+        """SELECT version, rules::text, distinct_approver, created_by, created_at FROM policies
             WHERE project = $1 ORDER BY version DESC LIMIT 1""",
         project,
     )
@@ -88,7 +97,7 @@ async def history(
     conn: asyncpg.Pool, project: str, *, before: int | None, limit: int
 ) -> list[PolicyVersion]:
     rows = await conn.fetch(
-        """SELECT version, rules::text, created_by, created_at FROM policies
+        """SELECT version, rules::text, distinct_approver, created_by, created_at FROM policies
             WHERE project = $1 AND ($2::int IS NULL OR version < $2)
             ORDER BY version DESC LIMIT $3""",
         project,

@@ -86,15 +86,15 @@ _CREATE_RUNS = f"""
 WITH batch AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::integer[], $5::text[],
                          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                         $11::text[])
+                         $11::text[], $13::uuid[])
         WITH ORDINALITY AS b(id, project, agent_name, agent_version, input, metadata,
                              idempotency_key, request_hash, actor, actor_kind, request_id,
-                             ord)
+                             created_by_key, ord)
 ), created AS (
     INSERT INTO runs (project, id, agent_name, agent_version, status, input, metadata,
-                      idempotency_key, request_hash)
+                      idempotency_key, request_hash, created_by_key)
     SELECT project, id, agent_name, agent_version, 'queued', input, metadata::jsonb,
-           idempotency_key, request_hash
+           idempotency_key, request_hash, created_by_key
       FROM batch ORDER BY ord
     ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {RUN_COLUMNS}
@@ -156,6 +156,9 @@ async def create_runs(
         [new.actor.kind.value for new in to_insert],
         [new.request_id for new in to_insert],
         JobReason.CREATED.value,
+        # The key that started each run: separation of duties compares its approvers
+        # with it (`services/gateway/separation_of_duties.py`).
+        [new.actor.key_id for new in to_insert],
     )
     inserted = {row["id"]: row for row in rows}
     # Who holds each key: this batch's run, or (key taken before) the run that took it.
