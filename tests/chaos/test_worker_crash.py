@@ -138,5 +138,5 @@ async def test_a_worker_frozen_past_its_lease_finds_its_run_taken_and_its_late_r
         " ORDER BY id",
         f"run:{run_id}",
     )
-    assert claims[0]["actor"] == frozen.ident
+    assert claims[0]["actor"].startswith(f"{frozen.ident} (")  # its label, then its key
     assert recorded[0]["epoch"] == claims[-1]["details"]["epoch"] > claims[0]["details"]["epoch"]

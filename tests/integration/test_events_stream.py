@@ -134,6 +134,7 @@ async def test_queue_statistics_every_second(served: ServedGateway, admin_key: s
             "oldest_pending_seconds",
             "consumers",
             "dead_letter",
+            "waiting",
             "max_lag",
             "max_oldest_pending_seconds",
             "accepting_runs",
