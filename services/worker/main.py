@@ -1,7 +1,8 @@
 """A worker process: connect to MCP servers, consume jobs until SIGINT/SIGTERM, drain.
 
 It tells the service manager it is ready (`READY=1`) once it has joined the consumer
-group, so "started" means jobs are being read, and `STOPPING=1` when it begins to drain.
+group and the gateway has its tool listing, so "started" means jobs are being read,
+and `STOPPING=1` when it begins to drain.
 Draining ends with the runs still going handed back (`Consumer.drain`), so a stop within
 `drain_seconds` plus a few seconds is always clean, and the process exits 0.
 
