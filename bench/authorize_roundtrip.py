@@ -32,7 +32,8 @@ from bench.measure import machine, ms, percentile, ratio, table
 from bench.stack import MODEL, Stack, add_stack_args, open_stack
 from services.contract.api import AgentCreate
 from services.contract.runs import Budget
-from services.contract.worker_api import LeaseBody, ToolAuthorization
+from services.contract.tools import ToolSpec
+from services.contract.worker_api import CatalogueReport, LeaseBody, ToolAuthorization
 from services.gateway.db.connections import create_pool
 from services.gateway.store.authorizations import authorize_tool
 from services.worker.gateway_client import GatewayClient
@@ -90,10 +91,16 @@ async def bench(args: argparse.Namespace) -> None:
             AgentCreate(name="bench", model=MODEL, tools=["bench.*"], budget=Budget(max_steps=1000))
         )
         await stack.allow("bench.*")
+        # Never called, but a claim checks that the agent's model is one the gateway offers.
+        await stack.start_llm()
         await stack.start_gateway()
         gateway = GatewayClient(stack.url, stack.worker_key)
         pool = await create_pool(stack.dsn, min_size=2, max_size=2)
         try:
+            # The gateway authorises only tools the lease holder listed, as a worker does.
+            server, _, tool = TOOL.partition(".")
+            spec = ToolSpec(name=TOOL, server=server, tool=tool)
+            await gateway.report_tools(CatalogueReport(worker_id="bench-worker", tools=[spec]))
             over_http = _asks(await _claimed_runs(stack, gateway, runs_needed), args.calls_per_run)
             in_process = _asks(await _claimed_runs(stack, gateway, runs_needed), args.calls_per_run)
             # The store checks the lease is the claiming key's, as the route does.

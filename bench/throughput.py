@@ -66,11 +66,12 @@ from redis.asyncio import Redis
 
 from bench.measure import CpuMeter, machine, ms, ratio, table
 from bench.stack import BENCH, MODEL, PROJECT, Stack, add_stack_args, open_stack
-from services.contract.api import Agent, AgentCreate, RunCreate
+from services.contract.api import Agent, AgentCreate, Role, RunCreate
 from services.contract.jobs import JobMessage, StreamNames
 from services.contract.model_catalog import ModelCatalog
 from services.contract.policy import PolicySet
 from services.contract.runs import ModelParams, StepKind, StepStatus, Usage
+from services.contract.tools import ToolSpec
 from services.contract.worker_api import LeaseBody, StepReport, ToolAuthorization
 from services.gateway.db.connections import connect, create_pool
 from services.gateway.db.migrations import migrate
@@ -78,8 +79,10 @@ from services.gateway.outbox import OutboxRelay
 from services.gateway.store import leases
 from services.gateway.store.agents import create_version, get_version
 from services.gateway.store.authorizations import authorize_tool
+from services.gateway.store.keys import create_key
 from services.gateway.store.policies import put_policy
 from services.gateway.store.runs import NewRun, create_runs
+from services.gateway.store.tools import replace_catalogue
 from services.worker.llm import LLM
 from services.worker.mcp_config import StdioServer
 from services.worker.mcp_router import McpRouter
@@ -95,7 +98,6 @@ TOOLS = AgentCreate(name="tools", model=MODEL, tools=[TOOL])
 TERMINAL = ("completed", "failed", "cancelled", "budget_exceeded")
 LEASE_SECONDS = 30.0
 # The in-process baseline is one worker holding every lease it claims, as one key.
-BASELINE_KEY = uuid.UUID(int=1)
 
 
 @dataclass
@@ -210,6 +212,15 @@ class _Baseline:
         await self._redis.xgroup_create(
             self._streams.runs, self._streams.group, id="0", mkstream=True
         )
+        # The gateway authorises only tools the lease holder listed, as a worker does.
+        async with self._pool.acquire() as conn:
+            key, _ = await create_key(
+                conn, f"baseline-{uuid.uuid4().hex[:8]}", Role.WORKER, None, BENCH
+            )
+        self._key = key.id
+        server, _, tool = TOOL.partition(".")
+        spec = ToolSpec(name=TOOL, server=server, tool=tool, idempotent=True)
+        await replace_catalogue(self._pool, self._key, "baseline", [spec])
 
     async def _llm_step(
         self, run_id: uuid.UUID, lease: LeaseBody, seq: int, prompt: str, *, final: bool
@@ -231,7 +242,7 @@ class _Baseline:
             finished_at=now,
             final_output="done" if final else None,
         )
-        await leases.record_step(self._pool, run_id, report, LEASE_SECONDS, BASELINE_KEY)
+        await leases.record_step(self._pool, run_id, report, LEASE_SECONDS, self._key)
 
     async def _tool_step(self, run_id: uuid.UUID, lease: LeaseBody, seq: int) -> None:
         ask = ToolAuthorization(
@@ -243,7 +254,7 @@ class _Baseline:
             arguments={"a": seq, "b": 1},
             idempotent=True,
         )
-        await authorize_tool(self._pool, run_id, ask, BASELINE_KEY)
+        await authorize_tool(self._pool, run_id, ask, self._key)
         now = datetime.now(UTC)
         report = StepReport(
             epoch=lease.epoch,
@@ -256,7 +267,7 @@ class _Baseline:
             started_at=now,
             finished_at=now,
         )
-        await leases.record_step(self._pool, run_id, report, LEASE_SECONDS, BASELINE_KEY)
+        await leases.record_step(self._pool, run_id, report, LEASE_SECONDS, self._key)
 
     async def run(self, agent: Agent, tool_calls: int) -> None:
         """Create a run and carry *a* queued run (whichever the stream hands over) to its
@@ -270,7 +281,7 @@ class _Baseline:
             self._redis, self._streams.group, "baseline", self._streams.runs, 1, block_ms=10_000
         )
         run_id = JobMessage.from_fields(fields).run_id
-        grant = await leases.claim(self._pool, run_id, "baseline", LEASE_SECONDS, BASELINE_KEY)
+        grant = await leases.claim(self._pool, run_id, "baseline", LEASE_SECONDS, self._key)
         seq = 1
         for turn in range(tool_calls + 1):
             final = turn == tool_calls

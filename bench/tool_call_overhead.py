@@ -34,7 +34,7 @@ import httpx
 from services.contract.api import AgentCreate, Role
 from services.contract.policy import PolicySet
 from services.contract.runs import Budget, StepKind, StepStatus
-from services.contract.worker_api import StepReport, ToolAuthorization
+from services.contract.worker_api import CatalogueReport, StepReport, ToolAuthorization
 from services.devstack.embedded import free_port
 from services.gateway.audit import Actor
 from services.gateway.db.connections import connect
@@ -127,6 +127,10 @@ async def bench(calls: int) -> None:
             )
         gateway = GatewayClient(url, worker_key)
         await router.start()
+        # The gateway authorises only tools the lease holder listed, as a worker does.
+        await gateway.report_tools(
+            CatalogueReport(worker_id="bench-worker", tools=router.catalogue())
+        )
         grant = await gateway.claim(run_id, "bench-worker")
         bare: list[float] = []
         authorize: list[float] = []

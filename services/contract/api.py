@@ -223,6 +223,10 @@ class ToolEntry(BaseModel):
     description: str
     input_schema: dict[str, Any]
     idempotent: bool
+    shared: bool = Field(
+        description="Offered to every project. False: its server is limited to some "
+        "projects, yours among them (which others is not shown)."
+    )
     workers: list[str] = Field(description="The labels of the workers reporting it so.")
     keys: list[str] = Field(
         description="The names of the worker keys those reports came with: a listing is "

@@ -65,6 +65,8 @@ class ClaimGrant(BaseModel):
     the worker checks the budget itself before each model call (`contract.budget`)."""
 
     run_id: uuid.UUID
+    project: str
+    """The run's project: the worker offers it only the tools offered to that project."""
     epoch: int
     lease_token: str = Field(repr=False)
     """Presented with every later callback of this lease; known only to this claim."""

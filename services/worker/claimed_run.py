@@ -33,7 +33,7 @@ from services.worker import metrics
 from services.worker.conversation import Conversation, PendingCall, final_answer_of
 from services.worker.gateway_client import GatewayClient
 from services.worker.llm import LLM, LLMError
-from services.worker.mcp_router import McpRouter
+from services.worker.mcp_router import Caller, McpRouter
 from services.worker.offered_tools import OfferedTools
 from services.worker.retry import Backoff
 from services.worker.tool_retries import call_tool
@@ -91,7 +91,8 @@ class ClaimedRun:
         self._tools = tools
         self._tool_backoff = tool_backoff
         self._conversation = Conversation(grant)
-        self._offered = OfferedTools(tools.catalogue(), grant.agent.tools)
+        self._offered = OfferedTools(tools.catalogue(), grant.agent.tools, grant.project)
+        self._caller = Caller(grant.project, grant.run_id)
         self._deadline = _deadline(grant)
         self._spending = _Spending(grant.spent)
 
@@ -257,6 +258,7 @@ class ClaimedRun:
                     idempotent=idempotent,
                     backoff=self._tool_backoff,
                     deadline=self._deadline,
+                    caller=self._caller,
                 )
             ok, content = outcome.ok, outcome.content
         else:

@@ -1,7 +1,8 @@
 """A worker process: connect to MCP servers, consume jobs until SIGINT/SIGTERM, drain.
 
 It tells the service manager it is ready (`READY=1`) once it has joined the consumer
-group, so "started" means jobs are being read, and `STOPPING=1` when it begins to drain.
+group and the gateway has its tool listing, so "started" means jobs are being read,
+and `STOPPING=1` when it begins to drain.
 Draining ends with the runs still going handed back (`Consumer.drain`), so a stop within
 `drain_seconds` plus a few seconds is always clean, and the process exits 0.
 
@@ -28,7 +29,7 @@ from services.worker.catalogue_reporter import CatalogueReporter
 from services.worker.consumer import Consumer
 from services.worker.gateway_client import GatewayClient
 from services.worker.llm import LLM
-from services.worker.mcp_config import load_mcp_servers
+from services.worker.mcp_config import load_mcp_servers, log_shared_servers
 from services.worker.mcp_router import McpRouter
 from services.worker.probe_server import ProbeServer, create_probe_app
 from services.worker.settings import WorkerSettings
@@ -42,6 +43,7 @@ async def run_worker(settings: WorkerSettings) -> None:
     logs.worker_id.set(settings.worker_id)
     catalog = ModelCatalog.load(settings.models)
     servers = load_mcp_servers(settings.mcp_servers)
+    log_shared_servers(servers)
     async with contextlib.AsyncExitStack() as stack:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -50,10 +52,12 @@ async def run_worker(settings: WorkerSettings) -> None:
         stack.push_async_callback(redis.aclose)
         gateway = GatewayClient(settings.url, settings.worker_token)
         stack.push_async_callback(gateway.aclose)
+        catalogue_changed = asyncio.Event()
         router = McpRouter(
             servers,
             call_timeout_seconds=settings.tool_timeout_seconds,
             max_result_chars=settings.max_tool_result_chars,
+            on_catalogue_change=catalogue_changed.set,
         )
         stack.push_async_callback(router.aclose)
         consumer = Consumer(
@@ -75,7 +79,7 @@ async def run_worker(settings: WorkerSettings) -> None:
             max_loop_lag_seconds=settings.max_loop_lag_seconds,
         )
         await router.start()
-        reporter = CatalogueReporter(gateway, router, settings.worker_id)
+        reporter = CatalogueReporter(gateway, router, settings.worker_id, changed=catalogue_changed)
         stack.push_async_callback(reporter.withdraw)
         reporting = asyncio.create_task(reporter.run(), name="catalogue-reporter")
         stack.push_async_callback(_cancel, reporting)
@@ -87,6 +91,10 @@ async def run_worker(settings: WorkerSettings) -> None:
         probes.start()
         stack.push_async_callback(probes.stop)
         await consumer.ensure_group()
+        # The gateway refuses tool calls the lease holder has not listed: no job before
+        # the listing is there (nor could one be claimed while the gateway is away).
+        if not await _first_of(reporter.reported, stop):
+            return
         log.info("worker %s consuming %s", settings.worker_id, settings.streams.runs)
         notify("READY=1")
         await consumer.run(stop)
@@ -113,6 +121,17 @@ def _stopping_on(sig: signal.Signals, stop: asyncio.Event) -> Iterator[None]:
         loop.remove_signal_handler(sig)
         if previous is not None:
             signal.signal(sig, previous)
+
+
+async def _first_of(wanted: asyncio.Event, stop: asyncio.Event) -> bool:
+    """Wait for `wanted` unless `stop` comes first; whether it was `wanted`."""
+    waits = [asyncio.create_task(event.wait()) for event in (wanted, stop)]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    return wanted.is_set()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

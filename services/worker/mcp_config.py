@@ -8,12 +8,20 @@ starts, an entry with `url` a streamable-HTTP server it connects to. Names becom
 Secrets stay out of the file: `${NAME}` in an `env` or `headers` value is replaced by the
 worker's environment variable at load, and a missing variable fails the start instead of
 handing the server an empty credential. Every error names the file and the entry.
+
+FerrumDeck adds one key: `"projects": ["acme", "beta"]` limits an entry's tools to runs
+of those projects (a server whose `env` or `headers` hold one customer's credentials, or
+whose data is one tenant's). Project names are checked as the gateway allows them, and
+the list may not be empty: a typo fails the start rather than offering the server to
+nobody. An entry without `projects` is shared by every project, which the worker says
+once at start (`log_shared_servers`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -21,6 +29,10 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from services.contract.projects import ProjectScope
+
+log = logging.getLogger(__name__)
 
 SERVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")
@@ -31,10 +43,27 @@ class McpConfigError(Exception):
     """The MCP servers file cannot be used; the message says where and why."""
 
 
-class StdioServer(BaseModel):
-    """A server the worker runs as a child process and talks to over stdin/stdout."""
+class _Scoped(BaseModel):
+    """The FerrumDeck key of every entry: the projects its tools are offered to."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    projects: ProjectScope | None = None
+    """None: every project. Explicitly `null` in the file is refused, like `[]`."""
+
+    @field_validator("projects", mode="before")
+    @classmethod
+    def _a_list_when_given(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError(
+                "Input should be a valid list of project names (leave the key "
+                "out to offer the server to every project)"
+            )
+        return value
+
+
+class StdioServer(_Scoped):
+    """A server the worker runs as a child process and talks to over stdin/stdout."""
 
     type: Literal["stdio"] = "stdio"
     command: str = Field(min_length=1)
@@ -43,10 +72,8 @@ class StdioServer(BaseModel):
     cwd: Path | None = None
 
 
-class HttpServer(BaseModel):
+class HttpServer(_Scoped):
     """A server the worker reaches over streamable HTTP."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["http", "streamable-http"] = "http"
     url: str
@@ -78,6 +105,17 @@ def load_mcp_servers(path: Path | None) -> dict[str, McpServer]:
     if not isinstance(entries, dict):
         raise McpConfigError(f'{path}: expected an object {{"mcpServers": {{name: server}}}}')
     return {name: _server(path, name, entry) for name, entry in entries.items()}
+
+
+def log_shared_servers(servers: dict[str, McpServer]) -> None:
+    """Say which servers every project's runs are offered, so an operator who meant to
+    limit one sees it in the start-up log."""
+    shared = sorted(name for name, server in servers.items() if server.projects is None)
+    if shared:
+        log.info(
+            "MCP servers %s have no `projects`: their tools are offered to runs of every project",
+            ", ".join(shared),
+        )
 
 
 def _server(path: Path, name: str, entry: Any) -> McpServer:

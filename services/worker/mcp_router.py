@@ -10,6 +10,11 @@ only send requests over the live one, which the SDK multiplexes. When a connecti
 once as "unavailable" and the owning task reconnects with capped exponential backoff,
 listing the tools again.
 
+A call is made for a run (`Caller`): a server limited to some projects (`projects` in
+its entry) is called only for runs of those, and every request carries the run's project
+and id in its `_meta` (`ferrumdeck/project`, `ferrumdeck/run_id`), so a server that
+serves several tenants itself can keep their data apart.
+
 `call` never raises for a tool-side problem: a tool error, a timeout, a lost server or an
 unknown name is a `ToolOutcome` with `ok=False` and a text the model can read. Failures
 of the way to the server (unavailable, connection lost mid-call, no answer in time) are
@@ -26,10 +31,11 @@ import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import anyio
 import httpx2
@@ -42,6 +48,7 @@ from mcp.types import (
     CallToolResult,
     ContentBlock,
     EmbeddedResource,
+    RequestParamsMeta,
     ResourceLink,
     TextContent,
     TextResourceContents,
@@ -62,6 +69,22 @@ _MAX_RETRY_SECONDS = 30.0
 _STABLE_SECONDS = 30.0
 # Per HTTP read; a call as a whole is bounded by `call_timeout_seconds`.
 _HTTP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
+
+
+PROJECT_META = "ferrumdeck/project"
+RUN_META = "ferrumdeck/run_id"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The run a tool call is made for."""
+
+    project: str
+    run_id: uuid.UUID
+
+    def meta(self) -> RequestParamsMeta:
+        """What the MCP request's `_meta` tells the server about the caller."""
+        return cast(RequestParamsMeta, {PROJECT_META: self.project, RUN_META: str(self.run_id)})
 
 
 @dataclass(frozen=True)
@@ -112,17 +135,25 @@ class McpRouter:
     def catalogue(self) -> list[ToolSpec]:
         """The tools of the servers connected now, sorted by name."""
         specs = [
-            _tool_spec(link.name, tool)
+            _tool_spec(link.name, tool, link.projects)
             for link in self._links.values()
             if link.live is not None
             for tool in link.live.tools.values()
         ]
         return sorted(specs, key=lambda spec: spec.name)
 
-    async def call(self, name: str, arguments: Mapping[str, Any]) -> ToolOutcome:
+    async def call(
+        self, name: str, arguments: Mapping[str, Any], caller: Caller | None = None
+    ) -> ToolOutcome:
+        """Call tool `name` for `caller` (None: for no run, so no server limited to some
+        projects will do)."""
         server, _, tool = name.partition(".")
         link = self._links.get(server)
         if link is None:
+            return _failure(f"unknown tool {name!r}: there is no MCP server {server!r}")
+        if link.projects is not None and (caller is None or caller.project not in link.projects):
+            # The offer and the gateway refuse this first; a call that got here anyway is
+            # answered like a tool of a server this worker does not have.
             return _failure(f"unknown tool {name!r}: there is no MCP server {server!r}")
         live = link.live
         if live is None:
@@ -132,7 +163,9 @@ class McpRouter:
         started = time.perf_counter()
         try:
             with anyio.fail_after(self._call_timeout):
-                result = await live.client.call_tool(tool, dict(arguments))
+                result = await live.client.call_tool(
+                    tool, dict(arguments), meta=None if caller is None else caller.meta()
+                )
         except TimeoutError:
             return _failure(
                 f"tool {name!r} timed out after {self._call_timeout:g}s",
@@ -223,6 +256,7 @@ class _Link:
         on_change: Callable[[], None],
     ) -> None:
         self.name = name
+        self.projects = spec.projects
         self.live: _Live | None = None
         self.settled = asyncio.Event()  # the first connection attempt is over
         self._spec = spec
@@ -378,9 +412,10 @@ async def _list_tools(client: Client) -> dict[str, Tool]:
             return tools
 
 
-def _tool_spec(server: str, tool: Tool) -> ToolSpec:
+def _tool_spec(server: str, tool: Tool, projects: list[str] | None) -> ToolSpec:
     hints = tool.annotations
     return ToolSpec(
+        projects=projects,
         name=tool_name(server, tool.name),
         server=server,
         tool=tool.name,

@@ -1,5 +1,8 @@
-"""The tools a claimed run offers its model: those of this worker's catalogue that the
-agent's `tools` patterns allow, under names LLM APIs accept.
+"""The tools a claimed run offers its model: those of this worker's catalogue offered to
+the run's project (shared ones, and those of servers limited to it) that the agent's
+`tools` patterns allow, under names LLM APIs accept. A tool of a server limited to other
+projects is never shown to the model, whatever the agent asks for: a name it was not
+offered is called as `unknown.<name>`, which the gateway refuses.
 
 The offer is fixed once per claim, so a server that reconnects mid-run cannot change the
 names the model has already seen.
@@ -18,11 +21,12 @@ _UNDECLARED = ArgumentSchema(None)
 
 
 class OfferedTools:
-    def __init__(self, catalogue: list[ToolSpec], allowed: list[str]) -> None:
+    def __init__(self, catalogue: list[ToolSpec], allowed: list[str], project: str) -> None:
         offered = [
             spec
             for spec in catalogue
-            if any(fnmatchcase(spec.name, pattern) for pattern in allowed)
+            if spec.offered_to(project)
+            and any(fnmatchcase(spec.name, pattern) for pattern in allowed)
         ]
         self._names = ToolNames([spec.name for spec in offered])
         self._idempotent = {spec.name for spec in offered if spec.idempotent}

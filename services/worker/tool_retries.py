@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from services.worker.mcp_router import McpRouter, ToolOutcome
+from services.worker.mcp_router import Caller, McpRouter, ToolOutcome
 from services.worker.retry import Backoff
 
 
@@ -26,12 +26,13 @@ async def call_tool(
     idempotent: bool,
     backoff: Backoff,
     deadline: float | None,
+    caller: Caller | None = None,
 ) -> ToolOutcome:
     """The outcome of the first attempt that got through, or of the last one made.
     `deadline` is on the `time.monotonic` clock."""
     attempt = 0
     while True:
-        outcome = await tools.call(name, arguments)
+        outcome = await tools.call(name, arguments, caller)
         if outcome.ok or not outcome.transient or not idempotent:
             return outcome
         attempt += 1

@@ -2,7 +2,9 @@
 
 `write_note` appends a line to `NOTES_FILE`, so a test can count how many times a call
 really ran; the other tools cover read-only annotations, tool errors, slowness, large
-results and structured output. Run it over stdio with
+results and structured output; `caller` answers with the FerrumDeck keys of the
+request's `_meta` (the run's project and id), as a server keeping tenants apart reads
+them. Run it over stdio with
 `python -m testbed.mcp_servers.notes_server`, or serve `create_server(...)` over
 streamable HTTP in the test process (`testbed.mcp_servers.serving`).
 """
@@ -12,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 
@@ -57,6 +60,12 @@ def create_server(notes_file: Path) -> MCPServer:
     def add(a: int, b: int) -> int:
         """Add two integers."""
         return a + b
+
+    @server.tool()
+    def caller(ctx: Context) -> dict[str, Any]:
+        """Who the client says this call is made for."""
+        meta = ctx.request_context.meta or {}
+        return {key: value for key, value in meta.items() if key.startswith("ferrumdeck/")}
 
     return server
 

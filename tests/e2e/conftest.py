@@ -17,6 +17,9 @@ from testbed.processes import Service, wait_until
 from testbed.waiting import eventually
 from tests.support.scripted_llm import ScriptedLLM
 
+VAULT_PROJECT = "e2e-acme"
+"""The only project the `vault` MCP server is offered to; the stack's admin is not in it."""
+
 
 @dataclass
 class Stack:
@@ -27,16 +30,24 @@ class Stack:
     gateway: Service
     workers: list[Service]
     notes_file: Path
+    vault_file: Path
 
 
-def mcp_servers_file(directory: Path, notes_file: Path) -> Path:
-    """Workers' MCP servers: the test notes server and the third-party time server."""
+def mcp_servers_file(directory: Path, notes_file: Path, vault_file: Path) -> Path:
+    """Workers' MCP servers: the test notes server, shared and as `vault` limited to
+    `VAULT_PROJECT`, and the third-party time server."""
     config = {
         "mcpServers": {
             "notes": {
                 "command": sys.executable,
                 "args": ["-m", "testbed.mcp_servers.notes_server"],
                 "env": {"NOTES_FILE": str(notes_file)},
+            },
+            "vault": {
+                "command": sys.executable,
+                "args": ["-m", "testbed.mcp_servers.notes_server"],
+                "env": {"NOTES_FILE": str(vault_file)},
+                "projects": [VAULT_PROJECT],
             },
             "time": {"command": sys.executable, "args": ["-m", "mcp_server_time"]},
         }
@@ -72,6 +83,7 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     logs = tmp_path_factory.mktemp("e2e-logs")
     notes_file = logs / "notes.txt"
+    vault_file = logs / "vault.txt"
     prefix = servers.unique_prefix()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -101,7 +113,7 @@ async def stack(
                 "FERRUMDECK_HEARTBEAT_SECONDS": "1",
                 "FERRUMDECK_READ_BLOCK_MS": "200",
                 "FERRUMDECK_RECLAIM_IDLE_SECONDS": "6",
-                "FERRUMDECK_MCP_SERVERS": str(mcp_servers_file(logs, notes_file)),
+                "FERRUMDECK_MCP_SERVERS": str(mcp_servers_file(logs, notes_file, vault_file)),
             },
             logs / f"worker-{n}.log",
         )
@@ -113,7 +125,7 @@ async def stack(
             base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=10
         ) as api:
             await _tools_reported(api, {"e2e-worker-1", "e2e-worker-2"})
-            yield Stack(url, api, llm, prefix, gateway, workers, notes_file)
+            yield Stack(url, api, llm, prefix, gateway, workers, notes_file, vault_file)
     finally:
         for service in [*workers, gateway]:
             service.stop()

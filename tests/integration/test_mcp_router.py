@@ -8,6 +8,7 @@ import json
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,13 +16,13 @@ import psutil
 import pytest
 
 from services.worker.mcp_config import HttpServer, StdioServer
-from services.worker.mcp_router import McpRouter, ToolOutcome
+from services.worker.mcp_router import Caller, McpRouter, ToolOutcome
 from testbed.mcp_servers.notes_server import create_server
 from testbed.mcp_servers.serving import serve_streamable_http
 from testbed.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
-NOTES_TOOLS = ["add", "big", "fail", "read_notes", "slow", "write_note"]
+NOTES_TOOLS = ["add", "big", "caller", "fail", "read_notes", "slow", "write_note"]
 TIME = StdioServer(
     command=sys.executable, args=["-m", "mcp_server_time", "--local-timezone", "UTC"]
 )
@@ -214,7 +215,7 @@ async def test_a_killed_stdio_server_is_unavailable_then_reconnected(notes_file:
     await router.start()
     try:
         assert len(sizes) == 2  # each server's tools appeared
-        assert sizes[-1] == 8
+        assert sizes[-1] == 9
         (victim,) = (
             psutil.Process(pid)
             for pid in children() - before
@@ -232,7 +233,7 @@ async def test_a_killed_stdio_server_is_unavailable_then_reconnected(notes_file:
             lambda: router.call("notes.add", {"a": 1, "b": 1}), lambda o: o.ok, within=10
         )
         assert back.content == "2"
-        assert sizes[2:] == [2, 8]  # notes' tools went away, then came back
+        assert sizes[2:] == [2, 9]  # notes' tools went away, then came back
         assert victim.pid not in children()
     finally:
         await router.aclose()
@@ -342,3 +343,38 @@ async def test_aclose_stops_every_server_process_and_task(notes_file: Path) -> N
     assert asyncio.all_tasks() - tasks_before == set()
     after = await router.call("notes.add", {"a": 1, "b": 1})
     assert after.content == "MCP server 'notes' is unavailable: the router is closed"
+
+
+@pytest.mark.parametrize("server", ["notes", "web"])
+async def test_a_call_tells_the_server_the_runs_project_and_id_in_its_meta(
+    shared_router: McpRouter, server: str
+) -> None:
+    run_id = uuid.uuid4()
+    outcome = await shared_router.call(f"{server}.caller", {}, Caller("acme", run_id))
+    assert outcome.ok, outcome.content
+    assert outcome.structured == {"ferrumdeck/project": "acme", "ferrumdeck/run_id": str(run_id)}
+    bare = await shared_router.call(f"{server}.caller", {})
+    assert bare.structured == {}
+
+
+async def test_a_server_limited_to_some_projects_is_called_only_for_their_runs(
+    notes_file: Path,
+) -> None:
+    scoped = notes_over_stdio(notes_file).model_copy(update={"projects": ["acme"]})
+    router = McpRouter({"vault": scoped, "time": TIME})
+    await router.start()
+    try:
+        scopes = {spec.server: spec.projects for spec in router.catalogue()}
+        assert scopes == {"vault": ["acme"], "time": None}
+        run_id = uuid.uuid4()
+        assert (await router.call("vault.add", {"a": 1, "b": 2}, Caller("acme", run_id))).ok
+        for caller in (Caller("beta", run_id), None):
+            refused = await router.call("vault.add", {"a": 1, "b": 2}, caller)
+            assert (refused.ok, refused.content) == (
+                False,
+                "unknown tool 'vault.add': there is no MCP server 'vault'",
+            )
+        shared = await router.call("time.get_current_time", {"timezone": "UTC"}, None)
+        assert shared.ok
+    finally:
+        await router.aclose()

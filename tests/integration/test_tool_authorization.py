@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from testbed.waiting import eventually
-from tests.support.harness import ToolHarness
+from tests.support.harness import ToolHarness, tool_spec
 
 ALLOW_TIME = {"id": "time", "tool": "time.*", "effect": "allow"}
 APPROVE_NOTES = {"id": "notes", "tool": "notes.write_note", "effect": "require_approval"}
@@ -105,6 +105,7 @@ async def test_arguments_the_tools_schema_refuses_are_settled_without_policy_or_
 ) -> None:
     await harness.policy(ALLOW_TIME, APPROVE_NOTES)
     run_id, epoch = await harness.running(tools=["notes.*"])
+    await harness.list_tools("w1", tool_spec("notes.write_note"))
     ask = {
         "epoch": epoch,
         "seq": 1,

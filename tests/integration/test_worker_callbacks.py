@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from services.contract.jobs import StreamNames
 from services.contract.model_catalog import ModelCatalog
+from services.contract.worker_api import CatalogueReport
 from services.devstack.demo_llm import Reply
 from services.gateway.settings import GatewaySettings
 from services.worker.agent_loop import AgentLoop
@@ -122,6 +123,11 @@ async def _worker(
     tools: McpRouter,
 ) -> AsyncIterator[None]:
     gateway = GatewayClient(url, worker_key, transport=recorder)
+    # As the worker process does before it reads a job: the gateway authorises only the
+    # tools the lease holder listed.
+    await gateway.report_tools(
+        CatalogueReport(worker_id="callbacks-worker", tools=tools.catalogue())
+    )
     consumer = Consumer(
         redis,
         StreamNames(settings.stream_prefix),

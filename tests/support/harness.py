@@ -21,6 +21,8 @@ class Harness:
         self.lease_tokens: dict[str, str] = {}
         """The token of each run's latest claim, presented with its later callbacks the
         way a worker does, unless a test gives its own."""
+        self.claimed_by: dict[str, str] = {}
+        """The worker label of each run's latest claim."""
 
     async def agent(self, **fields: Any) -> str:
         name = f"agent-{uuid.uuid4().hex[:8]}"
@@ -48,6 +50,7 @@ class Harness:
         payload = await response.get_json()
         if action == "claim" and response.status_code == 200:
             self.lease_tokens[run_id] = payload["lease_token"]
+            self.claimed_by[run_id] = body["worker_id"]
         return response.status_code, payload
 
     async def claim(self, run_id: str, worker_id: str = "w1") -> tuple[int, Any]:
@@ -79,8 +82,41 @@ def usage(prompt: int, completion: int, cost: float | None) -> dict[str, Any]:
     }
 
 
+def tool_spec(name: str, **fields: Any) -> dict[str, Any]:
+    """A tool as a worker reports it (`ToolSpec`)."""
+    server, _, tool = name.partition(".")
+    return {"name": name, "server": server, "tool": tool, **fields}
+
+
 class ToolHarness(Harness):
-    """Adds policies, tool authorization and approvals."""
+    """Adds tool listings, policies, tool authorization and approvals.
+
+    A worker asks about a tool only once it has reported it (the gateway refuses a tool
+    the lease holder does not list), so by default `authorize` first lists the tool as
+    shared under the worker that claimed the run; `lists_tools=False` leaves every
+    listing to the test."""
+
+    def __init__(
+        self,
+        client: Client,
+        admin: dict[str, str],
+        worker: dict[str, str],
+        *,
+        lists_tools: bool = True,
+    ) -> None:
+        super().__init__(client, admin, worker)
+        self.lists_tools = lists_tools
+        self._listed: dict[str, dict[str, dict[str, Any]]] = {}
+
+    async def list_tools(self, worker_id: str, *tools: dict[str, Any]) -> None:
+        """Report `tools` as the listing of `worker_id`, replacing what it listed."""
+        self._listed[worker_id] = {tool["name"]: tool for tool in tools}
+        response = await self.client.put(
+            "/v1/worker/tools",
+            json={"worker_id": worker_id, "tools": list(tools)},
+            headers=self.worker,
+        )
+        assert response.status_code == 204, await response.get_json()
 
     async def policy(self, *rules: dict[str, Any]) -> int:
         response = await self.client.put(
@@ -107,6 +143,10 @@ class ToolHarness(Harness):
         call_id: str | None = None,
         idempotent: bool = False,
     ) -> tuple[int, Any]:
+        worker_id = self.claimed_by.get(run_id)
+        listed = self._listed.get(worker_id or "", {})
+        if self.lists_tools and worker_id is not None and tool not in listed:
+            await self.list_tools(worker_id, *listed.values(), tool_spec(tool))
         return await self.call(
             run_id,
             "tools/authorize",

@@ -98,6 +98,7 @@ class FakeGateway:
         )
         return ClaimGrant(
             run_id=self.run_id,
+            project="default",
             epoch=1,
             lease_token=self.lease_token,
             lease_expires_at=_soon(),

@@ -14,6 +14,7 @@ def _grant(steps: list[PriorStep], system_prompt: str = "Be brief.") -> ClaimGra
     now = datetime.now(UTC)
     return ClaimGrant(
         run_id=uuid.uuid4(),
+        project="default",
         epoch=1,
         lease_token="t" * 43,
         lease_expires_at=now,

@@ -1,12 +1,19 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from services.worker.mcp_config import HttpServer, McpConfigError, StdioServer, load_mcp_servers
+from services.worker.mcp_config import (
+    HttpServer,
+    McpConfigError,
+    StdioServer,
+    load_mcp_servers,
+    log_shared_servers,
+)
 
 
 def _write(tmp_path: Path, document: Any) -> Path:
@@ -155,3 +162,59 @@ def test_a_64_character_name_is_allowed(tmp_path: Path) -> None:
 )
 def test_bad_fields_are_named(tmp_path: Path, entry: dict[str, Any], field: str) -> None:
     assert f"mcpServers.srv: {field}: " in _error(_servers(tmp_path, srv=entry))
+
+
+def test_an_entry_may_be_limited_to_some_projects(tmp_path: Path) -> None:
+    path = _servers(
+        tmp_path,
+        vault={"command": "server", "projects": ["acme", "beta-2"]},
+        docs={"url": "http://h/mcp", "projects": ["acme"]},
+        time={"command": "server"},
+    )
+    servers = load_mcp_servers(path)
+    assert servers["vault"].projects == ["acme", "beta-2"]
+    assert servers["docs"].projects == ["acme"]
+    assert servers["time"].projects is None  # shared: offered to every project
+
+
+@pytest.mark.parametrize(
+    ("projects", "why"),
+    [
+        ([], "at least 1 item"),
+        ("acme", "valid list"),
+        (["Acme"], "pattern"),
+        (["acme", "has space"], "pattern"),
+        (["x" * 64], "pattern"),
+        ([""], "pattern"),
+        ([7], "valid string"),
+        (["acme", "beta", "acme"], "names a project more than once: acme"),
+        (None, "valid list"),
+    ],
+)
+def test_a_scope_that_names_no_valid_project_fails_the_start(
+    tmp_path: Path, projects: Any, why: str
+) -> None:
+    """A typo must not leave the server offered to nobody, or to every project."""
+    message = _error(_servers(tmp_path, vault={"command": "server", "projects": projects}))
+    assert "mcpServers.vault: projects" in message
+    assert why in message
+
+
+def test_shared_servers_are_named_once_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    servers = load_mcp_servers(
+        _servers(
+            tmp_path,
+            vault={"command": "server", "projects": ["acme"]},
+            time={"command": "server"},
+            docs={"url": "http://h/mcp"},
+        )
+    )
+    with caplog.at_level(logging.INFO, logger="services.worker.mcp_config"):
+        log_shared_servers(servers)
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "MCP servers docs, time have no `projects`: their tools are offered to runs of "
+        "every project"
+    )

@@ -106,7 +106,8 @@ async def put_policies() -> Response:
     if len(body) > limit:
         raise _too_large(len(body), limit)
     schemas: dict[str, dict[str, Any]] = {}
-    for tool in await catalogue(runtime().pool):  # the most recent description first
+    # The tools offered to this project, the most recent description first.
+    for tool in await catalogue(runtime().pool, project()):
         schemas.setdefault(tool.name, tool.input_schema)
     data, warnings = await asyncio.to_thread(_checked_policy, body, schemas)
     async with runtime().pool.acquire() as conn:

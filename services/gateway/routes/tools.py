@@ -1,4 +1,5 @@
-"""`/v1/tools`: the tools workers can call, named `<server>.<tool>`."""
+"""`/v1/tools`: the tools workers can call for the caller's project, named
+`<server>.<tool>`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from quart import Blueprint
 from quart_schema import tag, validate_response
 
 from services.contract.api import ToolCatalogue
-from services.gateway.auth import READERS, require_role
+from services.gateway.auth import READERS, project, require_role
 from services.gateway.runtime import runtime
 from services.gateway.store import tools as store
 
@@ -18,5 +19,6 @@ require_role(blueprint, *READERS)
 @tag(["tools"])
 @validate_response(ToolCatalogue)
 async def list_tools() -> ToolCatalogue:
-    """Every tool some worker offers: server, tool, description, input schema, workers."""
-    return ToolCatalogue(items=await store.catalogue(runtime().pool))
+    """Every tool some worker offers to the caller's project (shared ones and those of
+    servers limited to it): server, tool, description, input schema, workers."""
+    return ToolCatalogue(items=await store.catalogue(runtime().pool, project()))

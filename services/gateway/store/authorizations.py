@@ -1,7 +1,15 @@
 """What a worker must ask before a tool call: may it be made at all.
 
 The check runs in the transaction that holds the run's row lock, and the policy decision
-is stored on the step it decided in the same commit. (Model calls are not asked about:
+is stored on the step it decided in the same commit.
+
+Before policy, the tool must be offered to the run's project by the worker holding the
+lease, as that worker's own listing says (its key and label, `store.tools.offers`): a
+tool of an MCP server limited to other projects, or one the worker never listed, is
+refused whatever the project's policy allows, and so is an approved call the next
+worker does not offer. The worker builds its offer from the same configuration, so this
+refuses only what a faulty or outdated worker, or one whose listing has not arrived yet,
+would otherwise make. (Model calls are not asked about:
 the worker holding the lease checks their budget itself, `services/contract/budget.py`,
 from the figures the claim and each step's ack give it.)
 """
@@ -26,6 +34,7 @@ from services.gateway.policy import ToolCall
 from services.gateway.step_fence import Action, DecidedCall, Holder, canonical, fence_ask
 from services.gateway.store.leases import end_run, lease_holder, lock_running, locked
 from services.gateway.store.policies import compiled_policy
+from services.gateway.store.tools import offers
 
 DEFAULT_APPROVAL_TTL = timedelta(hours=24)
 
@@ -84,6 +93,9 @@ async def _decide(
             policy_version=policy.version,
             explanation=f"agent {run['agent_name']} is not configured to use {ask.tool}",
         )
+    not_offered = await _not_offered(conn, run, ask.tool, policy.version)
+    if not_offered is not None:
+        return not_offered
     if ask.invalid_arguments is not None:
         return _refused_arguments(ask, policy.version)
     prior = await conn.fetch(
@@ -108,6 +120,22 @@ async def _decide(
         identical_in_a_row=in_a_row,
     )
     return policy.evaluate(call)
+
+
+async def _not_offered(
+    conn: asyncpg.Connection, run: asyncpg.Record, tool: str, policy_version: int
+) -> PolicyDecision | None:
+    """The refusal of a tool the lease holder does not offer to the run's project, if so.
+    It names neither the projects the tool is offered to nor whether it exists."""
+    if await offers(conn, run["lease_key"], run["lease_owner"], tool, run["project"]):
+        return None
+    return PolicyDecision(
+        effect=Effect.DENY,
+        rule=None,
+        policy_version=policy_version,
+        explanation=f"{tool} is not offered to project {run['project']} by the worker "
+        f"running this run ({run['lease_owner']}); no policy can allow it",
+    )
 
 
 def _refused_arguments(ask: ToolAuthorization, policy_version: int) -> PolicyDecision:
@@ -242,6 +270,9 @@ async def _resume(
     """The step was decided before: replay a lost answer, run an approved call, or deal
     with a call whose worker died before reporting how it ended."""
     if action is Action.EXECUTE:
+        not_offered = await _not_offered(conn, run, ask.tool, decision.policy_version)
+        if not_offered is not None:
+            return await _settle_not_offered(conn, run, run_id, ask, not_offered)
         await conn.execute(
             "UPDATE steps SET status = 'started', epoch = $3, started_at = now() "
             "WHERE run_id = $1 AND seq = $2",
@@ -254,6 +285,34 @@ async def _resume(
         return ToolVerdict(verdict="denied", seq=ask.seq, decision=decision)
     assert action is Action.OUTCOME_UNKNOWN, action
     return await _retry_unknown_outcome(conn, run, run_id, ask, decision)
+
+
+async def _settle_not_offered(
+    conn: asyncpg.Connection,
+    run: asyncpg.Record,
+    run_id: uuid.UUID,
+    ask: ToolAuthorization,
+    refusal: PolicyDecision,
+) -> ToolVerdict:
+    """A call decided before (approved by a human, or started idempotent) that the worker
+    now holding the lease does not offer: settled as denied, so no later claim makes it
+    either. The step keeps the decision it was made with; its output says why."""
+    await conn.execute(
+        """UPDATE steps SET status = 'denied', output = $3, finished_at = now()
+            WHERE run_id = $1 AND seq = $2""",
+        run_id,
+        ask.seq,
+        f"denied by policy: {refusal.explanation}",
+    )
+    await record(
+        conn,
+        run["project"],
+        lease_holder(run),
+        "tool.denied",
+        f"run:{run_id}",
+        {"seq": ask.seq, "tool": ask.tool, "rule": None, "policy_version": refusal.policy_version},
+    )
+    return ToolVerdict(verdict="denied", seq=ask.seq, decision=refusal)
 
 
 async def _retry_unknown_outcome(
@@ -288,8 +347,11 @@ async def _retry_unknown_outcome(
         await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, breach)
         return ToolVerdict(verdict="denied", seq=ask.seq, decision=original)
     policy = await compiled_policy(conn, run["project"])
+    not_offered = await _not_offered(conn, run, ask.tool, policy.version)
     if original.effect == Effect.DENY:
         decision = original
+    elif not_offered is not None:
+        decision = not_offered
     elif ask.invalid_arguments is not None:
         decision = _refused_arguments(ask, policy.version)
     else:

@@ -223,6 +223,7 @@ async def claim(
     assert run.started_at is not None
     return ClaimGrant(
         run_id=run.id,
+        project=row["project"],
         epoch=row["epoch"],
         lease_token=token,
         lease_expires_at=row["lease_expires_at"],

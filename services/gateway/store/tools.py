@@ -6,6 +6,11 @@ share a key, so the label keeps their listings apart; another key (a thief's, sa
 add a listing of its own but never rewrite or delete one it did not write. Reporters that
 describe a tool differently are listed apart, each with who reported it, so a forged
 description ("read-only, safe to approve") never passes for the real worker's.
+
+A listing also says which projects the tool is offered to (`projects`, NULL: all). A
+project is shown only the tools offered to it, and never which other projects share one:
+that would name other tenants. The listing of the worker holding a run's lease is what
+decides whether the run may call a tool (`offers`).
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ async def replace_catalogue(
         )
         await conn.executemany(
             """INSERT INTO worker_tools (key_id, worker_id, name, server, tool, description,
-                                         input_schema, idempotent)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+                                         input_schema, idempotent, projects)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
             [
                 (
                     key_id,
@@ -40,22 +45,28 @@ async def replace_catalogue(
                     t.description,
                     t.input_schema,
                     t.idempotent,
+                    t.projects,
                 )
                 for t in tools
             ],
         )
 
 
-async def catalogue(pool: asyncpg.Pool) -> list[ToolEntry]:
-    """Each tool once per way it is described, with the workers and keys describing it
+async def catalogue(pool: asyncpg.Pool, project: str) -> list[ToolEntry]:
+    """Each tool offered to `project` once per way it is described (shared or limited to
+    some projects counting as a description), with the workers and keys describing it
     so, reported in the last five minutes."""
     rows = await pool.fetch(
         """SELECT t.name, t.server, t.tool, t.description, t.input_schema, t.idempotent,
+                  t.projects IS NULL AS shared,
                   array_agg(DISTINCT t.worker_id) AS workers, array_agg(DISTINCT k.name) AS keys
              FROM worker_tools t JOIN api_keys k ON k.id = t.key_id
             WHERE t.reported_at > now() - interval '5 minutes'
-            GROUP BY t.name, t.server, t.tool, t.description, t.input_schema, t.idempotent
-            ORDER BY t.name, max(t.reported_at) DESC"""
+              AND (t.projects IS NULL OR $1 = ANY (t.projects))
+            GROUP BY t.name, t.server, t.tool, t.description, t.input_schema, t.idempotent,
+                     t.projects IS NULL
+            ORDER BY t.name, max(t.reported_at) DESC""",
+        project,
     )
     return [
         ToolEntry.model_validate(
@@ -63,3 +74,20 @@ async def catalogue(pool: asyncpg.Pool) -> list[ToolEntry]:
         )
         for r in rows
     ]
+
+
+async def offers(
+    conn: asyncpg.Connection, key_id: uuid.UUID, worker_id: str, tool: str, project: str
+) -> bool:
+    """Whether the worker reporting under `key_id` and `worker_id` lists `tool` as offered
+    to `project`: false for a tool it never listed (fail closed), however old the
+    listing (a worker holding a lease is alive, and reports again every minute)."""
+    offered: bool | None = await conn.fetchval(
+        """SELECT projects IS NULL OR $4 = ANY (projects) FROM worker_tools
+            WHERE key_id = $1 AND worker_id = $2 AND name = $3""",
+        key_id,
+        worker_id,
+        tool,
+        project,
+    )
+    return bool(offered)

@@ -1,0 +1,30 @@
+"""What a claimed run's model is shown: never a tool of a server limited to other
+projects, whatever the agent's `tools` patterns ask for."""
+
+from __future__ import annotations
+
+from services.contract.tools import ToolSpec
+from services.worker.offered_tools import OfferedTools
+
+CATALOGUE = [
+    ToolSpec(name="vault.read_notes", server="vault", tool="read_notes", projects=["acme"]),
+    ToolSpec(name="crm.find", server="crm", tool="find", projects=["acme", "beta"]),
+    ToolSpec(name="time.now", server="time", tool="now"),
+]
+
+
+def _offered(project: str, allowed: list[str]) -> list[str]:
+    offer = OfferedTools(CATALOGUE, allowed, project)
+    return sorted(f["function"]["name"] for f in offer.functions)
+
+
+def test_a_run_is_offered_shared_tools_and_those_of_servers_limited_to_its_project() -> None:
+    assert _offered("acme", ["*"]) == ["crm__find", "time__now", "vault__read_notes"]
+    assert _offered("beta", ["*"]) == ["crm__find", "time__now"]
+    assert _offered("gamma", ["*"]) == ["time__now"]
+
+
+def test_naming_a_scoped_tool_outright_does_not_offer_it_to_another_project() -> None:
+    offer = OfferedTools(CATALOGUE, ["vault.read_notes"], "beta")
+    assert offer.functions == []
+    assert offer.tool("vault__read_notes") is None  # called, it goes out as `unknown.…`
