@@ -5,6 +5,11 @@ itself) and hands each event to every mounted screen; the app itself keeps what 
 screen shows the same way: the connection state, the pending-approvals badge, and the
 queue history behind the dashboard's sparkline. API errors become notifications, never
 tracebacks. The app owns the client it is given and closes it when it exits.
+
+"● live" means the feed is up *and* the last API call got an answer: the feed rides one
+long-lived connection and can stay up while every other request fails, so while calls
+fail the header says "API unreachable" with the cause, and a probe every few seconds
+finds out when they answer again.
 """
 
 from __future__ import annotations
@@ -42,10 +47,12 @@ from tui.screens.dashboard import DashboardScreen
 from tui.screens.help import HelpScreen
 from tui.screens.run_detail import RunDetailScreen
 from tui.screens.runs import RunsScreen
+from tui.single_flight import SingleFlight
 from tui.widgets.nav_bar import TABS
 
 Clock = Callable[[], datetime]
 QUEUE_SAMPLES = 300  # five minutes at one `queue` event a second
+_PROBE_SECONDS = 2.0
 
 
 def _utc_now() -> datetime:
@@ -83,10 +90,15 @@ class FerrumDeckApp(App[None]):
         self.queue_stats: QueueStats | None = None
         self.selected_run: str | None = None
         self.listeners: set[Screen[None]] = set()
+        self.api_error: str | None = None
+        self._feed = "connecting"
+        self._pending = SingleFlight(self, self._fetch_pending, "pending")
+        client.watch_reachability(self._on_reachability)
 
     def on_mount(self) -> None:
         self.switch_mode("dashboard")
         self.follow_live()
+        self.set_interval(_PROBE_SECONDS, self._probe_api)
 
     async def on_unmount(self) -> None:
         await self.client.aclose()
@@ -133,15 +145,31 @@ class FerrumDeckApp(App[None]):
             async for event in self.client.events():
                 self._on_live(event)
         except FerrumDeckError as error:
-            self.connection = "offline"
+            self._show_feed("offline")
             self.report(error)
+
+    def _show_feed(self, state: str) -> None:
+        self._feed = state
+        self._show_connection()
+
+    def _on_reachability(self, error: GatewayUnavailable | None) -> None:
+        self.api_error = None if error is None else str(error)
+        self._show_connection()
+
+    def _show_connection(self) -> None:
+        down = self._feed == "live" and self.api_error is not None
+        self.connection = "api-down" if down else self._feed
+
+    def _probe_api(self) -> None:
+        if self.api_error is not None:
+            self.refresh_pending()
 
     def _on_live(self, event: LiveEvent) -> None:
         if event.name in (CONNECTED, RECONNECTED):
-            self.connection = "live"
+            self._show_feed("live")
             self.refresh_pending()
         elif event.name == DISCONNECTED:
-            self.connection = "reconnecting"
+            self._show_feed("reconnecting")
         elif event.name == EventName.RESYNC:
             self.refresh_pending()
         elif isinstance(event.payload, QueueStats):
@@ -158,8 +186,10 @@ class FerrumDeckApp(App[None]):
         for screen in list(self.listeners):
             screen.post_message(LiveUpdate(event))
 
-    @work(exclusive=True, group="pending")
-    async def refresh_pending(self) -> None:
+    def refresh_pending(self) -> None:
+        self._pending.request()
+
+    async def _fetch_pending(self) -> None:
         try:
             page = await self.client.approvals(status="pending", limit=200)
         except FerrumDeckError:

@@ -2,14 +2,14 @@
 
 A screen registers with the app while mounted and receives each live event as a
 `LiveUpdate` message. After any gap in the feed (`reconnected`, `resync`) it reloads
-what it shows, because the gateway keeps no history to replay.
+what it shows, because the gateway keeps no history to replay. Reloads asked for while
+one runs are folded into one more after it (`SingleFlight`), never a cancelled request.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, cast
 
-from textual import work
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer
@@ -17,6 +17,7 @@ from textual.widgets import Footer
 from services.client import RECONNECTED, FerrumDeckError, LiveEvent
 from services.contract.events import EventName
 from tui.messages import LiveUpdate
+from tui.single_flight import SingleFlight
 from tui.widgets.nav_bar import NavBar
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class DeckScreen(Screen[None]):
         return cast("FerrumDeckApp", self.app)
 
     def on_mount(self) -> None:
+        self._reloader = SingleFlight(self, self.load, "load")
         self.deck.listeners.add(self)
         self.reload()
 
@@ -55,12 +57,8 @@ class DeckScreen(Screen[None]):
         """React to one live event; by default nothing."""
 
     def reload(self) -> None:
-        """Fetch what the screen shows, from scratch, in a worker (a newer load wins)."""
-        self._reload()
-
-    @work(exclusive=True, group="load")
-    async def _reload(self) -> None:
-        await self.load()
+        """Fetch what the screen shows, from scratch, in a worker."""
+        self._reloader.request()
 
     async def load(self) -> None:
         """What `reload` runs; by default nothing."""
