@@ -1,7 +1,9 @@
 """The deck's application: modes, keys, the live feed, and how errors reach the operator.
 
 One worker follows the gateway's event feed for the whole app (the client reconnects by
-itself) and hands each event to every mounted screen; the app itself keeps what every
+itself) and hands the events to every mounted screen, gathered a few times a second
+(`DELIVER_SECONDS`) so a burst of thousands costs each screen a few updates, not one
+message per event; the app itself keeps what every
 screen shows the same way: the connection state, the pending-approvals badge, and the
 queue history behind the dashboard's sparkline. API errors become notifications, never
 tracebacks. The app owns the client it is given and closes it when it exits.
@@ -53,6 +55,7 @@ from tui.widgets.nav_bar import TABS
 Clock = Callable[[], datetime]
 QUEUE_SAMPLES = 300  # five minutes at one `queue` event a second
 _PROBE_SECONDS = 2.0
+DELIVER_SECONDS = 0.25
 
 
 def _utc_now() -> datetime:
@@ -93,12 +96,14 @@ class FerrumDeckApp(App[None]):
         self.api_error: str | None = None
         self._feed = "connecting"
         self._pending = SingleFlight(self, self._fetch_pending, "pending")
+        self._undelivered: list[LiveEvent] = []
         client.watch_reachability(self._on_reachability)
 
     def on_mount(self) -> None:
         self.switch_mode("dashboard")
         self.follow_live()
         self.set_interval(_PROBE_SECONDS, self._probe_api)
+        self.set_interval(DELIVER_SECONDS, self._deliver)
 
     async def on_unmount(self) -> None:
         await self.client.aclose()
@@ -183,8 +188,14 @@ class FerrumDeckApp(App[None]):
                     title="Approval requested",
                     severity="warning",
                 )
+        self._undelivered.append(event)
+
+    def _deliver(self) -> None:
+        if not self._undelivered:
+            return
+        events, self._undelivered = self._undelivered, []
         for screen in list(self.listeners):
-            screen.post_message(LiveUpdate(event))
+            screen.post_message(LiveUpdate(events))
 
     def refresh_pending(self) -> None:
         self._pending.request()

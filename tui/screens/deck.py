@@ -1,8 +1,9 @@
 """What every mode screen shares: the nav bar, the footer, and its place in the live feed.
 
-A screen registers with the app while mounted and receives each live event as a
-`LiveUpdate` message. After any gap in the feed (`reconnected`, `resync`) it reloads
-what it shows, because the gateway keeps no history to replay. Reloads asked for while
+A screen registers with the app while mounted and receives the live events a few times
+a second as a `LiveUpdate` message: `on_live` sees each, then `on_live_batch_end` once.
+After any gap in the feed (`reconnected`, `resync`) it reloads what it shows, because
+the gateway keeps no history to replay. Reloads asked for while
 one runs are folded into one more after it (`SingleFlight`), never a cancelled request.
 """
 
@@ -48,13 +49,18 @@ class DeckScreen(Screen[None]):
         self.deck.listeners.discard(self)
 
     def on_live_update(self, message: LiveUpdate) -> None:
-        if message.event.name in (RECONNECTED, EventName.RESYNC):
-            self.reload()
-        else:
-            self.on_live(message.event)
+        for event in message.events:
+            if event.name in (RECONNECTED, EventName.RESYNC):
+                self.reload()
+            else:
+                self.on_live(event)
+        self.on_live_batch_end()
 
     def on_live(self, event: LiveEvent) -> None:
         """React to one live event; by default nothing."""
+
+    def on_live_batch_end(self) -> None:
+        """Show what the events of one update changed; by default nothing."""
 
     def reload(self) -> None:
         """Fetch what the screen shows, from scratch, in a worker."""
