@@ -1,10 +1,17 @@
 """The deck's application: modes, keys, the live feed, and how errors reach the operator.
 
 One worker follows the gateway's event feed for the whole app (the client reconnects by
-itself) and hands each event to every mounted screen; the app itself keeps what every
+itself) and hands the events to every mounted screen, gathered a few times a second
+(`DELIVER_SECONDS`) so a burst of thousands costs each screen a few updates, not one
+message per event; the app itself keeps what every
 screen shows the same way: the connection state, the pending-approvals badge, and the
 queue history behind the dashboard's sparkline. API errors become notifications, never
 tracebacks. The app owns the client it is given and closes it when it exits.
+
+"● live" means the feed is up *and* the last API call got an answer: the feed rides one
+long-lived connection and can stay up while every other request fails, so while calls
+fail the header says "API unreachable" with the cause, and a probe every few seconds
+finds out when they answer again.
 """
 
 from __future__ import annotations
@@ -43,10 +50,13 @@ from tui.screens.dashboard import DashboardScreen
 from tui.screens.help import HelpScreen
 from tui.screens.run_detail import RunDetailScreen
 from tui.screens.runs import RunsScreen
+from tui.single_flight import SingleFlight
 from tui.widgets.nav_bar import TABS
 
 Clock = Callable[[], datetime]
 QUEUE_SAMPLES = 300  # five minutes at one `queue` event a second
+_PROBE_SECONDS = 2.0
+DELIVER_SECONDS = 0.25
 
 
 def _utc_now() -> datetime:
@@ -84,10 +94,17 @@ class FerrumDeckApp(App[None]):
         self.queue_stats: QueueStats | None = None
         self.selected_run: str | None = None
         self.listeners: set[Screen[None]] = set()
+        self.api_error: str | None = None
+        self._feed = "connecting"
+        self._pending = SingleFlight(self, self._fetch_pending, "pending")
+        self._undelivered: list[LiveEvent] = []
+        client.watch_reachability(self._on_reachability)
 
     def on_mount(self) -> None:
         self.switch_mode("dashboard")
         self.follow_live()
+        self.set_interval(_PROBE_SECONDS, self._probe_api)
+        self.set_interval(DELIVER_SECONDS, self._deliver)
 
     async def on_unmount(self) -> None:
         await self.client.aclose()
@@ -134,15 +151,31 @@ class FerrumDeckApp(App[None]):
             async for event in self.client.events():
                 self._on_live(event)
         except FerrumDeckError as error:
-            self.connection = "offline"
+            self._show_feed("offline")
             self.report(error)
+
+    def _show_feed(self, state: str) -> None:
+        self._feed = state
+        self._show_connection()
+
+    def _on_reachability(self, error: GatewayUnavailable | None) -> None:
+        self.api_error = None if error is None else str(error)
+        self._show_connection()
+
+    def _show_connection(self) -> None:
+        down = self._feed == "live" and self.api_error is not None
+        self.connection = "api-down" if down else self._feed
+
+    def _probe_api(self) -> None:
+        if self.api_error is not None:
+            self.refresh_pending()
 
     def _on_live(self, event: LiveEvent) -> None:
         if event.name in (CONNECTED, RECONNECTED):
-            self.connection = "live"
+            self._show_feed("live")
             self.refresh_pending()
         elif event.name == DISCONNECTED:
-            self.connection = "reconnecting"
+            self._show_feed("reconnecting")
         elif event.name == EventName.RESYNC:
             self.refresh_pending()
         elif isinstance(event.payload, QueueStats):
@@ -156,11 +189,19 @@ class FerrumDeckApp(App[None]):
                     title="Approval requested",
                     severity="warning",
                 )
-        for screen in list(self.listeners):
-            screen.post_message(LiveUpdate(event))
+        self._undelivered.append(event)
 
-    @work(exclusive=True, group="pending")
-    async def refresh_pending(self) -> None:
+    def _deliver(self) -> None:
+        if not self._undelivered:
+            return
+        events, self._undelivered = self._undelivered, []
+        for screen in list(self.listeners):
+            screen.post_message(LiveUpdate(events))
+
+    def refresh_pending(self) -> None:
+        self._pending.request()
+
+    async def _fetch_pending(self) -> None:
         try:
             page = await self.client.approvals(status="pending", limit=200)
         except FerrumDeckError:

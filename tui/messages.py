@@ -8,8 +8,9 @@ from services.client import LiveEvent
 
 
 class LiveUpdate(Message):
-    """An event from the gateway's feed, or the client's own connection signal."""
+    """The events of the gateway's feed (and the client's own connection signals) since
+    the last update, in order: a burst arrives a few times a second, not per event."""
 
-    def __init__(self, event: LiveEvent) -> None:
+    def __init__(self, events: list[LiveEvent]) -> None:
         super().__init__()
-        self.event = event
+        self.events = events

@@ -5,10 +5,17 @@ Python caller agree on one definition of each body. Errors are the client's own
 (`services.client.errors`); no httpx exception escapes. Lists come a page at a time
 (`runs()`), or as iterators that follow `next_cursor` lazily (`iter_runs()`), so a
 caller holding thousands of runs never fetches them all at once.
+
+A caller that stops waiting (its task cancelled: a deck worker replaced by a newer one)
+never cancels the HTTP exchange itself: the exchange finishes on its own, bounded by the
+client's timeouts, and its answer is dropped. Cancelling one while it waits for a pooled
+connection leaks that connection's slot in httpcore (encode/httpcore#1093), and once
+every slot is gone each call fails with `PoolTimeout` against a healthy gateway.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -83,6 +90,22 @@ class AsyncFerrumDeck:
             transport=transport,
             timeout=timeout,
         )
+        self._abandoned: set[asyncio.Task[httpx.Response]] = set()
+        self._watchers: list[Callable[[GatewayUnavailable | None], None]] = []
+        self.unreachable: GatewayUnavailable | None = None
+        """Why the last call could not reach the gateway; None once a call got an answer
+        (any answer, errors included: the gateway is there)."""
+
+    def watch_reachability(self, watcher: Callable[[GatewayUnavailable | None], None]) -> None:
+        """Call `watcher` with each transport failure, and with None when the gateway
+        answers again: the live feed alone cannot tell that the API is being reached."""
+        self._watchers.append(watcher)
+
+    def _reached(self, error: GatewayUnavailable | None) -> None:
+        was, self.unreachable = self.unreachable, error
+        if error is not None or was is not None:
+            for watcher in self._watchers:
+                watcher(error)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -107,17 +130,36 @@ class AsyncFerrumDeck:
         json: Any = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
+        exchange = asyncio.ensure_future(
+            self._http.request(method, path, params=params, json=json, headers=headers)
+        )
         try:
-            response = await self._http.request(
-                method, path, params=params, json=json, headers=headers
-            )
+            response = await asyncio.shield(exchange)
+        except asyncio.CancelledError:
+            self._abandon(exchange)
+            raise
         except httpx.HTTPError as exc:
-            raise GatewayUnavailable(
-                f"cannot reach the gateway at {self.url}: {exc or type(exc).__name__}"
-            ) from exc
+            # httpx's timeouts carry no message: the type is the cause then.
+            error = GatewayUnavailable(
+                f"cannot reach the gateway at {self.url}: {str(exc) or type(exc).__name__}"
+            )
+            self._reached(error)
+            raise error from exc
+        self._reached(None)
         if response.is_error:
             raise error_from_response(response)
         return response
+
+    def _abandon(self, exchange: asyncio.Task[httpx.Response]) -> None:
+        """Let an exchange nobody waits for end by itself; its outcome is dropped (and
+        retrieved, so asyncio does not log it as never retrieved)."""
+        self._abandoned.add(exchange)
+        exchange.add_done_callback(self._forget)
+
+    def _forget(self, exchange: asyncio.Task[httpx.Response]) -> None:
+        self._abandoned.discard(exchange)
+        if not exchange.cancelled():
+            exchange.exception()
 
     async def _get(self, model: type[M], path: str, **params: Any) -> M:
         response = await self._request("GET", path, params=_query(**params))

@@ -3,13 +3,16 @@
 Shared by everything that speaks it: the gateway's triggers (migrations 0003/0004, whose
 `json_build_object` keys a test checks against these models), its event hub and SSE
 route, the Python client, and the deck. Events carry ids and states, never inputs or
-outputs: a client fetches what it shows through the rest of the API. Unknown keys are
-ignored, so a newer gateway may add some without breaking an older deck.
+outputs: a client fetches those through the rest of the API. A run's event carries all a
+list row shows (migration 0014), so a list follows the feed without a fetch per event.
+Unknown keys are ignored, so a newer gateway may add some without breaking an older
+deck; keys an older gateway does not send have defaults (`created_at` None).
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -39,6 +42,17 @@ class RunChanged(_Change):
     agent: str
     status: RunStatus
     steps: int
+    agent_version: int | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None  # None: some step had no known price
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
 class StepChanged(_Change):

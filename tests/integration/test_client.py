@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.client import (
@@ -134,6 +136,39 @@ async def test_bad_key_and_no_gateway(served: ServedGateway) -> None:
     async with AsyncFerrumDeck(f"http://127.0.0.1:{free_port()}", "fd_x") as deck:
         with pytest.raises(GatewayUnavailable):
             await deck.queue()
+
+
+async def test_requests_abandoned_under_contention_never_exhaust_the_pool(
+    served: ServedGateway, harness: ToolHarness, admin_key: str
+) -> None:
+    """A caller that stops waiting (a deck worker replaced by a newer one) must not take
+    a pool slot with it: httpcore leaks one when a request is cancelled while queued for
+    a connection (encode/httpcore#1093), and once all are gone every call fails."""
+    run_id = await harness.run()
+    transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=4))
+    async with AsyncFerrumDeck(served.url, admin_key, transport=transport, timeout=3) as deck:
+        for round in range(100):
+            calls = [asyncio.create_task(deck.run(run_id)) for _ in range(12)]
+            await asyncio.sleep((round % 10) / 1000)
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+        assert str((await deck.run(run_id)).id) == run_id
+
+
+async def test_an_unreachable_gateway_is_explained_by_its_cause(
+    served: ServedGateway, admin_key: str
+) -> None:
+    """httpx's timeouts carry no message; the error still says which one it was."""
+    transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1))
+    async with (
+        AsyncFerrumDeck(served.url, admin_key, transport=transport, timeout=0.3) as deck,
+        aclosing(deck.events()) as events,
+    ):
+        await anext(events)  # the feed holds the only connection
+        with pytest.raises(GatewayUnavailable) as raised:
+            await deck.queue()
+    assert str(raised.value).endswith(f"{served.url}: PoolTimeout"), str(raised.value)
 
 
 async def test_the_sync_client_behaves_the_same(

@@ -15,7 +15,8 @@ from redis.asyncio import Redis
 
 from services.client import CONNECTED, DISCONNECTED, AsyncFerrumDeck, LiveEvent, Unauthorized
 from services.contract.api import Role
-from services.contract.events import PROJECT_EVENTS, EventName
+from services.contract.events import PROJECT_EVENTS, EventName, RunChanged
+from services.contract.runs import RunStatus
 from services.gateway.audit import Actor
 from services.gateway.events import RESYNC, Event, EventHub
 from services.gateway.notification_listener import APPLICATION_NAME
@@ -24,7 +25,7 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.store.keys import create_key
 from testbed.waiting import eventually
 from tests.support.gateway_server import ServedGateway, serve_gateway
-from tests.support.harness import ToolHarness
+from tests.support.harness import ToolHarness, usage
 
 
 @pytest.fixture
@@ -120,6 +121,33 @@ async def test_the_triggers_send_exactly_what_the_contract_names(
         assert isinstance(event.payload, model), event
         assert set(event.data) - {"type"} == set(model.model_fields), event.data
         assert event.data["type"] == event.name
+
+
+async def test_a_run_event_carries_what_a_list_row_shows(
+    served: ServedGateway, harness: ToolHarness, admin_key: str
+) -> None:
+    """Steps, tokens, cost and times, so a deck follows a burst without a fetch per event."""
+    async with AsyncFerrumDeck(served.url, admin_key) as deck, aclosing(deck.events()) as events:
+        assert (await anext(events)).name == CONNECTED
+        run_id, epoch = await harness.running()
+        status, _ = await harness.step(run_id, epoch, 1, usage=usage(100, 20, 0.001))
+        assert status == 200, _
+        seen = await until(
+            events,
+            lambda e: (
+                isinstance(e.payload, RunChanged)
+                and str(e.payload.run_id) == run_id
+                and e.payload.steps == 1
+            ),
+        )
+        run = await deck.run(run_id)
+    change = seen[-1].payload
+    assert isinstance(change, RunChanged)
+    assert (change.agent_version, change.status) == (run.agent_version, RunStatus.RUNNING)
+    assert (change.prompt_tokens, change.completion_tokens) == (100, 20)
+    assert change.cost_usd == pytest.approx(0.001)
+    assert (change.created_at, change.started_at) == (run.created_at, run.started_at)
+    assert change.finished_at is None
 
 
 async def test_queue_statistics_every_second(served: ServedGateway, admin_key: str) -> None:

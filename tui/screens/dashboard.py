@@ -47,20 +47,26 @@ class DashboardScreen(DeckScreen):
         super().on_mount()
         self._show_queue()
         self.set_interval(1.0, self._reload_if_dirty)
-        self.set_interval(15.0, self.reload)
+        self.set_interval(15.0, self._reload_if_current)
 
     def on_screen_resume(self) -> None:
         self._show_queue()
         self.reload()
 
+    def _reload_if_current(self) -> None:
+        if self.is_current:
+            self.reload()
+
     def on_live(self, event: LiveEvent) -> None:
         if isinstance(event.payload, QueueStats):
-            self._show_queue()
+            if self.is_current:
+                self._show_queue()
         elif isinstance(event.payload, RunChanged):
             self._dirty = True
 
     def _reload_if_dirty(self) -> None:
-        if self._dirty:
+        """Only while on screen: a hidden dashboard's figures are refetched on resume."""
+        if self._dirty and self.is_current:
             self._dirty = False
             self.reload()
 

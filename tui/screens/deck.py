@@ -1,15 +1,16 @@
 """What every mode screen shares: the nav bar, the footer, and its place in the live feed.
 
-A screen registers with the app while mounted and receives each live event as a
-`LiveUpdate` message. After any gap in the feed (`reconnected`, `resync`) it reloads
-what it shows, because the gateway keeps no history to replay.
+A screen registers with the app while mounted and receives the live events a few times
+a second as a `LiveUpdate` message: `on_live` sees each, then `on_live_batch_end` once.
+After any gap in the feed (`reconnected`, `resync`) it reloads what it shows, because
+the gateway keeps no history to replay. Reloads asked for while
+one runs are folded into one more after it (`SingleFlight`), never a cancelled request.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, cast
 
-from textual import work
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer
@@ -17,6 +18,7 @@ from textual.widgets import Footer
 from services.client import RECONNECTED, FerrumDeckError, LiveEvent
 from services.contract.events import EventName
 from tui.messages import LiveUpdate
+from tui.single_flight import SingleFlight
 from tui.widgets.nav_bar import NavBar
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ class DeckScreen(Screen[None]):
         return cast("FerrumDeckApp", self.app)
 
     def on_mount(self) -> None:
+        self._reloader = SingleFlight(self, self.load, "load")
         self.deck.listeners.add(self)
         self.reload()
 
@@ -46,21 +49,22 @@ class DeckScreen(Screen[None]):
         self.deck.listeners.discard(self)
 
     def on_live_update(self, message: LiveUpdate) -> None:
-        if message.event.name in (RECONNECTED, EventName.RESYNC):
-            self.reload()
-        else:
-            self.on_live(message.event)
+        for event in message.events:
+            if event.name in (RECONNECTED, EventName.RESYNC):
+                self.reload()
+            else:
+                self.on_live(event)
+        self.on_live_batch_end()
 
     def on_live(self, event: LiveEvent) -> None:
         """React to one live event; by default nothing."""
 
-    def reload(self) -> None:
-        """Fetch what the screen shows, from scratch, in a worker (a newer load wins)."""
-        self._reload()
+    def on_live_batch_end(self) -> None:
+        """Show what the events of one update changed; by default nothing."""
 
-    @work(exclusive=True, group="load")
-    async def _reload(self) -> None:
-        await self.load()
+    def reload(self) -> None:
+        """Fetch what the screen shows, from scratch, in a worker."""
+        self._reloader.request()
 
     async def load(self) -> None:
         """What `reload` runs; by default nothing."""

@@ -2,7 +2,16 @@
 end fetches the next), updated live in place: a run whose status changes keeps its row and
 the cursor stays where the operator put it; a new run appears on top.
 
-Status and agent filters go to the gateway; `/` narrows the loaded rows by text.
+Live updates cost what changed, not what is loaded: a `run` event carries the whole row
+(`RunRow.of_change`), the app hands events over a few times a second, and each update
+rewrites the changed cells of the rows it touches, adds the new rows and sorts once. No
+event leads to a fetch, except from a gateway whose events carry only the state, where
+one reload of the first page stands for all of an update's changes.
+
+Status and agent filters go to the gateway; `/` narrows the loaded rows by text. A row is
+shown only while it matches all three: a run that changes into or out of the filter
+enters or leaves, and a changed filter drops the rows it excludes at once, before the
+gateway's answer, so the table never shows a run the filter says it should not.
 """
 
 from __future__ import annotations
@@ -16,10 +25,10 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Select, Static
 
 from services.client import FerrumDeckError, LiveEvent
-from services.contract.api import Run
 from services.contract.events import RunChanged
 from services.contract.runs import RunStatus
 from tui.humanize import age, count, money
+from tui.run_row import RunRow, ShortId
 from tui.screens.deck import DeckScreen
 from tui.status_style import status_text
 
@@ -34,6 +43,11 @@ COLUMNS = (
     ("tokens", "tokens"),
     ("cost", "cost"),
 )
+Filters = tuple[str | None, str | None]
+
+
+def _newest_first(cell: ShortId) -> str:
+    return cell.run_id
 
 
 class RunsScreen(DeckScreen):
@@ -56,9 +70,12 @@ class RunsScreen(DeckScreen):
         table = self.query_one("#runs", DataTable)
         for label, key in COLUMNS:
             table.add_column(label, key=key)
-        self._runs: dict[str, Run] = {}
+        self._runs: dict[str, RunRow] = {}
         self._next: str | None = None
         self._fetching_more = False
+        self._changes: dict[str, RunChanged] = {}
+        self._loading = False
+        self._changed_while_loading: dict[str, RunChanged] = {}
         super().on_mount()
         table.focus()
 
@@ -70,39 +87,48 @@ class RunsScreen(DeckScreen):
 
     # what is shown
 
-    def _filters(self) -> tuple[str | None, str | None]:
+    def _filters(self) -> Filters:
         status = self.query_one("#status", Select).value
         agent = self.query_one("#agent", Input).value.strip() or None
         return (None if status is Select.NULL else str(status)), agent
 
-    def _shown(self, run: Run) -> bool:
-        text = self.query_one("#text", Input).value.strip().lower()
-        return not text or any(
-            text in value for value in (str(run.id), run.agent, run.status.value)
-        )
+    def _listed(self, row: RunRow, filters: Filters) -> bool:
+        """Whether the gateway's listing under `filters` holds `row`."""
+        status, agent = filters
+        return (status is None or row.status == status) and (agent is None or row.agent == agent)
 
-    def _cells(self, run: Run) -> tuple[object, ...]:
+    def _shown(self, row: RunRow) -> bool:
+        text = self.query_one("#text", Input).value.strip().lower()
+        return not text or any(text in value for value in (row.id, row.agent, row.status.value))
+
+    def _cells(self, row: RunRow) -> tuple[object, ...]:
         return (
-            str(run.id)[-8:],
-            status_text(run.status.value),
-            f"{run.agent}@{run.agent_version}",
-            age(run.created_at, self.deck.clock()),
-            str(run.steps_count),
-            count(run.usage.total_tokens),
-            money(run.usage.cost_usd),
+            ShortId(row.id),
+            status_text(row.status.value),
+            f"{row.agent}@{row.agent_version}",
+            age(row.created_at, self.deck.clock()),
+            str(row.steps),
+            count(row.total_tokens),
+            money(row.cost_usd),
         )
 
     def _render_rows(self) -> None:
-        """Rebuild the table from the loaded runs, keeping the cursor on the same run."""
+        """Rebuild the table from the loaded runs, keeping the cursor on the same run: for
+        a new page or text filter, never for a live change."""
         table = self.query_one("#runs", DataTable)
         current = self._cursor_key()
         table.clear()
-        for run_id, run in self._runs.items():
-            if self._shown(run):
-                table.add_row(*self._cells(run), key=run_id)
-        if current is not None and current in table.rows:
-            table.move_cursor(row=table.get_row_index(current), animate=False)
+        for run_id in sorted(self._runs, reverse=True):  # UUIDv7: newest first
+            row = self._runs[run_id]
+            if self._shown(row):
+                table.add_row(*self._cells(row), key=run_id)
+        self._restore_cursor(current)
         self._show_info()
+
+    def _restore_cursor(self, key: str | None) -> None:
+        table = self.query_one("#runs", DataTable)
+        if key is not None and key in table.rows:
+            table.move_cursor(row=table.get_row_index(key), animate=False)
 
     def _cursor_key(self) -> str | None:
         table = self.query_one("#runs", DataTable)
@@ -118,71 +144,116 @@ class RunsScreen(DeckScreen):
             f"{table.row_count} shown of {len(self._runs)} loaded{more}"
         )
 
+    def _drop_excluded(self) -> None:
+        """Remove at once the rows the filters now exclude, before the gateway answers."""
+        filters = self._filters()
+        table = self.query_one("#runs", DataTable)
+        for run_id, row in list(self._runs.items()):
+            if not self._listed(row, filters):
+                del self._runs[run_id]
+                if run_id in table.rows:
+                    table.remove_row(run_id)
+        self._show_info()
+
     # loading
 
     async def load(self) -> None:
-        status, agent = self._filters()
+        filters = self._filters()
+        self._loading = True
         try:
-            page = await self.deck.client.runs(status=status, agent=agent, limit=PAGE)
+            page = await self.deck.client.runs(status=filters[0], agent=filters[1], limit=PAGE)
         except FerrumDeckError as error:
             self.report(error)
             return
-        self._runs = {str(run.id): run for run in page.items}
+        finally:
+            self._loading = False
+        changed, self._changed_while_loading = self._changed_while_loading, {}
+        if filters != self._filters():
+            return  # the filters changed meanwhile: a newer load is on its way
+        self._runs = {str(run.id): RunRow.of_run(run) for run in page.items}
         self._next = page.next_cursor
         self._render_rows()
+        # what changed after the page was read would be lost under it
+        self._changes = {**changed, **self._changes}
+        self.on_live_batch_end()
 
     @work(group="runs-more")
     async def _load_more(self) -> None:
-        status, agent = self._filters()
+        filters = self._filters()
         try:
             page = await self.deck.client.runs(
-                status=status, agent=agent, limit=PAGE, cursor=self._next
+                status=filters[0], agent=filters[1], limit=PAGE, cursor=self._next
             )
         except FerrumDeckError as error:
             self.report(error)
             return
         finally:
             self._fetching_more = False
+        if filters != self._filters():
+            return
         table = self.query_one("#runs", DataTable)
         for run in page.items:
             run_id = str(run.id)
             if run_id in self._runs:
                 continue
-            self._runs[run_id] = run
-            if self._shown(run):
-                table.add_row(*self._cells(run), key=run_id)
+            row = RunRow.of_run(run)
+            self._runs[run_id] = row
+            if self._shown(row):
+                table.add_row(*self._cells(row), key=run_id)
         self._next = page.next_cursor
         self._show_info()
-
-    @work(group="run-refresh")
-    async def _refresh_run(self, run_id: str) -> None:
-        try:
-            run = await self.deck.client.run(run_id)
-        except FerrumDeckError as error:
-            self.report(error)
-            return
-        table = self.query_one("#runs", DataTable)
-        if run_id in self._runs:
-            self._runs[run_id] = run
-            if run_id in table.rows:
-                for (_, key), value in zip(COLUMNS, self._cells(run), strict=True):
-                    table.update_cell(run_id, key, value)
-            return
-        self._runs = {run_id: run, **self._runs}
-        self._render_rows()
 
     # events
 
     def on_live(self, event: LiveEvent) -> None:
         change = event.payload
-        if not isinstance(change, RunChanged):
+        if isinstance(change, RunChanged):
+            self._changes[str(change.run_id)] = change
+            if self._loading:
+                self._changed_while_loading[str(change.run_id)] = change
+
+    def on_live_batch_end(self) -> None:
+        if not self._changes:
             return
-        run_id = str(change.run_id)
-        if run_id not in self._runs:
-            status, agent = self._filters()
-            if (status and change.status != status) or (agent and change.agent != agent):
-                return
-        self._refresh_run(run_id)
+        changes, self._changes = self._changes, {}
+        rows = [RunRow.of_change(change) for change in changes.values()]
+        if any(row is None for row in rows):
+            self.reload()  # a gateway before 0012: its events say only the state
+            return
+        self._apply([row for row in rows if row is not None])
+
+    def _apply(self, rows: list[RunRow]) -> None:
+        table = self.query_one("#runs", DataTable)
+        filters = self._filters()
+        oldest = min(self._runs) if self._next and self._runs else None
+        current = self._cursor_key()
+        added = False
+        for row in rows:
+            listed = self._listed(row, filters)
+            if not listed or (row.id not in self._runs and oldest is not None and row.id < oldest):
+                # out of the filter, or older than the loaded pages (scrolling fetches it)
+                self._runs.pop(row.id, None)
+                if row.id in table.rows:
+                    table.remove_row(row.id)
+                continue
+            before = self._runs.get(row.id)
+            self._runs[row.id] = row
+            if not self._shown(row):
+                if row.id in table.rows:
+                    table.remove_row(row.id)
+            elif row.id in table.rows and before is not None:
+                for (_, key), old, new in zip(
+                    COLUMNS, self._cells(before), self._cells(row), strict=True
+                ):
+                    if old != new:
+                        table.update_cell(row.id, key, new)
+            else:
+                table.add_row(*self._cells(row), key=row.id)
+                added = True
+        if added:
+            table.sort("id", key=_newest_first, reverse=True)
+        self._restore_cursor(current)
+        self._show_info()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         table = event.data_table
@@ -204,8 +275,10 @@ class RunsScreen(DeckScreen):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "agent":
+            self._drop_excluded()
             self.reload()
         self.query_one("#runs", DataTable).focus()
 
     def on_select_changed(self) -> None:
+        self._drop_excluded()
         self.reload()

@@ -3,9 +3,14 @@ the live feed is up, and how many tool calls wait for a human, wherever you are.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Static
+
+if TYPE_CHECKING:
+    from tui.app import FerrumDeckApp
 
 TABS = (
     ("dashboard", "1 Dashboard"),
@@ -20,6 +25,7 @@ _CONNECTION = {
     "live": "● live",
     "reconnecting": "◌ reconnecting…",
     "offline": "✕ offline",
+    "api-down": "✕ API unreachable",
 }
 
 
@@ -52,3 +58,6 @@ class NavBar(Horizontal):
         label = self.query_one("#nav-connection", Static)
         label.update(_CONNECTION.get(connection, connection))
         label.set_class(connection != "live", "warning")
+        label.tooltip = (
+            cast("FerrumDeckApp", self.app).api_error if connection == "api-down" else None
+        )
