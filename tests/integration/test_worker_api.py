@@ -163,7 +163,9 @@ async def test_the_final_step_records_the_answer_and_completes_the_run(harness: 
     assert (run["status"], run["output"], run["error"]) == ("completed", "the answer", None)
     assert run["finished_at"] is not None
     assert (run["steps_count"], run["usage"]) == (1, usage(3, 4, 0.5))
-    assert (await _audit(harness, run_id))[-3:] == ["run.claimed", "step.recorded", "run.completed"]
+    # The relay may dispatch the job after the test's own claim: that event's place varies.
+    lease = [action for action in await _audit(harness, run_id) if action != "run.dispatched"]
+    assert lease[-3:] == ["run.claimed", "step.recorded", "run.completed"]
 
 
 async def test_a_replayed_final_step_is_acknowledged_and_changes_nothing(harness: Harness) -> None:
