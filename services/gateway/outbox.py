@@ -90,7 +90,7 @@ SELECT t.id, t.run_id, t.reason, set_config('synchronous_commit', 'off', true) A
   FROM taken t JOIN turns USING (id) ORDER BY turns.turn, t.id"""
 
 # While the window is full, how soon the relay looks for room again: workers drain a
-# window of 64 in about a third of a second at 200 runs/s, so this keeps it topped up.
+# window of 16 in 80 ms at 200 runs/s, so this keeps it topped up (up to 800 jobs/s).
 _TOP_UP_SECONDS = 0.02
 
 

@@ -86,7 +86,7 @@ class GatewaySettings(CommonSettings):
     )
     relay_batch: int = Field(default=500, ge=1, le=10_000)
     dispatch_window: int = Field(
-        default=64,
+        default=16,
         ge=1,
         description="Undelivered jobs the relay keeps in the runs stream; the rest wait in "
         "the outbox and leave it project by project in turn, so no project's backlog "
