@@ -166,6 +166,9 @@ def settings(database_url: str, redis_url: str, prefix: str, models_file: Path) 
         # every job in it. The window is tested where it is meant to act (test_outbox,
         # test_backpressure) and by the stacks with real workers.
         dispatch_window=100_000,
+        # The operator's view: these tests read the stream's own figures. The project
+        # view is tested in test_queue_api.
+        platform_queue_view=True,
     )
 
 

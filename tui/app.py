@@ -180,7 +180,10 @@ class FerrumDeckApp(App[None]):
             self.refresh_pending()
         elif isinstance(event.payload, QueueStats):
             self.queue_stats = event.payload
-            self.queue_history.append(self.queue_stats.depth)
+            # The project's own backlog; the stream's depth where the operator shows it.
+            stats = self.queue_stats
+            shown = stats.depth if stats.depth is not None else stats.waiting
+            self.queue_history.append(shown or 0)
         elif isinstance(event.payload, ApprovalChanged):
             self.refresh_pending()
             if event.payload.status is ApprovalStatus.PENDING:

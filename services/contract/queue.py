@@ -1,5 +1,8 @@
-"""What `GET /v1/queue` answers and the SSE `queue` event carries: the runs stream as the
-workers' consumer group sees it, so an operator can tell a backlog from a stuck worker."""
+"""What `GET /v1/queue` answers and the SSE `queue` event carries: the caller's project's
+runs waiting and running, whether its new runs get in, and — only where the operator opts
+in (`FERRUMDECK_PLATFORM_QUEUE_VIEW`) — the runs stream as the workers' consumer group
+sees it, so an operator can tell a backlog from a stuck worker. A tenant is not shown the
+platform's backlog or the workers' names: the stream fields are null in its view."""
 
 from __future__ import annotations
 
@@ -13,24 +16,35 @@ class ConsumerStats(BaseModel):
 
 
 class QueueStats(BaseModel):
-    stream: str
-    group: str
-    depth: int = Field(description="Entries in the stream (XLEN), acked ones included.")
-    pending: int = Field(description="Entries delivered to some worker and not yet acked.")
+    stream: str | None = None
+    group: str | None = None
+    depth: int | None = Field(
+        default=None, description="Entries in the stream (XLEN), acked ones included."
+    )
+    pending: int | None = Field(
+        default=None, description="Entries delivered to some worker and not yet acked."
+    )
     lag: int | None = Field(
-        description="Entries not yet delivered to the group; null when Redis cannot tell."
+        default=None,
+        description="Entries not yet delivered to the group; null when Redis cannot tell.",
     )
     oldest_pending_seconds: float | None = Field(
-        description="Age of the oldest unacked entry since it was published; null if none."
+        default=None,
+        description="Age of the oldest unacked entry since it was published; null if none.",
     )
-    consumers: list[ConsumerStats]
-    dead_letter: int = Field(
-        default=0, description="Jobs set aside after too many deliveries (the DLQ's length)."
+    consumers: list[ConsumerStats] | None = None
+    dead_letter: int | None = Field(
+        default=None, description="Jobs set aside after too many deliveries (the DLQ's length)."
     )
+    project: str | None = Field(
+        default=None, description="Whose figures `waiting` and `running` are."
+    )
+    running: int | None = Field(default=None, description="The project's runs running now.")
     waiting: int | None = Field(
         default=None,
-        description="Runs waiting for a worker (queued), wherever their jobs are: fair "
-        "dispatch keeps most of a backlog in the outbox and only a window in the stream.",
+        description="The project's runs waiting for a worker (queued), wherever their jobs "
+        "are: fair dispatch keeps most of a backlog in the outbox and only a window in the "
+        "stream.",
     )
     max_lag: int | None = Field(
         default=None,
@@ -41,5 +55,5 @@ class QueueStats(BaseModel):
         default=None, description="The age bound past which new runs get 429."
     )
     accepting_runs: bool | None = Field(
-        default=None, description="Whether POST /v1/runs is accepting runs now."
+        default=None, description="Whether POST /v1/runs is accepting the project's runs now."
     )

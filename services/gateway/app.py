@@ -110,7 +110,13 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
         relay.start()
         sweeper.start()
         chainer.start()
-        hub = EventHub(settings.database_url, redis, settings.streams, backpressure=backpressure)
+        hub = EventHub(
+            settings.database_url,
+            redis,
+            settings.streams,
+            backpressure=backpressure,
+            platform_queue_view=settings.platform_queue_view,
+        )
         hub.install(app)
         hub.keep_coherent(runtime().key_cache, runtime().agent_cache)
         hub.start()

@@ -45,6 +45,7 @@ class Backlog:
 
     stats: QueueStats
     queued: dict[str, int] = field(default_factory=dict)
+    running: dict[str, int] = field(default_factory=dict)
 
     @property
     def waiting(self) -> int:
@@ -78,24 +79,33 @@ class Bounds:
             )
         return None
 
-    def describe(self, backlog: Backlog) -> QueueStats:
-        """The backlog as operators see it: with these bounds and whether the platform
-        is under them."""
-        return backlog.stats.model_copy(
+    def describe(self, backlog: Backlog, project: str, *, platform: bool) -> QueueStats:
+        """The backlog as `project` sees it: its own runs waiting and running, the bounds
+        and whether its runs get in; the stream's platform-wide figures and the workers'
+        names only when the operator opted into showing them."""
+        base = backlog.stats if platform else QueueStats()
+        return base.model_copy(
             update={
-                "waiting": backlog.waiting,
+                "project": project,
+                "waiting": backlog.queued.get(project, 0),
+                "running": backlog.running.get(project, 0),
                 "max_lag": self.max_lag,
                 "max_oldest_pending_seconds": self.max_oldest_pending_seconds,
-                "accepting_runs": self.breach(backlog) is None,
+                "accepting_runs": self.breach(backlog, project) is None,
             }
         )
 
 
-async def queued_by_project(pool: asyncpg.Pool) -> dict[str, int]:
+async def _by_project(pool: asyncpg.Pool) -> tuple[dict[str, int], dict[str, int]]:
+    """Each project's queued runs, and its running ones."""
     rows = await pool.fetch(
-        "SELECT project, count(*) AS runs FROM runs WHERE status = 'queued' GROUP BY project"
+        """SELECT project, status, count(*) AS runs FROM runs
+            WHERE status IN ('queued', 'running') GROUP BY project, status"""
     )
-    return {row["project"]: row["runs"] for row in rows}
+    counts: dict[str, dict[str, int]] = {"queued": {}, "running": {}}
+    for row in rows:
+        counts[row["status"]][row["project"]] = row["runs"]
+    return counts["queued"], counts["running"]
 
 
 class Backpressure:
@@ -126,11 +136,14 @@ class Backpressure:
                 f"not accepting runs now: {breach}", retry_after=RETRY_AFTER_SECONDS
             )
 
-    async def describe(self, stats: QueueStats) -> QueueStats:
-        """`stats` just read from Redis, with the outbox's backlog and the bounds."""
+    async def describe(self, stats: QueueStats, project: str, *, platform: bool) -> QueueStats:
+        """`stats` just read from Redis, as `project` sees them (`Bounds.describe`)."""
         backlog = await self._current()
-        queued = {} if backlog is None else backlog.queued
-        return self.bounds.describe(Backlog(stats, queued))
+        if backlog is None:
+            backlog = Backlog(stats)
+        return self.bounds.describe(
+            Backlog(stats, backlog.queued, backlog.running), project, platform=platform
+        )
 
     async def _current(self) -> Backlog | None:
         if time.monotonic() - self._checked_at >= self._refresh_seconds:
@@ -142,7 +155,7 @@ class Backpressure:
     async def _refresh(self) -> None:
         try:
             stats = await queue_stats(self._redis, self._streams)
-            self._backlog = Backlog(stats, await queued_by_project(self._pool))
+            self._backlog = Backlog(stats, *await _by_project(self._pool))
         except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("cannot read the backlog, accepting runs: %s", exc)
             self._backlog = None

@@ -58,10 +58,10 @@ CLOSED = Event("closed")  # internal: the hub is stopping; never sent to a clien
 
 
 def visible_to(principal: Principal, event: Event) -> bool:
-    """Whether `principal` may see `event`: changes only of its own project (the triggers
-    name it); queue statistics and control events concern everyone."""
+    """Whether `principal` may see `event`: changes and queue figures only of its own
+    project (the triggers and the publisher name it); control events concern everyone."""
     project = event.data.get("project")
-    if event.name in PROJECT_EVENTS:
+    if event.name in PROJECT_EVENTS or event.name == EventName.QUEUE:
         return project is not None and project == principal.project
     return True
 
@@ -99,7 +99,8 @@ class Subscription:
 
 
 class _QueuePublisher(BackgroundLoop):
-    """Publishes the runs stream's statistics while anyone is watching."""
+    """Publishes the queue figures while anyone is watching: once per project watched,
+    each project's own (`Backpressure.describe`)."""
 
     name = "events-queue"
 
@@ -110,6 +111,7 @@ class _QueuePublisher(BackgroundLoop):
         streams: StreamNames,
         interval: float,
         backpressure: Backpressure | None,
+        platform: bool,
     ) -> None:
         super().__init__()
         self._hub = hub
@@ -117,6 +119,7 @@ class _QueuePublisher(BackgroundLoop):
         self._streams = streams
         self._interval = interval
         self._backpressure = backpressure
+        self._platform = platform
 
     async def step(self) -> float:
         if self._hub.subscribers:
@@ -125,9 +128,14 @@ class _QueuePublisher(BackgroundLoop):
             except (OSError, RedisError) as exc:
                 log.warning("queue statistics unavailable: %s", exc)
             else:
-                if self._backpressure is not None:
-                    stats = await self._backpressure.describe(stats)
-                self._hub.broadcast(Event(EventName.QUEUE, stats.model_dump(mode="json")))
+                for project in self._hub.projects_watched():
+                    if self._backpressure is not None:
+                        view = await self._backpressure.describe(
+                            stats, project, platform=self._platform
+                        )
+                    else:
+                        view = stats.model_copy(update={"project": project})
+                    self._hub.broadcast(Event(EventName.QUEUE, view.model_dump(mode="json")))
         return self._interval
 
 
@@ -144,6 +152,7 @@ class EventHub:
         heartbeat_seconds: float = 15.0,
         buffer: int = 1000,
         backpressure: Backpressure | None = None,
+        platform_queue_view: bool = False,
     ) -> None:
         self.heartbeat_seconds = heartbeat_seconds
         self._buffer = buffer
@@ -151,12 +160,15 @@ class EventHub:
         self._listener = NotificationListener(dsn, on_reconnect=lambda: self.broadcast(RESYNC))
         self._listener.listen(CHANNEL, self._on_notify)
         self._publisher = _QueuePublisher(
-            self, redis, streams, queue_interval_seconds, backpressure
+            self, redis, streams, queue_interval_seconds, backpressure, platform_queue_view
         )
 
     @property
     def subscribers(self) -> int:
         return len(self._subscriptions)
+
+    def projects_watched(self) -> set[str]:
+        return {s.principal.project for s in self._subscriptions if s.principal.project}
 
     def install(self, app: Quart) -> None:
         app.extensions[_KEY] = self

@@ -163,6 +163,8 @@ async def test_queue_statistics_every_second(served: ServedGateway, admin_key: s
             "consumers",
             "dead_letter",
             "waiting",
+            "project",
+            "running",
             "max_lag",
             "max_oldest_pending_seconds",
             "accepting_runs",

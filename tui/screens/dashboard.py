@@ -81,12 +81,16 @@ class DashboardScreen(DeckScreen):
             else f"{stats.oldest_pending_seconds:.0f} s"
         )
         lag = "unknown" if stats.lag is None else str(stats.lag)
-        self.query_one("#queue-numbers", Static).update(
-            f"depth {stats.depth}   pending {stats.pending}   lag {lag}   oldest pending {oldest}"
-        )
+        numbers = f"waiting {stats.waiting or 0}   running {stats.running or 0}"
+        if stats.depth is not None:  # the operator shows the platform's stream too
+            numbers += (
+                f"   depth {stats.depth}   pending {stats.pending}   lag {lag}"
+                f"   oldest pending {oldest}"
+            )
+        self.query_one("#queue-numbers", Static).update(numbers)
         table = self.query_one("#consumers", DataTable)
         table.clear()
-        for consumer in stats.consumers:
+        for consumer in stats.consumers or []:
             table.add_row(consumer.name, str(consumer.pending), f"{consumer.idle_seconds:.0f} s")
 
     async def load(self) -> None:

@@ -41,11 +41,11 @@ async def _read_postgres() -> None:
 async def _read_redis() -> None:
     res = runtime()
     stats = await queue_stats(res.redis, res.settings.streams)
-    m.QUEUE_DEPTH.set(stats.depth)
-    m.QUEUE_PENDING.set(stats.pending)
+    m.QUEUE_DEPTH.set(stats.depth or 0)
+    m.QUEUE_PENDING.set(stats.pending or 0)
     m.QUEUE_LAG.set(float("nan") if stats.lag is None else stats.lag)
     m.QUEUE_OLDEST_PENDING_AGE.set(stats.oldest_pending_seconds or 0.0)
-    m.QUEUE_DEAD_LETTER.set(stats.dead_letter)
+    m.QUEUE_DEAD_LETTER.set(stats.dead_letter or 0)
 
 
 def _check_token() -> None:
