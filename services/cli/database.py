@@ -1,4 +1,5 @@
-"""Which database the administrative commands (`keys`, `audit`, `migrate`) talk to.
+"""Which database the administrative commands (`keys`, `audit`, `migrate`,
+`projects`) talk to.
 
 `FERRUMDECK_DATABASE_URL` when set; otherwise, run from a checkout where `make dev` is
 running, the dev stack's own database (it writes `.ferrumdeck/server.env`); otherwise the

@@ -17,6 +17,7 @@ from services.cli import (
     approval_commands,
     env_file,
     policy_commands,
+    project_commands,
     run_commands,
 )
 
@@ -67,12 +68,12 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(_: argparse.Namespace) -> int:
+    from services.cli.database import database_url
     from services.gateway.db.connections import connect
     from services.gateway.db.migrations import latest_version, migrate
-    from services.gateway.settings import GatewaySettings
 
     async def run() -> None:
-        conn = await connect(GatewaySettings().database_url)
+        conn = await connect(database_url())
         try:
             applied = await migrate(conn)
         finally:
@@ -203,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     dump.add_argument("--project", default="default")
     dump.add_argument("--output", "-o", help="file to write (default: standard output)")
     dump.set_defaults(func=_cmd_audit_export)
+
+    project_commands.register(commands)
 
     tui = commands.add_parser("tui", help="watch and steer runs from the terminal")
     tui.add_argument("--url", help="the gateway (else FERRUMDECK_URL, else .ferrumdeck/dev.env)")

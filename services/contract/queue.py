@@ -6,13 +6,29 @@ platform's backlog or the workers' names: the stream fields are null in its view
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ConsumerStats(BaseModel):
     name: str
     pending: int = Field(description="Entries delivered to this consumer and not yet acked.")
     idle_seconds: float = Field(description="Time since this consumer last read or acked.")
+
+
+class ProjectQuota(BaseModel):
+    """What an operator allows one project (`ferrumdeck projects set-quota`); null: no
+    such quota. Past one, only that project's new runs get 429."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_queued: int | None = Field(default=None, ge=1, description="Runs waiting at once.")
+    max_running: int | None = Field(default=None, ge=1, description="Runs running at once.")
+    runs_per_second: float | None = Field(
+        default=None, gt=0, description="Runs created per second, across all gateways."
+    )
+
+    def any(self) -> bool:
+        return any(value is not None for value in self.model_dump().values())
 
 
 class QueueStats(BaseModel):
@@ -40,6 +56,9 @@ class QueueStats(BaseModel):
         default=None, description="Whose figures `waiting` and `running` are."
     )
     running: int | None = Field(default=None, description="The project's runs running now.")
+    quota: ProjectQuota | None = Field(
+        default=None, description="The project's quotas, when the operator set any."
+    )
     waiting: int | None = Field(
         default=None,
         description="The project's runs waiting for a worker (queued), wherever their jobs "

@@ -13,14 +13,23 @@ Past `max_lag`, a project is refused only while its own queued runs are at least
 share of the bound (`max_lag` over the projects with runs queued, itself included): a
 project that floods fills its share and gets 429, one with a run or two still gets in.
 Each refusal speaks of the caller's project only. The age bound says the workers are
-stuck for everyone, so it refuses every project. If Redis or PostgreSQL cannot be read,
-runs are still accepted: the outbox holds their jobs until the workers take them.
+stuck for everyone, so it refuses every project.
+
+An operator may also set quotas on a project (`store/quotas.py`): runs queued and
+running at once, checked against the same once-a-second counts (so a burst may overshoot
+by what one second admits), and runs created per second, counted in Redis across every
+gateway in windows of at least a second (one `INCR` per run, only for projects that have
+such a quota). Past a quota, only that project gets 429, whatever the platform's bound.
+
+If Redis or PostgreSQL cannot be read, runs are still accepted: the outbox holds their
+jobs until the workers take them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -29,9 +38,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.contract.jobs import StreamNames
-from services.contract.queue import QueueStats
+from services.contract.queue import ProjectQuota, QueueStats
 from services.gateway.errors import TooManyRequests
 from services.gateway.queue_stats import queue_stats
+from services.gateway.store.quotas import quotas
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +56,7 @@ class Backlog:
     stats: QueueStats
     queued: dict[str, int] = field(default_factory=dict)
     running: dict[str, int] = field(default_factory=dict)
+    quotas: dict[str, ProjectQuota] = field(default_factory=dict)
 
     @property
     def waiting(self) -> int:
@@ -59,6 +70,13 @@ class Bounds:
 
     def breach(self, backlog: Backlog, project: str | None = None) -> str | None:
         """Why runs are not accepted now (from `project`, when given), or None."""
+        quota = None if project is None else backlog.quotas.get(project)
+        if quota is not None and project is not None:
+            queued, running = backlog.queued.get(project, 0), backlog.running.get(project, 0)
+            if quota.max_queued is not None and queued >= quota.max_queued:
+                return f"this project's quota of {quota.max_queued} queued runs is reached"
+            if quota.max_running is not None and running >= quota.max_running:
+                return f"this project's quota of {quota.max_running} running runs is reached"
         if backlog.waiting > self.max_lag:
             if project is None:
                 return (
@@ -89,6 +107,7 @@ class Bounds:
                 "project": project,
                 "waiting": backlog.queued.get(project, 0),
                 "running": backlog.running.get(project, 0),
+                "quota": backlog.quotas.get(project),
                 "max_lag": self.max_lag,
                 "max_oldest_pending_seconds": self.max_oldest_pending_seconds,
                 "accepting_runs": self.breach(backlog, project) is None,
@@ -128,12 +147,38 @@ class Backpressure:
         self._lock = asyncio.Lock()
 
     async def admit(self, project: str) -> None:
-        """Raise 429 while the backlog is past its bound and `project` holds its share."""
+        """Raise 429 while the backlog is past its bound and `project` holds its share, or
+        `project` is past one of its quotas."""
         backlog = await self._current()
         breach = None if backlog is None else self.bounds.breach(backlog, project)
         if breach is not None:
             raise TooManyRequests(
                 f"not accepting runs now: {breach}", retry_after=RETRY_AFTER_SECONDS
+            )
+        quota = None if backlog is None else backlog.quotas.get(project)
+        if quota is not None and quota.runs_per_second is not None:
+            await self._count_rate(project, quota.runs_per_second)
+
+    async def _count_rate(self, project: str, per_second: float) -> None:
+        """Count this run in the project's current window; refuse past the rate. A rate
+        below one a second is counted over as many seconds as one run takes."""
+        window = max(1, math.ceil(1 / per_second))
+        allowed = max(1, math.floor(per_second * window))
+        slot = int(time.time()) // window
+        key = f"{self._streams.prefix}:rate:{project}:{window}:{slot}"
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, window + 1)
+                created, _ = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("cannot count %s's rate, accepting the run: %s", project, exc)
+            return
+        if created > allowed:
+            raise TooManyRequests(
+                f"not accepting runs now: this project's quota of {per_second:g} runs per "
+                "second is reached",
+                retry_after=window,
             )
 
     async def describe(self, stats: QueueStats, project: str, *, platform: bool) -> QueueStats:
@@ -142,7 +187,9 @@ class Backpressure:
         if backlog is None:
             backlog = Backlog(stats)
         return self.bounds.describe(
-            Backlog(stats, backlog.queued, backlog.running), project, platform=platform
+            Backlog(stats, backlog.queued, backlog.running, backlog.quotas),
+            project,
+            platform=platform,
         )
 
     async def _current(self) -> Backlog | None:
@@ -155,7 +202,8 @@ class Backpressure:
     async def _refresh(self) -> None:
         try:
             stats = await queue_stats(self._redis, self._streams)
-            self._backlog = Backlog(stats, *await _by_project(self._pool))
+            queued, running = await _by_project(self._pool)
+            self._backlog = Backlog(stats, queued, running, await quotas(self._pool))
         except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("cannot read the backlog, accepting runs: %s", exc)
             self._backlog = None

@@ -15,13 +15,15 @@ from quart.typing import TestClientProtocol as Client
 from redis.asyncio import Redis
 
 from services.contract.api import AgentCreate, Role
+from services.contract.queue import ProjectQuota
 from services.gateway.app import create_app
 from services.gateway.audit import Actor
-from services.gateway.db.connections import connect
+from services.gateway.db.connections import connect, create_pool
 from services.gateway.db.migrations import migrate
 from services.gateway.settings import GatewaySettings
 from services.gateway.store.agents import create_version
 from services.gateway.store.keys import create_key
+from services.gateway.store.quotas import set_quota
 from testbed.streams import read_new
 from testbed.waiting import eventually
 from tests.support.harness import ToolHarness
@@ -70,7 +72,7 @@ async def platform(empty_database: str, settings: GatewaySettings) -> AsyncItera
             "backpressure_refresh_seconds": 0,
         }
     )
-    pool = await asyncpg.create_pool(empty_database, min_size=1, max_size=2)
+    pool = await create_pool(empty_database, min_size=1, max_size=2)
     try:
         async with create_app(bounded).test_app() as app:
             yield Platform(app.test_client(), keys, bounded, pool)
@@ -133,3 +135,57 @@ async def test_queue_shows_the_bounds_while_accepting(harness: ToolHarness) -> N
     queue = await (await harness.client.get("/v1/queue", headers=harness.admin)).get_json()
     assert queue["accepting_runs"] is True
     assert queue["max_lag"] == 10_000
+
+
+async def _quota(platform: Platform, project: str, **limits: float) -> None:
+    async with platform.pool.acquire() as conn:
+        await set_quota(conn, project, ProjectQuota.model_validate(limits), TESTS)
+
+
+async def test_past_its_queued_quota_only_that_project_gets_429(platform: Platform) -> None:
+    await _quota(platform, "flood", max_queued=3)
+    for n in range(3):
+        assert (await platform.start("flood", f"q{n}"))[0] == 202
+    status, body = await platform.start("flood", "one too many")
+    assert status == 429
+    error = body["error"]
+    assert isinstance(error, dict)
+    assert error["message"] == (
+        "not accepting runs now: this project's quota of 3 queued runs is reached"
+    )
+    assert (await platform.start("quiet", "unaffected"))[0] == 202
+    queue = await (
+        await platform.client.get("/v1/queue", headers=platform.keys["flood"])
+    ).get_json()
+    assert queue["quota"] == {"max_queued": 3, "max_running": None, "runs_per_second": None}
+    assert queue["accepting_runs"] is False
+    other = await (
+        await platform.client.get("/v1/queue", headers=platform.keys["quiet"])
+    ).get_json()
+    assert other["quota"] is None
+
+
+async def test_past_its_running_quota_the_project_waits(platform: Platform) -> None:
+    await _quota(platform, "flood", max_running=1)
+    assert (await platform.start("flood", "first"))[0] == 202
+    await platform.pool.execute("UPDATE runs SET status = 'running' WHERE project = 'flood'")
+    status, body = await platform.start("flood", "second")
+    assert status == 429
+    assert "quota of 1 running runs" in str(body)
+
+
+async def test_past_its_rate_a_project_is_told_when_to_retry(platform: Platform) -> None:
+    await _quota(platform, "flood", runs_per_second=0.5)  # one run per two seconds
+    statuses = []
+    retry_after = None
+    for n in range(3):
+        response = await platform.client.post(
+            "/v1/runs", json={"agent": "a", "input": f"r{n}"}, headers=platform.keys["flood"]
+        )
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            retry_after = response.headers["Retry-After"]
+    assert statuses[0] == 202
+    assert 429 in statuses
+    assert retry_after == "2"
+    assert (await platform.start("quiet", "unaffected"))[0] == 202

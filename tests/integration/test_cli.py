@@ -111,3 +111,51 @@ async def test_keys_create_finds_the_dev_stacks_database_by_itself(
         assert await conn.fetchval("SELECT project FROM api_keys WHERE name = 'first'") == "acme"
     finally:
         await conn.close()
+
+
+async def test_migrate_and_set_quota_find_the_dev_stacks_database_by_itself(
+    empty_database: str, tmp_path: Path
+) -> None:
+    """`migrate` used to go to the default database (and die in a traceback) while `keys`
+    found the dev stack's; `projects set-quota` writes the operator's limits there."""
+    (tmp_path / ".ferrumdeck").mkdir()
+    (tmp_path / ".ferrumdeck" / "server.env").write_text(
+        f"FERRUMDECK_DATABASE_URL={empty_database}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "FERRUMDECK_DATABASE_URL"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "services.cli.main", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    migrated = await asyncio.to_thread(cli, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "applied 0001_initial" in migrated.stdout
+    quota = await asyncio.to_thread(
+        cli, "projects", "set-quota", "acme", "--max-queued", "100", "--rate", "2.5"
+    )
+    assert quota.returncode == 0, quota.stderr
+    assert quota.stdout.strip() == "project 'acme': max queued 100, runs per second 2.5"
+    refused = await asyncio.to_thread(cli, "projects", "set-quota", "acme", "--max-running", "0")
+    assert refused.returncode == 2
+    assert "Traceback" not in refused.stderr
+    assert "max_running" in refused.stderr
+    conn = await asyncpg.connect(empty_database)
+    try:
+        row = await conn.fetchrow(
+            "SELECT max_queued, max_running, runs_per_second FROM projects WHERE name = 'acme'"
+        )
+        audited = await conn.fetchval(
+            "SELECT count(*) FROM audit_events WHERE action = 'project.quota_set'"
+        )
+    finally:
+        await conn.close()
+    assert tuple(row) == (100, None, 2.5)
+    assert audited == 1

@@ -82,6 +82,17 @@ class DashboardScreen(DeckScreen):
         )
         lag = "unknown" if stats.lag is None else str(stats.lag)
         numbers = f"waiting {stats.waiting or 0}   running {stats.running or 0}"
+        if stats.quota is not None:
+            limits = [
+                f"{label} {value:g}"
+                for label, value in (
+                    ("queued ≤", stats.quota.max_queued),
+                    ("running ≤", stats.quota.max_running),
+                    ("runs/s ≤", stats.quota.runs_per_second),
+                )
+                if value is not None
+            ]
+            numbers += "   quota: " + ", ".join(limits)
         if stats.depth is not None:  # the operator shows the platform's stream too
             numbers += (
                 f"   depth {stats.depth}   pending {stats.pending}   lag {lag}"
