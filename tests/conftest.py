@@ -168,7 +168,7 @@ def settings(database_url: str, redis_url: str, prefix: str, models_file: Path) 
         dispatch_window=100_000,
         # The operator's view: these tests read the stream's own figures. The project
         # view is tested in test_queue_api.
-        platform_queue_view=True,
+        platform_view=True,
     )
 
 

@@ -227,11 +227,16 @@ class ToolEntry(BaseModel):
         description="Offered to every project. False: its server is limited to some "
         "projects, yours among them (which others is not shown)."
     )
-    workers: list[str] = Field(description="The labels of the workers reporting it so.")
-    keys: list[str] = Field(
-        description="The names of the worker keys those reports came with: a listing is "
+    workers: list[str] | None = Field(
+        default=None,
+        description="The labels of the workers reporting it so; null unless the operator "
+        "shows the platform view (FERRUMDECK_PLATFORM_VIEW).",
+    )
+    keys: list[str] | None = Field(
+        default=None,
+        description="The names of the worker keys those reports came with (a listing is "
         "the reporting key's, so a tool described differently by another key is listed "
-        "apart."
+        "apart); null unless the operator shows the platform view.",
     )
 
 

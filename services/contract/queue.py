@@ -1,6 +1,6 @@
 """What `GET /v1/queue` answers and the SSE `queue` event carries: the caller's project's
 runs waiting and running, whether its new runs get in, and — only where the operator opts
-in (`FERRUMDECK_PLATFORM_QUEUE_VIEW`) — the runs stream as the workers' consumer group
+in (`FERRUMDECK_PLATFORM_VIEW`) — the runs stream as the workers' consumer group
 sees it, so an operator can tell a backlog from a stuck worker. A tenant is not shown the
 platform's backlog or the workers' names: the stream fields are null in its view."""
 

@@ -115,7 +115,7 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
             redis,
             settings.streams,
             backpressure=backpressure,
-            platform_queue_view=settings.platform_queue_view,
+            platform_view=settings.platform_view,
         )
         hub.install(app)
         hub.keep_coherent(runtime().key_cache, runtime().agent_cache)

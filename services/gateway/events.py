@@ -152,7 +152,7 @@ class EventHub:
         heartbeat_seconds: float = 15.0,
         buffer: int = 1000,
         backpressure: Backpressure | None = None,
-        platform_queue_view: bool = False,
+        platform_view: bool = False,
     ) -> None:
         self.heartbeat_seconds = heartbeat_seconds
         self._buffer = buffer
@@ -160,7 +160,7 @@ class EventHub:
         self._listener = NotificationListener(dsn, on_reconnect=lambda: self.broadcast(RESYNC))
         self._listener.listen(CHANNEL, self._on_notify)
         self._publisher = _QueuePublisher(
-            self, redis, streams, queue_interval_seconds, backpressure, platform_queue_view
+            self, redis, streams, queue_interval_seconds, backpressure, platform_view
         )
 
     @property

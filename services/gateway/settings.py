@@ -85,11 +85,12 @@ class GatewaySettings(CommonSettings):
         "the next batch (at most db_pool_max).",
     )
     relay_batch: int = Field(default=500, ge=1, le=10_000)
-    platform_queue_view: bool = Field(
+    platform_view: bool = Field(
         default=False,
-        description="Show every project's keys the runs stream's platform-wide figures "
-        "(depth, pending, lag, oldest pending, dead letters) and the workers' names in GET "
-        "/v1/queue and the queue event; by default each project sees only its own runs.",
+        description="Show every project's keys what concerns the whole platform: the runs "
+        "stream's figures (depth, pending, lag, oldest pending, dead letters) in GET "
+        "/v1/queue and the queue event, and the workers and worker keys offering each tool "
+        "in GET /v1/tools. By default each project sees only its own runs and tools.",
     )
     dispatch_window: int = Field(
         default=16,

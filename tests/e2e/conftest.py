@@ -99,6 +99,8 @@ async def stack(
             "FERRUMDECK_DATABASE_URL": database_url,
             "FERRUMDECK_PORT": str(port),
             "FERRUMDECK_LEASE_SECONDS": "5",
+            # The tests wait for each worker's tool listing, which names the workers.
+            "FERRUMDECK_PLATFORM_VIEW": "true",
         },
         logs / "gateway.log",
     )

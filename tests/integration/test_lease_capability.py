@@ -15,7 +15,9 @@ import asyncpg
 import pytest
 
 from services.contract.api import Role
+from services.gateway.app import create_app
 from services.gateway.audit import Actor
+from services.gateway.settings import GatewaySettings
 from services.gateway.store.keys import create_key
 from tests.support.harness import ToolHarness
 
@@ -181,3 +183,16 @@ async def test_a_second_worker_key_cannot_rewrite_another_workers_tool_listing(
         stolen = by_description[description]
         assert stolen["keys"] != ["test-worker"]
         assert stolen["keys"][0].startswith("stolen-")
+
+
+async def test_without_the_platform_view_a_project_is_not_told_the_workers_or_their_keys(
+    settings: GatewaySettings, admin: dict[str, str], worker: dict[str, str]
+) -> None:
+    own = settings.model_copy(update={"platform_view": False})
+    async with create_app(own).test_app() as app:
+        harness = ToolHarness(app.test_client(), admin, worker)
+        server = f"s{uuid.uuid4().hex[:6]}"
+        tool = {"name": f"{server}.t", "server": server, "tool": "t"}
+        assert await _report(harness, "worker-secret-name", tool) == 204
+        (listed,) = await _listed(harness, server)
+        assert (listed["workers"], listed["keys"]) == (None, None)

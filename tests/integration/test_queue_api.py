@@ -72,9 +72,7 @@ async def test_a_project_sees_its_own_runs_not_the_platforms_stream_or_workers(
 ) -> None:
     """Without the operator's opt-in, each project is told its own runs waiting and
     running, and nothing of the stream's backlog, the dead letters or the workers."""
-    own = settings.model_copy(
-        update={"platform_queue_view": False, "backpressure_refresh_seconds": 0}
-    )
+    own = settings.model_copy(update={"platform_view": False, "backpressure_refresh_seconds": 0})
     other = f"other-{uuid.uuid4().hex[:6]}"
     async with db.acquire() as conn:
         _, secret = await create_key(conn, "other-admin", Role.ADMIN, other, Actor.system("t"))

@@ -80,7 +80,7 @@ class Tuning:
             # Both planes read it: the gateway checks a worker's dead-letter request by it.
             "FERRUMDECK_MAX_DELIVERIES": str(self.max_deliveries),
             # The operator watches the stream itself (dead letters, lag).
-            "FERRUMDECK_PLATFORM_QUEUE_VIEW": "true",
+            "FERRUMDECK_PLATFORM_VIEW": "true",
             "FERRUMDECK_LOG_LEVEL": self.log_level,
         }
 

@@ -24,6 +24,4 @@ async def get_queue() -> QueueStats:
     worker's share."""
     res = runtime()
     stats = await queue_stats(res.redis, res.settings.streams)
-    return await res.backpressure.describe(
-        stats, project(), platform=res.settings.platform_queue_view
-    )
+    return await res.backpressure.describe(stats, project(), platform=res.settings.platform_view)

@@ -20,5 +20,10 @@ require_role(blueprint, *READERS)
 @validate_response(ToolCatalogue)
 async def list_tools() -> ToolCatalogue:
     """Every tool some worker offers to the caller's project (shared ones and those of
-    servers limited to it): server, tool, description, input schema, workers."""
-    return ToolCatalogue(items=await store.catalogue(runtime().pool, project()))
+    servers limited to it): server, tool, description, input schema; the workers and
+    worker keys offering it only in the operator's platform view."""
+    res = runtime()
+    items = await store.catalogue(res.pool, project())
+    if not res.settings.platform_view:
+        items = [item.model_copy(update={"workers": None, "keys": None}) for item in items]
+    return ToolCatalogue(items=items)
