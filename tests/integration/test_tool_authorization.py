@@ -222,6 +222,13 @@ async def test_cancelling_a_parked_run_is_immediate_and_voids_its_approval(
     status, body = await harness.decide(approval["id"], "approve")
     assert (status, body["error"]["details"]["status"]) == (409, "cancelled")
     assert (await harness.get(run_id))["status"] == "cancelled"
+    # The call that waited is settled as not made, not left waiting for ever.
+    (step,) = [s for s in await harness.steps(run_id) if s["kind"] == "tool_call"]
+    assert (step["status"], step["output"]) == (
+        "rejected",
+        "the call was not made: the run was cancelled",
+    )
+    assert step["finished_at"] is not None
 
 
 async def test_an_approval_nobody_decides_expires_as_a_rejection(harness: ToolHarness) -> None:

@@ -209,10 +209,18 @@ async def expire_due(pool: asyncpg.Pool, *, batch: int = 100) -> int:
 
 
 async def cancel_for_run(conn: asyncpg.Connection, run_id: uuid.UUID) -> None:
-    """A cancelled run's pending approvals can no longer be decided."""
+    """A cancelled run's pending approvals can no longer be decided, and the calls that
+    waited for them are settled as not made (a step left `waiting_approval` with no end
+    would say a human may still decide it)."""
     await conn.execute(
         """UPDATE approvals SET status = 'cancelled', reason = 'the run was cancelled',
                                 decided_by = 'system', decided_at = now()
             WHERE run_id = $1 AND status = 'pending'""",
+        run_id,
+    )
+    await conn.execute(
+        """UPDATE steps SET status = 'rejected', finished_at = now(),
+                            output = to_jsonb('the call was not made: the run was cancelled'::text)
+            WHERE run_id = $1 AND status = 'waiting_approval'""",
         run_id,
     )
