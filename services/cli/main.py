@@ -228,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.env_file = env_file.apply()
         code: int = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
     except env_file.EnvFileError as exc:
         print(f"ferrumdeck: {exc}", file=sys.stderr)
         return 2
@@ -239,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`ferrumdeck runs list | head`): what it wanted it has.
+        # Python would print a traceback flushing stdout at exit; point it at nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code
 
 

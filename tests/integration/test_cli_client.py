@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import subprocess
 import sys
 import uuid
@@ -294,3 +295,21 @@ async def test_follow_exits_1_when_the_run_failed(
     assert code == 1
     assert "status    failed" in out
     assert "provider said no" in out
+
+
+async def test_a_reader_that_goes_away_ends_the_listing_quietly(
+    cli_env: dict[str, str], harness: ToolHarness, tmp_path: Path
+) -> None:
+    """`ferrumdeck runs list | head` used to end in a BrokenPipeError traceback."""
+    await harness.run()
+    command = " ".join(shlex.quote(part) for part in [*COMMAND, "runs", "list"])
+    errors, code = tmp_path / "stderr", tmp_path / "code"
+    shell = (
+        f"(sleep 1; {command} 2>{shlex.quote(str(errors))}; "
+        f"echo $? >{shlex.quote(str(code))}) | true"
+    )
+    await asyncio.to_thread(
+        subprocess.run, ["sh", "-c", shell], env=cli_env, cwd=tmp_path, timeout=60, check=True
+    )
+    assert errors.read_text() == ""
+    assert code.read_text().strip() == "0"
