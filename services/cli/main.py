@@ -34,22 +34,35 @@ def _configure_logging(level: str, service: str, settings: BaseSettings | None =
 
 
 def _cmd_gateway(_: argparse.Namespace) -> int:
+    from services.contract.model_catalog import ModelCatalogError
     from services.gateway.serve import serve
     from services.gateway.settings import GatewaySettings
 
     settings = GatewaySettings()
     _configure_logging(settings.log_level, "gateway", settings)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except ModelCatalogError as exc:
+        print(f"ferrumdeck gateway: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
 def _cmd_worker(_: argparse.Namespace) -> int:
+    from services.contract.model_catalog import ModelCatalogError
     from services.worker.main import run_worker
+    from services.worker.mcp_config import McpConfigError
     from services.worker.settings import WorkerSettings
 
     settings = WorkerSettings()
     _configure_logging(settings.log_level, "worker", settings)
-    asyncio.run(run_worker(settings))
+    try:
+        asyncio.run(run_worker(settings))
+    except (McpConfigError, ModelCatalogError) as exc:
+        # A configuration file the operator wrote: its own message, not a traceback
+        # whose useful line is the last.
+        print(f"ferrumdeck worker: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

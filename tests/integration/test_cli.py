@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from services.gateway.app import create_app
 from services.gateway.db.connections import connect
@@ -159,3 +160,35 @@ async def test_migrate_and_set_quota_find_the_dev_stacks_database_by_itself(
         await conn.close()
     assert tuple(row) == (100, None, 2.5)
     assert audited == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (None, "cannot read the MCP servers file"),
+        ('{"mcpServers": {"notes": {"args": []}}}', "give exactly one of `command`"),
+    ],
+)
+def test_a_bad_mcp_servers_file_is_one_line_not_a_traceback(
+    tmp_path: Path, text: str | None, says: str
+) -> None:
+    servers = tmp_path / "mcp.json"
+    if text is not None:
+        servers.write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "worker"],
+        env={
+            **os.environ,
+            "FERRUMDECK_ENV_FILE": "",
+            "FERRUMDECK_WORKER_TOKEN": "fd_unused",
+            "FERRUMDECK_MCP_SERVERS": str(servers),
+            "FERRUMDECK_METRICS_PORT": "0",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert says in result.stderr.strip().splitlines()[-1]
