@@ -11,7 +11,9 @@ is never retried.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from services.worker.mcp_router import Caller, McpRouter, ToolOutcome
@@ -31,10 +33,20 @@ async def call_tool(
     """The outcome of the first attempt that got through, or of the last one made.
     `deadline` is on the `time.monotonic` clock."""
     attempt = 0
+    started = time.monotonic()
     while True:
         outcome = await tools.call(name, arguments, caller)
         if outcome.ok or not outcome.transient or not idempotent:
-            return outcome
+            return _told_attempts(outcome, attempt + 1, started)
         attempt += 1
         if not await backoff.wait(attempt, kind="tool", deadline=deadline, failure=outcome.content):
-            return outcome
+            return _told_attempts(outcome, attempt, started)
+
+
+def _told_attempts(outcome: ToolOutcome, attempts: int, started: float) -> ToolOutcome:
+    """A call that failed after being made more than once says so: a timeout repeated
+    three times (the tool's own work started anew each time) must not read as one."""
+    if outcome.ok or attempts == 1:
+        return outcome
+    spent = time.monotonic() - started
+    return replace(outcome, content=f"{outcome.content} (after {attempts} attempts, {spent:.0f}s)")
