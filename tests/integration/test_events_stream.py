@@ -165,6 +165,7 @@ async def test_queue_statistics_every_second(served: ServedGateway, admin_key: s
             "waiting",
             "project",
             "running",
+            "quota",
             "max_lag",
             "max_oldest_pending_seconds",
             "accepting_runs",

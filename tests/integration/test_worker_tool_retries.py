@@ -3,8 +3,8 @@ is idempotent and only the way to it failed), never otherwise."""
 
 from __future__ import annotations
 
-import sys
 import re
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
