@@ -182,6 +182,9 @@ class Stack:
                 **self._common_env(),
                 "FERRUMDECK_DATABASE_URL": self.dsn,
                 "FERRUMDECK_PORT": str(port),
+                # The benchmarks are the operator's: they wait for a worker by name in
+                # GET /v1/tools, which names workers only in the platform view.
+                "FERRUMDECK_PLATFORM_VIEW": "true",
                 **env,
             },
             self.home / f"gateway-{len(self.gateways) + 1}.log",
