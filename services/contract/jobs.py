@@ -1,7 +1,10 @@
 """The job message on the runs stream, and the names of the stream and its group.
 
-A job carries only the run id and why it was published; the worker learns everything else
-when it claims the run, so a duplicate or stale message can do no harm.
+A job carries only the run id, why it was published and the run's project; the worker
+learns everything else when it claims the run, so a duplicate or stale message can do no
+harm. The project is a scheduling hint only (whose turn the claim waits for in the
+worker, `worker/fair_slots.py`): what the run may do is decided from the claim's answer,
+never from the stream.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ class JobMessage(BaseModel):
 
     run_id: uuid.UUID
     reason: JobReason
+    project: str = ""
+    """Empty in jobs published before projects were carried: they wait as one more project."""
 
     def to_fields(self) -> dict[str, str]:
-        return {"run_id": str(self.run_id), "reason": self.reason.value}
+        return {"run_id": str(self.run_id), "reason": self.reason.value, "project": self.project}
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes] | dict[str, str]) -> JobMessage:

@@ -14,10 +14,14 @@ So the backlog waits here, in PostgreSQL, and the stream holds only a window of
 `dispatch_window` undelivered jobs: enough that workers never wait for the relay, few
 enough that a run is at most a window behind whatever came before it. Each batch fills
 the room left in the window by taking every waiting project's oldest jobs in turn — one
-of each project's, then a second of each, and so on (within a turn, oldest first) — so a
-project with one waiting run gets the next free place whatever another project's
-backlog. Finding the waiting projects walks the `(project, id)` index (one probe per
-project, not per row), so a backlog of a million rows costs a batch what ten do.
+of each project's, then a second of each, and so on — so a project with one waiting run
+gets the next free place whatever another project's backlog. Within a turn the project
+served least recently goes first, not the one with the oldest job: under a flood the
+window frees one place at a time, and the flooding project's backlog is always older, so
+ordering by age alone gave it every single place (B's run waited 284 ms p50 in the
+outbox behind A's flood, measured). Finding the waiting projects walks the `(project, id)`
+index (one probe per project, not per row), so a backlog of a million rows costs a batch
+what ten do.
 
 A request that just committed a run wakes the relay so the job reaches the stream at
 once; the periodic poll picks up whatever another gateway or a failure left behind, and
@@ -28,6 +32,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
 
 import asyncpg
 from redis.asyncio import Redis
@@ -54,7 +60,9 @@ async def enqueue(conn: asyncpg.Connection, run_id: uuid.UUID, reason: JobReason
 
 
 # Take up to $1 jobs, every waiting project's in turn, and record their `run.dispatched`
-# events in one statement. Its transaction's commit need not wait for its WAL flush: if
+# events in one statement. Within a turn, projects go in the order this relay last served
+# them ($2, least recently served first; one it does not remember goes first), then
+# oldest job first. Its transaction's commit need not wait for its WAL flush: if
 # a crash loses it, the outbox rows come back and are published again, which the claim
 # makes harmless. Run creation stays synchronous, so a 202 still means durable; this
 # takes a flush per batch off a run's path. `set_config(…, true)` is `SET LOCAL` inside
@@ -76,22 +84,27 @@ WITH RECURSIVE waiting(project) AS (
         SELECT o.id, o.project FROM outbox o WHERE o.project = p.project
          ORDER BY o.id LIMIT s.n FOR UPDATE SKIP LOCKED) c
 ), turns AS (
-    SELECT id, row_number() OVER (PARTITION BY project ORDER BY id) AS turn FROM candidates
+    SELECT id, row_number() OVER (PARTITION BY project ORDER BY id) AS turn,
+           coalesce(array_position($2::text[], project), 0) AS served
+      FROM candidates
 ), taken AS (
-    DELETE FROM outbox WHERE id IN (SELECT id FROM turns ORDER BY turn, id LIMIT $1)
-    RETURNING id, run_id, reason
+    DELETE FROM outbox WHERE id IN (SELECT id FROM turns ORDER BY turn, served, id LIMIT $1)
+    RETURNING id, run_id, reason, project
 ), dispatched AS (
     {APPEND}
     SELECT r.project, 'outbox-relay', 'system', 'run.dispatched', 'run:' || r.id,
            jsonb_build_object('reason', t.reason), NULL
       FROM taken t JOIN runs r ON r.id = t.run_id
 )
-SELECT t.id, t.run_id, t.reason, set_config('synchronous_commit', 'off', true) AS commit_mode
-  FROM taken t JOIN turns USING (id) ORDER BY turns.turn, t.id"""
+SELECT t.id, t.run_id, t.reason, t.project,
+       set_config('synchronous_commit', 'off', true) AS commit_mode
+  FROM taken t JOIN turns USING (id) ORDER BY turns.turn, turns.served, t.id"""
 
 # While the window is full, how soon the relay looks for room again: workers drain a
 # window of 16 in 80 ms at 200 runs/s, so this keeps it topped up (up to 800 jobs/s).
 _TOP_UP_SECONDS = 0.02
+# How many projects the relay remembers serving. One it forgot is served as if new: first.
+_SERVED_REMEMBERED = 1024
 
 
 class OutboxRelay(BackgroundLoop):
@@ -115,6 +128,8 @@ class OutboxRelay(BackgroundLoop):
         self._poll_seconds = poll_seconds
         self._window = window
         self._backoff = 0.1
+        # Projects this relay published for, least recently served first.
+        self._served: OrderedDict[str, None] = OrderedDict()
 
     async def room(self) -> int:
         """How many jobs the stream's window has room for now."""
@@ -127,12 +142,16 @@ class OutboxRelay(BackgroundLoop):
         if wanted <= 0:
             return 0
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(_TAKE, wanted)
+            rows = await conn.fetch(_TAKE, wanted, list(self._served))
             if not rows:
                 return 0
             async with self._redis.pipeline(transaction=False) as pipe:
                 for row in rows:
-                    job = JobMessage(run_id=row["run_id"], reason=JobReason(row["reason"]))
+                    job = JobMessage(
+                        run_id=row["run_id"],
+                        reason=JobReason(row["reason"]),
+                        project=row["project"],
+                    )
                     pipe.xadd(self._streams.runs, job.to_fields())  # type: ignore[arg-type]
                 entry_ids = await pipe.execute()
             # Which entry carries each run's latest job, for the sweeper to look for.
@@ -143,7 +162,15 @@ class OutboxRelay(BackgroundLoop):
                 [row["run_id"] for row in rows],
                 [text(entry_id) for entry_id in entry_ids],
             )
+        self._remember_served(row["project"] for row in rows)
         return len(rows)
+
+    def _remember_served(self, projects: Iterable[str]) -> None:
+        for project in projects:
+            self._served.pop(project, None)
+            self._served[project] = None
+        while len(self._served) > _SERVED_REMEMBERED:
+            self._served.popitem(last=False)
 
     async def step(self) -> float:
         try:

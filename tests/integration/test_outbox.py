@@ -122,3 +122,29 @@ async def test_a_project_with_one_run_is_published_before_another_projects_backl
     left = await db.fetchval("SELECT count(*) FROM outbox WHERE project = $1", busy)
     assert left == 500 - (len(first) - 1)
     await db.execute("DELETE FROM outbox WHERE project = $1", busy)
+
+
+async def test_places_freed_one_at_a_time_go_to_the_project_served_least_recently(
+    db: asyncpg.Pool, redis: Redis, prefix: str
+) -> None:
+    """Under a flood the window frees one place at a time. The flooding project's backlog
+    is always older than a newcomer's run, so handing each place to the oldest job gave
+    the flood every place while it lasted: the quiet run must get the second place."""
+    streams = StreamNames(f"{prefix}:one-by-one")
+    busy, quiet = f"busy-{uuid.uuid4().hex[:6]}", f"quiet-{uuid.uuid4().hex[:6]}"
+    flood = [uuid.uuid4() for _ in range(50)]
+    await db.executemany(
+        "INSERT INTO outbox (run_id, reason, project) VALUES ($1, 'created', $2)",
+        [(run_id, busy) for run_id in flood],
+    )
+    relay = OutboxRelay(db, redis, streams, batch=500, poll_seconds=1, window=20)
+    assert await relay.publish_batch(1) == 1
+    late = uuid.uuid4()
+    await db.execute(
+        "INSERT INTO outbox (run_id, reason, project) VALUES ($1, 'created', $2)", late, quiet
+    )
+    for _ in range(3):
+        assert await relay.publish_batch(1) == 1
+    published = [uuid.UUID(f[b"run_id"].decode()) for _, f in await entries(redis, streams.runs)]
+    assert published == [flood[0], late, flood[1], flood[2]]
+    await db.execute("DELETE FROM outbox WHERE project = $1", busy)
