@@ -29,7 +29,7 @@ from redis.exceptions import RedisError, ResponseError
 from services.contract.jobs import JobMessage, StreamNames
 from services.contract.worker_api import ClaimGrant, FailReport, ReleaseReport
 from services.telemetry import logs
-from services.worker import metrics
+from services.worker import fair_slots, metrics
 from services.worker.agent_loop import AgentLoop
 from services.worker.dead_lettering import DeadLetters
 from services.worker.gateway_client import GatewayClient, LeaseLost
@@ -318,11 +318,14 @@ class Consumer:
                 await self._dead_letters.malformed(entry_id, fields, deliveries, exc)
                 return
             logs.run_id.set(str(job.run_id))
+            fair_slots.serving.set(job.project)
             if deliveries > self._dead_letters.max_deliveries:
                 await self._dead_letters.give_up(entry_id, fields, job, deliveries)
                 return
             grant = await self._claim(job)
             if grant is not None:
+                # What the claim says, not the stream: an entry could name another project.
+                fair_slots.serving.set(grant.project)
                 task = asyncio.current_task()
                 assert task is not None
                 self._holding[task] = grant

@@ -17,7 +17,6 @@ the run, and the consumer decides what to do about it.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from typing import Any
@@ -41,6 +40,7 @@ from services.contract.worker_api import (
     ToolAuthorization,
     ToolVerdict,
 )
+from services.worker.fair_slots import FairSlots
 from services.worker.retry import Backoff
 
 _TRANSIENT_STATUSES = frozenset({502, 503, 504})
@@ -48,8 +48,9 @@ _TRANSIENT_STATUSES = frozenset({502, 503, 504})
 # each idle one counts them all again, on every request and response: its bookkeeping
 # grows with the square of the connections. With 1,200 runs calling back together it
 # took 70-90 % of the worker's CPU, and even 68 mostly idle connections cost 26 % at 60
-# runs/s (bench/README.md, profile findings). Waiting on a semaphore is cheap, and 16
+# runs/s (bench/README.md, profile findings). Waiting for a slot is cheap, and 16
 # connections carry over a thousand callbacks a second, more than a gateway answers.
+# Slots go to projects in turn (`fair_slots.py`).
 _CONCURRENT_CALLBACKS = 16
 
 
@@ -73,7 +74,7 @@ class GatewayClient:
     ) -> None:
         self._ride_through = ride_through_seconds
         self._backoff = Backoff(retries=1_000, base_seconds=0.1, max_seconds=2.0)
-        self._slots = asyncio.Semaphore(_CONCURRENT_CALLBACKS)
+        self._slots = FairSlots(_CONCURRENT_CALLBACKS)
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}"},
@@ -99,7 +100,13 @@ class GatewayClient:
         return response.status_code == 200
 
     async def _send(
-        self, path: str, body: BaseModel, method: str = "POST", *, ride_through: bool = True
+        self,
+        path: str,
+        body: BaseModel,
+        method: str = "POST",
+        *,
+        ride_through: bool = True,
+        claim: bool = False,
     ) -> dict[str, Any] | None:
         content = body.model_dump_json()
         deadline = time.monotonic() + (self._ride_through if ride_through else 0.0)
@@ -107,7 +114,7 @@ class GatewayClient:
         while True:
             attempt += 1
             try:
-                async with self._slots:
+                async with self._slots.held(claim=claim):
                     response = await self._http.request(
                         method,
                         path,
@@ -152,6 +159,7 @@ class GatewayClient:
             f"/v1/worker/runs/{run_id}/claim",
             ClaimRequest(worker_id=worker_id),
             ride_through=False,
+            claim=True,
         )
         return ClaimGrant.model_validate(payload)
 
