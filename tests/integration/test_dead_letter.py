@@ -241,7 +241,7 @@ async def test_an_operator_requeues_a_dead_lettered_run_and_it_resumes_where_it_
     left = await entries(redis, settings.streams.dead_letter)
     assert [DeadLetter.from_fields(f).run_id for _, f in left] == [uuid.UUID(bystander)]
     assert await _dead_letter_depth(harness) == 1
-    requeued = JobMessage(run_id=uuid.UUID(run_id), reason=JobReason.REQUEUED)
+    requeued = JobMessage(run_id=uuid.UUID(run_id), reason=JobReason.REQUEUED, project="default")
     await eventually(lambda: _jobs(redis, settings), lambda jobs: requeued in jobs)
 
     status, grant = await harness.claim(run_id, "w-after")
