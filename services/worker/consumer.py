@@ -42,6 +42,13 @@ _MAX_BACKOFF_SECONDS = 5.0
 # thousand claims together and hold them all in the callback queue, where the first
 # ones wait behind the rest. Smaller reads let claims start as fast as they finish.
 _READ_BATCH = 64
+# Jobs read but not yet claimed that the worker holds before it reads more. Claims wait
+# here behind the step reports of the runs already going (`fair_slots`), and whatever
+# waits here has left the relay's fair turns: reading on while claims queued let one
+# project's flood pile up in the worker and start 41 of its runs while another
+# project's one run waited unread in the stream (measured, one worker). Held to about a
+# dispatch window, the backlog waits in the outbox, where the turns are fair.
+_UNCLAIMED_AHEAD = 8
 # A release the gateway does not answer this fast is left to the lease's expiry: a
 # stopping worker must not outstay its service manager's patience.
 _RELEASE_SECONDS = 5.0
@@ -77,6 +84,8 @@ class Consumer:
         self._next_reclaim = 0.0
         self._next_touch = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unclaimed = 0
+        self._claim_settled = asyncio.Event()
         self._lag = LoopLag(limit_seconds=max_loop_lag_seconds)
         self._entries: dict[asyncio.Task[None], bytes] = {}
         # The grant each task is executing, for the hand-back when a drain runs out.
@@ -129,6 +138,17 @@ class Consumer:
                 self._next_touch = time.monotonic() + self._reclaim_idle_seconds / 4
                 await self._touch()
             free = self._max_in_flight - len(self._tasks)
+            if free > 0 and self._unclaimed >= _UNCLAIMED_AHEAD:
+                metrics.READS_DEFERRED.labels(reason="claiming").inc()
+                self._claim_settled.clear()
+                settled = asyncio.ensure_future(self._claim_settled.wait())
+                await asyncio.wait(
+                    {settled, stopping},
+                    timeout=self._reclaim_idle_seconds / 4,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                settled.cancel()
+                continue
             if free <= 0 or (self._tasks and self._lag.busy):
                 # Full, or the event loop is behind (`loop_lag`): more jobs would only
                 # queue here while other workers may be idle. Take more once a run ends.
@@ -143,7 +163,9 @@ class Consumer:
                 # A read in progress when the stop comes is let finish (it blocks at most
                 # `read_block_ms`) rather than cut off: what it brought would otherwise
                 # sit pending in this worker's name until reclaimed. It is put back.
-                batches = await self._read(min(free, _READ_BATCH))
+                batches = await self._read(
+                    min(free, _READ_BATCH, _UNCLAIMED_AHEAD - self._unclaimed)
+                )
             except ResponseError as exc:
                 # NOGROUP on the next read, or UNBLOCKED for a read that was waiting when
                 # the stream was deleted (FLUSHALL, a restart without persistence).
@@ -322,7 +344,12 @@ class Consumer:
             if deliveries > self._dead_letters.max_deliveries:
                 await self._dead_letters.give_up(entry_id, fields, job, deliveries)
                 return
-            grant = await self._claim(job)
+            self._unclaimed += 1
+            try:
+                grant = await self._claim(job)
+            finally:
+                self._unclaimed -= 1
+                self._claim_settled.set()
             if grant is not None:
                 # What the claim says, not the stream: an entry could name another project.
                 fair_slots.serving.set(grant.project)

@@ -18,8 +18,9 @@ LOOP_LAG = Gauge(
 )
 READS_DEFERRED = Counter(
     "ferrumdeck_worker_reads_deferred_total",
-    "Times the worker waited for a run to end before reading more jobs: `full` "
-    "(max_in_flight reached) or `busy` (its event loop is behind).",
+    "Times the worker waited before reading more jobs: `full` (max_in_flight reached), "
+    "`busy` (its event loop is behind) or `claiming` (enough jobs read wait for their "
+    "claim).",
     ["reason"],
 )
 CLAIMS = Counter(

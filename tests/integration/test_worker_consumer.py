@@ -95,6 +95,11 @@ class Stack:
         )
         return found
 
+    async def undelivered(self) -> int:
+        """Entries of the runs stream no consumer of the group has read yet."""
+        groups = await self.redis.xinfo_groups(self.streams.runs)
+        return int(next(g["lag"] for g in groups if g["name"] == self.streams.group.encode()))
+
     async def dead_letters(self) -> list[DeadLetter]:
         found = await entries(self.redis, self.streams.dead_letter)
         return [DeadLetter.from_fields(fields) for _id, fields in found]
@@ -163,6 +168,7 @@ async def worker(
     reclaim_idle_seconds: float = 60.0,
     max_deliveries: int = 5,
     ride_through_seconds: float = 15.0,
+    max_in_flight: int = 8,
 ) -> AsyncIterator[Worker]:
     gateway = GatewayClient(
         gateway_url or stack.url, stack.worker_key, ride_through_seconds=ride_through_seconds
@@ -179,7 +185,7 @@ async def worker(
             tool_backoff=QUICK,
         ),
         worker_id=name,
-        max_in_flight=8,
+        max_in_flight=max_in_flight,
         read_block_ms=read_block_ms,
         reclaim_idle_seconds=reclaim_idle_seconds,
         max_deliveries=max_deliveries,
@@ -460,6 +466,38 @@ async def test_a_long_run_keeps_its_job_from_being_reclaimed_by_another_worker(
 
 
 # The gateway going away
+
+
+async def test_a_worker_whose_claims_wait_leaves_the_rest_of_the_stream_to_others(
+    stack: Stack,
+) -> None:
+    """A job read but not yet claimed has left the relay's fair turns: a worker that read on
+    while its claims waited piled one project's flood up in itself, ahead of another
+    project's run still in the stream (issue 16). Here its claims cannot get through, and
+    with room for 64 runs it takes only a few jobs; another worker runs the rest."""
+    await stack.ensure_group()
+    for _ in range(30):
+        job = JobMessage(run_id=uuid.uuid4(), reason=JobReason.CREATED, project="flood")
+        await append(stack.redis, stack.streams.runs, job.to_fields())
+    proxy = FaultProxy("127.0.0.1", int(stack.url.rsplit(":", 1)[1]))
+    await proxy.start()
+    await proxy.cut()
+    try:
+        async with worker(
+            stack, "stuck", gateway_url=f"http://127.0.0.1:{proxy.port}", max_in_flight=64
+        ) as stuck:
+            await eventually(stuck.in_flight, lambda n: n > 0)
+            async with worker(stack, "free", max_in_flight=64):
+                # The free worker's claims are refused (no such runs) and acknowledged.
+                await eventually(stack.undelivered, lambda n: n == 0)
+                await eventually(
+                    stack.pending, lambda found: all(p["consumer"] == b"stuck" for p in found)
+                )
+            held = await stack.pending()
+            assert 0 < len(held) <= 8, f"the stuck worker read {len(held)} of 30 jobs"
+            assert await stuck.in_flight() == len(held)
+    finally:
+        await proxy.aclose()
 
 
 @pytest.mark.parametrize("lease_seconds", [2.0])
