@@ -101,7 +101,7 @@ SELECT t.id, t.run_id, t.reason, t.project,
   FROM taken t JOIN turns USING (id) ORDER BY turns.turn, turns.served, t.id"""
 
 # While the window is full, how soon the relay looks for room again: workers drain a
-# window of 16 in 80 ms at 200 runs/s, so this keeps it topped up (up to 800 jobs/s).
+# window of 8 in 40 ms at 200 runs/s, so this keeps it topped up (up to 400 jobs/s).
 _TOP_UP_SECONDS = 0.02
 # How many projects the relay remembers serving. One it forgot is served as if new: first.
 _SERVED_REMEMBERED = 1024
