@@ -411,6 +411,7 @@ async def bench(args: argparse.Namespace) -> None:
         Phase("one-step-2w", 2, "bench", 0, args.runs),
         Phase("tools-2w", 2, "tools", 2, args.tool_runs),
     ]
+    phases = [phase for phase in phases if phase.runs > 0]
     rows = []
     async with open_stack(args) as stack:
         await stack.start_llm()
