@@ -63,14 +63,15 @@ class _Probe:
         self.app._display = timed_display  # type: ignore[method-assign]
 
     def table(self) -> Any:
-        from textual.widgets import DataTable
-
-        return self.app.screen.query_one("#runs", DataTable)
+        """The runs list: a `RunList`, or the DataTable of a deck from before it."""
+        return self.app.screen.query_one("#runs")
 
     def cursor_key(self) -> str | None:
         runs = self.table()
         if not runs.row_count:
             return None
+        if hasattr(runs, "cursor_key"):
+            return str(runs.cursor_key)
         key: str | None = runs.coordinate_to_cell_key(runs.cursor_coordinate).row_key.value
         return key
 
@@ -109,6 +110,12 @@ class _Probe:
         from textual.coordinate import Coordinate
 
         runs = self.table()
+        if hasattr(runs, "run_ids"):
+            columns = ("status", "steps", "tokens", "cost")
+            return [
+                (run_id, *(runs.cell(run_id, c) for c in columns))
+                for run_id in runs.run_ids()[:ROWS]
+            ]
         rows = []
         for i in range(min(ROWS, runs.row_count)):
             row_key = runs.coordinate_to_cell_key(Coordinate(i, 0)).row_key.value

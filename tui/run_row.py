@@ -11,18 +11,6 @@ from services.contract.events import RunChanged
 from services.contract.runs import RunStatus
 
 
-class ShortId(str):
-    """The id as a row shows it (its distinguishing end), still knowing the whole id, so
-    the table sorts by it: UUIDv7 ids sort as their creation times."""
-
-    run_id: str
-
-    def __new__(cls, run_id: str) -> ShortId:
-        short = super().__new__(cls, run_id[-8:])
-        short.run_id = run_id
-        return short
-
-
 @dataclass(frozen=True)
 class RunRow:
     id: str

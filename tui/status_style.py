@@ -23,5 +23,9 @@ _STYLES = {
 }
 
 
+def status_style(status: str) -> str:
+    return _STYLES.get(status, "")
+
+
 def status_text(status: str) -> Text:
-    return Text(status, style=_STYLES.get(status, ""))
+    return Text(status, style=status_style(status))

@@ -19,6 +19,7 @@ from tests.tui.test_deck import (
     approval_of,
     parked_call,
     row_keys,
+    runs_list,
     static,
     table,
 )
@@ -86,11 +87,11 @@ async def test_a_status_filter_never_shows_another_status_during_a_burst(
         wrong: set[str] = set()
 
         def watch() -> None:
-            runs = table(app, "#runs")
+            runs = runs_list(app)
             wrong.update(
                 status
-                for key in row_keys(app, "#runs")
-                if (status := str(runs.get_cell(key, "status"))) != RunStatus.CANCELLED
+                for key in runs.run_ids()
+                if (status := runs.cell(key, "status")) != RunStatus.CANCELLED
             )
 
         app.screen.query_one("#status", Select).value = RunStatus.CANCELLED.value

@@ -20,6 +20,7 @@ from tests.tui.conftest import notifications, text_of, until
 from tui.app import FerrumDeckApp
 from tui.screens.help import HelpScreen
 from tui.screens.modals import ConfirmScreen, ReasonScreen
+from tui.widgets.run_list import RunList
 
 SIZE = (140, 40)
 Deck = Callable[..., FerrumDeckApp]
@@ -29,11 +30,17 @@ def table(app: FerrumDeckApp, selector: str) -> DataTable[object]:
     return app.screen.query_one(selector, DataTable)
 
 
+def runs_list(app: FerrumDeckApp) -> RunList:
+    return app.screen.query_one("#runs", RunList)
+
+
 def static(app: FerrumDeckApp, selector: str) -> str:
     return text_of(app.screen.query_one(selector, Static))
 
 
 def row_keys(app: FerrumDeckApp, selector: str) -> list[str]:
+    if selector == "#runs":
+        return runs_list(app).run_ids()
     found = table(app, selector)
     return [
         str(found.coordinate_to_cell_key(Coordinate(i, 0)).row_key.value)
@@ -93,20 +100,20 @@ async def test_runs_update_live_without_losing_the_cursor(deck: Deck, harness: T
         await pilot.press("2", "g", *agent, "enter")
         await until(pilot, lambda: row_keys(app, "#runs") == ids[::-1])
         await pilot.press("down")
-        assert row_keys(app, "#runs")[table(app, "#runs").cursor_row] == ids[1]
+        assert runs_list(app).cursor_key == ids[1]
 
         response = await harness.client.post(
             "/v1/runs", json={"agent": agent, "input": "new"}, headers=harness.admin
         )
         newest = str((await response.get_json())["id"])
         await until(pilot, lambda: row_keys(app, "#runs")[:1] == [newest])
-        assert row_keys(app, "#runs")[table(app, "#runs").cursor_row] == ids[1]
+        assert runs_list(app).cursor_key == ids[1]
 
         status, _ = await harness.claim(ids[1])
         assert status == 200
-        runs = table(app, "#runs")
-        await until(pilot, lambda: str(runs.get_cell(ids[1], "status")) == "running")
-        assert row_keys(app, "#runs")[runs.cursor_row] == ids[1]
+        runs = runs_list(app)
+        await until(pilot, lambda: runs.cell(ids[1], "status") == "running")
+        assert runs.cursor_key == ids[1]
 
         await pilot.press("slash", *ids[0][-12:])
         await until(pilot, lambda: row_keys(app, "#runs") == [ids[0]])

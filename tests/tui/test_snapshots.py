@@ -23,6 +23,7 @@ from testbed.processes import Service, wait_until
 from tests.tui import seeded
 from tests.tui.conftest import text_of, until
 from tui.app import FerrumDeckApp
+from tui.widgets.run_list import RunList
 
 SIZE = (130, 36)
 Compare = Callable[..., bool]
@@ -102,7 +103,7 @@ def test_dashboard(gateway: Gateway, snap_compare: Compare) -> None:
 def test_runs(gateway: Gateway, snap_compare: Compare) -> None:
     async def loaded(pilot: Pilot[None]) -> None:
         await pilot.press("2")
-        await until(pilot, lambda: pilot.app.screen.query_one("#runs", DataTable).row_count == 8)
+        await until(pilot, lambda: pilot.app.screen.query_one("#runs", RunList).row_count == 8)
         await pilot.press("down")
 
     assert snap_compare(deck(gateway), terminal_size=SIZE, run_before=ready(loaded))

@@ -4,9 +4,10 @@ the cursor stays where the operator put it; a new run appears on top.
 
 Live updates cost what changed, not what is loaded: a `run` event carries the whole row
 (`RunRow.of_change`), the app hands events over a few times a second, and each update
-rewrites the changed cells of the rows it touches, adds the new rows and sorts once. No
-event leads to a fetch, except from a gateway whose events carry only the state, where
-one reload of the first page stands for all of an update's changes.
+rewrites the lines of the runs it touches in one go (`widgets/run_list.py` draws only
+the lines on screen that changed). No event leads to a fetch, except from a gateway
+whose events carry only the state, where one reload of the first page stands for all of
+an update's changes.
 
 Status and agent filters go to the gateway; `/` narrows the loaded rows by text. A row is
 shown only while it matches all three: a run that changes into or out of the filter
@@ -22,32 +23,29 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Input, Select, Static
+from textual.widgets import Input, Select, Static
 
 from services.client import FerrumDeckError, LiveEvent
 from services.contract.events import RunChanged
 from services.contract.runs import RunStatus
 from tui.humanize import age, count, money
-from tui.run_row import RunRow, ShortId
+from tui.run_row import RunRow
 from tui.screens.deck import DeckScreen
-from tui.status_style import status_text
+from tui.status_style import status_style
+from tui.widgets.run_list import Cells, Column, RunList
 
 PAGE = 100
 _PREFETCH_ROWS = 20
 COLUMNS = (
-    ("run", "id"),
-    ("status", "status"),
-    ("agent", "agent"),
-    ("age", "age"),
-    ("steps", "steps"),
-    ("tokens", "tokens"),
-    ("cost", "cost"),
+    Column("id", "run", 8),
+    Column("status", "status", 16),
+    Column("agent", "agent", 0),
+    Column("age", "age", 6),
+    Column("steps", "steps", 5),
+    Column("tokens", "tokens", 7),
+    Column("cost", "cost", 9),
 )
 Filters = tuple[str | None, str | None]
-
-
-def _newest_first(cell: ShortId) -> str:
-    return cell.run_id
 
 
 class RunsScreen(DeckScreen):
@@ -63,13 +61,10 @@ class RunsScreen(DeckScreen):
             yield Input(placeholder="/ filter loaded runs", id="text")
             yield Select([(s.value, s.value) for s in RunStatus], prompt="any status", id="status")
             yield Input(placeholder="agent (enter)", id="agent")
-        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield RunList(COLUMNS, id="runs")
         yield Static("", id="runs-info")
 
     def on_mount(self) -> None:
-        table = self.query_one("#runs", DataTable)
-        for label, key in COLUMNS:
-            table.add_column(label, key=key)
         self._runs: dict[str, RunRow] = {}
         self._next: str | None = None
         self._fetching_more = False
@@ -77,7 +72,10 @@ class RunsScreen(DeckScreen):
         self._loading = False
         self._changed_while_loading: dict[str, RunChanged] = {}
         super().on_mount()
-        table.focus()
+        self._list().focus()
+
+    def _list(self) -> RunList:
+        return self.query_one("#runs", RunList)
 
     def on_screen_resume(self) -> None:
         self.reload()
@@ -101,58 +99,38 @@ class RunsScreen(DeckScreen):
         text = self.query_one("#text", Input).value.strip().lower()
         return not text or any(text in value for value in (row.id, row.agent, row.status.value))
 
-    def _cells(self, row: RunRow) -> tuple[object, ...]:
+    def _cells(self, row: RunRow) -> Cells:
         return (
-            ShortId(row.id),
-            status_text(row.status.value),
-            f"{row.agent}@{row.agent_version}",
-            age(row.created_at, self.deck.clock()),
-            str(row.steps),
-            count(row.total_tokens),
-            money(row.cost_usd),
+            (row.id[-8:], ""),
+            (row.status.value, status_style(row.status.value)),
+            (f"{row.agent}@{row.agent_version}", ""),
+            (age(row.created_at, self.deck.clock()), ""),
+            (str(row.steps), ""),
+            (count(row.total_tokens), ""),
+            (money(row.cost_usd), ""),
         )
 
     def _render_rows(self) -> None:
-        """Rebuild the table from the loaded runs, keeping the cursor on the same run: for
-        a new page or text filter, never for a live change."""
-        table = self.query_one("#runs", DataTable)
-        current = self._cursor_key()
-        table.clear()
-        for run_id in sorted(self._runs, reverse=True):  # UUIDv7: newest first
-            row = self._runs[run_id]
-            if self._shown(row):
-                table.add_row(*self._cells(row), key=run_id)
-        self._restore_cursor(current)
+        """List the loaded runs the text filter shows, keeping the cursor on its run: for a
+        new page or text filter, never for a live change."""
+        self._list().replace(
+            (run_id, self._cells(row)) for run_id, row in self._runs.items() if self._shown(row)
+        )
         self._show_info()
 
-    def _restore_cursor(self, key: str | None) -> None:
-        table = self.query_one("#runs", DataTable)
-        if key is not None and key in table.rows:
-            table.move_cursor(row=table.get_row_index(key), animate=False)
-
-    def _cursor_key(self) -> str | None:
-        table = self.query_one("#runs", DataTable)
-        if not table.row_count:
-            return None
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        return key
-
     def _show_info(self) -> None:
-        table = self.query_one("#runs", DataTable)
         more = "; scroll for more" if self._next else ""
         self.query_one("#runs-info", Static).update(
-            f"{table.row_count} shown of {len(self._runs)} loaded{more}"
+            f"{self._list().row_count} shown of {len(self._runs)} loaded{more}"
         )
 
     def _drop_excluded(self) -> None:
         """Remove at once the rows the filters now exclude, before the gateway answers."""
         filters = self._filters()
-        table = self.query_one("#runs", DataTable)
-        for run_id, row in list(self._runs.items()):
-            if not self._listed(row, filters):
-                del self._runs[run_id]
-                if run_id in table.rows:
-                    table.remove_row(run_id)
+        excluded = [run_id for run_id, row in self._runs.items() if not self._listed(row, filters)]
+        for run_id in excluded:
+            del self._runs[run_id]
+        self._list().update(remove=excluded)
         self._show_info()
 
     # loading
@@ -191,7 +169,7 @@ class RunsScreen(DeckScreen):
             self._fetching_more = False
         if filters != self._filters():
             return
-        table = self.query_one("#runs", DataTable)
+        older = []
         for run in page.items:
             run_id = str(run.id)
             if run_id in self._runs:
@@ -199,7 +177,8 @@ class RunsScreen(DeckScreen):
             row = RunRow.of_run(run)
             self._runs[run_id] = row
             if self._shown(row):
-                table.add_row(*self._cells(row), key=run_id)
+                older.append((run_id, self._cells(row)))
+        self._list().update(put=older)
         self._next = page.next_cursor
         self._show_info()
 
@@ -223,51 +202,36 @@ class RunsScreen(DeckScreen):
         self._apply([row for row in rows if row is not None])
 
     def _apply(self, rows: list[RunRow]) -> None:
-        table = self.query_one("#runs", DataTable)
         filters = self._filters()
         oldest = min(self._runs) if self._next and self._runs else None
-        current = self._cursor_key()
-        added = False
+        put: list[tuple[str, Cells]] = []
+        remove: list[str] = []
         for row in rows:
             listed = self._listed(row, filters)
             if not listed or (row.id not in self._runs and oldest is not None and row.id < oldest):
                 # out of the filter, or older than the loaded pages (scrolling fetches it)
                 self._runs.pop(row.id, None)
-                if row.id in table.rows:
-                    table.remove_row(row.id)
+                remove.append(row.id)
                 continue
-            before = self._runs.get(row.id)
             self._runs[row.id] = row
-            if not self._shown(row):
-                if row.id in table.rows:
-                    table.remove_row(row.id)
-            elif row.id in table.rows and before is not None:
-                for (_, key), old, new in zip(
-                    COLUMNS, self._cells(before), self._cells(row), strict=True
-                ):
-                    if old != new:
-                        table.update_cell(row.id, key, new)
+            if self._shown(row):
+                put.append((row.id, self._cells(row)))
             else:
-                table.add_row(*self._cells(row), key=row.id)
-                added = True
-        if added:
-            table.sort("id", key=_newest_first, reverse=True)
-        self._restore_cursor(current)
+                remove.append(row.id)
+        self._list().update(put=put, remove=remove)
         self._show_info()
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        table = event.data_table
+    def on_run_list_highlighted(self, event: RunList.Highlighted) -> None:
         if (
             self._next
             and not self._fetching_more
-            and event.cursor_row >= table.row_count - _PREFETCH_ROWS
+            and event.index >= self._list().row_count - _PREFETCH_ROWS
         ):
             self._fetching_more = True
             self._load_more()
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if event.row_key.value is not None:
-            self.deck.open_run(event.row_key.value)
+    def on_run_list_selected(self, event: RunList.Selected) -> None:
+        self.deck.open_run(event.run_id)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "text":
@@ -277,7 +241,7 @@ class RunsScreen(DeckScreen):
         if event.input.id == "agent":
             self._drop_excluded()
             self.reload()
-        self.query_one("#runs", DataTable).focus()
+        self._list().focus()
 
     def on_select_changed(self) -> None:
         self._drop_excluded()
