@@ -120,8 +120,9 @@ class RunsScreen(DeckScreen):
 
     def _show_info(self) -> None:
         more = "; scroll for more" if self._next else ""
+        # One line of a fixed size: no layout of the screen for each update of a burst.
         self.query_one("#runs-info", Static).update(
-            f"{self._list().row_count} shown of {len(self._runs)} loaded{more}"
+            f"{self._list().row_count} shown of {len(self._runs)} loaded{more}", layout=False
         )
 
     def _drop_excluded(self) -> None:
