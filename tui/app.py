@@ -66,6 +66,10 @@ def _utc_now() -> datetime:
 class FerrumDeckApp(App[None]):
     CSS_PATH = "ferrumdeck.tcss"
     TITLE = "FerrumDeck"
+    # Below 100 columns a list and its detail stack instead of sharing the width, so an
+    # 80x24 terminal reads a step or an approval in lines of 80, not of 12. (Textual types
+    # it `ClassVar[...] | None`, which mypy takes for an instance variable.)
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012
     MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {
         "dashboard": DashboardScreen,
         "runs": RunsScreen,

@@ -25,7 +25,6 @@ from tests.tui.conftest import text_of, until
 from tui.app import FerrumDeckApp
 from tui.widgets.run_list import RunList
 
-SIZE = (130, 36)
 Compare = Callable[..., bool]
 
 
@@ -70,6 +69,13 @@ async def gateway(
             await servers.delete_prefix(redis_url, prefix)
 
 
+@pytest.fixture(params=[(80, 24), (160, 45)], ids=["80x24", "160x45"])
+def size(request: pytest.FixtureRequest) -> tuple[int, int]:
+    """The smallest terminal an operator uses, and a large one."""
+    value: tuple[int, int] = request.param
+    return value
+
+
 def deck(gateway: Gateway) -> FerrumDeckApp:
     return FerrumDeckApp(AsyncFerrumDeck(gateway.url, gateway.key), clock=lambda: seeded.NOW)
 
@@ -96,40 +102,40 @@ async def dashboard_loaded(pilot: Pilot[None]) -> None:
     await until(pilot, lambda: len(screen.query_one("#depth", Sparkline).data or []) >= 2)
 
 
-def test_dashboard(gateway: Gateway, snap_compare: Compare) -> None:
-    assert snap_compare(deck(gateway), terminal_size=SIZE, run_before=ready(dashboard_loaded))
+def test_dashboard(gateway: Gateway, snap_compare: Compare, size: tuple[int, int]) -> None:
+    assert snap_compare(deck(gateway), terminal_size=size, run_before=ready(dashboard_loaded))
 
 
-def test_runs(gateway: Gateway, snap_compare: Compare) -> None:
+def test_runs(gateway: Gateway, snap_compare: Compare, size: tuple[int, int]) -> None:
     async def loaded(pilot: Pilot[None]) -> None:
         await pilot.press("2")
         await until(pilot, lambda: pilot.app.screen.query_one("#runs", RunList).row_count == 8)
         await pilot.press("down")
 
-    assert snap_compare(deck(gateway), terminal_size=SIZE, run_before=ready(loaded))
+    assert snap_compare(deck(gateway), terminal_size=size, run_before=ready(loaded))
 
 
-def test_run_detail(gateway: Gateway, snap_compare: Compare) -> None:
+def test_run_detail(gateway: Gateway, snap_compare: Compare, size: tuple[int, int]) -> None:
     async def loaded(pilot: Pilot[None]) -> None:
         app = pilot.app
         assert isinstance(app, FerrumDeckApp)
         app.open_run(str(seeded.PARKED))
         await until(pilot, lambda: app.screen.query_one("#steps", DataTable).row_count == 2)
 
-    assert snap_compare(deck(gateway), terminal_size=SIZE, run_before=ready(loaded))
+    assert snap_compare(deck(gateway), terminal_size=size, run_before=ready(loaded))
 
 
-def test_approvals(gateway: Gateway, snap_compare: Compare) -> None:
+def test_approvals(gateway: Gateway, snap_compare: Compare, size: tuple[int, int]) -> None:
     async def loaded(pilot: Pilot[None]) -> None:
         await pilot.press("4")
         await until(
             pilot, lambda: pilot.app.screen.query_one("#approvals", DataTable).row_count == 1
         )
 
-    assert snap_compare(deck(gateway), terminal_size=SIZE, run_before=ready(loaded))
+    assert snap_compare(deck(gateway), terminal_size=size, run_before=ready(loaded))
 
 
-def test_reason_dialog(gateway: Gateway, snap_compare: Compare) -> None:
+def test_reason_dialog(gateway: Gateway, snap_compare: Compare, size: tuple[int, int]) -> None:
     async def asking(pilot: Pilot[None]) -> None:
         await pilot.press("4")
         await until(
@@ -137,25 +143,21 @@ def test_reason_dialog(gateway: Gateway, snap_compare: Compare) -> None:
         )
         await pilot.press("r", *"not without a ticket")
 
-    assert snap_compare(deck(gateway), terminal_size=SIZE, run_before=ready(asking))
+    assert snap_compare(deck(gateway), terminal_size=size, run_before=ready(asking))
 
 
-@pytest.mark.skipif(
-    not (Path(__file__).parents[2] / "services/gateway/routes/audit.py").exists(),
-    reason="the audit API (services/gateway/routes/audit.py) has not landed yet",
-)
-def test_audit(gateway: Gateway, snap_compare: Compare) -> None:
+def test_audit(gateway: Gateway, snap_compare: Compare, size: tuple[int, int]) -> None:
     async def filtered(pilot: Pilot[None]) -> None:
         await pilot.press("5", "f", "tab", "tab", "tab", "tab", *"2000-01-01", "enter")
         event = lambda: text_of(pilot.app.screen.query_one("#audit-event", Static))  # noqa: E731
         await until(pilot, lambda: "No audit events" in event())
 
-    assert snap_compare(deck(gateway), terminal_size=SIZE, run_before=ready(filtered))
+    assert snap_compare(deck(gateway), terminal_size=size, run_before=ready(filtered))
 
 
-def test_help(gateway: Gateway, snap_compare: Compare) -> None:
+def test_help(gateway: Gateway, snap_compare: Compare, size: tuple[int, int]) -> None:
     async def helping(pilot: Pilot[None]) -> None:
         await dashboard_loaded(pilot)
         await pilot.press("question_mark")
 
-    assert snap_compare(deck(gateway), terminal_size=SIZE, run_before=ready(helping))
+    assert snap_compare(deck(gateway), terminal_size=size, run_before=ready(helping))
