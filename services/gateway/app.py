@@ -19,6 +19,7 @@ from services.gateway.routes import (
     agents,
     approvals,
     audit,
+    docs_assets,
     health,
     keys,
     policies,
@@ -41,6 +42,9 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
 
     app = Quart("ferrumdeck")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # `/docs` loads Swagger UI from the gateway, not a CDN: it renders with no internet.
+    app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = docs_assets.url("swagger-ui-bundle.js")
+    app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = docs_assets.url("swagger-ui.css")
     QuartSchema(
         app,
         info={"title": "FerrumDeck", "version": "1"},
@@ -55,6 +59,7 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
     access_log.install(app)
     metrics.instrument(app)
     app.register_blueprint(metrics_routes.blueprint)
+    app.register_blueprint(docs_assets.blueprint)
     for module in (health, agents, runs, approvals, policies, tools, keys, audit, worker):
         app.register_blueprint(module.blueprint)
     app.register_blueprint(events_routes.blueprint)

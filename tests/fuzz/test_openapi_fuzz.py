@@ -4,7 +4,8 @@ Schemathesis generates requests for every documented operation — valid and inv
 bodies, query strings and path parameters — and sends them, authenticated, to a real
 gateway process. Whatever it sends, the gateway must never answer 5xx, and every
 documented response must match its schema. A project of its own keeps the fuzzing away
-from other tests' data.
+from other tests' data. The routes the schema leaves out because they are not the API
+(the docs page's assets) are fuzzed by hand, against the same process.
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 from schemathesis.core.result import Err
 
 from services.contract.api import Role
 from services.devstack.embedded import free_port
 from services.gateway.audit import Actor
+from services.gateway.routes.docs_assets import ASSETS
 from services.gateway.store.keys import create_key
 from testbed.processes import serving
 
@@ -83,3 +87,40 @@ def test_no_generated_request_breaks_the_gateway(fuzz_gateway: str, fuzz_key: st
         holds()
     print(f"fuzzed {len(sent)} operations with {sum(sent.values())} requests")
     assert len(sent) >= 20
+
+
+# Names a caller might try to climb out of the assets with, besides arbitrary text.
+_CLIMBS = st.lists(st.sampled_from(["..", ".", "", "%2e%2e", "settings.py", "__init__.py"]))
+_ASSET_NAMES = st.one_of(
+    st.sampled_from(sorted(ASSETS)),
+    st.text(max_size=40),
+    _CLIMBS.map("/".join),
+    _CLIMBS.map("\\".join),
+)
+
+
+def test_no_asset_name_serves_more_than_the_docs_page_needs(fuzz_gateway: str) -> None:
+    with httpx.Client(base_url=fuzz_gateway) as http:
+
+        @given(name=_ASSET_NAMES)
+        @settings(
+            max_examples=300,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+        )
+        def holds(name: str) -> None:
+            # Every byte escaped, dots too: the gateway, not the client, resolves a climb.
+            escaped = "".join(f"%{byte:02X}" for byte in name.encode())
+            response = http.get(f"/docs/assets/{escaped}")
+            if name in ASSETS:
+                assert response.status_code == 200
+                return
+            if response.status_code == 308:  # werkzeug merges doubled slashes, on every route
+                assert response.headers["Location"].startswith(f"{fuzz_gateway}/docs/assets/")
+                return
+            refused = 400 if "\x00" in name else 404
+            assert response.status_code == refused, (name, response.status_code)
+            assert "code" in response.json()["error"], name
+
+        holds()

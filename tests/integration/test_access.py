@@ -52,15 +52,32 @@ PUBLIC_ROUTES: dict[tuple[str, str], set[Role]] = {
     ("GET", "/v1/events"): EVERYONE,
 }
 
+# (method, URL rule) -> a URL of it, for the routes outside key authentication: a browser
+# loading `/docs`, Prometheus and a load balancer send no key. Every other route of the app
+# must be here.
+KEYLESS_ROUTES: dict[tuple[str, str], str] = {
+    ("GET", "/healthz"): "/healthz",
+    ("GET", "/readyz"): "/readyz",
+    ("GET", "/metrics"): "/metrics",
+    ("GET", "/openapi.json"): "/openapi.json",
+    ("GET", "/docs"): "/docs",
+    ("GET", "/docs/assets/<name>"): "/docs/assets/swagger-ui-bundle.js",
+}
 
-def _routes(app: Quart) -> set[tuple[str, str]]:
+
+def _all_routes(app: Quart) -> set[tuple[str, str]]:
+    """But Quart's own `static`, which serves a folder the gateway does not have."""
     return {
         (method, rule.rule)
         for rule in app.url_map.iter_rules()
-        if rule.rule.startswith("/v1/")
+        if rule.endpoint != "static"
         for method in rule.methods or ()
         if method not in {"HEAD", "OPTIONS"}
     }
+
+
+def _routes(app: Quart) -> set[tuple[str, str]]:
+    return {r for r in _all_routes(app) if r[1].startswith("/v1/")}
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +148,7 @@ async def test_every_route_is_classified(app: Any) -> None:
     assert public == set(PUBLIC_ROUTES)
     worker_routes = {r for r in _routes(app.app) if r[1].startswith("/v1/worker/")}
     assert len(worker_routes) >= 8
+    assert _all_routes(app.app) - _routes(app.app) == set(KEYLESS_ROUTES)
 
 
 async def test_role_matrix(
@@ -156,6 +174,22 @@ async def test_role_matrix(
                 assert (await response.get_json())["error"]["code"] == "forbidden"
             covered += 1
     assert covered == (len(PUBLIC_ROUTES) - 1) * len(HUMAN_ROLES)
+
+
+async def test_keyless_routes_answer_with_a_key_of_any_kind_or_none(
+    client: Client, role_keys: dict[Role, str], worker: dict[str, str], other_project_admin: str
+) -> None:
+    callers = [
+        {},
+        _bearer("fd_not-a-key"),
+        worker,
+        _bearer(other_project_admin),
+        *(_bearer(secret) for secret in role_keys.values()),
+    ]
+    for (method, _rule), url in sorted(KEYLESS_ROUTES.items()):
+        for headers in callers:
+            response = await client.open(url, method=method, json=None, headers=headers)
+            assert response.status_code == 200, (url, headers, response.status_code)
 
 
 async def test_worker_keys_reach_only_the_worker_api(
@@ -221,6 +255,20 @@ async def test_another_projects_data_is_not_found_anywhere(
     assert (await (await client.get(own, headers=harness.admin)).get_json())["history"] == history
     run = await client.post("/v1/runs", json={"agent": ids["name"], "input": "x"}, headers=other)
     assert (await run.get_json())["error"]["code"] == "unknown_agent"
+
+
+async def test_keyless_routes_tell_no_project_from_another(
+    client: Client, role_keys: dict[Role, str], other_project_admin: str
+) -> None:
+    """The same bytes whoever asks, and whether with a key at all: nothing of a project."""
+    for (method, _rule), url in sorted(KEYLESS_ROUTES.items()):
+        if url == "/metrics":
+            continue  # platform-wide figures by design (architecture.md), moving between scrapes
+        bodies = set()
+        for headers in ({}, _bearer(role_keys[Role.VIEWER]), _bearer(other_project_admin)):
+            response = await client.open(url, method=method, json=None, headers=headers)
+            bodies.add(await response.get_data())
+        assert len(bodies) == 1, url
 
 
 async def test_a_revoked_key_is_refused_on_its_next_request(
