@@ -204,16 +204,19 @@ class AsyncFerrumDeck:
         status: RunStatus | str | None = None,
         agent: str | None = None,
         dead_lettered: bool | None = None,
+        id_ends_with: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> RunPage:
-        """`dead_lettered=True`: only runs failed because their job never finished."""
+        """`dead_lettered=True`: only runs failed because their job never finished;
+        `id_ends_with`: the runs a short id (an id's end) may mean."""
         return await self._get(
             RunPage,
             "/v1/runs",
             status=status,
             agent=agent,
             dead_lettered=dead_lettered,
+            id_ends_with=id_ends_with,
             limit=limit,
             cursor=cursor,
         )

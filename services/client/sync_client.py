@@ -80,6 +80,7 @@ class FerrumDeck:
         status: RunStatus | str | None = None,
         agent: str | None = None,
         dead_lettered: bool | None = None,
+        id_ends_with: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> RunPage:
@@ -88,6 +89,7 @@ class FerrumDeck:
                 status=status,
                 agent=agent,
                 dead_lettered=dead_lettered,
+                id_ends_with=id_ends_with,
                 limit=limit,
                 cursor=cursor,
             )

@@ -93,6 +93,12 @@ class RunListQuery(BaseModel):
     dead_lettered: bool | None = Field(
         default=None, description="Only runs that were (true) or were not (false) dead-lettered."
     )
+    id_ends_with: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f-]{4,36}$",
+        description="Only runs whose id ends with this: the short id the deck and the CLI "
+        "show is an id's last 8 characters, its random part.",
+    )
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = Field(default=None, max_length=200)
 

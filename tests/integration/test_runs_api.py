@@ -9,7 +9,10 @@ import pytest
 from quart.typing import TestClientProtocol as Client
 from redis.asyncio import Redis
 
+from services.contract.api import Role
+from services.gateway.audit import Actor
 from services.gateway.settings import GatewaySettings
+from services.gateway.store.keys import create_key
 from testbed.streams import entries
 from testbed.waiting import eventually
 
@@ -223,8 +226,46 @@ async def test_list_filters_and_pages_newest_first(
     assert [r["id"] for r in cancelled["items"]] == [created[0]]
 
 
+async def test_a_run_is_found_by_the_end_of_its_id_in_its_own_project_only(
+    client: Client, admin: dict[str, str], agent: str, db: asyncpg.Pool
+) -> None:
+    """The deck and the CLI show a run's last 8 characters; an operator types those."""
+    created = [
+        (await (await client.post("/v1/runs", json={"agent": agent, "input": f"s{i}"},
+                                  headers=admin)).get_json())["id"]
+        for i in range(3)
+    ]  # fmt: skip
+    wanted = created[1]
+    page = await (
+        await client.get(f"/v1/runs?id_ends_with={wanted[-8:]}", headers=admin)
+    ).get_json()
+    assert [r["id"] for r in page["items"]] == [wanted]
+    whole = await (await client.get(f"/v1/runs?id_ends_with={wanted}", headers=admin)).get_json()
+    assert [r["id"] for r in whole["items"]] == [wanted]
+
+    async with db.acquire() as conn:
+        _, secret = await create_key(
+            conn, "suffix-other", Role.ADMIN, f"other-{uuid.uuid4().hex[:6]}", Actor.system("t")
+        )
+    other = {"Authorization": f"Bearer {secret}"}
+    theirs = await (
+        await client.get(f"/v1/runs?id_ends_with={wanted[-8:]}", headers=other)
+    ).get_json()
+    assert theirs["items"] == []
+
+
 @pytest.mark.parametrize(
-    "query", ["cursor=garbage!", "status=sleeping", "limit=0", "limit=1000", "agent=Bad Name"]
+    "query",
+    [
+        "cursor=garbage!",
+        "status=sleeping",
+        "limit=0",
+        "limit=1000",
+        "agent=Bad Name",
+        "id_ends_with=abc",
+        "id_ends_with=ab%25cd",
+        "id_ends_with=ABCD_",
+    ],
 )
 async def test_bad_list_queries_are_400(client: Client, admin: dict[str, str], query: str) -> None:
     response = await client.get(f"/v1/runs?{query}", headers=admin)

@@ -94,8 +94,9 @@ async def create_run(data: RunCreate) -> tuple[Run, int, dict[str, str]]:
 @validate_querystring(RunListQuery)
 @validate_response(RunPage)
 async def list_runs(query_args: RunListQuery) -> RunPage:
-    """Runs, newest first, filtered by status, agent, and whether they were dead-lettered
-    (`dead_lettered=true`: the runs an operator may queue again)."""
+    """Runs, newest first, filtered by status, agent, whether they were dead-lettered
+    (`dead_lettered=true`: the runs an operator may queue again) and the end of their id
+    (`id_ends_with`: find a run by the short id a screen showed)."""
     before = decode_cursor(query_args.cursor, uuid.UUID)
     items = await store.list_runs(
         runtime().pool,
@@ -105,6 +106,7 @@ async def list_runs(query_args: RunListQuery) -> RunPage:
         dead_lettered=query_args.dead_lettered,
         before=before,
         limit=query_args.limit + 1,
+        id_ends_with=query_args.id_ends_with,
     )
     page, next_cursor = paginate(items, query_args.limit, lambda r: [str(r.id)])
     return RunPage(items=page, next_cursor=next_cursor)

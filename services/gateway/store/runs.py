@@ -214,8 +214,12 @@ async def list_runs(
     dead_lettered: bool | None,
     before: uuid.UUID | None,
     limit: int,
+    id_ends_with: str | None = None,
 ) -> list[Run]:
-    """Newest first; ids are UUIDv7, so id order is creation order."""
+    """Newest first; ids are UUIDv7, so id order is creation order. `id_ends_with` is a
+    statement of its own, so the planner takes the suffix index (migration 0016) rather
+    than walking the project's runs newest first for the few that end so."""
+    suffix = "AND reverse(id::text) LIKE $7" if id_ends_with else "AND $7::text IS NULL"
     rows = await pool.fetch(
         f"""SELECT {RUN_COLUMNS} FROM runs
              WHERE project = $1
@@ -223,6 +227,7 @@ async def list_runs(
                AND ($3::text IS NULL OR agent_name = $3)
                AND ($4::uuid IS NULL OR id < $4)
                AND ($6::boolean IS NULL OR (dead_lettered_at IS NOT NULL) = $6)
+               {suffix}
              ORDER BY id DESC LIMIT $5""",
         project,
         status.value if status else None,
@@ -230,6 +235,8 @@ async def list_runs(
         before,
         limit,
         dead_lettered,
+        # The contract allows only hex digits and dashes: nothing LIKE would read.
+        f"{id_ends_with[::-1]}%" if id_ends_with else None,
     )
     return [to_run(r) for r in rows]
 
