@@ -16,6 +16,7 @@ finds out when they answer again.
 
 from __future__ import annotations
 
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -46,6 +47,8 @@ from services.contract.queue import QueueStats
 from tui.messages import LiveUpdate
 from tui.screens.approvals import ApprovalsScreen
 from tui.screens.audit import AuditScreen
+from tui.screens.command import HELP as COMMAND_HELP
+from tui.screens.command import CommandScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.help import HelpScreen
 from tui.screens.run_detail import RunDetailScreen
@@ -83,6 +86,7 @@ class FerrumDeckApp(App[None]):
             for n, (mode, label) in enumerate(TABS, start=1)
         ),
         Binding("question_mark", "help", "Help"),
+        Binding("colon", "command", "Command", show=False),
         Binding("q", "leave(True)", "Back/Quit"),
         Binding("escape", "leave(False)", "Back", show=False),
     ]
@@ -132,6 +136,52 @@ class FerrumDeckApp(App[None]):
     def action_help(self) -> None:
         if not isinstance(self.screen, ModalScreen):
             self.push_screen(HelpScreen())
+
+    def action_command(self) -> None:
+        if not isinstance(self.screen, ModalScreen):
+            self.push_screen(CommandScreen(), self._on_command)
+
+    def _on_command(self, command: str | None) -> None:
+        if command is not None:
+            self.run_command(command)
+
+    @work(group="command")
+    async def run_command(self, command: str) -> None:
+        verb, _, argument = command.removeprefix(":").partition(" ")
+        argument = argument.strip()
+        modes = {mode for mode, _ in TABS} - {"detail"}
+        if verb == "run" and argument:
+            await self._open_run_named(argument)
+        elif verb == "agent" and argument:
+            await self.switch_mode("runs")
+            screen = self.screen
+            if isinstance(screen, RunsScreen):
+                screen.show_agent(argument)
+        elif verb in modes and not argument:
+            self.switch_mode(verb)
+        else:
+            self.notify(f"Unknown command {command!r}. {COMMAND_HELP}", severity="error")
+
+    async def _open_run_named(self, name: str) -> None:
+        """A whole id, or the end of one as the screens show it."""
+        try:
+            uuid.UUID(name)
+        except ValueError:
+            pass
+        else:
+            self.open_run(name)
+            return
+        try:
+            page = await self.client.runs(id_ends_with=name.lower(), limit=2)
+        except FerrumDeckError as error:
+            self.report(error)
+            return
+        if len(page.items) == 1:
+            self.open_run(str(page.items[0].id))
+        elif not page.items:
+            self.notify(f"No run's id ends with {name!r}.", severity="error")
+        else:
+            self.notify(f"More than one run's id ends with {name!r}: type more of it.")
 
     def open_run(self, run_id: str) -> None:
         self.selected_run = run_id

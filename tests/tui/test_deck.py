@@ -85,6 +85,36 @@ async def test_every_screen_is_reachable_by_key(deck: Deck) -> None:
         assert app.current_mode == "runs"
 
 
+async def test_colon_opens_a_run_by_the_end_of_its_id_and_filters_by_agent(
+    deck: Deck, harness: ToolHarness
+) -> None:
+    agent = await harness.agent()
+    response = await harness.client.post(
+        "/v1/runs", json={"agent": agent, "input": "find me"}, headers=harness.admin
+    )
+    run_id = str((await response.get_json())["id"])
+    app = deck()
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.connection == "live")
+        # from the dashboard, where no run is loaded
+        await pilot.press("colon", *f"run {run_id[-8:]}", "enter")
+        await until(pilot, lambda: app.current_mode == "detail")
+        assert app.selected_run == run_id
+        await until(pilot, lambda: "find me" in static(app, "#run-summary"))
+
+        await pilot.press("colon", *"run 0000dead", "enter")
+        await until(pilot, lambda: any("ends with '0000dead'" in n for n in notifications(app)))
+        assert app.current_mode == "detail"
+
+        await pilot.press("colon", *f"agent {agent}", "enter")
+        await until(pilot, lambda: app.current_mode == "runs")
+        await until(pilot, lambda: row_keys(app, "#runs") == [run_id])
+        assert app.screen.query_one("#agent", Input).value == agent
+
+        await pilot.press("colon", *"launch rockets", "enter")
+        await until(pilot, lambda: any("Unknown command" in n for n in notifications(app)))
+
+
 async def test_runs_update_live_without_losing_the_cursor(deck: Deck, harness: ToolHarness) -> None:
     agent = await harness.agent()
     first = [

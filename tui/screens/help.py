@@ -15,11 +15,13 @@ HELP = """\
   1 … 5        dashboard, runs, run detail, approvals, audit (or click the tabs)
   q / escape   back (q on the dashboard quits)
   ctrl+p       command palette
+  :            command: run ID-OR-ITS-END, agent NAME, dashboard, runs, approvals, audit
   ?            this help
 
 [b]Runs[/b]
   /            filter the loaded runs by text
   s / g        filter by status / by agent (sent to the gateway)
+  j / k, G     down / up, last
   enter        open the run
 
 [b]Run detail[/b]

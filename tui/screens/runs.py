@@ -80,6 +80,12 @@ class RunsScreen(DeckScreen):
     def on_screen_resume(self) -> None:
         self.reload()
 
+    def show_agent(self, agent: str) -> None:
+        """Only `agent`'s runs, as if the operator had typed it in the agent filter."""
+        self.query_one("#agent", Input).value = agent
+        self._drop_excluded()
+        self.reload()
+
     def action_focus_filter(self, selector: str) -> None:
         self.query_one(selector).focus()
 

@@ -1,0 +1,26 @@
+"""`:` — the command line operators know from k9s and vim: say where to go instead of
+walking there (`:run 3f9a01c2`, `:agent support`, `:approvals`)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label
+
+HELP = ":run ID-OR-ITS-END  :agent NAME  :dashboard  :runs  :approvals  :audit"
+
+
+class CommandScreen(ModalScreen[str | None]):
+    """Answers the command typed, or None when the operator backs out."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def compose(self) -> ComposeResult:
+        yield Label(HELP, id="command-help")
+        yield Input(placeholder="command", id="command")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
