@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
@@ -35,6 +35,7 @@ from services.contract.api import (
     Approval,
     ApprovalPage,
     ApprovalStatus,
+    DecidedApprovals,
     PolicyState,
     PolicyVersionWritten,
     Run,
@@ -295,6 +296,17 @@ class AsyncFerrumDeck:
 
     async def reject(self, approval_id: uuid.UUID | str, reason: str) -> Approval:
         return await self._post(Approval, f"/v1/approvals/{approval_id}/reject", {"reason": reason})
+
+    async def decide_approvals(
+        self, approval_ids: Sequence[uuid.UUID | str], *, approve: bool, reason: str
+    ) -> list[Approval]:
+        """All of them or none, in one transaction (`POST /v1/approvals/decide`)."""
+        body = {
+            "approval_ids": [str(i) for i in approval_ids],
+            "approve": approve,
+            "reason": reason,
+        }
+        return (await self._post(DecidedApprovals, "/v1/approvals/decide", body)).items
 
     # policies and tools
 

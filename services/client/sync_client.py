@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -165,6 +165,13 @@ class FerrumDeck:
 
     def reject(self, approval_id: uuid.UUID | str, reason: str) -> Approval:
         return self._runner.run(self._client.reject(approval_id, reason))
+
+    def decide_approvals(
+        self, approval_ids: Sequence[uuid.UUID | str], *, approve: bool, reason: str
+    ) -> list[Approval]:
+        return self._runner.run(
+            self._client.decide_approvals(approval_ids, approve=approve, reason=reason)
+        )
 
     def policies(self, *, limit: int = 50, cursor: str | None = None) -> PolicyState:
         return self._runner.run(self._client.policies(limit=limit, cursor=cursor))

@@ -178,6 +178,23 @@ class ApprovalDecision(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
 
 
+MAX_BULK_DECISIONS = 200
+
+
+class BulkApprovalDecision(BaseModel):
+    """One decision, with one reason, on several pending approvals at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approval_ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BULK_DECISIONS)
+    approve: bool
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class DecidedApprovals(BaseModel):
+    items: list[Approval]
+
+
 class PolicyVersionOut(BaseModel):
     version: int
     rules: list[PolicyRule]

@@ -38,6 +38,7 @@ PUBLIC_ROUTES: dict[tuple[str, str], set[Role]] = {
     ("GET", "/v1/approvals/<uuid:approval_id>"): EVERYONE,
     ("POST", "/v1/approvals/<uuid:approval_id>/approve"): DECIDE,
     ("POST", "/v1/approvals/<uuid:approval_id>/reject"): DECIDE,
+    ("POST", "/v1/approvals/decide"): DECIDE,
     ("GET", "/v1/policies"): EVERYONE,
     ("PUT", "/v1/policies"): ADMIN,
     ("POST", "/v1/policies/evaluate"): EVERYONE,
@@ -137,6 +138,11 @@ def _body(method: str, rule: str) -> dict[str, Any] | None:
         "/v1/policies": {"rules": [{"id": "ask", "tool": "notes.*", "effect": "require_approval"}]},
         "/v1/policies/evaluate": {"agent": "a", "tool": "notes.write_note"},
         "/v1/keys": {"name": "k", "role": "viewer"},
+        "/v1/approvals/decide": {
+            "approval_ids": [str(uuid.uuid4())],
+            "approve": False,
+            "reason": "matrix",
+        },
     }
     if rule.endswith(("/approve", "/reject")):
         return {"reason": "matrix"}

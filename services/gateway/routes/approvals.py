@@ -7,7 +7,14 @@ import uuid
 from quart import Blueprint
 from quart_schema import tag, validate_querystring, validate_request, validate_response
 
-from services.contract.api import Approval, ApprovalDecision, ApprovalListQuery, ApprovalPage
+from services.contract.api import (
+    Approval,
+    ApprovalDecision,
+    ApprovalListQuery,
+    ApprovalPage,
+    BulkApprovalDecision,
+    DecidedApprovals,
+)
 from services.gateway.auth import (
     DECIDERS,
     READERS,
@@ -74,6 +81,30 @@ async def reject(approval_id: uuid.UUID, data: ApprovalDecision) -> Approval:
 
     Never restricted by separation of duties: a rejection lets nothing happen."""
     return await _decide(approval_id, data, approve=False)
+
+
+@blueprint.post("/decide")
+@tag(["approvals"])
+@validate_request(BulkApprovalDecision)
+@validate_response(DecidedApprovals)
+@allow(*DECIDERS)
+async def decide_many(data: BulkApprovalDecision) -> DecidedApprovals:
+    """Approve or reject up to 200 pending approvals with one reason, in one transaction:
+    each is audited as if decided alone, and if any cannot be decided (not found 404,
+    already decided or expired 409 `approval_decided`, separation of duties 403) none is,
+    and the error names it (`details.approval_id`)."""
+    res = runtime()
+    decided = await store.decide_many(
+        res.pool,
+        project(),
+        data.approval_ids,
+        approve=data.approve,
+        reason=data.reason,
+        actor=current_actor(),
+        role=principal().role,
+    )
+    res.relay.wake()
+    return DecidedApprovals(items=decided)
 
 
 async def _decide(approval_id: uuid.UUID, data: ApprovalDecision, *, approve: bool) -> Approval:

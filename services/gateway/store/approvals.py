@@ -78,49 +78,92 @@ async def decide(
     actor: Actor,
     role: Role,
 ) -> Approval:
-    """Settle a pending approval as `actor` (a key of `role`) decides."""
+    """Settle a pending approval as `actor` (a key of `role`) decides. One found expired
+    is settled as expired (that stands) and refused."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            """SELECT a.status, a.expires_at < now() AS expired,
-                      r.created_by_key, k.role AS creator_role,
-                      (SELECT p.distinct_approver FROM policies p
-                        WHERE p.project = a.project AND p.version = a.policy_version)
-                          AS asked_under,
-                      (SELECT p.distinct_approver FROM policies p
-                        WHERE p.project = a.project ORDER BY p.version DESC LIMIT 1)
-                          AS in_force
-                 FROM approvals a JOIN runs r ON r.id = a.run_id
-                 LEFT JOIN api_keys k ON k.id = r.created_by_key
-                WHERE a.project = $1 AND a.id = $2 FOR UPDATE OF a""",
-            project,
-            approval_id,
-        )
-        if row is None:
-            raise NotFound(f"no approval {approval_id}")
-        if row["status"] != ApprovalStatus.PENDING:
-            raise Conflict(
-                f"approval is already {row['status']}",
-                code=ErrorCode.APPROVAL_DECIDED,
-                details={"status": row["status"]},
-            )
-        if row["expired"]:
-            await _settle(
-                conn, approval_id, ApprovalStatus.EXPIRED, "the approval expired", _EXPIRY
-            )
-            expired = True
-        else:
-            if approve:
-                _check_duties(row, actor, role)
-            status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
-            await _settle(conn, approval_id, status, reason, actor)
-            expired = False
+        expired = await _decide_locked(conn, project, approval_id, approve, reason, actor, role)
     if expired:
-        raise Conflict(
-            "approval expired before it was decided",
-            code=ErrorCode.APPROVAL_DECIDED,
-            details={"status": ApprovalStatus.EXPIRED.value},
-        )
+        raise _expired(approval_id)
     return await get_approval(pool, project, approval_id)
+
+
+async def decide_many(
+    pool: asyncpg.Pool,
+    project: str,
+    approval_ids: list[uuid.UUID],
+    *,
+    approve: bool,
+    reason: str,
+    actor: Actor,
+    role: Role,
+) -> list[Approval]:
+    """Settle every one of `approval_ids` alike in one transaction, each audited as if
+    decided alone — or none: one not found, decided, expired or refused by separation of
+    duties refuses the lot, so an operator never wonders which half went through. Rows
+    are locked in id order, so two overlapping batches cannot deadlock."""
+    ordered = sorted(set(approval_ids))
+    async with pool.acquire() as conn, conn.transaction():
+        for approval_id in ordered:
+            if await _decide_locked(conn, project, approval_id, approve, reason, actor, role):
+                raise _expired(approval_id)
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM approvals WHERE project = $1 AND id = ANY($2::uuid[]) "
+            "ORDER BY id DESC",
+            project,
+            ordered,
+        )
+    return [_approval(r) for r in rows]
+
+
+async def _decide_locked(
+    conn: asyncpg.Connection,
+    project: str,
+    approval_id: uuid.UUID,
+    approve: bool,
+    reason: str,
+    actor: Actor,
+    role: Role,
+) -> bool:
+    """Lock and settle one pending approval; whether it was found expired instead."""
+    row = await conn.fetchrow(
+        """SELECT a.status, a.expires_at < now() AS expired,
+                  r.created_by_key, k.role AS creator_role,
+                  (SELECT p.distinct_approver FROM policies p
+                    WHERE p.project = a.project AND p.version = a.policy_version)
+                      AS asked_under,
+                  (SELECT p.distinct_approver FROM policies p
+                    WHERE p.project = a.project ORDER BY p.version DESC LIMIT 1)
+                      AS in_force
+             FROM approvals a JOIN runs r ON r.id = a.run_id
+             LEFT JOIN api_keys k ON k.id = r.created_by_key
+            WHERE a.project = $1 AND a.id = $2 FOR UPDATE OF a""",
+        project,
+        approval_id,
+    )
+    if row is None:
+        raise NotFound(f"no approval {approval_id}")
+    if row["status"] != ApprovalStatus.PENDING:
+        raise Conflict(
+            f"approval {approval_id} is already {row['status']}",
+            code=ErrorCode.APPROVAL_DECIDED,
+            details={"status": row["status"], "approval_id": str(approval_id)},
+        )
+    if row["expired"]:
+        await _settle(conn, approval_id, ApprovalStatus.EXPIRED, "the approval expired", _EXPIRY)
+        return True
+    if approve:
+        _check_duties(row, actor, role)
+    status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
+    await _settle(conn, approval_id, status, reason, actor)
+    return False
+
+
+def _expired(approval_id: uuid.UUID) -> Conflict:
+    return Conflict(
+        f"approval {approval_id} expired before it was decided",
+        code=ErrorCode.APPROVAL_DECIDED,
+        details={"status": ApprovalStatus.EXPIRED.value, "approval_id": str(approval_id)},
+    )
 
 
 def _check_duties(row: asyncpg.Record, actor: Actor, role: Role) -> None:
