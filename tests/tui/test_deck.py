@@ -189,6 +189,29 @@ async def test_run_detail_steps_and_cancel(deck: Deck, harness: ToolHarness) -> 
         assert (await api.run(run_id)).status is RunStatus.CANCELLED
 
 
+async def test_fifty_calls_are_rejected_with_one_reason_in_one_go(
+    deck: Deck, harness: ToolHarness
+) -> None:
+    await harness.policy({"id": "ask-notes", "tool": "notes.*", "effect": "require_approval"})
+    agent = await harness.agent(tools=["notes.*"])
+    runs = [await parked_call(harness, agent, f"call {n}") for n in range(50)]
+    calls = {await approval_of(harness, run_id) for run_id in runs}
+    app = deck()
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.connection == "live")
+        await pilot.press("4")
+        await until(pilot, lambda: calls <= set(row_keys(app, "#approvals")))
+        await pilot.press("asterisk", "r")
+        assert isinstance(app.screen, ReasonScreen)
+        assert "all" in text_of(app.screen.query_one(".question", Static))
+        await pilot.press(*"worker lost", "enter")
+        await until(pilot, lambda: not calls & set(row_keys(app, "#approvals")), within=20)
+        assert any("calls rejected" in n for n in notifications(app))
+    decided = [a for a in await harness.approvals() if a["id"] in calls]
+    assert {(a["status"], a["reason"]) for a in decided} == {("rejected", "worker lost")}
+    assert len(decided) == 50
+
+
 async def test_approve_and_reject_with_reasons(deck: Deck, harness: ToolHarness) -> None:
     await harness.policy({"id": "ask-notes", "tool": "notes.*", "effect": "require_approval"})
     agent = await harness.agent(tools=["notes.*"])

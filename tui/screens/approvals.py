@@ -1,7 +1,11 @@
 """Approvals (4): the tool calls policy parked for a human. For the selected one: which
 agent wants which tool, its arguments, the rule that parked it and why. `a` approves and
 `r` rejects, each only after the operator gave a reason and confirmed. The list follows
-the live feed, so a call another operator decided disappears by itself."""
+the live feed, so a call another operator decided disappears by itself.
+
+`space` marks calls and `*` marks every one listed; `a` / `r` then decide all the marked
+ones with one reason in one request (`POST /v1/approvals/decide`: all or none), which is
+how an operator refuses fifty calls of unknown outcome after a worker died."""
 
 from __future__ import annotations
 
@@ -23,12 +27,16 @@ from tui.screens.deck import DeckScreen
 from tui.screens.modals import ReasonScreen
 from tui.screens.run_detail import pretty_json
 
+_MARK = "✓"
+
 
 class ApprovalsScreen(DeckScreen):
     MODE = "approvals"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "decide(True)", "Approve"),
         Binding("r", "decide(False)", "Reject"),
+        Binding("space", "mark", "Mark"),
+        Binding("asterisk", "mark_all", "Mark all"),
     ]
 
     def compose_body(self) -> ComposeResult:
@@ -39,9 +47,11 @@ class ApprovalsScreen(DeckScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#approvals", DataTable)
+        table.add_column("", key="mark", width=1)
         for label in ("agent", "tool", "rule", "waiting"):
             table.add_column(label, key=label)
         self._approvals: dict[str, Approval] = {}
+        self._marked: set[str] = set()
         super().on_mount()
         table.focus()
 
@@ -57,10 +67,12 @@ class ApprovalsScreen(DeckScreen):
         table = self.query_one("#approvals", DataTable)
         current = self._selected()
         self._approvals = {str(a.id): a for a in found}
+        self._marked &= set(self._approvals)
         table.clear()
         now = self.deck.clock()
         for approval_id, approval in self._approvals.items():
             table.add_row(
+                _MARK if approval_id in self._marked else "",
                 approval.agent,
                 approval.tool,
                 approval.rule or "",
@@ -108,7 +120,27 @@ class ApprovalsScreen(DeckScreen):
         if isinstance(event.payload, ApprovalChanged):
             self.reload()
 
+    def action_mark(self) -> None:
+        approval = self._selected()
+        if approval is not None:
+            self._set_marks([str(approval.id)], str(approval.id) not in self._marked)
+
+    def action_mark_all(self) -> None:
+        self._set_marks(list(self._approvals), self._marked != set(self._approvals))
+
+    def _set_marks(self, approval_ids: list[str], marked: bool) -> None:
+        table = self.query_one("#approvals", DataTable)
+        for approval_id in approval_ids:
+            if marked:
+                self._marked.add(approval_id)
+            else:
+                self._marked.discard(approval_id)
+            table.update_cell(approval_id, "mark", _MARK if marked else "")
+
     def action_decide(self, approve: bool) -> None:
+        if self._marked:
+            self._ask_many(approve)
+            return
         approval = self._selected()
         if approval is None:
             self.notify("No approval selected.", severity="warning")
@@ -118,6 +150,34 @@ class ApprovalsScreen(DeckScreen):
             ReasonScreen(f"{verb} {approval.agent}'s call of {approval.tool}?", verb),
             lambda reason: self._decided(approval, approve, reason),
         )
+
+    def _ask_many(self, approve: bool) -> None:
+        marked = [self._approvals[i] for i in sorted(self._marked)]
+        verb = "Approve" if approve else "Reject"
+        tools = ", ".join(sorted({a.tool for a in marked}))
+        self.app.push_screen(
+            ReasonScreen(f"{verb} all {len(marked)} marked calls ({tools})?", verb),
+            lambda reason: self._decided_many(marked, approve, reason),
+        )
+
+    def _decided_many(self, marked: list[Approval], approve: bool, reason: str | None) -> None:
+        if reason is not None:
+            self._decide_many(marked, approve, reason)
+
+    @work(group="decide")
+    async def _decide_many(self, marked: list[Approval], approve: bool, reason: str) -> None:
+        try:
+            decided = await self.deck.client.decide_approvals(
+                [a.id for a in marked], approve=approve, reason=reason
+            )
+        except FerrumDeckError as error:
+            self.report(error)
+        else:
+            self._marked.clear()
+            word = "approved" if approve else "rejected"
+            self.notify(f"{len(decided)} calls {word}.")
+        self.reload()
+        self.deck.refresh_pending()
 
     def _decided(self, approval: Approval, approve: bool, reason: str | None) -> None:
         if reason is not None:

@@ -29,7 +29,8 @@ HELP = """\
   c            cancel the run (asks first)
 
 [b]Approvals[/b]
-  a / r        approve / reject the selected call (asks for a reason)
+  a / r        approve / reject the selected call, or every marked one (asks for a reason)
+  space / *    mark the selected call / mark every call listed
 
 [b]Audit[/b]
   f            edit the filters (action, actor, target, since, until)
