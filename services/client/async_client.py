@@ -40,6 +40,7 @@ from services.contract.api import (
     PolicyVersionWritten,
     Run,
     RunPage,
+    RunSummary,
     Step,
     StepPage,
     ToolCatalogue,
@@ -220,6 +221,15 @@ class AsyncFerrumDeck:
             id_ends_with=id_ends_with,
             limit=limit,
             cursor=cursor,
+        )
+
+    async def run_summary(self, *, minutes: int = 15, until: datetime | None = None) -> RunSummary:
+        """Counted by the gateway's database: see `GET /v1/runs/summary`."""
+        return await self._get(
+            RunSummary,
+            "/v1/runs/summary",
+            minutes=minutes,
+            until=until,
         )
 
     def iter_runs(

@@ -28,6 +28,7 @@ from services.contract.api import (
     PolicyVersionWritten,
     Run,
     RunPage,
+    RunSummary,
     StepPage,
     ToolCatalogue,
 )
@@ -94,6 +95,9 @@ class FerrumDeck:
                 cursor=cursor,
             )
         )
+
+    def run_summary(self, *, minutes: int = 15, until: datetime | None = None) -> RunSummary:
+        return self._runner.run(self._client.run_summary(minutes=minutes, until=until))
 
     def iter_runs(
         self,

@@ -103,6 +103,36 @@ class RunListQuery(BaseModel):
     cursor: str | None = Field(default=None, max_length=200)
 
 
+class RunSummaryQuery(BaseModel):
+    minutes: int = Field(default=15, ge=1, le=1440, description="The window's length.")
+    until: datetime | None = Field(default=None, description="The window's end; now if unset.")
+
+
+class AgentSummary(BaseModel):
+    agent: str
+    started: int
+    completed: int
+    failed: int
+    cost_usd: float
+
+
+class RunSummary(BaseModel):
+    """What the project's runs did, counted by the database: `open` is every run open now,
+    whatever its age; the rest is of the runs created in the window (`since` on)."""
+
+    window_minutes: int
+    since: datetime
+    until: datetime
+    open: dict[str, int]
+    started: int
+    by_status: dict[str, int]
+    completed: int
+    total_tokens: int
+    cost_usd: float
+    unpriced: int = Field(description="Runs in the window whose cost is unknown.")
+    agents: list[AgentSummary]
+
+
 class PageQuery(BaseModel):
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = Field(default=None, max_length=200)

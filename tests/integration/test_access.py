@@ -29,6 +29,7 @@ PUBLIC_ROUTES: dict[tuple[str, str], set[Role]] = {
     ("POST", "/v1/agents"): ADMIN,
     ("GET", "/v1/agents/<name>"): EVERYONE,
     ("GET", "/v1/runs"): EVERYONE,
+    ("GET", "/v1/runs/summary"): EVERYONE,
     ("POST", "/v1/runs"): START,
     ("GET", "/v1/runs/<uuid:run_id>"): EVERYONE,
     ("GET", "/v1/runs/<uuid:run_id>/steps"): EVERYONE,

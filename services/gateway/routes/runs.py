@@ -10,7 +10,16 @@ from quart import Blueprint, request
 from quart_schema import tag, validate_querystring, validate_request, validate_response
 from redis.exceptions import RedisError
 
-from services.contract.api import PageQuery, Run, RunCreate, RunListQuery, RunPage, StepPage
+from services.contract.api import (
+    PageQuery,
+    Run,
+    RunCreate,
+    RunListQuery,
+    RunPage,
+    RunSummary,
+    RunSummaryQuery,
+    StepPage,
+)
 from services.contract.errors import ErrorCode
 from services.gateway import dead_letter_stream, metrics
 from services.gateway.audit import request_id as audit_request_id
@@ -27,7 +36,7 @@ from services.gateway.errors import BadRequest, UnprocessableEntity
 from services.gateway.pagination import decode_cursor, paginate
 from services.gateway.runtime import runtime
 from services.gateway.store import agents as agent_store
-from services.gateway.store import dead_lettered_runs
+from services.gateway.store import dead_lettered_runs, run_summary
 from services.gateway.store import runs as store
 from services.gateway.store.steps import list_steps
 
@@ -110,6 +119,19 @@ async def list_runs(query_args: RunListQuery) -> RunPage:
     )
     page, next_cursor = paginate(items, query_args.limit, lambda r: [str(r.id)])
     return RunPage(items=page, next_cursor=next_cursor)
+
+
+@blueprint.get("/summary")
+@tag(["runs"])
+@validate_querystring(RunSummaryQuery)
+@validate_response(RunSummary)
+async def summary(query_args: RunSummaryQuery) -> RunSummary:
+    """What the project's runs did in the last `minutes` (by status, tokens, cost, per
+    agent) and how many are open now, counted by the database rather than by paging
+    through the runs."""
+    return await run_summary.summarize(
+        runtime().pool, project(), query_args.minutes, query_args.until
+    )
 
 
 @blueprint.get("/<uuid:run_id>")
