@@ -12,6 +12,8 @@ from typing import Any
 
 import asyncpg
 
+from services.contract.ids import first_uuid7_at
+
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 BUDGET = {"max_steps": 20, "max_tokens": 20000, "max_cost_usd": 0.5}
 DECISION = {
@@ -21,13 +23,6 @@ DECISION = {
     "explanation": "rule ask-notes requires approval for notes.write_note",
 }
 
-
-def run_id(n: int) -> uuid.UUID:
-    return uuid.UUID(f"019bc000-0000-7000-8000-{n:012x}")
-
-
-PARKED = run_id(7)
-APPROVAL = uuid.UUID("019bc000-0000-7000-9000-000000000001")
 
 # n, agent, status, minutes ago, prompt tokens, completion tokens, cost, steps
 RUNS = [
@@ -40,6 +35,17 @@ RUNS = [
     (7, "support", "waiting_approval", 4, 120, 30, 0.00036, 2),
     (8, "support", "queued", 2, 0, 0, 0.0, 0),
 ]
+
+
+def run_id(n: int) -> uuid.UUID:
+    """Run n's UUIDv7, made at its creation time as the gateway makes it (windows of
+    `GET /v1/runs/summary` are id ranges), ending in n (the short id screens show)."""
+    ago = next(row[3] for row in RUNS if row[0] == n)
+    return uuid.UUID(int=first_uuid7_at(NOW - timedelta(minutes=ago)).int | n)
+
+
+PARKED = run_id(7)
+APPROVAL = uuid.UUID("019bc000-0000-7000-9000-000000000001")
 
 
 async def _project(conn: asyncpg.Connection, table: str) -> dict[str, Any]:

@@ -1,11 +1,9 @@
 """Dashboard (1): is the platform keeping up? Queue depth over the last minutes, what is
 pending and for how long, each worker's share and idle time (all from the live feed's
-`queue` event, once a second), and what runs did over the last quarter hour."""
+`queue` event, once a second), and what runs did over the last quarter hour, counted by
+the gateway's database (`GET /v1/runs/summary`), never by paging through the runs."""
 
 from __future__ import annotations
-
-from collections import Counter
-from datetime import timedelta
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -18,8 +16,8 @@ from services.contract.runs import RunStatus
 from tui.humanize import count, money
 from tui.screens.deck import DeckScreen
 
-WINDOW = timedelta(minutes=15)
-_SCAN_LIMIT = 2000
+WINDOW_MINUTES = 15
+_AGENTS_SHOWN = 5
 _OPEN = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING_APPROVAL)
 
 
@@ -105,43 +103,27 @@ class DashboardScreen(DeckScreen):
             table.add_row(consumer.name, str(consumer.pending), f"{consumer.idle_seconds:.0f} s")
 
     async def load(self) -> None:
-        client, now = self.deck.client, self.deck.clock()
-        since = now - WINDOW
         try:
-            open_counts = {}
-            for status in _OPEN:
-                page = await client.runs(status=status, limit=200)
-                open_counts[status] = f"{len(page.items)}{'+' if page.next_cursor else ''}"
-            statuses: Counter[str] = Counter()
-            completed = tokens = unpriced = scanned = 0
-            cost = 0.0
-            async for run in client.iter_runs(page=200):
-                if run.created_at < since or scanned >= _SCAN_LIMIT:
-                    break
-                scanned += 1
-                statuses[run.status.value] += 1
-                tokens += run.usage.total_tokens
-                if run.usage.cost_usd is None:
-                    unpriced += 1
-                else:
-                    cost += run.usage.cost_usd
-                if (
-                    run.status is RunStatus.COMPLETED
-                    and run.finished_at
-                    and run.finished_at >= since
-                ):
-                    completed += 1
+            summary = await self.deck.client.run_summary(
+                minutes=WINDOW_MINUTES, until=self.deck.clock()
+            )
         except FerrumDeckError as error:
             self.report(error)
             return
-        minutes = WINDOW.total_seconds() / 60
         lines = [
-            "open now  " + " · ".join(f"{s.value} {open_counts[s]}" for s in _OPEN),
-            f"started   {sum(statuses.values())}",
-            *(f"  {status:<17}{n}" for status, n in sorted(statuses.items())),
-            f"throughput {completed / minutes:.1f} completed/min   tokens {count(tokens)}",
-            f"cost {money(cost)}" + (f" (+{unpriced} runs of unknown cost)" if unpriced else ""),
+            "open now  " + " · ".join(f"{s} {summary.open.get(s, 0)}" for s in _OPEN),
+            f"started   {summary.started}",
+            *(f"  {status:<17}{n}" for status, n in sorted(summary.by_status.items())),
+            f"throughput {summary.completed / WINDOW_MINUTES:.1f} completed/min"
+            f"   tokens {count(summary.total_tokens)}",
+            f"cost {money(summary.cost_usd)}"
+            + (f" (+{summary.unpriced} runs of unknown cost)" if summary.unpriced else ""),
         ]
-        if scanned >= _SCAN_LIMIT:
-            lines.append(f"(newest {_SCAN_LIMIT} runs only)")
+        busiest = summary.agents[:_AGENTS_SHOWN]
+        if busiest:
+            lines.append("by agent  started / completed / failed")
+            lines += [
+                f"  {a.agent:<17}{a.started} / {a.completed} / {a.failed}  {money(a.cost_usd)}"
+                for a in busiest
+            ]
         self.query_one("#run-numbers", Static).update("\n".join(lines))
