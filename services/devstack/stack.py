@@ -5,6 +5,14 @@ Starts embedded PostgreSQL and Valkey (unless `FERRUMDECK_DATABASE_URL` /
 registers the `demo` agent, then runs gateway, worker and the local demo model under
 honcho. When the gateway is ready it prints the URL and admin key and writes them to
 `<home>/dev.env`. SIGINT/SIGTERM stops every process, then the embedded servers.
+
+Stopping survives a closed stdout: under `make dev 2>&1 | tee log`, Ctrl-C ends `tee`
+too, and honcho's next line ("SIGINT received") raised BrokenPipeError out of its loop
+before it had told anyone to stop: the embedded servers were stopped on the way out and
+the gateway, worker and demo model ran on, orphaned. Output now goes nowhere once the
+pipe is gone, and the processes are stopped before the servers whatever ends the loop.
+honcho kills what is left `KILL_WAIT` seconds after the first process stopped (5 by
+default, while the worker drains for `drain_seconds`), so the wait is the drain's.
 """
 
 from __future__ import annotations
@@ -22,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import honcho.manager
 import httpx
 import yaml
 from honcho.manager import Manager
+from honcho.printer import Message, Printer
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -42,11 +52,14 @@ from services.gateway.model_access import ModelAccess
 from services.gateway.settings import GatewaySettings
 from services.gateway.store import agents as agent_store
 from services.gateway.store.keys import create_key, key_is_valid
+from services.worker.settings import WorkerSettings
 
 DATABASE = "ferrumdeck"
 DEMO_AGENT = "demo"
 DEV_PROJECT = "default"
 _DEV = Actor.system("ferrumdeck dev")
+# Past the worker's drain, what its hand-back of unfinished runs may take.
+_DRAIN_MARGIN_SECONDS = 10.0
 _PROVIDER_DEFAULTS = (
     ("OPENAI_API_KEY", "openai/gpt-4o-mini"),
     ("ANTHROPIC_API_KEY", "anthropic/claude-3-5-haiku-latest"),
@@ -239,6 +252,42 @@ Ctrl-C stops everything.
     )
 
 
+class _PipeSafePrinter:
+    """honcho's printer, silent from the moment its reader (a pipe's other end) is gone."""
+
+    def __init__(self) -> None:
+        self._printer = Printer(sys.stdout)
+        self._gone = False
+
+    @property
+    def width(self) -> int:
+        return int(self._printer.width)
+
+    @width.setter
+    def width(self, value: int) -> None:
+        self._printer.width = value
+
+    def write(self, message: Message) -> None:
+        if self._gone:
+            return
+        try:
+            self._printer.write(message)
+        except BrokenPipeError:
+            self._gone = True
+            # Python would report the closed pipe again as it flushes stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _run_processes(manager: Manager) -> int:
+    """Run them until one stops or a signal comes; none is left running on the way out."""
+    honcho.manager.KILL_WAIT = WorkerSettings().drain_seconds + _DRAIN_MARGIN_SECONDS
+    try:
+        manager.loop()
+    finally:
+        manager.kill()  # whatever ended the loop: no-op for the processes that stopped
+    return int(manager.returncode or 0)
+
+
 def run_dev(home: Path, host: str, port: int) -> int:
     started = time.monotonic()
     home = home.resolve()
@@ -287,7 +336,7 @@ def run_dev(home: Path, host: str, port: int) -> int:
             "PYTHONUNBUFFERED": "1",
         }
         cli = f"{shlex.quote(sys.executable)} -m services.cli.main"
-        manager = Manager()
+        manager = Manager(printer=_PipeSafePrinter())
         manager.add_process("gateway", f"{cli} gateway", env=env)
         manager.add_process("worker", f"{cli} worker", env=env)
         manager.add_process("demo-llm", f"{cli} demo-llm --port {llm_port}", env=env)
@@ -296,8 +345,7 @@ def run_dev(home: Path, host: str, port: int) -> int:
             args=(env, keys, model, home, started, manager),
             daemon=True,
         ).start()
-        manager.loop()
-        return int(manager.returncode or 0)
+        return _run_processes(manager)
     finally:
         if valkey is not None:
             valkey.stop()

@@ -26,8 +26,15 @@ START_TIMEOUT = 90
 
 class DevStack:
     def __init__(
-        self, home: Path, port: int, log: Path, extra_env: dict[str, str] | None = None
+        self,
+        home: Path,
+        port: int,
+        log: Path,
+        extra_env: dict[str, str] | None = None,
+        *,
+        piped: bool = False,
     ) -> None:
+        """`piped`: stdout is a pipe this test reads, as `tee` would, instead of the log."""
         env = {
             k: v
             for k, v in os.environ.items()
@@ -48,7 +55,7 @@ class DevStack:
                 str(port),
             ],
             env=env,
-            stdout=self._log,
+            stdout=subprocess.PIPE if piped else self._log,
             stderr=subprocess.STDOUT,
         )
 
@@ -126,6 +133,26 @@ def test_dev_stack_runs_the_demo_offline_stops_cleanly_and_keeps_its_data(
         assert _demo_run(again, "still here?")["status"] == "completed"
     finally:
         second.stop()
+
+
+def test_ctrl_c_stops_everything_after_the_pipe_it_printed_to_closed(
+    dev_home: Path, tmp_path: Path
+) -> None:
+    """`make dev 2>&1 | tee log` and Ctrl-C: tee goes first, and the gateway, worker and
+    demo model used to run on, orphaned, with the database gone."""
+    stack = DevStack(dev_home, free_port(), tmp_path / "dev.log", piped=True)
+    assert stack.process.stdout is not None
+    try:
+        stack.wait_ready()
+        children = stack.descendants()
+        stack.process.stdout.close()  # tee has gone
+        stack.process.send_signal(signal.SIGINT)
+        code = stack.process.wait(60)
+    finally:
+        stack._log.close()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], f"left behind: {[p.cmdline() for p in alive]}"
+    assert code in (0, 130, -signal.SIGINT)
 
 
 async def test_dev_stack_uses_the_servers_it_is_given(
