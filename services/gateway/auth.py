@@ -99,7 +99,7 @@ def require_role(blueprint: Blueprint, *roles: Role) -> None:
             raise Unauthorized("API key is unknown, revoked, or not allowed here")
         if principal.role not in roles:
             metrics.auth_failed("forbidden")
-            raise Forbidden(f"a {principal.role.value} key may not use this endpoint")
+            raise Forbidden(f"{_a(principal.role.value)} key may not use this endpoint")
         g.principal = principal
 
 
@@ -154,7 +154,7 @@ def allow(*roles: Role) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awa
         async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
             role: Role = g.principal.role
             if role not in roles:
-                raise Forbidden(f"a {role.value} key may not do this")
+                raise Forbidden(f"{_a(role.value)} key may not do this")
             return await view(*args, **kwargs)
 
         return guarded
@@ -178,3 +178,8 @@ def project() -> str:
     scope = principal().project
     assert scope is not None, "worker keys have no project"
     return scope
+
+
+def _a(word: str) -> str:
+    """`word` with its article: "an integration key", "a viewer key"."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"

@@ -28,7 +28,7 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from quart import Quart, Response, jsonify
+from quart import Quart, Response, current_app, jsonify, request
 from quart_schema import RequestSchemaValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -150,6 +150,16 @@ def _validation_details(exc: RequestSchemaValidationError) -> tuple[str, Any]:
     return f"invalid request: {cause}", None
 
 
+def _http_message(exc: HTTPException, status: int) -> str:
+    """werkzeug's wording, except where it leaves out what the caller needs to fix it."""
+    if status == 413:
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        return f"the request body is larger than this gateway accepts ({limit} bytes)"
+    if status == 404:
+        return f"no such endpoint: {request.method} {request.path} (see /openapi.json)"
+    return exc.description or exc.name or "error"
+
+
 def register_error_handlers(app: Quart) -> None:
     @app.errorhandler(ApiError)
     async def _api_error(exc: ApiError) -> Response:
@@ -167,7 +177,7 @@ def register_error_handlers(app: Quart) -> None:
     async def _http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
         code = (exc.name or "error").lower().replace(" ", "_")
-        return error_response(status, code, exc.description or exc.name or "error")
+        return error_response(status, code, _http_message(exc, status))
 
     @app.errorhandler(Exception)
     async def _unexpected(exc: Exception) -> Response:

@@ -9,6 +9,10 @@ import asyncpg
 import pytest
 from quart.typing import TestClientProtocol as Client
 
+from services.contract.api import Role
+from services.gateway.audit import Actor
+from services.gateway.store.keys import create_key
+
 LISTS = ["/v1/runs", "/v1/agents", "/v1/approvals", "/v1/policies", "/v1/audit"]
 UUID_ROUTES = [
     ("GET", "/v1/runs/{}"),
@@ -150,7 +154,32 @@ async def test_oversized_bodies_are_413(client: Client, admin: dict[str, str]) -
         headers={**admin, "Content-Type": "application/json"},
     )
     assert response.status_code == 413
-    assert (await _error(response))["code"] == "request_entity_too_large"
+    error = await _error(response)
+    assert error["code"] == "request_entity_too_large"
+    assert "bytes" in error["message"], "the caller learns the limit"
+    assert any(ch.isdigit() for ch in error["message"])
+
+
+async def test_an_unknown_endpoint_says_which_request_found_nothing(
+    client: Client, admin: dict[str, str]
+) -> None:
+    response = await client.get("/v1/runs/nope", headers=admin)
+    assert response.status_code == 404
+    assert (await _error(response))["message"].startswith("no such endpoint: GET /v1/runs/nope")
+
+
+async def test_a_role_refused_is_named_in_good_english(client: Client, db: asyncpg.Pool) -> None:
+    async with db.acquire() as conn:
+        _, secret = await create_key(
+            conn, "grammar", Role.INTEGRATION, "default", Actor.system("tests")
+        )
+    response = await client.post(
+        "/v1/agents",
+        json={"name": "grammar", "model": "scripted"},
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    assert response.status_code == 403
+    assert (await _error(response))["message"].startswith("an integration key may not")
 
 
 @pytest.mark.parametrize(
