@@ -19,8 +19,18 @@ def _report(verification: Verification) -> int:
 
 
 async def verify_database(database_url: str, project: str) -> int:
+    """Exit 2 for a project that does not exist: "intact, 0 events" for a mistyped name
+    read as a clean bill of health."""
     pool = await create_pool(database_url, min_size=1, max_size=1)
     try:
+        known = await pool.fetch("SELECT name FROM projects ORDER BY name")
+        names = [row["name"] for row in known]
+        if project not in names:
+            print(
+                f"ferrumdeck: no project {project!r}; projects: {', '.join(names) or 'none'}",
+                file=sys.stderr,
+            )
+            return 2
         return _report(await verify_project(pool, project))
     finally:
         await pool.close()

@@ -237,8 +237,9 @@ def _announce(
         f"""
 FerrumDeck is ready ({time.monotonic() - started:.1f} s)
   gateway     {url}   (API docs: {url}/docs)
-  admin key   {keys.admin}
+  admin key   {keys.admin}   (project '{DEV_PROJECT}')
   demo agent  'demo' on model {model}{label}
+  worker      http://127.0.0.1:{env["FERRUMDECK_METRICS_PORT"]}/metrics
   written to  {dev_env}
   operators   ferrumdeck tui   (live dashboard, runs, approvals; reads {dev_env})
 
@@ -333,6 +334,9 @@ def run_dev(home: Path, host: str, port: int) -> int:
             "FERRUMDECK_URL": url,
             "FERRUMDECK_WORKER_TOKEN": keys.worker,
             "FERRUMDECK_WORKER_ID": f"dev-{uuid.uuid4().hex[:8]}",
+            # A fixed port made a second dev stack's worker fail to start.
+            "FERRUMDECK_METRICS_PORT": os.environ.get("FERRUMDECK_METRICS_PORT")
+            or str(free_port()),
             "PYTHONUNBUFFERED": "1",
         }
         cli = f"{shlex.quote(sys.executable)} -m services.cli.main"

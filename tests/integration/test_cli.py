@@ -192,3 +192,12 @@ def test_a_bad_mcp_servers_file_is_one_line_not_a_traceback(
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert says in result.stderr.strip().splitlines()[-1]
+
+
+def test_audit_verify_of_a_project_that_does_not_exist_is_an_error(database_url: str) -> None:
+    """It used to answer "intact, 0 events": a mistyped name read as a clean chain."""
+    result = _cli(database_url, "audit", "verify", "--project", "nosuch")
+    assert result.returncode == 2
+    assert "no project 'nosuch'" in result.stderr
+    assert "default" in result.stderr, "the projects there are are named"
+    assert _cli(database_url, "audit", "verify", "--project", "default").returncode == 0
