@@ -17,6 +17,7 @@ from hypercorn.config import Config
 
 from services.gateway.app import create_app
 from services.gateway.events import hub_of
+from services.gateway.idle_close import let_requests_win_over_idle_close
 from services.gateway.settings import GatewaySettings
 from services.telemetry.sd_notify import notify
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 async def serve(settings: GatewaySettings) -> None:
     """Serve until SIGINT or SIGTERM; in-flight requests finish before exit."""
+    let_requests_win_over_idle_close()
     config = Config()
     config.bind = [f"{settings.host}:{settings.port}"]
     config.accesslog = None
