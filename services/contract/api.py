@@ -103,6 +103,16 @@ class RunListQuery(BaseModel):
     cursor: str | None = Field(default=None, max_length=200)
 
 
+class RunWaitQuery(BaseModel):
+    wait: int = Field(
+        default=0,
+        ge=0,
+        le=60,
+        description="Seconds to wait for the run to finish or park for an approval before "
+        "answering (the gateway may allow less: `run_wait_max_seconds`).",
+    )
+
+
 class RunSummaryQuery(BaseModel):
     minutes: int = Field(default=15, ge=1, le=1440, description="The window's length.")
     until: datetime | None = Field(default=None, description="The window's end; now if unset.")

@@ -12,7 +12,8 @@ runs stream's `queue` statistics.
 Which events a client may see is decided in one place, `visible_to`: only its own
 project's changes.
 
-The same connection keeps the app's caches coherent (`keep_coherent`).
+The same connection keeps the app's caches coherent (`keep_coherent`) and wakes the
+requests that wait for a run to settle (`run_waiters`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from services.gateway.coherent_cache import Coherent
 from services.gateway.notification_listener import NotificationListener
 from services.gateway.principal import Principal
 from services.gateway.queue_stats import queue_stats
+from services.gateway.run_waiters import RunWaiters
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +159,7 @@ class EventHub:
         self.heartbeat_seconds = heartbeat_seconds
         self._buffer = buffer
         self._subscriptions: set[Subscription] = set()
+        self.waiters = RunWaiters()
         self._listener = NotificationListener(dsn, on_reconnect=lambda: self.broadcast(RESYNC))
         self._listener.listen(CHANNEL, self._on_notify)
         self._publisher = _QueuePublisher(
@@ -212,6 +215,7 @@ class EventHub:
         self._subscriptions.discard(subscription)
 
     def broadcast(self, event: Event) -> None:
+        self.waiters.notice(event.name, event.data)
         for subscription in self._subscriptions:
             subscription.offer(event)
 

@@ -62,6 +62,14 @@ class GatewaySettings(CommonSettings):
         ge=1,
         description="Runs waiting for a worker beyond which POST /v1/runs answers 429.",
     )
+    run_wait_max_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=600,
+        description="Longest a request may wait for a run to settle (`Prefer: wait=N` on "
+        "POST /v1/runs, `?wait=N` on GET /v1/runs/{id}); keep it under the idle timeout of "
+        "any proxy in front of the gateway.",
+    )
     max_oldest_pending_seconds: float = Field(
         default=600.0,
         gt=0,

@@ -18,6 +18,7 @@ from services.contract.api import (
     RunPage,
     RunSummary,
     RunSummaryQuery,
+    RunWaitQuery,
     StepPage,
 )
 from services.contract.errors import ErrorCode
@@ -33,7 +34,9 @@ from services.gateway.auth import (
     require_role,
 )
 from services.gateway.errors import BadRequest, UnprocessableEntity
+from services.gateway.events import event_hub
 from services.gateway.pagination import decode_cursor, paginate
+from services.gateway.prefer import preferred_wait
 from services.gateway.runtime import runtime
 from services.gateway.store import agents as agent_store
 from services.gateway.store import dead_lettered_runs, run_summary
@@ -52,12 +55,18 @@ _MAX_IDEMPOTENCY_KEY = 200
 @tag(["runs"])
 @validate_request(RunCreate)
 @validate_response(Run, 202)
+@validate_response(Run, 200)
 @allow(*RUN_STARTERS)
 async def create_run(data: RunCreate) -> tuple[Run, int, dict[str, str]]:
     """Start a run; answers 202 at once, before any worker has seen it.
 
     Send `Idempotency-Key` to make retries safe: a repeat returns the run the first
     request created. A 202 means the run is committed: it survives a crash.
+
+    Send `Prefer: wait=N` (RFC 7240, N seconds, at most 60) to have the answer instead:
+    200 with the finished run if it finishes within N seconds, else 202 with the run as
+    it is then — also as soon as it parks waiting for an approval.
+    `Preference-Applied` says the wait that was honoured.
     """
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= _MAX_IDEMPOTENCY_KEY:
@@ -95,7 +104,22 @@ async def create_run(data: RunCreate) -> tuple[Run, int, dict[str, str]]:
     headers = {"Location": f"/v1/runs/{run.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    return run, 202, headers
+    wait = preferred_wait(request.headers.get("Prefer"))
+    if wait is None:
+        return run, 202, headers
+    wait = min(wait, res.settings.run_wait_max_seconds)
+    headers["Preference-Applied"] = f"wait={wait}"
+    run = await _settled(run.id, wait)
+    return run, 200 if run.status.terminal else 202, headers
+
+
+async def _settled(run_id: uuid.UUID, seconds: int) -> Run:
+    pool, owner = runtime().pool, project()
+    if seconds <= 0:
+        return await store.get_run(pool, owner, run_id)
+    return await event_hub().waiters.until_settled(
+        run_id, seconds, lambda: store.get_run(pool, owner, run_id)
+    )
 
 
 @blueprint.get("")
@@ -136,10 +160,15 @@ async def summary(query_args: RunSummaryQuery) -> RunSummary:
 
 @blueprint.get("/<uuid:run_id>")
 @tag(["runs"])
+@validate_querystring(RunWaitQuery)
 @validate_response(Run)
-async def get_run(run_id: uuid.UUID) -> Run:
-    """One run with its status, output, error and usage totals."""
-    return await store.get_run(runtime().pool, project(), run_id)
+async def get_run(run_id: uuid.UUID, query_args: RunWaitQuery) -> Run:
+    """One run with its status, output, error and usage totals.
+
+    With `wait=N` the answer waits up to N seconds for the run to finish or park for an
+    approval (the run as it is then, if neither happened).
+    """
+    return await _settled(run_id, min(query_args.wait, runtime().settings.run_wait_max_seconds))
 
 
 @blueprint.get("/<uuid:run_id>/steps")
