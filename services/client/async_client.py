@@ -207,11 +207,16 @@ class AsyncFerrumDeck:
         agent: str | None = None,
         dead_lettered: bool | None = None,
         id_ends_with: str | None = None,
+        text: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> RunPage:
         """`dead_lettered=True`: only runs failed because their job never finished;
-        `id_ends_with`: the runs a short id (an id's end) may mean."""
+        `id_ends_with`: the runs a short id (an id's end) may mean; `text`: runs whose
+        input or output holds it — a search reads within bounds, so a page may be short,
+        even empty, and still have a `next_cursor`."""
         return await self._get(
             RunPage,
             "/v1/runs",
@@ -219,6 +224,9 @@ class AsyncFerrumDeck:
             agent=agent,
             dead_lettered=dead_lettered,
             id_ends_with=id_ends_with,
+            text=text,
+            created_after=created_after,
+            created_before=created_before,
             limit=limit,
             cursor=cursor,
         )

@@ -82,6 +82,9 @@ class FerrumDeck:
         agent: str | None = None,
         dead_lettered: bool | None = None,
         id_ends_with: str | None = None,
+        text: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> RunPage:
@@ -91,6 +94,9 @@ class FerrumDeck:
                 agent=agent,
                 dead_lettered=dead_lettered,
                 id_ends_with=id_ends_with,
+                text=text,
+                created_after=created_after,
+                created_before=created_before,
                 limit=limit,
                 cursor=cursor,
             )

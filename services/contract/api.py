@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from services.contract.policy import ApprovalSettings, PolicyDecision, PolicyRule
 from services.contract.runs import Budget, ModelParams, RunStatus, StepKind, StepStatus, Usage
@@ -99,8 +99,29 @@ class RunListQuery(BaseModel):
         description="Only runs whose id ends with this: the short id the deck and the CLI "
         "show is an id's last 8 characters, its random part.",
     )
+    text: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Only runs whose input or output holds this, in any case. A search "
+        "reads at most the newest 5,000 runs (or 16 MiB of input and output) under the "
+        "other filters per request: a page may hold fewer than `limit` runs, even none, "
+        "with a `next_cursor` to read on.",
+    )
+    created_after: AwareDatetime | None = Field(
+        default=None, description="Only runs created at or after this moment."
+    )
+    created_before: AwareDatetime | None = Field(
+        default=None, description="Only runs created before this moment."
+    )
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _a_window_has_an_end_after_its_start(self) -> RunListQuery:
+        if self.created_after and self.created_before and self.created_after >= self.created_before:
+            raise ValueError("created_after must be earlier than created_before")
+        return self
 
 
 class RunWaitQuery(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from datetime import UTC, datetime
 
 from quart import Blueprint, request
 from quart_schema import tag, validate_querystring, validate_request, validate_response
@@ -22,6 +23,7 @@ from services.contract.api import (
     StepPage,
 )
 from services.contract.errors import ErrorCode
+from services.contract.ids import first_uuid7_at
 from services.gateway import dead_letter_stream, metrics
 from services.gateway.audit import request_id as audit_request_id
 from services.gateway.auth import (
@@ -35,7 +37,7 @@ from services.gateway.auth import (
 )
 from services.gateway.errors import BadRequest, UnprocessableEntity
 from services.gateway.events import event_hub
-from services.gateway.pagination import decode_cursor, paginate
+from services.gateway.pagination import decode_cursor, encode_cursor, paginate
 from services.gateway.prefer import preferred_wait
 from services.gateway.runtime import runtime
 from services.gateway.store import agents as agent_store
@@ -49,6 +51,7 @@ blueprint = Blueprint("runs", __name__, url_prefix="/v1/runs")
 require_role(blueprint, *READERS)
 
 _MAX_IDEMPOTENCY_KEY = 200
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @blueprint.post("")
@@ -128,21 +131,36 @@ async def _settled(run_id: uuid.UUID, seconds: int) -> Run:
 @validate_response(RunPage)
 async def list_runs(query_args: RunListQuery) -> RunPage:
     """Runs, newest first, filtered by status, agent, whether they were dead-lettered
-    (`dead_lettered=true`: the runs an operator may queue again) and the end of their id
-    (`id_ends_with`: find a run by the short id a screen showed)."""
+    (`dead_lettered=true`: the runs an operator may queue again), the end of their id
+    (`id_ends_with`: find a run by the short id a screen showed), when they were created,
+    and text in their input or output (`text`, read within bounds: see the parameter)."""
     before = decode_cursor(query_args.cursor, uuid.UUID)
-    items = await store.list_runs(
+    listing = await store.list_runs(
         runtime().pool,
         project(),
-        status=query_args.status,
-        agent=query_args.agent,
-        dead_lettered=query_args.dead_lettered,
+        store.RunFilter(
+            status=query_args.status,
+            agent=query_args.agent,
+            dead_lettered=query_args.dead_lettered,
+            id_ends_with=query_args.id_ends_with,
+            text=query_args.text,
+            ids_from=_first_id_at(query_args.created_after),
+            ids_before=_first_id_at(query_args.created_before),
+        ),
         before=before,
         limit=query_args.limit + 1,
-        id_ends_with=query_args.id_ends_with,
     )
-    page, next_cursor = paginate(items, query_args.limit, lambda r: [str(r.id)])
+    page, next_cursor = paginate(listing.runs, query_args.limit, lambda r: [str(r.id)])
+    if next_cursor is None and listing.read_to is not None:
+        next_cursor = encode_cursor([str(listing.read_to)])
     return RunPage(items=page, next_cursor=next_cursor)
+
+
+def _first_id_at(moment: datetime | None) -> uuid.UUID | None:
+    """The id bound of `moment`; before 1970 is no bound (no UUIDv7 is older)."""
+    if moment is None:
+        return None
+    return first_uuid7_at(max(moment, _EPOCH))
 
 
 @blueprint.get("/summary")

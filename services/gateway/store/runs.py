@@ -205,40 +205,105 @@ async def get_run(conn: asyncpg.Pool | asyncpg.Connection, project: str, run_id:
     return to_run(row)
 
 
+SEARCH_ROWS = 5_000
+SEARCH_BYTES = 16 * 1024 * 1024
+"""What one text search may read: the newest runs under its filters, at most this many
+and at most this much input and output (a run's sizes are known without reading it).
+A search past them answers what it found with a cursor to read on, so its cost does not
+grow with the project's history and a caller pages through as far as they care to."""
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """What `GET /v1/runs` narrows the project's runs to. Times are id bounds: ids are
+    UUIDv7, so a window of time is a range of the `(project, id)` index."""
+
+    status: RunStatus | None = None
+    agent: str | None = None
+    dead_lettered: bool | None = None
+    id_ends_with: str | None = None
+    text: str | None = None
+    ids_from: uuid.UUID | None = None
+    ids_before: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class RunListing:
+    runs: list[Run]
+    read_to: uuid.UUID | None = None
+    """Set when a text search stopped at its bounds before the end: the oldest id it
+    read, from which the next page goes on (even if this one found no run)."""
+
+
+# $1 project, $2 status, $3 agent, $4 below this id (the cursor), $5 limit,
+# $6 dead-lettered, $7 reversed-id prefix, $8 from this id, $9 below this id (the window).
+_WHERE = """project = $1
+   AND ($2::text IS NULL OR status = $2)
+   AND ($3::text IS NULL OR agent_name = $3)
+   AND ($4::uuid IS NULL OR id < $4)
+   AND ($6::boolean IS NULL OR (dead_lettered_at IS NOT NULL) = $6)
+   AND ($8::uuid IS NULL OR id >= $8)
+   AND ($9::uuid IS NULL OR id < $9)"""
+
+# The bounds first, from sizes alone (`octet_length` of a stored text reads its header,
+# not its value), then the text is looked for only within them, newest first.
+_SEARCH = f"""
+WITH read AS (
+    SELECT id, row_number() OVER w AS n,
+           sum(octet_length(input) + coalesce(octet_length(output), 0)) OVER w AS bytes
+      FROM runs WHERE {_WHERE} {{suffix}}
+     WINDOW w AS (ORDER BY id DESC) ORDER BY id DESC LIMIT $11
+), bounds AS (
+    SELECT (SELECT id FROM read WHERE n = 1 OR bytes <= $12 ORDER BY n DESC LIMIT 1) AS low,
+           (SELECT count(*) = $11 OR bool_or(n > 1 AND bytes > $12) FROM read) AS more
+)
+SELECT b.low AS read_low, b.more AS read_more, r.*
+  FROM bounds b LEFT JOIN LATERAL (
+    SELECT {RUN_COLUMNS} FROM runs
+     WHERE {_WHERE} {{suffix}} AND id >= b.low
+       AND (strpos(lower(input), lower($10)) > 0
+            OR strpos(lower(coalesce(output, '')), lower($10)) > 0)
+     ORDER BY id DESC LIMIT $5
+  ) r ON true"""
+
+
 async def list_runs(
     pool: asyncpg.Pool,
     project: str,
+    where: RunFilter,
     *,
-    status: RunStatus | None,
-    agent: str | None,
-    dead_lettered: bool | None,
     before: uuid.UUID | None,
     limit: int,
-    id_ends_with: str | None = None,
-) -> list[Run]:
+) -> RunListing:
     """Newest first; ids are UUIDv7, so id order is creation order. `id_ends_with` is a
     statement of its own, so the planner takes the suffix index (migration 0016) rather
-    than walking the project's runs newest first for the few that end so."""
-    suffix = "AND reverse(id::text) LIKE $7" if id_ends_with else "AND $7::text IS NULL"
-    rows = await pool.fetch(
-        f"""SELECT {RUN_COLUMNS} FROM runs
-             WHERE project = $1
-               AND ($2::text IS NULL OR status = $2)
-               AND ($3::text IS NULL OR agent_name = $3)
-               AND ($4::uuid IS NULL OR id < $4)
-               AND ($6::boolean IS NULL OR (dead_lettered_at IS NOT NULL) = $6)
-               {suffix}
-             ORDER BY id DESC LIMIT $5""",
+    than walking the project's runs newest first for the few that end so. A text search
+    reads within `SEARCH_ROWS` and `SEARCH_BYTES` (`RunListing.read_to`)."""
+    suffix = "AND reverse(id::text) LIKE $7" if where.id_ends_with else "AND $7::text IS NULL"
+    args = (
         project,
-        status.value if status else None,
-        agent,
+        where.status.value if where.status else None,
+        where.agent,
         before,
         limit,
-        dead_lettered,
+        where.dead_lettered,
         # The contract allows only hex digits and dashes: nothing LIKE would read.
-        f"{id_ends_with[::-1]}%" if id_ends_with else None,
+        f"{where.id_ends_with[::-1]}%" if where.id_ends_with else None,
+        where.ids_from,
+        where.ids_before,
     )
-    return [to_run(r) for r in rows]
+    if where.text is None:
+        rows = await pool.fetch(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE {_WHERE} {suffix} ORDER BY id DESC LIMIT $5",
+            *args,
+        )
+        return RunListing([to_run(r) for r in rows])
+    rows = await pool.fetch(
+        _SEARCH.format(suffix=suffix), *args, where.text, SEARCH_ROWS, SEARCH_BYTES
+    )
+    found = [to_run(r) for r in rows if r["id"] is not None]
+    more = bool(rows and rows[0]["read_more"])
+    return RunListing(found, rows[0]["read_low"] if more else None)
 
 
 async def cancel_run(pool: asyncpg.Pool, project: str, run_id: uuid.UUID, actor: Actor) -> Run:
