@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import sys
 import time
 import uuid
@@ -21,6 +22,7 @@ import uuid
 import asyncpg
 
 from services.contract.api import AgentCreate
+from services.contract.audit_keys import AuditKeys
 from services.contract.ids import uuid7
 from services.gateway.audit import Actor, link_pending, record
 from services.gateway.db.connections import connect, create_pool
@@ -89,7 +91,8 @@ async def bench(runs: int) -> None:
             )
         started = time.perf_counter()
         linked = 0
-        while step := await link_pending(pool):
+        keys = AuditKeys.of([secrets.token_urlsafe(32)])
+        while step := await link_pending(pool, keys):
             linked += step
         print(f"chainer linked {linked} events at {linked / (time.perf_counter() - started):.0f}/s")
         await pool.close()

@@ -31,6 +31,9 @@ os.environ["FERRUMDECK_ENV_FILE"] = ""
 # Every test stack shares one database; a sweeper re-publishing other tests' old queued
 # runs into its own stream would make them run there. Tests of re-publishing call it.
 os.environ["FERRUMDECK_REQUEUE_AFTER_SECONDS"] = "86400"
+# The gateways tests start (in process and as processes that inherit this environment)
+# key the audit chain with this, so what one links another verifies.
+os.environ["FERRUMDECK_AUDIT_KEY"] = "test-audit-key-" + "k" * 32
 
 TESTS = Actor.system("test suite")
 # Whole directories whose every test is of one kind; `make test-quick` leaves them out.

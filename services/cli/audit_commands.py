@@ -1,5 +1,6 @@
 """`ferrumdeck audit verify|export`: check a project's chain, or write it out as JSON Lines
-that the same code verifies offline (`ferrumdeck audit verify --file export.jsonl`)."""
+that the same code verifies offline (`ferrumdeck audit verify --file export.jsonl`).
+Both need the audit keys the links were made under: the database does not hold them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 from services.contract.audit import AuditEvent, Verification, verify
+from services.contract.audit_keys import AuditKeys
 from services.gateway.audit import verify_project
 from services.gateway.db.connections import create_pool
 from services.gateway.store.audit_trail import chained_events
@@ -18,7 +20,7 @@ def _report(verification: Verification) -> int:
     return 0 if verification.intact else 1
 
 
-async def verify_database(database_url: str, project: str) -> int:
+async def verify_database(database_url: str, project: str, keys: AuditKeys) -> int:
     """Exit 2 for a project that does not exist: "intact, 0 events" for a mistyped name
     read as a clean bill of health."""
     pool = await create_pool(database_url, min_size=1, max_size=1)
@@ -31,12 +33,12 @@ async def verify_database(database_url: str, project: str) -> int:
                 file=sys.stderr,
             )
             return 2
-        return _report(await verify_project(pool, project))
+        return _report(await verify_project(pool, project, keys))
     finally:
         await pool.close()
 
 
-def verify_file(path: Path) -> int:
+def verify_file(path: Path, keys: AuditKeys) -> int:
     """Verify an export offline; events of each project are checked as one chain."""
     by_project: dict[str, list[AuditEvent]] = {}
     with path.open(encoding="utf-8") as lines:
@@ -47,7 +49,7 @@ def verify_file(path: Path) -> int:
     worst = 0
     for project, events in sorted(by_project.items()):
         print(f"project {project}:")
-        worst = max(worst, _report(verify(sorted(events, key=lambda e: e.seq or 0))))
+        worst = max(worst, _report(verify(sorted(events, key=lambda e: e.seq or 0), keys)))
     return worst
 
 

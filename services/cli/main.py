@@ -34,6 +34,7 @@ def _configure_logging(level: str, service: str, settings: BaseSettings | None =
 
 
 def _cmd_gateway(_: argparse.Namespace) -> int:
+    from services.contract.audit_keys import AuditKeyError
     from services.contract.model_catalog import ModelCatalogError
     from services.gateway.serve import serve
     from services.gateway.settings import GatewaySettings
@@ -42,7 +43,7 @@ def _cmd_gateway(_: argparse.Namespace) -> int:
     _configure_logging(settings.log_level, "gateway", settings)
     try:
         asyncio.run(serve(settings))
-    except ModelCatalogError as exc:
+    except (AuditKeyError, ModelCatalogError) as exc:
         print(f"ferrumdeck gateway: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -128,11 +129,17 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     from services.cli import audit_commands
-    from services.cli.database import database_url
+    from services.cli.database import audit_keys, database_url
+    from services.contract.audit_keys import AuditKeyError
 
+    try:
+        keys = audit_keys(Path(args.key_file) if args.key_file else None)
+    except AuditKeyError as exc:
+        print(f"ferrumdeck audit verify: {exc}", file=sys.stderr)
+        return 2
     if args.file:
-        return audit_commands.verify_file(Path(args.file))
-    return asyncio.run(audit_commands.verify_database(database_url(), args.project))
+        return audit_commands.verify_file(Path(args.file), keys)
+    return asyncio.run(audit_commands.verify_database(database_url(), args.project, keys))
 
 
 def _cmd_audit_export(args: argparse.Namespace) -> int:
@@ -212,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = audit.add_parser("verify", help="verify a project's hash chain (exit 1 if broken)")
     check.add_argument("--project", default="default")
     check.add_argument("--file", help="verify an export offline instead of the database")
+    check.add_argument(
+        "--key-file", help="audit keys, one a line (else FERRUMDECK_AUDIT_KEY[_FILE], make dev's)"
+    )
     check.set_defaults(func=_cmd_audit_verify)
     dump = audit.add_parser("export", help="write a project's chain as JSON Lines")
     dump.add_argument("--project", default="default")

@@ -43,6 +43,7 @@ from services.contract.jobs import StreamNames
 from services.contract.model_catalog import ModelCatalog
 from services.contract.runs import Budget
 from services.contract.settings import CommonSettings
+from services.devstack.audit_key import audit_key_settings
 from services.devstack.demo_llm import DEMO_LABEL, DEMO_MODEL
 from services.devstack.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
 from services.gateway.audit import Actor
@@ -309,9 +310,11 @@ def run_dev(home: Path, host: str, port: int) -> int:
         if not redis_url:
             valkey = EmbeddedValkey(home / "valkey")
             redis_url = valkey.start()
+        audit_key = audit_key_settings(home)
         _write_env_file(
             home / "server.env",
-            {"FERRUMDECK_DATABASE_URL": database_url, "FERRUMDECK_REDIS_URL": redis_url},
+            {"FERRUMDECK_DATABASE_URL": database_url, "FERRUMDECK_REDIS_URL": redis_url}
+            | audit_key,
         )
         llm_port = free_port()
         models_file = write_models_file(home, llm_port)
@@ -338,6 +341,7 @@ def run_dev(home: Path, host: str, port: int) -> int:
             "FERRUMDECK_METRICS_PORT": os.environ.get("FERRUMDECK_METRICS_PORT")
             or str(free_port()),
             "PYTHONUNBUFFERED": "1",
+            **audit_key,
         }
         cli = f"{shlex.quote(sys.executable)} -m services.cli.main"
         manager = Manager(printer=_PipeSafePrinter())

@@ -2,7 +2,7 @@
 
 `record` is called inside the transaction of the change it records, so an event exists
 exactly when its change committed. It only inserts: appends never wait on each other.
-The `AuditChainer` then links committed events into each project's hash chain, one
+The `AuditChainer` then links committed events into each project's keyed chain, one
 chainer at a time across all gateways (an advisory lock), in the order it finds them.
 A late-committing event is simply linked later; the chain order is the link order.
 """
@@ -10,6 +10,7 @@ A late-committing event is simply linked later; the chain order is the link orde
 from __future__ import annotations
 
 import logging
+import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -20,13 +21,14 @@ from quart import has_request_context
 from services.contract.audit import (
     GENESIS,
     ActorKind,
-    AuditEvent,
     BrokenLink,
+    ChainCheck,
     Verification,
     link_hash,
-    verify,
 )
+from services.contract.audit_keys import AuditKeys
 from services.gateway.background import BackgroundLoop
+from services.gateway.settings import GatewaySettings
 from services.gateway.store.audit_trail import EVENT_COLUMNS, to_event
 from services.telemetry import logs
 
@@ -99,7 +101,20 @@ async def record(
     )
 
 
-async def link_pending(pool: asyncpg.Pool, *, batch: int = 1000) -> int:
+def chain_keys(settings: GatewaySettings) -> AuditKeys:
+    """The configured keys. With none configured the gateway still records and links,
+    under a key that dies with the process, and says so: once it restarts, verify
+    reports those links as made under a key it does not hold, never as intact."""
+    if settings.audit_key is None and settings.audit_key_file is None:
+        log.warning(
+            "no FERRUMDECK_AUDIT_KEY or FERRUMDECK_AUDIT_KEY_FILE: audit links are keyed "
+            "with a key that will not outlive this process, so they cannot be verified later"
+        )
+        return AuditKeys.of([secrets.token_urlsafe(32)])
+    return settings.audit_keys()
+
+
+async def link_pending(pool: asyncpg.Pool, keys: AuditKeys, *, batch: int = 1000) -> int:
     """Link committed, unlinked events into their projects' chains; returns how many."""
     async with pool.acquire() as conn, conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _CHAIN_LOCK):
@@ -122,12 +137,12 @@ async def link_pending(pool: asyncpg.Pool, *, batch: int = 1000) -> int:
                 )
                 heads[event.project] = (head["seq"], head["hash"]) if head else (0, GENESIS)
             seq, prev = heads[event.project]
-            digest = link_hash(prev, event)
-            links.append((event.id, event.project, seq + 1, prev, digest))
+            digest = link_hash(keys, prev, event)
+            links.append((event.id, event.project, seq + 1, prev, digest, keys.current_id))
             heads[event.project] = (seq + 1, digest)
         await conn.executemany(
-            """INSERT INTO audit_chain (event_id, project, seq, prev_hash, hash)
-               VALUES ($1, $2, $3, $4, $5)""",
+            """INSERT INTO audit_chain (event_id, project, seq, prev_hash, hash, key_id)
+               VALUES ($1, $2, $3, $4, $5, $6)""",
             links,
         )
     return len(links)
@@ -136,24 +151,26 @@ async def link_pending(pool: asyncpg.Pool, *, batch: int = 1000) -> int:
 class AuditChainer(BackgroundLoop):
     name = "audit-chainer"
 
-    def __init__(self, pool: asyncpg.Pool, *, poll_seconds: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, keys: AuditKeys, *, poll_seconds: float) -> None:
         super().__init__()
         self._pool = pool
+        self.keys = keys
         self._poll_seconds = poll_seconds
 
     async def step(self) -> float:
         try:
-            linked = await link_pending(self._pool)
+            linked = await link_pending(self._pool, self.keys)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("audit chain linking failed, retrying: %s", exc)
             return self._poll_seconds
         return 0 if linked >= 1000 else self._poll_seconds
 
 
-async def verify_project(pool: asyncpg.Pool, project: str) -> Verification:
-    """Walk a project's chain in link order and report the first broken link, if any."""
+async def verify_project(pool: asyncpg.Pool, project: str, keys: AuditKeys | None) -> Verification:
+    """Walk a project's chain in link order, streamed (constant memory however long),
+    and report the first broken link, if any."""
+    check = ChainCheck(keys)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        events: list[AuditEvent] = []
         async for row in conn.cursor(
             f"""SELECT c.event_id AS linked_id, {EVENT_COLUMNS} FROM audit_chain c
                   LEFT JOIN audit_events e ON e.id = c.event_id
@@ -161,14 +178,17 @@ async def verify_project(pool: asyncpg.Pool, project: str) -> Verification:
             project,
         ):
             if row["id"] is None:
+                check.events += 1
                 missing = BrokenLink(
                     id=row["linked_id"], seq=row["seq"], reason="the event of this link is gone"
                 )
-                return Verification(intact=False, events=len(events) + 1, first_broken=missing)
-            events.append(to_event(row))
+                return check.result(missing)
+            broken = check.add(to_event(row))
+            if broken is not None:
+                return check.result(broken)
         unchained = await conn.fetchval(
             """SELECT count(*) FROM audit_events e LEFT JOIN audit_chain c ON c.event_id = e.id
                 WHERE e.project = $1 AND c.event_id IS NULL""",
             project,
         )
-    return verify(events).model_copy(update={"unchained": unchained})
+    return check.result().model_copy(update={"unchained": unchained})

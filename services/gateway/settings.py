@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
+from services.contract.audit_keys import AuditKeyError, AuditKeys
 from services.contract.settings import CommonSettings
 from services.gateway.client_address import Network, parse_networks
 
@@ -120,6 +122,18 @@ class GatewaySettings(CommonSettings):
         description="A queued run with no job in the outbox, or a running one past its lease, "
         "untouched this long is published again.",
     )
+    audit_key: Annotated[SecretStr | None, NoDecode] = Field(
+        default=None,
+        description="Secret key(s) the audit chain's links are HMACs under, comma-separated, "
+        "the current one first: to rotate, put a new key in front and keep the old ones, "
+        "which still verify their links. At least 32 characters each; the database must "
+        "never hold them.",
+    )
+    audit_key_file: Path | None = Field(
+        default=None,
+        description="A file of audit keys, one a line, the current one first (instead of "
+        "audit_key; `make dev` writes one under .ferrumdeck/).",
+    )
     audit_chain_seconds: float = Field(
         default=0.5, gt=0, description="How often new audit events are linked into the chain."
     )
@@ -142,6 +156,19 @@ class GatewaySettings(CommonSettings):
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         parse_networks(value)
         return value
+
+    def audit_keys(self) -> AuditKeys:
+        """The key ring; AuditKeyError when none is configured or one is unusable."""
+        if self.audit_key is not None:
+            return AuditKeys.of(self.audit_key.get_secret_value().split(","))
+        if self.audit_key_file is not None:
+            try:
+                return AuditKeys.of(self.audit_key_file.read_text().splitlines())
+            except OSError as exc:
+                raise AuditKeyError(
+                    f"cannot read FERRUMDECK_AUDIT_KEY_FILE {self.audit_key_file}: {exc.strerror}"
+                ) from None
+        raise AuditKeyError("set FERRUMDECK_AUDIT_KEY or FERRUMDECK_AUDIT_KEY_FILE")
 
     @property
     def proxy_networks(self) -> tuple[Network, ...]:

@@ -17,9 +17,13 @@ from quart.typing import TestClientProtocol as Client
 
 from services.contract.api import Role
 from services.gateway.audit import Actor, link_pending
+from services.gateway.settings import GatewaySettings
 from services.gateway.store.keys import create_key
 from testbed.waiting import eventually
 from tests.support.harness import ToolHarness
+
+# The key the test gateways link under (tests/conftest.py sets it for all of them).
+KEYS = GatewaySettings().audit_keys()
 
 
 async def _events(client: Client, admin: dict[str, str], **filters: str) -> list[dict[str, Any]]:
@@ -77,7 +81,7 @@ async def test_the_chain_verifies_and_links_every_event(
     harness: ToolHarness, db: asyncpg.Pool
 ) -> None:
     await harness.run()
-    await link_pending(db)
+    await link_pending(db, KEYS)
     verification = await _verified(harness.client, harness.admin)
     assert verification["intact"] is True
     assert verification["first_broken"] is None
@@ -87,7 +91,7 @@ async def test_the_chain_verifies_and_links_every_event(
 
 
 async def test_the_database_refuses_to_change_or_delete_events(db: asyncpg.Pool) -> None:
-    await link_pending(db)
+    await link_pending(db, KEYS)
     event_id = await db.fetchval("SELECT max(event_id) FROM audit_chain")
     for statement in (
         "UPDATE audit_events SET action = 'forged' WHERE id = $1",
@@ -114,7 +118,7 @@ async def test_concurrent_writers_keep_one_intact_chain(
         )
     )
     assert all(r.status_code == 202 for r in responses)
-    await link_pending(db)
+    await link_pending(db, KEYS)
     verification = await _verified(harness.client, harness.admin)
     assert verification["intact"] is True
     assert verification["events"] >= before + 60
@@ -132,7 +136,7 @@ async def lone_project(db: asyncpg.Pool, client: Client) -> tuple[str, dict[str,
             "/v1/agents", json={"name": f"a{n}", "model": "scripted"}, headers=headers
         )
         assert created.status_code == 201
-    await link_pending(db)
+    await link_pending(db, KEYS)
     return name, headers
 
 
@@ -165,10 +169,12 @@ async def test_tampering_is_found_at_the_altered_link(
     assert "altered" in broken["first_broken"]["reason"]
 
 
-def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(
+    database_url: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "services.cli.main", "audit", *args],
-        env={**os.environ, "FERRUMDECK_DATABASE_URL": database_url},
+        env={**os.environ, "FERRUMDECK_DATABASE_URL": database_url, **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,

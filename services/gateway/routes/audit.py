@@ -51,4 +51,4 @@ async def list_events(query_args: AuditQuery) -> AuditPage:
 @validate_response(Verification)
 async def verify() -> Verification:
     """Recompute the project's whole chain: intact, or the first broken link."""
-    return await audit.verify_project(runtime().pool, project())
+    return await audit.verify_project(runtime().pool, project(), runtime().chainer.keys)
