@@ -8,6 +8,9 @@ A call that fails for a reason that passes (rate limit, overload, a provider's 5
 lost connection, a timeout) is made again with backoff (`retry.Backoff`), within the
 run's time budget; anything else (a bad key, a bad request, a prompt too long, content
 refused) would fail the same way again, so it fails at once with the provider's message.
+A missing or refused credential is such a failure even where LiteLLM reports it as a
+passing one (an OpenAI model with no key comes as a 500 `InternalServerError`, a Gemini
+one as an `APIConnectionError`): waiting brings no key.
 LiteLLM's own retries stay off (`num_retries=0`): they know neither the budget nor the
 lease, and their waits would hide in one long call.
 """
@@ -15,6 +18,7 @@ lease, and their waits would hide in one long call.
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +48,17 @@ _TRANSIENT: tuple[type[Exception], ...] = (
 )
 # Statuses LiteLLM has no class for but that mean "later" (529: Anthropic is overloaded).
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 529})
+_CREDENTIALS_REFUSED: tuple[type[Exception], ...] = (
+    provider.AuthenticationError,
+    provider.PermissionDeniedError,
+)
+# How providers' SDKs say no key was given before any request was made.
+_NO_CREDENTIALS = re.compile(
+    r"missing credentials|missing [\w ]{0,40}api[ _-]?key"
+    r"|api[ _-]?key (?:client option )?must be set"
+    r"|no api[ _-]?key",
+    re.IGNORECASE,
+)
 
 
 class LLMError(Exception):
@@ -70,9 +85,20 @@ class LLMReply:
 
 def transient(exc: Exception) -> bool:
     """Whether the same call may well succeed a little later."""
+    if credentials_missing_or_refused(exc):
+        return False
     if isinstance(exc, _TRANSIENT):
         return True
     return getattr(exc, "status_code", None) in _TRANSIENT_STATUS
+
+
+def credentials_missing_or_refused(exc: Exception) -> bool:
+    """The provider refused the key (401/403), or there was no key to send."""
+    if isinstance(exc, _CREDENTIALS_REFUSED):
+        return True
+    if getattr(exc, "status_code", None) in (401, 403):
+        return True
+    return bool(_NO_CREDENTIALS.search(str(exc)))
 
 
 class LLM:
