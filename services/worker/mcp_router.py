@@ -46,18 +46,15 @@ from mcp.shared.message import SessionMessage
 from mcp.types import (
     CONNECTION_CLOSED,
     CallToolResult,
-    ContentBlock,
-    EmbeddedResource,
     RequestParamsMeta,
-    ResourceLink,
-    TextContent,
-    TextResourceContents,
     Tool,
 )
 from pydantic import ValidationError
 
 from services.contract.tools import ToolSpec, tool_name
 from services.worker.mcp_config import HttpServer, StdioServer
+from services.worker.server_stderr import ServerStderr
+from services.worker.tool_content import described
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +186,7 @@ class McpRouter:
 
     def _outcome(self, result: CallToolResult, seconds: float) -> ToolOutcome:
         structured = result.structured_content
-        text = "\n".join(_text(block) for block in result.content)
+        text = "\n".join(described(block) for block in result.content)
         if not result.content and structured is not None:
             text = _json(structured)
         truncated = len(text) > self._max_chars
@@ -307,7 +304,7 @@ class _Link:
 
     async def _connection(self, ending: _Ending) -> None:
         """Connect, list the tools, and hold the session open until the connection ends."""
-        client = Client(_transport(self._spec, ending), cache=None)
+        client = Client(_transport(self.name, self._spec, ending), cache=None)
         deadline = anyio.current_time() + self._connect_timeout
         with anyio.CancelScope(deadline=deadline) as connecting:
             async with client:
@@ -330,14 +327,18 @@ class _Link:
 
 @contextlib.asynccontextmanager
 async def _transport(
-    spec: StdioServer | HttpServer, ending: _Ending
+    name: str, spec: StdioServer | HttpServer, ending: _Ending
 ) -> AsyncIterator[TransportStreams]:
     async with contextlib.AsyncExitStack() as stack:
         if isinstance(spec, StdioServer):
             parameters = StdioServerParameters(
                 command=spec.command, args=spec.args, env=spec.env, cwd=spec.cwd
             )
-            read, write = await stack.enter_async_context(stdio_client(parameters))
+            stderr = ServerStderr(name)
+            stack.callback(stderr.close)
+            read, write = await stack.enter_async_context(
+                stdio_client(parameters, errlog=stderr.errlog)
+            )
         else:
             http = await stack.enter_async_context(
                 httpx2.AsyncClient(
@@ -423,16 +424,6 @@ def _tool_spec(server: str, tool: Tool, projects: list[str] | None) -> ToolSpec:
         input_schema=tool.input_schema,
         idempotent=hints is not None and bool(hints.read_only_hint or hints.idempotent_hint),
     )
-
-
-def _text(block: ContentBlock) -> str:
-    if isinstance(block, TextContent):
-        return block.text
-    if isinstance(block, EmbeddedResource) and isinstance(block.resource, TextResourceContents):
-        return block.resource.text
-    if isinstance(block, ResourceLink):
-        return f"[resource link: {block.uri}]"
-    return f"[{block.type} content omitted]"
 
 
 async def _session_expiry(ending: _Ending, response: httpx2.Response) -> None:
