@@ -223,7 +223,7 @@ class ClaimedRun:
         """Check the arguments against the tool's schema, ask the gateway, then make the
         call, tell the model it was denied (or its arguments refused), or park."""
         known = self._offered.tool(call.llm_name)
-        tool = known or f"unknown.{call.llm_name}"
+        tool = self._offered.recorded_name(call.llm_name)
         idempotent = self._offered.idempotent(tool)
         checked = self._offered.argument_schema(tool).check(call.raw_arguments)
         verdict = await self._gateway.authorize_tool(
@@ -249,7 +249,11 @@ class ClaimedRun:
             self._conversation.record_tool_result(call, verdict.seq, content)
             return
         started = _now()
-        if checked.refusal is None:
+        if known is None:
+            # Never made, whatever the gateway said: the model was not shown this tool,
+            # so neither its schema nor this run's offer vouches for the call.
+            ok, content = False, f"{tool} was not offered to this run; the call was not made"
+        elif checked.refusal is None:
             with metrics.TOOL_DURATION.labels(tool=known or "unknown").time():
                 outcome = await call_tool(
                     self._tools,

@@ -1,8 +1,14 @@
 """The tools a claimed run offers its model: those of this worker's catalogue offered to
 the run's project (shared ones, and those of servers limited to it) that the agent's
 `tools` patterns allow, under names LLM APIs accept. A tool of a server limited to other
-projects is never shown to the model, whatever the agent asks for: a name it was not
-offered is called as `unknown.<name>`, which the gateway refuses.
+projects is never shown to the model, whatever the agent asks for.
+
+A call of a name the run was not offered is still recorded (the model is owed an answer,
+and a resumed run rebuilds its conversation from the steps), under the name an operator
+recognises: the project's tool of that name, which the agent was not given (the gateway
+refuses it as such), else the model's own name marked `(not offered)`, a name no worker
+can list. Only tools offered to the project are looked up, so a step never reveals a tool
+of another project's server.
 
 The offer is fixed once per claim, so a server that reconnects mid-run cannot change the
 names the model has already seen.
@@ -29,6 +35,9 @@ class OfferedTools:
             and any(fnmatchcase(spec.name, pattern) for pattern in allowed)
         ]
         self._names = ToolNames([spec.name for spec in offered])
+        self._project_names = ToolNames(
+            [spec.name for spec in catalogue if spec.offered_to(project)]
+        )
         self._idempotent = {spec.name for spec in offered if spec.idempotent}
         self._input_schemas = {spec.name: spec.input_schema for spec in offered}
         self._argument_schemas: dict[str, ArgumentSchema] = {}
@@ -52,6 +61,18 @@ class OfferedTools:
     def tool(self, llm_name: str) -> str | None:
         """The tool the model meant, or None if it named one it was never offered."""
         return self._names.from_llm(llm_name)
+
+    def recorded_name(self, llm_name: str) -> str:
+        """The name a call of `llm_name` is recorded under (see the module docstring)."""
+        offered = self._names.from_llm(llm_name)
+        if offered is not None:
+            return offered
+        of_project = self._project_names.from_llm(llm_name)
+        if of_project is not None:
+            return of_project
+        # The model chose it (at most 64 characters are valid); the space and parentheses
+        # cannot occur in a listed `<server>.<tool>` name.
+        return f"{llm_name[:64]} (not offered)"
 
     def idempotent(self, tool: str) -> bool:
         """Whether the tool may run twice by its own declaration: it may be retried."""

@@ -27,4 +27,22 @@ def test_a_run_is_offered_shared_tools_and_those_of_servers_limited_to_its_proje
 def test_naming_a_scoped_tool_outright_does_not_offer_it_to_another_project() -> None:
     offer = OfferedTools(CATALOGUE, ["vault.read_notes"], "beta")
     assert offer.functions == []
-    assert offer.tool("vault__read_notes") is None  # called, it goes out as `unknown.…`
+    assert offer.tool("vault__read_notes") is None
+    # Called anyway, it is recorded like a name nobody has: another project's tool is
+    # not revealed by the step.
+    assert offer.recorded_name("vault__read_notes") == "vault__read_notes (not offered)"
+
+
+def test_a_tool_of_the_project_the_agent_was_not_given_is_recorded_by_its_own_name() -> None:
+    offer = OfferedTools(CATALOGUE, ["crm.*"], "acme")
+    assert offer.tool("time__now") is None
+    assert offer.recorded_name("time__now") == "time.now"
+    assert offer.recorded_name("crm__find") == "crm.find"
+
+
+def test_a_name_nothing_has_is_the_models_own_marked_as_not_offered() -> None:
+    offer = OfferedTools(CATALOGUE, ["*"], "acme")
+    assert offer.recorded_name("time__convert_time") == "time__convert_time (not offered)"
+    # A dotted name the model made up is never taken for a listed `<server>.<tool>`.
+    assert offer.recorded_name("time.now") == "time.now (not offered)"
+    assert offer.recorded_name("x" * 500) == "x" * 64 + " (not offered)"
