@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from services.cli import paging
 from services.cli.api_session import OK, Subcommands, api_command
 from services.cli.output import print_json, table
 from services.cli.user_input import InputError, validation_summary, yaml_document
@@ -70,15 +71,19 @@ def _apply(deck: FerrumDeck, args: argparse.Namespace) -> int:
 
 
 def _list(deck: FerrumDeck, args: argparse.Namespace) -> int:
-    page = deck.agents(limit=args.limit)
+    agents, cursor = paging.collect(
+        lambda limit, cursor: deck.agents(limit=limit, cursor=cursor), args.limit, args.cursor
+    )
     if args.as_json:
-        print_json(page)
+        print_json({"items": agents, "next_cursor": cursor})
         return OK
     rows = [
         (a.name, a.version, a.model, ", ".join(a.tools), a.created_at.isoformat(timespec="seconds"))
-        for a in page.items
+        for a in agents
     ]
     print(table(["name", "version", "model", "tools", "created"], rows))
+    if hint := paging.more("agents", cursor):
+        print(hint)
     return OK
 
 
@@ -92,5 +97,5 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     apply.add_argument("-f", "--file", required=True, help="a YAML list of agent definitions")
     apply.set_defaults(func=api_command("agents apply", _apply))
     listing = actions.add_parser("list", parents=[common], help="the latest version of each")
-    listing.add_argument("--limit", type=int, default=50, help="at most 200")
+    paging.add_options(listing, "agents")
     listing.set_defaults(func=api_command("agents list", _list))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from services.cli import paging
 from services.cli.api_session import OK, Subcommands, api_command
 from services.cli.output import print_json, short, table
 from services.client import FerrumDeck
@@ -13,15 +14,21 @@ from services.contract.api import Approval, ApprovalStatus
 
 
 def _list(deck: FerrumDeck, args: argparse.Namespace) -> int:
-    page = deck.approvals(status=args.status, limit=args.limit)
+    approvals, cursor = paging.collect(
+        lambda limit, cursor: deck.approvals(status=args.status, limit=limit, cursor=cursor),
+        args.limit,
+        args.cursor,
+    )
     if args.as_json:
-        print_json(page)
+        print_json({"items": approvals, "next_cursor": cursor})
         return OK
     rows = [
         (a.id, a.status, a.agent, a.tool, a.run_id, short(a.arguments, 40), a.rule)
-        for a in page.items
+        for a in approvals
     ]
     print(table(["id", "status", "agent", "tool", "run", "arguments", "rule"], rows))
+    if hint := paging.more("approvals", cursor):
+        print(hint)
     return OK
 
 
@@ -48,7 +55,7 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     actions = approvals.add_subparsers(dest="approvals_command", required=True, metavar="ACTION")
     listing = actions.add_parser("list", parents=[common], help="approvals, newest first")
     listing.add_argument("--status", choices=[s.value for s in ApprovalStatus])
-    listing.add_argument("--limit", type=int, default=50, help="at most 200")
+    paging.add_options(listing, "approvals")
     listing.set_defaults(func=api_command("approvals list", _list))
     for verb, action in (("approve", _approve), ("reject", _reject)):
         decide = actions.add_parser(verb, parents=[common], help=f"{verb} a pending call")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from services.cli import paging
 from services.cli.api_session import OK, RUN_DID_NOT_COMPLETE, Subcommands, api_command
 from services.cli.output import print_json, short, table
 from services.cli.run_follow import all_steps, follow, step_summary
@@ -63,14 +64,19 @@ def _create(deck: FerrumDeck, args: argparse.Namespace) -> int:
 
 
 def _list(deck: FerrumDeck, args: argparse.Namespace) -> int:
-    page = deck.runs(
-        status=args.status,
-        agent=args.agent,
-        dead_lettered=True if args.dead_lettered else None,
-        limit=args.limit,
+    runs, cursor = paging.collect(
+        lambda limit, cursor: deck.runs(
+            status=args.status,
+            agent=args.agent,
+            dead_lettered=True if args.dead_lettered else None,
+            limit=limit,
+            cursor=cursor,
+        ),
+        args.limit,
+        args.cursor,
     )
     if args.as_json:
-        print_json(page)
+        print_json({"items": runs, "next_cursor": cursor})
         return OK
     rows = [
         (
@@ -81,11 +87,11 @@ def _list(deck: FerrumDeck, args: argparse.Namespace) -> int:
             run.created_at.isoformat(timespec="seconds"),
             short(run.input, 40),
         )
-        for run in page.items
+        for run in runs
     ]
     print(table(["id", "agent", "status", "steps", "created", "input"], rows))
-    if page.next_cursor:
-        print("(more runs: raise --limit, at most 200)")
+    if hint := paging.more("runs", cursor):
+        print(hint)
     return OK
 
 
@@ -144,7 +150,7 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="only runs that failed because their job never finished (see `runs requeue`)",
     )
-    listing.add_argument("--limit", type=int, default=50, help="at most 200")
+    paging.add_options(listing, "runs")
     listing.set_defaults(func=api_command("runs list", _list))
 
     show = actions.add_parser("show", parents=[common], help="a run and its steps")
