@@ -18,6 +18,7 @@ import pytest
 
 from services.gateway.settings import GatewaySettings
 from testbed.waiting import eventually
+from tests.support.fault_proxy import FaultProxy
 from tests.support.gateway_server import ServedGateway, serve_gateway
 from tests.support.harness import ToolHarness
 
@@ -313,3 +314,110 @@ async def test_a_reader_that_goes_away_ends_the_listing_quietly(
     )
     assert errors.read_text() == ""
     assert code.read_text().strip() == "0"
+
+
+async def test_lists_page_past_200_and_carry_on_from_a_cursor(
+    cli: Cli, harness: ToolHarness
+) -> None:
+    """`--limit` used to stop at 200 with no cursor: older runs could not be listed."""
+    agent = await harness.agent()
+    created = []
+    for n in range(203):
+        response = await harness.client.post(
+            "/v1/runs", json={"agent": agent, "input": f"job {n}"}, headers=harness.admin
+        )
+        created.append((await response.get_json())["id"])
+    everything = await cli("runs", "list", "--agent", agent, "--limit", "500", "--json")
+    assert everything.returncode == 0, everything.stderr
+    page = json.loads(everything.stdout)
+    assert [run["id"] for run in page["items"]] == created[::-1]
+    assert page["next_cursor"] is None
+
+    first = await cli("runs", "list", "--agent", agent, "--limit", "2")
+    assert first.returncode == 0, first.stderr
+    *_, hint = first.stdout.splitlines()
+    assert hint.startswith("(more runs: --cursor ")
+    cursor = hint.removeprefix("(more runs: --cursor ").removesuffix(")")
+    rest = json.loads(
+        (
+            await cli(
+                "runs", "list", "--agent", agent, "--cursor", cursor, "--limit", "300", "--json"
+            )
+        ).stdout
+    )
+    assert [run["id"] for run in rest["items"]] == created[::-1][2:]
+
+
+async def test_approvals_and_agents_lists_take_a_cursor(cli: Cli, harness: ToolHarness) -> None:
+    for _ in range(3):
+        await harness.agent()
+    first = json.loads((await cli("agents", "list", "--limit", "2", "--json")).stdout)
+    assert len(first["items"]) == 2
+    rest = json.loads(
+        (await cli("agents", "list", "--cursor", first["next_cursor"], "--json")).stdout
+    )
+    names = [a["name"] for a in first["items"] + rest["items"]]
+    assert len(names) == len(set(names)) >= 3
+    listed = await cli("approvals", "list", "--limit", "1", "--cursor", "nonsense")
+    one_error_line(listed, "approvals list", "cursor")
+
+
+async def _lines_until(
+    stream: asyncio.StreamReader, wanted: str, seen: list[str], within: float = 30
+) -> None:
+    while not any(wanted in line for line in seen):
+        line = await asyncio.wait_for(stream.readline(), timeout=within)
+        assert line, seen
+        seen.append(line.decode())
+
+
+async def test_follow_rides_out_a_gateway_blip_and_names_the_approval_to_decide(
+    cli_env: dict[str, str], served: ServedGateway, harness: ToolHarness, tmp_path: Path
+) -> None:
+    """`--follow` used to exit at once when the gateway went away, and said nothing of
+    which approval a parked run waited for."""
+    host, port = served.url.removeprefix("http://").rsplit(":", 1)
+    proxy = FaultProxy(host, int(port))
+    await proxy.start()
+    await harness.policy({"id": "ask", "tool": "notes.*", "effect": "require_approval"})
+    agent = await harness.agent(tools=["notes.*"])
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND, "runs", "create", agent, "--input", "park me", "--follow",
+        env=cli_env | {"FERRUMDECK_URL": f"http://127.0.0.1:{proxy.port}"}, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert process.stderr is not None
+    out: list[str] = []
+    errors: list[str] = []
+    try:
+        await _lines_until(process.stdout, "is queued", out)
+        run_id = out[0].split()[1]
+        await proxy.cut()
+        await _lines_until(process.stderr, "lost the gateway", errors)
+        await proxy.restore()
+        await _lines_until(process.stderr, "reached the gateway again", errors)
+
+        status, grant = await harness.claim(run_id)
+        assert status == 200, grant
+        await harness.step(run_id, grant["epoch"], 1)
+        status, verdict = await harness.authorize(
+            run_id, grant["epoch"], 2, "notes.write_note", {"text": "hi"}
+        )
+        assert verdict["verdict"] == "parked", verdict
+        await _lines_until(process.stdout, "reject:", out)
+        (approval,) = await harness.approvals(run_id=run_id)
+        text = "".join(out)
+        assert f"approval {approval['id']} waits for a human: notes.write_note" in text
+        assert f'ferrumdeck approvals approve {approval["id"]} --reason "<why>"' in text
+        assert f'ferrumdeck approvals reject {approval["id"]} --reason "<why>"' in text
+        cancelled = await harness.client.post(f"/v1/runs/{run_id}/cancel", headers=harness.admin)
+        assert cancelled.status_code == 200
+        await asyncio.wait_for(process.wait(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await proxy.aclose()
+    assert process.returncode == 1
+    assert "Traceback" not in "".join(errors)
