@@ -68,12 +68,15 @@ def _cmd_worker(_: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
+    from services.cli import dev_settings
     from services.gateway.settings import GatewaySettings
     from services.telemetry.settings_secrets import masked
     from services.worker.settings import WorkerSettings
 
     planes: dict[str, type[BaseSettings]] = {"gateway": GatewaySettings, "worker": WorkerSettings}
     print(f"# env file: {args.env_file or 'none'}")
+    stack = dev_settings.apply()
+    print(f"# dev stack: {stack or 'none'}")
     for plane in [args.plane] if args.plane else list(planes):
         print(f"# {plane}")
         for variable, value in masked(planes[plane]()).items():

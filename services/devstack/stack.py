@@ -4,7 +4,8 @@ Starts embedded PostgreSQL and Valkey (unless `FERRUMDECK_DATABASE_URL` /
 `FERRUMDECK_REDIS_URL` point elsewhere), applies migrations, makes the bootstrap keys,
 registers the `demo` agent, then runs gateway, worker and the local demo model under
 honcho. When the gateway is ready it prints the URL and admin key and writes them to
-`<home>/dev.env`. SIGINT/SIGTERM stops every process, then the embedded servers.
+`<home>/dev.env`; the settings its processes run with are in `<home>/processes.env`.
+SIGINT/SIGTERM stops every process, then the embedded servers.
 
 Stopping survives a closed stdout: under `make dev 2>&1 | tee log`, Ctrl-C ends `tee`
 too, and honcho's next line ("SIGINT received") raised BrokenPipeError out of its loop
@@ -58,6 +59,8 @@ from services.worker.settings import WorkerSettings
 DATABASE = "ferrumdeck"
 DEMO_AGENT = "demo"
 DEV_PROJECT = "default"
+# The `FERRUMDECK_*` settings the stack gives its gateway and worker, for `ferrumdeck config`.
+PROCESSES_ENV = "processes.env"
 _DEV = Actor.system("ferrumdeck dev")
 # Past the worker's drain, what its hand-back of unfinished runs may take.
 _DRAIN_MARGIN_SECONDS = 10.0
@@ -343,6 +346,11 @@ def run_dev(home: Path, host: str, port: int) -> int:
             "PYTHONUNBUFFERED": "1",
             **audit_key,
         }
+        # What `ferrumdeck config` shows of this stack: the settings its processes get.
+        _write_env_file(
+            home / PROCESSES_ENV,
+            {k: v for k, v in sorted(env.items()) if k.startswith("FERRUMDECK_")},
+        )
         cli = f"{shlex.quote(sys.executable)} -m services.cli.main"
         manager = Manager(printer=_PipeSafePrinter())
         manager.add_process("gateway", f"{cli} gateway", env=env)

@@ -180,6 +180,22 @@ async def test_dev_stack_uses_the_servers_it_is_given(
             await redis.aclose()
         assert not (dev_home / "postgres").exists()
         assert not (dev_home / "valkey").exists()
+        # `ferrumdeck config worker` shows what this stack's worker runs with.
+        printed = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "services.cli.main", "config", "worker"],
+            env={k: v for k, v in os.environ.items() if not k.startswith("FERRUMDECK_")}
+            | {"FERRUMDECK_HOME": str(dev_home), "FERRUMDECK_ENV_FILE": ""},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        shown = printed.stdout.splitlines()
+        assert f"FERRUMDECK_REDIS_URL={redis_url}" in shown
+        assert f"FERRUMDECK_STREAM_PREFIX={prefix}" in shown
+        assert f"FERRUMDECK_URL={env['FERRUMDECK_URL']}" in shown
+        assert any(line.startswith("FERRUMDECK_WORKER_ID=dev-") for line in shown)
     finally:
         await asyncio.to_thread(stack.stop)
         await servers.delete_prefix(redis_url, prefix)

@@ -66,3 +66,34 @@ def test_a_missing_env_file_and_a_bad_value_are_named(tmp_path: Path) -> None:
     bad = _config(tmp_path, "worker")
     assert bad.returncode == 2
     assert "FERRUMDECK_METRICS_PORT:" in bad.stderr
+
+
+def test_config_shows_what_the_dev_stacks_processes_run_with(tmp_path: Path) -> None:
+    """`ferrumdeck dev` gives its worker its own Redis, key, id and metrics port: `config`
+    used to print the defaults instead. The environment still comes first."""
+    home = tmp_path / ".ferrumdeck"
+    home.mkdir()
+    token = "fd_" + "w0rker" * 8
+    (home / "processes.env").write_text(
+        "FERRUMDECK_REDIS_URL=redis://127.0.0.1:40123/0\n"
+        f"FERRUMDECK_WORKER_TOKEN={token}\n"
+        "FERRUMDECK_WORKER_ID=dev-1a2b3c4d\n"
+        "FERRUMDECK_METRICS_PORT=40124\n"
+        "FERRUMDECK_URL=http://127.0.0.1:8791\n"
+    )
+    result = _config(tmp_path, "worker", FERRUMDECK_METRICS_PORT="40999")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "# dev stack: .ferrumdeck/processes.env" in lines
+    assert "FERRUMDECK_REDIS_URL=redis://127.0.0.1:40123/0" in lines
+    assert "FERRUMDECK_WORKER_ID=dev-1a2b3c4d" in lines
+    assert "FERRUMDECK_URL=http://127.0.0.1:8791" in lines
+    assert "FERRUMDECK_WORKER_TOKEN=********" in lines
+    assert "FERRUMDECK_METRICS_PORT=40999" in lines  # the environment beats the stack
+    assert token not in result.stdout
+
+
+def test_without_a_dev_stack_config_says_so(tmp_path: Path) -> None:
+    result = _config(tmp_path, "worker")
+    assert "# dev stack: none" in result.stdout.splitlines()
+    assert "FERRUMDECK_METRICS_PORT=9700" in result.stdout.splitlines()
