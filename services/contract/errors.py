@@ -42,6 +42,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_AGENT = "unknown_agent"
     UNKNOWN_MODEL = "unknown_model"
     TOO_MANY_RULES = "too_many_rules"
+    WEBHOOK_URL_REFUSED = "webhook_url_refused"
 
     # 409: the state forbids it. A worker that gets one of the lease codes stops working
     # on the run: it is no longer its to work on.

@@ -343,6 +343,10 @@ def run_dev(home: Path, host: str, port: int) -> int:
             # A fixed port made a second dev stack's worker fail to start.
             "FERRUMDECK_METRICS_PORT": os.environ.get("FERRUMDECK_METRICS_PORT")
             or str(free_port()),
+            # Webhook receivers of a local stack are local too.
+            "FERRUMDECK_WEBHOOK_ALLOW_PRIVATE": os.environ.get(
+                "FERRUMDECK_WEBHOOK_ALLOW_PRIVATE", "true"
+            ),
             "PYTHONUNBUFFERED": "1",
             **audit_key,
         }

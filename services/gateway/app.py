@@ -25,6 +25,7 @@ from services.gateway.routes import (
     policies,
     runs,
     tools,
+    webhooks,
     worker,
 )
 from services.gateway.routes import events as events_routes
@@ -34,6 +35,7 @@ from services.gateway.run_intake import RunIntake
 from services.gateway.runtime import Runtime, runtime
 from services.gateway.settings import GatewaySettings
 from services.gateway.sweeper import Sweeper
+from services.gateway.webhook_sender import WebhookSender
 
 
 def create_app(settings: GatewaySettings | None = None) -> Quart:
@@ -61,7 +63,18 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
     metrics.instrument(app)
     app.register_blueprint(metrics_routes.blueprint)
     app.register_blueprint(docs_assets.blueprint)
-    for module in (health, agents, runs, approvals, policies, tools, keys, audit, worker):
+    for module in (
+        health,
+        agents,
+        runs,
+        approvals,
+        policies,
+        tools,
+        keys,
+        audit,
+        webhooks,
+        worker,
+    ):
         app.register_blueprint(module.blueprint)
     app.register_blueprint(events_routes.blueprint)
     app.register_blueprint(queue_routes.blueprint)
@@ -102,6 +115,13 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
             in_flight=min(settings.run_intake_in_flight, settings.db_pool_max),
             queue_max=settings.db_pool_max * settings.run_intake_batch,
         )
+        webhook_sender = WebhookSender(
+            pool,
+            retry_seconds=settings.webhook_retry_seconds,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            poll_seconds=settings.webhook_poll_seconds,
+            allow_private=settings.webhook_allow_private,
+        )
         Runtime(
             settings,
             models,
@@ -112,10 +132,12 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
             chainer,
             backpressure,
             run_intake=run_intake,
+            webhook_sender=webhook_sender,
         ).install(app)
         relay.start()
         sweeper.start()
         chainer.start()
+        webhook_sender.start()
         hub = EventHub(
             settings.database_url,
             redis,
@@ -135,6 +157,7 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
         await res.relay.stop()
         await res.sweeper.stop()
         await res.chainer.stop()
+        await res.webhook_sender.stop()
         await res.redis.aclose()
         await res.pool.close()
 

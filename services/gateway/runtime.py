@@ -24,6 +24,7 @@ from services.gateway.outbox import OutboxRelay
 from services.gateway.run_intake import RunIntake
 from services.gateway.settings import GatewaySettings
 from services.gateway.sweeper import Sweeper
+from services.gateway.webhook_sender import WebhookSender
 
 _KEY = "ferrumdeck"
 
@@ -39,6 +40,7 @@ class Runtime:
     chainer: AuditChainer
     backpressure: Backpressure
     run_intake: RunIntake
+    webhook_sender: WebhookSender
     key_cache: KeyCache = field(init=False)
     agent_cache: AgentCache = field(init=False)
 

@@ -72,6 +72,24 @@ class GatewaySettings(CommonSettings):
         "POST /v1/runs, `?wait=N` on GET /v1/runs/{id}); keep it under the idle timeout of "
         "any proxy in front of the gateway.",
     )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let webhooks call loopback, link-local and private addresses (make dev "
+        "sets it: its receivers are local). Off, a project cannot point the gateway at the "
+        "operator's own network.",
+    )
+    webhook_retry_seconds: list[float] = Field(
+        default=[5, 300, 1800, 7200, 18000, 36000, 36000],
+        max_length=20,
+        description="Delays between a webhook delivery's attempts (Standard Webhooks' "
+        "schedule: about 27 hours in all); after the last, the delivery is failed.",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="How long a webhook receiver has to answer."
+    )
+    webhook_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often each gateway looks for due deliveries."
+    )
     max_oldest_pending_seconds: float = Field(
         default=600.0,
         gt=0,

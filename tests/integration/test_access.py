@@ -52,6 +52,11 @@ PUBLIC_ROUTES: dict[tuple[str, str], set[Role]] = {
     ("GET", "/v1/audit/verify"): EVERYONE,
     ("GET", "/v1/queue"): EVERYONE,
     ("GET", "/v1/events"): EVERYONE,
+    ("GET", "/v1/webhooks"): ADMIN,
+    ("POST", "/v1/webhooks"): ADMIN,
+    ("DELETE", "/v1/webhooks/<uuid:webhook_id>"): ADMIN,
+    ("GET", "/v1/webhooks/<uuid:webhook_id>/deliveries"): ADMIN,
+    ("POST", "/v1/webhooks/<uuid:webhook_id>/deliveries/<uuid:delivery_id>/redeliver"): ADMIN,
 }
 
 # (method, URL rule) -> a URL of it, for the routes outside key authentication: a browser
@@ -117,12 +122,23 @@ async def _fixtures(harness: ToolHarness) -> dict[str, str]:
             "/v1/keys", json={"name": "spare", "role": "viewer"}, headers=harness.admin
         )
     ).get_json()
+    # A public address that needs no DNS, for an event no test run reaches.
+    webhook = await (
+        await harness.client.post(
+            "/v1/webhooks",
+            json={"url": "http://8.8.8.8/hook", "events": ["run.budget_exceeded"]},
+            headers=harness.admin,
+        )
+    ).get_json()
     agents = await (await harness.client.get("/v1/agents", headers=harness.admin)).get_json()
     return {
         "name": agents["items"][0]["name"],
         "run_id": run_id,
         "approval_id": verdict["approval_id"],
         "key_id": key["id"],
+        "webhook_id": webhook["id"],
+        # Deliveries and their isolation are tested in test_webhooks.
+        "delivery_id": str(uuid.uuid4()),
     }
 
 
@@ -139,6 +155,7 @@ def _body(method: str, rule: str) -> dict[str, Any] | None:
         "/v1/policies": {"rules": [{"id": "ask", "tool": "notes.*", "effect": "require_approval"}]},
         "/v1/policies/evaluate": {"agent": "a", "tool": "notes.write_note"},
         "/v1/keys": {"name": "k", "role": "viewer"},
+        "/v1/webhooks": {"url": "http://8.8.8.8/hook", "events": ["run.budget_exceeded"]},
         "/v1/approvals/decide": {
             "approval_ids": [str(uuid.uuid4())],
             "approve": False,
@@ -210,6 +227,8 @@ async def test_worker_keys_reach_only_the_worker_api(
                 "run_id": str(uuid.uuid4()),
                 "approval_id": str(uuid.uuid4()),
                 "key_id": str(uuid.uuid4()),
+                "webhook_id": str(uuid.uuid4()),
+                "delivery_id": str(uuid.uuid4()),
             },
         )
         response = await client.open(url, method=method, json=_body(method, rule), headers=worker)
@@ -239,9 +258,10 @@ async def test_another_projects_data_is_not_found_anywhere(
             _url(rule, ids), method=method, json=_body(method, rule), headers=other
         )
         assert response.status_code == 404, (method, rule, response.status_code)
-    for listing in ("/v1/runs", "/v1/agents", "/v1/approvals", "/v1/keys", "/v1/audit"):
+    listings = ("/v1/runs", "/v1/agents", "/v1/approvals", "/v1/keys", "/v1/audit", "/v1/webhooks")
+    for listing in listings:
         items = (await (await client.get(listing, headers=other)).get_json())["items"]
-        mine = {ids["run_id"], ids["approval_id"], ids["key_id"], ids["name"]}
+        mine = {ids["run_id"], ids["approval_id"], ids["key_id"], ids["name"], ids["webhook_id"]}
         assert not any(
             str(item.get("id")) in mine or item.get("name") == ids["name"] for item in items
         ), listing
