@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from services.contract.policy import ApprovalSettings, PolicyDecision, PolicyRule
 from services.contract.runs import Budget, ModelParams, RunStatus, StepKind, StepStatus, Usage
@@ -351,7 +351,12 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100)
-    role: Role = Field(description="admin, operator, integration or viewer")
+    # Worker keys are made from the server's shell (400 `bad_role`), so the schema offers
+    # only the roles this endpoint creates.
+    role: Annotated[
+        Role,
+        WithJsonSchema({"type": "string", "enum": [r.value for r in Role if r != Role.WORKER]}),
+    ] = Field(description="admin, operator, integration or viewer")
 
 
 class KeyCreated(KeyInfo):

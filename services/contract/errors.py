@@ -38,6 +38,9 @@ class ErrorCode(StrEnum):
     # 413: the body is within the gateway's limit but past what this route takes.
     POLICY_TOO_LARGE = "policy_too_large"
 
+    # 415: a body the route would read as JSON, sent with another (or no) Content-Type.
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+
     # 422: well-formed, but names what does not exist, or is past a bound.
     UNKNOWN_AGENT = "unknown_agent"
     UNKNOWN_MODEL = "unknown_model"

@@ -4,8 +4,15 @@ operator's curl reads a gateway and a worker alike (200 when ready, else 503).""
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, Field
+
+
+class Liveness(BaseModel):
+    """What `/healthz` answers while the process runs, whatever it can reach."""
+
+    status: Literal["ok"] = "ok"
 
 
 class ReadyStatus(StrEnum):

@@ -50,7 +50,7 @@ class ArgCondition(BaseModel):
     was not given, so a stored rule reads back meaning exactly what it meant.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
     eq: Any = None
     ne: Any = None
@@ -101,7 +101,7 @@ class ArgCondition(BaseModel):
 class CountCondition(BaseModel):
     """Bounds on a counter of the run; every bound given must hold."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
     gt: int | None = Field(default=None, ge=0)
     gte: int | None = Field(default=None, ge=0)
@@ -143,7 +143,16 @@ class When(BaseModel):
 
 
 class PolicyRule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # `approval_ttl_seconds` only with `require_approval`, said so to schema readers.
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"effect": {"const": "require_approval"}}},
+                {"properties": {"approval_ttl_seconds": {"type": "null"}}},
+            ]
+        },
+    )
 
     id: str = Field(pattern=RULE_ID)
     agent: str = Field(default="*", pattern=AGENT_GLOB, description="Glob on the agent name.")

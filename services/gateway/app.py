@@ -14,6 +14,7 @@ from services.gateway.db.connections import create_pool
 from services.gateway.errors import register_error_handlers
 from services.gateway.events import EventHub, event_hub
 from services.gateway.model_access import ModelAccess
+from services.gateway.openapi import ContractProvider
 from services.gateway.outbox import OutboxRelay
 from services.gateway.routes import (
     agents,
@@ -55,6 +56,7 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
         security=[{"bearer": []}],
         redoc_ui_path=None,
         scalar_ui_path=None,
+        openapi_provider_class=ContractProvider,
     )
     register_error_handlers(app)
     request_text.install(app)

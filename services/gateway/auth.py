@@ -20,7 +20,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 from quart import Blueprint, g, request
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
+
+# Where `require_role` and `allow` leave the roles they admit, for `roles_admitted`.
+_ROLES = "_ferrumdeck_roles"
 
 READERS = (Role.ADMIN, Role.OPERATOR, Role.INTEGRATION, Role.VIEWER)
 RUN_STARTERS = (Role.ADMIN, Role.INTEGRATION)
@@ -83,6 +86,7 @@ async def _read_principal(pool: asyncpg.Pool, key_hash: str) -> Principal | None
 def require_role(blueprint: Blueprint, *roles: Role) -> None:
     """Guard every route of `blueprint`: a valid key, of the right kind, of `roles`."""
     for_workers = Role.WORKER in roles
+    setattr(blueprint, _ROLES, frozenset(roles))
 
     @blueprint.before_request
     async def _authenticate() -> None:
@@ -157,9 +161,18 @@ def allow(*roles: Role) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awa
                 raise Forbidden(f"{_a(role.value)} key may not do this")
             return await view(*args, **kwargs)
 
+        setattr(guarded, _ROLES, frozenset(roles))
         return guarded
 
     return decorator
+
+
+def roles_admitted(blueprint: Blueprint | None, view: Callable[..., Any]) -> frozenset[Role]:
+    """The roles whose keys may use `view` of `blueprint` (what the OpenAPI document's
+    403s follow)."""
+    admitted: frozenset[Role] = getattr(blueprint, _ROLES, frozenset(Role))
+    narrowed: frozenset[Role] = getattr(view, _ROLES, admitted)
+    return admitted & narrowed
 
 
 def principal() -> Principal:

@@ -8,6 +8,7 @@ ApiError
 ├── NotFound (404)            no such agent / run
 ├── Conflict (409)            state forbids the action: stale epoch, terminal run, …
 ├── ContentTooLarge (413)     a body within the global limit, past a route's own (a policy)
+├── UnsupportedMediaType (415) a body not sent as `Content-Type: application/json`
 ├── TooManyRequests (429)     too many failed authentications, or a backlog past its bound
 ├── UnprocessableEntity (422) well-formed but refers to what does not exist (unknown agent,
 │                             model), or past a bound (too many rules)
@@ -25,6 +26,8 @@ never a 500, and never a 401 because the key could not be looked up. 429 and 503
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 from typing import Any
 
 from pydantic import ValidationError
@@ -33,6 +36,7 @@ from quart_schema import RequestSchemaValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
 
 from services.contract.errors import ErrorCode
 from services.gateway.db import connections
@@ -42,6 +46,10 @@ log = logging.getLogger(__name__)
 
 # Long enough for a restarting server to come back, short enough not to idle clients.
 OUTAGE_RETRY_AFTER_SECONDS = 5
+
+_RELAXED = "ferrumdeck_relaxed_ids"
+_UUID_ARGUMENT = re.compile(r"<uuid:([^>]+)>")
+_EXAMPLE_ID = "0190f6c8-2b51-7c4e-9a3d-5f1e8b2c4a7d"
 
 
 class ApiError(Exception):
@@ -85,6 +93,11 @@ class Conflict(ApiError):
 class ContentTooLarge(ApiError):
     status = 413
     code: ErrorCode = ErrorCode.POLICY_TOO_LARGE
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    code: ErrorCode = ErrorCode.UNSUPPORTED_MEDIA_TYPE
 
 
 class TooManyRequests(ApiError):
@@ -156,8 +169,40 @@ def _http_message(exc: HTTPException, status: int) -> str:
         limit = current_app.config.get("MAX_CONTENT_LENGTH")
         return f"the request body is larger than this gateway accepts ({limit} bytes)"
     if status == 404:
-        return f"no such endpoint: {request.method} {request.path} (see /openapi.json)"
+        return _malformed_id() or (
+            f"no such endpoint: {request.method} {request.path} (see /openapi.json)"
+        )
     return exc.description or exc.name or "error"
+
+
+def _malformed_id() -> str | None:
+    """What is wrong with a path that would reach a route but for an id that is not a
+    UUID (`/v1/runs/nope`): the route's `<uuid:…>` did not match, so routing found none."""
+    relaxed: Map | None = current_app.extensions.get(_RELAXED)
+    if relaxed is None:
+        relaxed = current_app.extensions[_RELAXED] = _relaxed_map(current_app.url_map)
+    try:
+        _, arguments = relaxed.bind("").match(request.path, method=request.method)
+    except HTTPException:
+        return None
+    for name, value in arguments.items():
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            noun = name.removesuffix("_id")
+            return f"no {noun} {value!r}: a {noun} id is a UUID, like {_EXAMPLE_ID}"
+    return None
+
+
+def _relaxed_map(url_map: Map) -> Map:
+    """The rules with an id, each id matching any path segment: to tell a malformed id
+    from an endpoint that does not exist."""
+    rules = [
+        Rule(_UUID_ARGUMENT.sub(r"<\1>", rule.rule), endpoint=rule.endpoint, methods=rule.methods)
+        for rule in url_map.iter_rules()
+        if _UUID_ARGUMENT.search(rule.rule)
+    ]
+    return Map(rules, strict_slashes=url_map.strict_slashes, merge_slashes=url_map.merge_slashes)
 
 
 def register_error_handlers(app: Quart) -> None:
@@ -177,7 +222,10 @@ def register_error_handlers(app: Quart) -> None:
     async def _http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
         code = (exc.name or "error").lower().replace(" ", "_")
-        return error_response(status, code, _http_message(exc, status))
+        response = error_response(status, code, _http_message(exc, status))
+        if status == 405:  # the methods the path does take
+            response.headers["Allow"] = ", ".join(getattr(exc, "valid_methods", None) or ())
+        return response
 
     @app.errorhandler(Exception)
     async def _unexpected(exc: Exception) -> Response:

@@ -1,4 +1,5 @@
-"""What a request must be before any route reads it: JSON that is JSON text, and no NUL.
+"""What a request must be before any route reads it: JSON that is JSON text, said to be
+JSON (`Content-Type: application/json`, else 415 naming the header), and no NUL.
 
 Python's parser is more lenient than JSON: it takes `NaN` and `Infinity`, and `\\ud800`
 escapes that decode to lone surrogates, which are not Unicode text. Each passed
@@ -19,7 +20,7 @@ from typing import Any
 from quart import Quart, Request, request
 
 from services.contract.errors import ErrorCode
-from services.gateway.errors import BadRequest
+from services.gateway.errors import BadRequest, UnsupportedMediaType
 
 _INVALID = "request body is not valid JSON: "
 NUL_MESSAGE = "request body holds a NUL character (\\u0000), which text cannot store"
@@ -28,6 +29,7 @@ _SURROGATE_MESSAGE = (
     "\\ud800-\\udfff escape), which is not Unicode text"
 )
 _NON_FINITE_MESSAGE = _INVALID + "NaN and Infinity are not JSON numbers"
+_NOT_JSON = "this endpoint takes a JSON body: send 'Content-Type: application/json' (got: {})"
 
 
 def _string_refusal(text: str) -> tuple[ErrorCode, str] | None:
@@ -86,10 +88,20 @@ def _may_need_walking(body: str | bytes) -> bool:
     return b"\\u" in raw or b"NaN" in raw or b"Infinity" in raw
 
 
+def require_json(sent: Request) -> None:
+    """Refuse a body not said to be JSON, naming the header to send (415)."""
+    if not sent.is_json:
+        raise UnsupportedMediaType(_NOT_JSON.format(sent.content_type or "none"))
+
+
 class JsonRequest(Request):
     """A request whose body is refused, by name, when it is not JSON text."""
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        if not (force or silent):
+            # Else quart reads no body and the route says only "Input should be a valid
+            # dictionary", which points nowhere near the missing header.
+            require_json(self)
         try:
             found = await super().get_json(force=force, silent=silent, cache=cache)
         except RecursionError:

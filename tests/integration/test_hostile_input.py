@@ -163,9 +163,9 @@ async def test_oversized_bodies_are_413(client: Client, admin: dict[str, str]) -
 async def test_an_unknown_endpoint_says_which_request_found_nothing(
     client: Client, admin: dict[str, str]
 ) -> None:
-    response = await client.get("/v1/runs/nope", headers=admin)
+    response = await client.get("/v1/rums", headers=admin)
     assert response.status_code == 404
-    assert (await _error(response))["message"].startswith("no such endpoint: GET /v1/runs/nope")
+    assert (await _error(response))["message"].startswith("no such endpoint: GET /v1/rums")
 
 
 async def test_a_role_refused_is_named_in_good_english(client: Client, db: asyncpg.Pool) -> None:
@@ -232,3 +232,54 @@ async def test_a_nul_character_in_a_path_or_query_is_refused(
     response = await client.get(path, headers=admin)
     assert response.status_code == 400, response.status_code
     assert (await _error(response))["code"] == "nul_character"
+
+
+async def test_a_json_body_without_its_content_type_is_told_which_header_to_send(
+    client: Client, admin: dict[str, str]
+) -> None:
+    """Valid JSON sent as curl's `-d` sends it (form-encoded), or with no type at all:
+    a 415 that names the header, not "Input should be a valid dictionary"."""
+    body = b'{"agent": "nobody", "input": "x"}'
+    for content_type in (None, "application/x-www-form-urlencoded", "text/plain"):
+        headers = dict(admin) if content_type is None else {**admin, "Content-Type": content_type}
+        for response in (
+            await client.post("/v1/runs", data=body, headers=headers),
+            await client.put("/v1/policies", data=body, headers=headers),
+        ):
+            assert response.status_code == 415, content_type
+            error = await _error(response)
+            assert error["code"] == "unsupported_media_type"
+            assert "Content-Type: application/json" in error["message"]
+            assert (content_type or "none") in error["message"]
+    sent_as_json = await client.post(
+        "/v1/runs", data=body, headers={**admin, "Content-Type": "application/json"}
+    )
+    assert sent_as_json.status_code == 422, "the same body, said to be JSON, is read"
+
+
+async def test_a_malformed_id_is_named_as_such_in_the_apis_own_error(
+    client: Client, admin: dict[str, str]
+) -> None:
+    for url, method, noun in (
+        ("/v1/runs/nope", "GET", "run"),
+        ("/v1/runs/nope/steps", "GET", "run"),
+        ("/v1/runs/12345/cancel", "POST", "run"),
+        ("/v1/approvals/x/approve", "POST", "approval"),
+        ("/v1/keys/k1", "DELETE", "key"),
+    ):
+        response = await client.open(url, method=method, headers=admin, json=None)
+        assert response.status_code == 404, url
+        assert response.content_type == "application/json"
+        error = await _error(response)
+        assert error["code"] == "not_found"
+        value = url.split("/")[3]
+        assert error["message"].startswith(f"no {noun} {value!r}: a {noun} id is a UUID"), error
+
+
+async def test_a_method_a_path_does_not_take_is_405_with_the_ones_it_does(
+    client: Client, admin: dict[str, str]
+) -> None:
+    response = await client.delete("/v1/runs", headers=admin)
+    assert response.status_code == 405
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+    assert (await _error(response))["code"] == "method_not_allowed"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart import Blueprint
 from quart_schema import tag, validate_response
 
-from services.contract.health import Readiness, ReadyStatus
+from services.contract.health import Liveness, Readiness, ReadyStatus
 from services.gateway.db.migrations import pending
 from services.gateway.runtime import runtime
 
@@ -14,9 +14,10 @@ blueprint = Blueprint("health", __name__)
 
 @blueprint.get("/healthz")
 @tag(["operations"])
-async def healthz() -> dict[str, str]:
+@validate_response(Liveness)
+async def healthz() -> Liveness:
     """The process is alive."""
-    return {"status": "ok"}
+    return Liveness()
 
 
 @blueprint.get("/readyz")

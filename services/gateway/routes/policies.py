@@ -47,7 +47,7 @@ from services.gateway.errors import ContentTooLarge, UnprocessableEntity
 from services.gateway.pagination import decode_cursor, paginate
 from services.gateway.policy import ToolCall
 from services.gateway.policy_warnings import type_warnings
-from services.gateway.request_text import decode
+from services.gateway.request_text import decode, require_json
 from services.gateway.runtime import runtime
 from services.gateway.store import policies as store
 from services.gateway.store.tools import catalogue
@@ -99,6 +99,7 @@ async def put_policies() -> Response:
     validated and answered in a thread, not on the event loop: 2,000 rules with long
     regexes take a few hundred milliseconds to parse and check (each regex is compiled),
     which every other project's requests would otherwise wait for."""
+    require_json(request)
     limit = runtime().settings.policy_max_bytes
     if (request.content_length or 0) > limit:
         raise _too_large(request.content_length or 0, limit)
@@ -145,7 +146,9 @@ def _checked_policy(
             details={"limit": MAX_RULES},
         )
     try:
-        policy = PolicySet.model_validate(document)
+        # Strictly, as JSON: a boolean is not a bound, nor a string a number; the document
+        # says what each field takes, and a rule means what its author wrote.
+        policy = PolicySet.model_validate_json(body, strict=True)
     except ValidationError as exc:
         raise RequestSchemaValidationError(exc) from None
     return policy, type_warnings(policy.rules, schemas)
