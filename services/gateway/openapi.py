@@ -87,11 +87,15 @@ _ERRORS: dict[str, dict[int, str]] = {
         422: "`too_many_rules`: past the rule limit (`details.limit`).",
     },
     "keys.create_key": {400: "`bad_role`: worker keys are made from the server's shell."},
+    "webhooks.create_webhook": {
+        422: "`webhook_url_refused`: the host does not resolve, or to a private address."
+    },
 }
 
 # Responses of routes that answer no JSON body, by endpoint.
 _SUCCESS: dict[str, dict[int, Any]] = {
     "keys.revoke_key": {204: {"description": "Revoked."}},
+    "webhooks.delete_webhook": {204: {"description": "Deleted; nothing more is sent to it."}},
 }
 
 
