@@ -16,6 +16,7 @@ from services.cli import (
     api_session,
     approval_commands,
     env_file,
+    key_commands,
     policy_commands,
     project_commands,
     run_commands,
@@ -239,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     tui.set_defaults(func=_cmd_tui)
 
     common = api_session.options()
+    key_commands.register(keys, common)
     for api_commands in (run_commands, agent_commands, policy_commands, approval_commands):
         api_commands.register(commands, common)
 

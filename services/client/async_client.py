@@ -36,8 +36,11 @@ from services.contract.api import (
     ApprovalPage,
     ApprovalStatus,
     DecidedApprovals,
+    KeyCreated,
+    KeyPage,
     PolicyState,
     PolicyVersionWritten,
+    Role,
     Run,
     RunPage,
     RunSummary,
@@ -345,6 +348,17 @@ class AsyncFerrumDeck:
 
     async def tools(self) -> ToolCatalogue:
         return await self._get(ToolCatalogue, "/v1/tools")
+
+    # keys (an admin key's)
+
+    async def keys(self, *, limit: int = 50, cursor: str | None = None) -> KeyPage:
+        return await self._get(KeyPage, "/v1/keys", limit=limit, cursor=cursor)
+
+    async def create_key(self, name: str, role: Role | str) -> KeyCreated:
+        return await self._post(KeyCreated, "/v1/keys", {"name": name, "role": str(role)})
+
+    async def revoke_key(self, key_id: uuid.UUID | str) -> None:
+        await self._request("DELETE", f"/v1/keys/{key_id}")
 
     # operations
 

@@ -24,8 +24,11 @@ from services.contract.api import (
     Approval,
     ApprovalPage,
     ApprovalStatus,
+    KeyCreated,
+    KeyPage,
     PolicyState,
     PolicyVersionWritten,
+    Role,
     Run,
     RunPage,
     RunSummary,
@@ -194,6 +197,15 @@ class FerrumDeck:
 
     def tools(self) -> ToolCatalogue:
         return self._runner.run(self._client.tools())
+
+    def keys(self, *, limit: int = 50, cursor: str | None = None) -> KeyPage:
+        return self._runner.run(self._client.keys(limit=limit, cursor=cursor))
+
+    def create_key(self, name: str, role: Role | str) -> KeyCreated:
+        return self._runner.run(self._client.create_key(name, role))
+
+    def revoke_key(self, key_id: uuid.UUID | str) -> None:
+        self._runner.run(self._client.revoke_key(key_id))
 
     def queue(self) -> QueueStats:
         return self._runner.run(self._client.queue())

@@ -363,5 +363,6 @@ class KeyCreated(KeyInfo):
     secret: str = Field(description="Shown only now; only its hash is stored.")
 
 
-class KeyList(BaseModel):
+class KeyPage(BaseModel):
     items: list[KeyInfo]
+    next_cursor: str | None

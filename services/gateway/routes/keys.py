@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 
 from quart import Blueprint
-from quart_schema import tag, validate_request, validate_response
+from quart_schema import tag, validate_querystring, validate_request, validate_response
 
-from services.contract.api import KeyCreate, KeyCreated, KeyList, Role
+from services.contract.api import KeyCreate, KeyCreated, KeyPage, PageQuery, Role
 from services.contract.errors import ErrorCode
 from services.gateway.auth import current_actor, project, require_role
 from services.gateway.errors import BadRequest
+from services.gateway.pagination import decode_cursor, paginate
 from services.gateway.runtime import runtime
 from services.gateway.store import keys as store
 
@@ -35,9 +36,16 @@ async def create_key(data: KeyCreate) -> tuple[KeyCreated, int]:
 
 @blueprint.get("")
 @tag(["keys"])
-@validate_response(KeyList)
-async def list_keys() -> KeyList:
-    return KeyList(items=await store.list_keys(runtime().pool, project()))
+@validate_querystring(PageQuery)
+@validate_response(KeyPage)
+async def list_keys(query_args: PageQuery) -> KeyPage:
+    """The project's keys, revoked ones too, oldest first; never their secrets."""
+    after = decode_cursor(query_args.cursor, uuid.UUID)
+    items = await store.list_keys(
+        runtime().pool, project(), after=after, limit=query_args.limit + 1
+    )
+    page, next_cursor = paginate(items, query_args.limit, lambda k: [str(k.id)])
+    return KeyPage(items=page, next_cursor=next_cursor)
 
 
 @blueprint.delete("/<uuid:key_id>")

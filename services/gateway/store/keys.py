@@ -63,11 +63,17 @@ async def create_key(
     return KeyInfo.model_validate(dict(row)), secret
 
 
-async def list_keys(pool: asyncpg.Pool, project: str) -> list[KeyInfo]:
+async def list_keys(
+    pool: asyncpg.Pool, project: str, *, after: uuid.UUID | None, limit: int
+) -> list[KeyInfo]:
+    """The project's keys, revoked ones too, oldest first (ids are UUIDv7)."""
     rows = await pool.fetch(
         """SELECT id, name, role, project, created_at, revoked_at FROM api_keys
-            WHERE project = $1 ORDER BY id""",
+            WHERE project = $1 AND ($2::uuid IS NULL OR id > $2)
+            ORDER BY id LIMIT $3""",
         project,
+        after,
+        limit,
     )
     return [KeyInfo.model_validate(dict(r)) for r in rows]
 
