@@ -1,6 +1,7 @@
 """System housekeeping every gateway runs: expire approvals nobody decided in time,
 publish again the runs no worker is moving (their job was lost, or their worker died),
-and trim the runs stream of the entries every worker group has acknowledged.
+trim the runs stream of the entries every worker group has acknowledged, and remove the
+group's consumers that are gone (`idle_consumers`).
 
 Every query takes its rows with `SKIP LOCKED`, so gateways sweep side by side without
 doing the same work twice; trimming twice is harmless. PostgreSQL and Redis work fail
@@ -20,6 +21,7 @@ from redis.exceptions import RedisError
 from services.contract.jobs import StreamNames
 from services.gateway import metrics
 from services.gateway.background import BackgroundLoop
+from services.gateway.idle_consumers import IDLE_CONSUMER_SECONDS, forget_idle_consumers
 from services.gateway.job_presence import jobs_waiting
 from services.gateway.outbox import OutboxRelay
 from services.gateway.store.approvals import expire_due
@@ -41,6 +43,7 @@ class Sweeper(BackgroundLoop):
         *,
         interval_seconds: float,
         requeue_after: float,
+        forget_consumers_after: float = IDLE_CONSUMER_SECONDS,
     ) -> None:
         super().__init__()
         self._pool = pool
@@ -49,6 +52,7 @@ class Sweeper(BackgroundLoop):
         self._streams = streams
         self._interval = interval_seconds
         self._requeue_after = requeue_after
+        self._forget_consumers_after = forget_consumers_after
 
     async def step(self) -> float:
         await self._sweep_database()
@@ -76,9 +80,18 @@ class Sweeper(BackgroundLoop):
     async def _trim_stream(self) -> None:
         try:
             trimmed = await trim_runs_stream(self._redis, self._streams)
+            gone = await forget_idle_consumers(
+                self._redis, self._streams, self._forget_consumers_after
+            )
         except (RedisError, OSError) as exc:
             log.warning("cannot trim the runs stream: %s", exc)
             return
         if trimmed:
             log.debug("trimmed %d acknowledged entries from the runs stream", trimmed)
             metrics.stream_trimmed(trimmed)
+        if gone:
+            log.info(
+                "removed consumers idle for %gs with nothing pending: %s",
+                self._forget_consumers_after,
+                ", ".join(gone),
+            )

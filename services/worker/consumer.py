@@ -206,6 +206,7 @@ class Consumer:
         longer than `reclaim_idle_seconds` would have its entry taken by another worker,
         refused there (`lease_held`) and acknowledged, losing the delivery count that
         dead-lettering relies on."""
+        await self._rejoin()
         held: list[bytes | str | int | memoryview] = list(self._entries.values())
         if not held:
             return
@@ -220,6 +221,17 @@ class Consumer:
             )
         except (RedisError, OSError) as exc:
             log.warning("cannot mark %d running jobs as alive: %s", len(held), exc)
+
+    async def _rejoin(self) -> None:
+        """Be a consumer of the group again if the gateway's sweeper removed this one
+        (`idle_consumers`: it takes a worker that read nothing for minutes for a dead
+        one), so the worker stays listed, and ready, while it waits for jobs."""
+        try:
+            await self._redis.xgroup_createconsumer(
+                self._streams.runs, self._streams.group, self._worker_id
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("cannot rejoin the consumer group: %s", exc)
 
     def _start(self, entries: Sequence[_Entry], deliveries: Sequence[int] | None = None) -> None:
         for n, (entry_id, fields) in enumerate(entries):

@@ -622,3 +622,25 @@ async def test_jobs_read_as_the_stop_comes_are_put_back_for_another_worker(
     async with worker(stack, "staying"):
         run = await stack.finished(run_id)
     assert (run["status"], run["error"]) == ("completed", None)
+
+
+# The consumer group's listing
+
+
+async def test_a_waiting_worker_removed_from_the_group_joins_it_again(stack: Stack) -> None:
+    """The gateway's sweeper removes consumers idle with nothing pending; a live worker
+    that only waits for jobs must not stay unlisted (and not ready) after it."""
+
+    async def consumers() -> set[str]:
+        try:
+            found = await stack.redis.xinfo_consumers(stack.streams.runs, stack.streams.group)
+        except ResponseError:  # the worker has not made the stream and group yet
+            return set()
+        return {c["name"].decode() for c in found}
+
+    async with worker(stack, "waiting-worker", reclaim_idle_seconds=0.4):
+        await eventually(consumers, lambda names: "waiting-worker" in names)
+        await stack.redis.xgroup_delconsumer(
+            stack.streams.runs, stack.streams.group, "waiting-worker"
+        )
+        await eventually(consumers, lambda names: "waiting-worker" in names)
