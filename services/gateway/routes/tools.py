@@ -21,7 +21,9 @@ require_role(blueprint, *READERS)
 async def list_tools() -> ToolCatalogue:
     """Every tool some worker offers to the caller's project (shared ones and those of
     servers limited to it): server, tool, description, input schema; the workers and
-    worker keys offering it only in the operator's platform view."""
+    worker keys offering it only in the operator's platform view. A worker's tools are
+    left out once it has not reported them for five minutes (it died without
+    withdrawing them; a live worker reports every minute)."""
     res = runtime()
     items = await store.catalogue(res.pool, project())
     if not res.settings.platform_view:

@@ -11,6 +11,11 @@ A listing also says which projects the tool is offered to (`projects`, NULL: all
 project is shown only the tools offered to it, and never which other projects share one:
 that would name other tenants. The listing of the worker holding a run's lease is what
 decides whether the run may call a tool (`offers`).
+
+A worker reports at start, on every change and every minute, and withdraws its listing
+when it stops; a listing not reported for `LISTING_TTL_SECONDS` (a worker that died
+without withdrawing) is left out of the catalogue. Five missed reports, so a worker
+slowed down or cut off from the gateway for a moment is not dropped.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import asyncpg
 
 from services.contract.api import ToolEntry
 from services.contract.tools import ToolSpec
+
+LISTING_TTL_SECONDS = 300.0
 
 
 async def replace_catalogue(
@@ -55,18 +62,19 @@ async def replace_catalogue(
 async def catalogue(pool: asyncpg.Pool, project: str) -> list[ToolEntry]:
     """Each tool offered to `project` once per way it is described (shared or limited to
     some projects counting as a description), with the workers and keys describing it
-    so, reported in the last five minutes."""
+    so, reported in the last `LISTING_TTL_SECONDS`."""
     rows = await pool.fetch(
         """SELECT t.name, t.server, t.tool, t.description, t.input_schema, t.idempotent,
                   t.projects IS NULL AS shared,
                   array_agg(DISTINCT t.worker_id) AS workers, array_agg(DISTINCT k.name) AS keys
              FROM worker_tools t JOIN api_keys k ON k.id = t.key_id
-            WHERE t.reported_at > now() - interval '5 minutes'
+            WHERE t.reported_at > now() - make_interval(secs => $2)
               AND (t.projects IS NULL OR $1 = ANY (t.projects))
             GROUP BY t.name, t.server, t.tool, t.description, t.input_schema, t.idempotent,
                      t.projects IS NULL
             ORDER BY t.name, max(t.reported_at) DESC""",
         project,
+        LISTING_TTL_SECONDS,
     )
     return [
         ToolEntry.model_validate(
