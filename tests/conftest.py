@@ -16,6 +16,7 @@ from quart.typing import TestClientProtocol as Client
 from redis.asyncio import Redis
 
 from services.contract.api import Role
+from services.contract.audit_checkpoint import generate_signing_key
 from services.gateway.app import create_app
 from services.gateway.audit import Actor
 from services.gateway.db.connections import connect, create_pool
@@ -154,10 +155,21 @@ def models_file(llm: ScriptedLLM, scratch: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def audit_signing_key(scratch: Path) -> Path:
+    """The key the test gateways check audit checkpoints with."""
+    path = scratch / "audit-signing.pem"
+    generate_signing_key(path)
+    return path
+
+
 @pytest.fixture
-def settings(database_url: str, redis_url: str, prefix: str, models_file: Path) -> GatewaySettings:
+def settings(
+    database_url: str, redis_url: str, prefix: str, models_file: Path, audit_signing_key: Path
+) -> GatewaySettings:
     return GatewaySettings(
         database_url=database_url,
+        audit_signing_key_file=audit_signing_key,
         redis_url=redis_url,
         stream_prefix=prefix,
         models=models_file,

@@ -15,6 +15,7 @@ from services.cli import (
     agent_commands,
     api_session,
     approval_commands,
+    audit_subcommands,
     env_file,
     key_commands,
     policy_commands,
@@ -35,6 +36,7 @@ def _configure_logging(level: str, service: str, settings: BaseSettings | None =
 
 
 def _cmd_gateway(_: argparse.Namespace) -> int:
+    from services.contract.audit_checkpoint import CheckpointError
     from services.contract.audit_keys import AuditKeyError
     from services.contract.model_catalog import ModelCatalogError
     from services.gateway.serve import serve
@@ -44,7 +46,7 @@ def _cmd_gateway(_: argparse.Namespace) -> int:
     _configure_logging(settings.log_level, "gateway", settings)
     try:
         asyncio.run(serve(settings))
-    except (AuditKeyError, ModelCatalogError) as exc:
+    except (AuditKeyError, CheckpointError, ModelCatalogError) as exc:
         print(f"ferrumdeck gateway: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -131,29 +133,6 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_audit_verify(args: argparse.Namespace) -> int:
-    from services.cli import audit_commands
-    from services.cli.database import audit_keys, database_url
-    from services.contract.audit_keys import AuditKeyError
-
-    try:
-        keys = audit_keys(Path(args.key_file) if args.key_file else None)
-    except AuditKeyError as exc:
-        print(f"ferrumdeck audit verify: {exc}", file=sys.stderr)
-        return 2
-    if args.file:
-        return audit_commands.verify_file(Path(args.file), keys)
-    return asyncio.run(audit_commands.verify_database(database_url(), args.project, keys))
-
-
-def _cmd_audit_export(args: argparse.Namespace) -> int:
-    from services.cli import audit_commands
-    from services.cli.database import database_url
-
-    out = Path(args.output) if args.output else None
-    return asyncio.run(audit_commands.export(database_url(), args.project, out))
-
-
 def _cmd_demo_llm(args: argparse.Namespace) -> int:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
@@ -217,21 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--project", default="default", help="created if new (not for worker keys)")
     create.set_defaults(func=_cmd_keys_create)
 
-    audit = commands.add_parser("audit", help="check or export the audit trail").add_subparsers(
-        dest="audit_command", required=True, metavar="ACTION"
-    )
-    check = audit.add_parser("verify", help="verify a project's hash chain (exit 1 if broken)")
-    check.add_argument("--project", default="default")
-    check.add_argument("--file", help="verify an export offline instead of the database")
-    check.add_argument(
-        "--key-file", help="audit keys, one a line (else FERRUMDECK_AUDIT_KEY[_FILE], make dev's)"
-    )
-    check.set_defaults(func=_cmd_audit_verify)
-    dump = audit.add_parser("export", help="write a project's chain as JSON Lines")
-    dump.add_argument("--project", default="default")
-    dump.add_argument("--output", "-o", help="file to write (default: standard output)")
-    dump.set_defaults(func=_cmd_audit_export)
-
+    audit_subcommands.register(commands)
     project_commands.register(commands)
 
     tui = commands.add_parser("tui", help="watch and steer runs from the terminal")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -64,6 +64,12 @@ class BrokenLink(BaseModel):
     reason: str
 
 
+class CheckpointFailure(BaseModel):
+    seq: int
+    hash: str
+    reason: str
+
+
 class Verification(BaseModel):
     intact: bool
     events: int
@@ -73,6 +79,12 @@ class Verification(BaseModel):
         description="Links made before the chain was keyed (plain SHA-256, first in it).",
     )
     first_broken: BrokenLink | None
+    checkpoints: int = Field(default=0, description="Signed checkpoints the chain was held to.")
+    checkpoint_failure: CheckpointFailure | None = Field(
+        default=None,
+        description="The first checkpointed head the chain no longer has: cut off, or "
+        "rewritten at or before it.",
+    )
 
 
 def canonical_json(event: AuditEvent) -> bytes:
@@ -102,17 +114,27 @@ def link_hash(keys: AuditKeys, prev_hash: str, event: AuditEvent) -> str:
 
 class ChainCheck:
     """Checks one project's links one at a time, in chain order, holding only the last:
-    a chain of any length verifies in constant memory."""
+    a chain of any length verifies in constant memory. `heads` are checkpointed links
+    (seq to hash) the chain must still have."""
 
-    def __init__(self, keys: AuditKeys | None) -> None:
+    def __init__(self, keys: AuditKeys | None, heads: Mapping[int, str] | None = None) -> None:
         self._keys = keys
+        self._heads = dict(heads or {})
         self._prev = GENESIS
         self._keyed = False
         self.events = 0
         self.unkeyed = 0
+        self.broken: BrokenLink | None = None
+        self.checkpoint_failure: CheckpointFailure | None = None
 
-    def add(self, event: AuditEvent) -> BrokenLink | None:
-        """The problem with this link, or None when it follows from the ones before."""
+    def resume(self, seq: int, hash_: str, *, keyed: bool) -> None:
+        """Go on from a link already vouched for (a checkpointed head) instead of GENESIS;
+        heads before it are not walked, so not held against the chain."""
+        self.events, self._prev, self._keyed = seq, hash_, keyed
+        self._heads = {s: h for s, h in self._heads.items() if s > seq}
+
+    def add(self, event: AuditEvent) -> bool:
+        """Check the next link; False once the chain is found broken (stop walking)."""
         self.events += 1
         expected_seq = self.events
         problem = None
@@ -123,9 +145,24 @@ class ChainCheck:
         else:
             problem = self._check_hash(event)
         if problem is not None:
-            return BrokenLink(id=event.id, seq=event.seq, reason=problem)
+            self.broken = BrokenLink(id=event.id, seq=event.seq, reason=problem)
+            return False
         self._prev = event.hash or ""
-        return None
+        checkpointed = self._heads.pop(expected_seq, None)
+        if checkpointed is not None and checkpointed != self._prev:
+            self.checkpoint_failure = CheckpointFailure(
+                seq=expected_seq,
+                hash=checkpointed,
+                reason=f"the link at seq {expected_seq} is not the checkpointed one: the "
+                f"chain was rewritten at or before seq {expected_seq}",
+            )
+            return False
+        return True
+
+    def gone(self, event_id: int, seq: int) -> None:
+        """The link at `seq` names an event that is no longer there."""
+        self.events += 1
+        self.broken = BrokenLink(id=event_id, seq=seq, reason="the event of this link is gone")
 
     def _check_hash(self, event: AuditEvent) -> str | None:
         message = self._prev.encode() + canonical_json(event)
@@ -145,17 +182,34 @@ class ChainCheck:
             return "hash does not match the event's contents: the event was altered"
         return None
 
-    def result(self, broken: BrokenLink | None = None) -> Verification:
+    def result(self, checkpoints: int = 0) -> Verification:
+        """The verdict; a checkpointed head beyond the chain's end means events were cut."""
+        failure = self.checkpoint_failure
+        if failure is None and self.broken is None and self._heads:
+            seq = min(self._heads)
+            failure = CheckpointFailure(
+                seq=seq,
+                hash=self._heads[seq],
+                reason=f"the chain ends at seq {self.events}, before the checkpointed head at "
+                f"seq {seq}: its newest events were cut off",
+            )
         return Verification(
-            intact=broken is None, events=self.events, unkeyed=self.unkeyed, first_broken=broken
+            intact=self.broken is None and failure is None,
+            events=self.events,
+            unkeyed=self.unkeyed,
+            first_broken=self.broken,
+            checkpoints=checkpoints,
+            checkpoint_failure=failure,
         )
 
 
-def verify(events: Iterable[AuditEvent], keys: AuditKeys | None) -> Verification:
-    """Check chained events of one project, given in chain order (by `seq`)."""
-    check = ChainCheck(keys)
+def verify(
+    events: Iterable[AuditEvent], keys: AuditKeys | None, heads: Mapping[int, str] | None = None
+) -> Verification:
+    """Check chained events of one project, given in chain order (by `seq`), against
+    the checkpointed `heads` (seq to hash) too."""
+    check = ChainCheck(keys, heads)
     for event in events:
-        broken = check.add(event)
-        if broken is not None:
-            return check.result(broken)
-    return check.result()
+        if not check.add(event):
+            break
+    return check.result(len(heads or {}))

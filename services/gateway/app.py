@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from services.contract.model_catalog import ModelCatalog
 from services.gateway import access_log, metrics, request_context, request_text
-from services.gateway.audit import AuditChainer, chain_keys
+from services.gateway.audit import AuditChainer, chain_keys, checkpoint_signer
 from services.gateway.backpressure import Backpressure, Bounds
 from services.gateway.db.connections import create_pool
 from services.gateway.errors import register_error_handlers
@@ -42,6 +42,7 @@ from services.gateway.webhook_sender import WebhookSender
 def create_app(settings: GatewaySettings | None = None) -> Quart:
     settings = settings or GatewaySettings()
     audit_keys = chain_keys(settings)
+    audit_signer = checkpoint_signer(settings)
     models = ModelAccess(ModelCatalog.load(settings.models), settings.provider_models)
 
     app = Quart("ferrumdeck")
@@ -103,7 +104,9 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
             interval_seconds=settings.sweep_seconds,
             requeue_after=settings.requeue_after_seconds,
         )
-        chainer = AuditChainer(pool, audit_keys, poll_seconds=settings.audit_chain_seconds)
+        chainer = AuditChainer(
+            pool, audit_keys, poll_seconds=settings.audit_chain_seconds, signer=audit_signer
+        )
         backpressure = Backpressure(
             pool,
             redis,

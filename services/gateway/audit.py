@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -21,11 +23,11 @@ from quart import has_request_context
 from services.contract.audit import (
     GENESIS,
     ActorKind,
-    BrokenLink,
     ChainCheck,
     Verification,
     link_hash,
 )
+from services.contract.audit_checkpoint import Checkpoint, CheckpointSigner
 from services.contract.audit_keys import AuditKeys
 from services.gateway.background import BackgroundLoop
 from services.gateway.settings import GatewaySettings
@@ -114,6 +116,13 @@ def chain_keys(settings: GatewaySettings) -> AuditKeys:
     return settings.audit_keys()
 
 
+def checkpoint_signer(settings: GatewaySettings) -> CheckpointSigner | None:
+    """The configured checkpoint key, if any; CheckpointError at start for a bad one."""
+    if settings.audit_signing_key_file is None:
+        return None
+    return settings.checkpoint_signer()
+
+
 async def link_pending(pool: asyncpg.Pool, keys: AuditKeys, *, batch: int = 1000) -> int:
     """Link committed, unlinked events into their projects' chains; returns how many."""
     async with pool.acquire() as conn, conn.transaction():
@@ -151,10 +160,18 @@ async def link_pending(pool: asyncpg.Pool, keys: AuditKeys, *, batch: int = 1000
 class AuditChainer(BackgroundLoop):
     name = "audit-chainer"
 
-    def __init__(self, pool: asyncpg.Pool, keys: AuditKeys, *, poll_seconds: float) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        keys: AuditKeys,
+        *,
+        poll_seconds: float,
+        signer: CheckpointSigner | None = None,
+    ) -> None:
         super().__init__()
         self._pool = pool
         self.keys = keys
+        self.signer = signer
         self._poll_seconds = poll_seconds
 
     async def step(self) -> float:
@@ -166,29 +183,79 @@ class AuditChainer(BackgroundLoop):
         return 0 if linked >= 1000 else self._poll_seconds
 
 
-async def verify_project(pool: asyncpg.Pool, project: str, keys: AuditKeys | None) -> Verification:
+async def verify_project(
+    pool: asyncpg.Pool,
+    project: str,
+    keys: AuditKeys | None,
+    *,
+    heads: Mapping[int, str] | None = None,
+    since: Checkpoint | None = None,
+) -> Verification:
     """Walk a project's chain in link order, streamed (constant memory however long),
-    and report the first broken link, if any."""
-    check = ChainCheck(keys)
+    and report the first broken link or checkpointed head it lacks. `since`, a
+    checkpoint already verified, starts the walk at its head instead of the beginning."""
+    heads = dict(heads or {})
+    if since is not None:
+        heads[since.seq] = since.hash
+    check = ChainCheck(keys, heads)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        start = 1
+        if since is not None and await _resume_at(conn, check, since):
+            start = since.seq + 1
         async for row in conn.cursor(
             f"""SELECT c.event_id AS linked_id, {EVENT_COLUMNS} FROM audit_chain c
                   LEFT JOIN audit_events e ON e.id = c.event_id
-                 WHERE c.project = $1 ORDER BY c.seq""",
+                 WHERE c.project = $1 AND c.seq >= $2 ORDER BY c.seq""",
             project,
+            start,
         ):
             if row["id"] is None:
-                check.events += 1
-                missing = BrokenLink(
-                    id=row["linked_id"], seq=row["seq"], reason="the event of this link is gone"
-                )
-                return check.result(missing)
-            broken = check.add(to_event(row))
-            if broken is not None:
-                return check.result(broken)
+                check.gone(row["linked_id"], row["seq"])
+                break
+            if not check.add(to_event(row)):
+                break
         unchained = await conn.fetchval(
             """SELECT count(*) FROM audit_events e LEFT JOIN audit_chain c ON c.event_id = e.id
                 WHERE e.project = $1 AND c.event_id IS NULL""",
             project,
         )
-    return check.result().model_copy(update={"unchained": unchained})
+    return check.result(len(heads)).model_copy(update={"unchained": unchained})
+
+
+async def _resume_at(conn: asyncpg.Connection, check: ChainCheck, since: Checkpoint) -> bool:
+    """Start from the checkpointed head when the chain still has it; when it does not,
+    the walk from the beginning finds where it went (or that it was cut off)."""
+    head = await conn.fetchrow(
+        "SELECT hash, key_id FROM audit_chain WHERE project = $1 AND seq = $2",
+        since.project,
+        since.seq,
+    )
+    if head is None or head["hash"] != since.hash:
+        return False
+    check.resume(since.seq, since.hash, keyed=head["key_id"] is not None)
+    return True
+
+
+async def checkpoint(
+    pool: asyncpg.Pool, project: str, keys: AuditKeys, signer: CheckpointSigner
+) -> tuple[Verification, Checkpoint | None]:
+    """A signed statement of the project's chain head, once the whole chain up to it
+    verifies: a checkpoint of a chain already tampered with would vouch for the tamper."""
+    head = await pool.fetchrow(
+        "SELECT seq, hash, key_id FROM audit_chain WHERE project = $1 ORDER BY seq DESC LIMIT 1",
+        project,
+    )
+    if head is None:
+        return Verification(intact=True, events=0, first_broken=None), None
+    verification = await verify_project(pool, project, keys, heads={head["seq"]: head["hash"]})
+    if not verification.intact:
+        return verification, None
+    statement = Checkpoint(
+        project=project,
+        seq=head["seq"],
+        hash=head["hash"],
+        key_id=head["key_id"],
+        created_at=datetime.now(UTC),
+        signer=signer.id,
+    )
+    return verification, signer.sign(statement)

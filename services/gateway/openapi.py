@@ -87,6 +87,10 @@ _ERRORS: dict[str, dict[int, str]] = {
         422: "`too_many_rules`: past the rule limit (`details.limit`).",
     },
     "keys.create_key": {400: "`bad_role`: worker keys are made from the server's shell."},
+    "audit.verify": {
+        422: "`since_checkpoint` is not a checkpoint of this project signed with this "
+        "gateway's checkpoint key (or the gateway has none)."
+    },
     "webhooks.create_webhook": {
         422: "`webhook_url_refused`: the host does not resolve, or to a private address."
     },

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
+from services.contract.audit_checkpoint import CheckpointError, CheckpointSigner
 from services.contract.audit_keys import AuditKeyError, AuditKeys
 from services.contract.settings import CommonSettings
 from services.gateway.client_address import Network, parse_networks
@@ -152,6 +153,12 @@ class GatewaySettings(CommonSettings):
         description="A file of audit keys, one a line, the current one first (instead of "
         "audit_key; `make dev` writes one under .ferrumdeck/).",
     )
+    audit_signing_key_file: Path | None = Field(
+        default=None,
+        description="An Ed25519 private key (PEM) that signs audit checkpoints, statements of "
+        "a chain's head kept outside the database; its public key checks them "
+        "(`ferrumdeck audit public-key`). `make dev` writes one under .ferrumdeck/.",
+    )
     audit_chain_seconds: float = Field(
         default=0.5, gt=0, description="How often new audit events are linked into the chain."
     )
@@ -187,6 +194,12 @@ class GatewaySettings(CommonSettings):
                     f"cannot read FERRUMDECK_AUDIT_KEY_FILE {self.audit_key_file}: {exc.strerror}"
                 ) from None
         raise AuditKeyError("set FERRUMDECK_AUDIT_KEY or FERRUMDECK_AUDIT_KEY_FILE")
+
+    def checkpoint_signer(self) -> CheckpointSigner:
+        """CheckpointError when no signing key is configured or it is unusable."""
+        if self.audit_signing_key_file is None:
+            raise CheckpointError("set FERRUMDECK_AUDIT_SIGNING_KEY_FILE (an Ed25519 PEM key)")
+        return CheckpointSigner.from_file(self.audit_signing_key_file)
 
     @property
     def proxy_networks(self) -> tuple[Network, ...]:

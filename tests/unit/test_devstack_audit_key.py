@@ -17,20 +17,28 @@ def test_the_dev_stack_makes_a_private_key_file_once_and_keeps_it(
 ) -> None:
     monkeypatch.delenv("FERRUMDECK_AUDIT_KEY", raising=False)
     monkeypatch.delenv("FERRUMDECK_AUDIT_KEY_FILE", raising=False)
+    monkeypatch.delenv("FERRUMDECK_AUDIT_SIGNING_KEY_FILE", raising=False)
     first = audit_key_settings(tmp_path)
     key_file = Path(first["FERRUMDECK_AUDIT_KEY_FILE"])
+    signing_file = Path(first["FERRUMDECK_AUDIT_SIGNING_KEY_FILE"])
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    keys = GatewaySettings(audit_key_file=key_file).audit_keys()
+    assert stat.S_IMODE(signing_file.stat().st_mode) == 0o600
+    settings = GatewaySettings(audit_key_file=key_file, audit_signing_key_file=signing_file)
+    keys, signer = settings.audit_keys(), settings.checkpoint_signer()
     assert audit_key_settings(tmp_path) == first
-    assert GatewaySettings(audit_key_file=key_file).audit_keys() == keys
+    assert settings.audit_keys() == keys
+    assert settings.checkpoint_signer().id == signer.id
 
 
 def test_the_operators_own_key_wins_over_the_dev_stacks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FERRUMDECK_AUDIT_KEY", "x" * 40)
-    assert audit_key_settings(tmp_path) == {}
-    assert not (tmp_path / "audit.key").exists()
+    monkeypatch.setenv("FERRUMDECK_AUDIT_SIGNING_KEY_FILE", str(tmp_path / "mine.pem"))
+    assert audit_key_settings(tmp_path) == {
+        "FERRUMDECK_AUDIT_SIGNING_KEY_FILE": str(tmp_path / "mine.pem")
+    }
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(

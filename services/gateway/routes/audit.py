@@ -9,8 +9,15 @@ from quart import Blueprint
 from quart_schema import tag, validate_querystring, validate_response
 
 from services.contract.audit import AuditPage, Verification
+from services.contract.audit_checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointSigner,
+    check_signature,
+)
 from services.gateway import audit
 from services.gateway.auth import READERS, project, require_role
+from services.gateway.errors import UnprocessableEntity
 from services.gateway.pagination import decode_cursor, paginate
 from services.gateway.runtime import runtime
 from services.gateway.store import audit_trail
@@ -46,9 +53,42 @@ async def list_events(query_args: AuditQuery) -> AuditPage:
     return AuditPage(items=page, next_cursor=next_cursor)
 
 
+class VerifyQuery(BaseModel):
+    since_checkpoint: str | None = Field(
+        default=None,
+        max_length=4000,
+        description="A checkpoint (`ferrumdeck audit checkpoint` prints it as `token`): the "
+        "chain must still hold its head, and is checked from there on.",
+    )
+
+
 @blueprint.get("/verify")
 @tag(["audit"])
+@validate_querystring(VerifyQuery)
 @validate_response(Verification)
-async def verify() -> Verification:
-    """Recompute the project's whole chain: intact, or the first broken link."""
-    return await audit.verify_project(runtime().pool, project(), runtime().chainer.keys)
+async def verify(query_args: VerifyQuery) -> Verification:
+    """Recompute the project's chain: intact, or the first broken link or the
+    checkpointed head it no longer has."""
+    chainer = runtime().chainer
+    since = None
+    if query_args.since_checkpoint is not None:
+        since = _checkpoint(query_args.since_checkpoint, chainer.signer)
+    return await audit.verify_project(runtime().pool, project(), chainer.keys, since=since)
+
+
+def _checkpoint(token: str, signer: CheckpointSigner | None) -> Checkpoint:
+    if signer is None:
+        raise UnprocessableEntity(
+            "this gateway has no checkpoint key to check a checkpoint with "
+            "(FERRUMDECK_AUDIT_SIGNING_KEY_FILE)"
+        )
+    try:
+        checkpoint = Checkpoint.from_token(token)
+        check_signature(checkpoint, signer.public)
+    except CheckpointError as exc:
+        raise UnprocessableEntity(str(exc)) from None
+    if checkpoint.project != project():
+        raise UnprocessableEntity(
+            f"the checkpoint is of project {checkpoint.project!r}, not this one"
+        )
+    return checkpoint
