@@ -231,16 +231,38 @@ class PolicyDecision(BaseModel):
     explanation: str
 
 
+def _also_args(schema: dict[str, Any]) -> None:
+    """`args` in the schema as what it is: `arguments` by the name rules use, not both."""
+    schema["properties"]["args"] = {
+        **schema["properties"]["arguments"],
+        "title": "Args",
+        "description": "The same as `arguments`, by the name rules (`when.args`) and the "
+        "CLI (`--args`) use; give one of the two.",
+    }
+    schema["not"] = {"required": ["arguments", "args"]}
+
+
 class EvaluateRequest(BaseModel):
     """A hypothetical tool call, to ask what the current policy would decide."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_also_args)
 
     agent: str = Field(min_length=1, max_length=200)
     tool: str = Field(min_length=1, max_length=200)
-    arguments: dict[str, Any] = Field(default_factory=dict)
+    arguments: dict[str, Any] = Field(
+        default_factory=dict, description="The call's arguments (or `args`)."
+    )
     calls_in_run: int = Field(default=1, ge=1)
     identical_in_a_row: int = Field(default=1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _args_are_arguments(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "args" in data:
+            if "arguments" in data:
+                raise ValueError("give the call's arguments once: as arguments or as args")
+            data = {("arguments" if name == "args" else name): v for name, v in data.items()}
+        return data
 
     @model_validator(mode="after")
     def _identical_calls_are_calls(self) -> EvaluateRequest:

@@ -277,3 +277,26 @@ async def test_pruning_keeps_versions_decisions_name_the_one_in_force_and_recent
     assert event["actor"].startswith("prune-admin")
     again = await harness.client.delete("/v1/policies/versions?before=1", headers=harness.admin)
     assert await again.get_json() == {"pruned": [], "kept": []}
+
+
+async def test_evaluate_takes_the_calls_arguments_as_args_too(harness: ToolHarness) -> None:
+    """Rules test `when.args` and the CLI says `--args`: a call described with `args` is
+    decided on them, not as a call without arguments."""
+    await harness.policy(*RULES)
+    call = {"agent": "bot", "tool": "notes.write_note"}
+    for name in ("arguments", "args"):
+        denied = await _evaluate(
+            harness.client, harness.admin, **call, **{name: {"text": "my PASSWORD"}}
+        )
+        assert (denied["effect"], denied["rule"]) == ("deny", "r3"), name
+    both = await harness.client.post(
+        "/v1/policies/evaluate",
+        json={**call, "arguments": {"text": "hi"}, "args": {"text": "my PASSWORD"}},
+        headers=harness.admin,
+    )
+    assert both.status_code == 400
+    assert "as arguments or as args" in (await both.get_json())["error"]["message"]
+    spec = await (await harness.client.get("/openapi.json")).get_json()
+    body = spec["paths"]["/v1/policies/evaluate"]["post"]["requestBody"]
+    documented = body["content"]["application/json"]["schema"]["properties"]
+    assert {"arguments", "args"} <= set(documented)
