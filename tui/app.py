@@ -47,10 +47,11 @@ from services.contract.queue import QueueStats
 from tui.messages import LiveUpdate
 from tui.screens.approvals import ApprovalsScreen
 from tui.screens.audit import AuditScreen
+from tui.screens.command import COMMANDS, CommandScreen
 from tui.screens.command import HELP as COMMAND_HELP
-from tui.screens.command import CommandScreen
 from tui.screens.dashboard import DashboardScreen
-from tui.screens.help import HelpScreen
+from tui.screens.deck import DeckScreen
+from tui.screens.help import HelpScreen, keys_of
 from tui.screens.run_detail import RunDetailScreen
 from tui.screens.runs import RunsScreen
 from tui.single_flight import SingleFlight
@@ -87,6 +88,8 @@ class FerrumDeckApp(App[None]):
         ),
         Binding("question_mark", "help", "Help"),
         Binding("colon", "command", "Command", show=False),
+        # Priority: in a filter, ctrl+c would copy; an operator means quit, as in k9s.
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("q", "leave(True)", "Back/Quit"),
         Binding("escape", "leave(False)", "Back", show=False),
     ]
@@ -134,8 +137,17 @@ class FerrumDeckApp(App[None]):
             self.exit()
 
     def action_help(self) -> None:
-        if not isinstance(self.screen, ModalScreen):
-            self.push_screen(HelpScreen())
+        screen = self.screen
+        if isinstance(screen, ModalScreen):
+            return
+        here = keys_of(screen, self)
+        if isinstance(screen, DeckScreen) and screen.LIST is not None:
+            here += keys_of(screen.query_one(screen.LIST), self)
+        name = dict(TABS).get(self.current_mode, "").partition(" ")[2]
+        commands = [(f":{verb}", what) for verb, what in COMMANDS]
+        self.push_screen(
+            HelpScreen([(name, here), ("Everywhere", keys_of(self, self)), ("Commands", commands)])
+        )
 
     def action_command(self) -> None:
         if not isinstance(self.screen, ModalScreen):
@@ -157,6 +169,11 @@ class FerrumDeckApp(App[None]):
             screen = self.screen
             if isinstance(screen, RunsScreen):
                 screen.show_agent(argument)
+        elif verb == "find" and argument:
+            await self.switch_mode("runs")
+            screen = self.screen
+            if isinstance(screen, RunsScreen):
+                screen.search(argument)
         elif verb in modes and not argument:
             self.switch_mode(verb)
         else:

@@ -127,7 +127,7 @@ async def test_runs_update_live_without_losing_the_cursor(deck: Deck, harness: T
     app = deck()
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.connection == "live")
-        await pilot.press("2", "g", *agent, "enter")
+        await pilot.press("2", "a", *agent, "enter")
         await until(pilot, lambda: row_keys(app, "#runs") == ids[::-1])
         await pilot.press("down")
         assert runs_list(app).cursor_key == ids[1]
@@ -292,7 +292,7 @@ async def test_the_deck_reconnects_when_the_gateway_comes_back(
     app = deck(url=served.url)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.connection == "live")
-        await pilot.press("2", "g", *agent, "enter")
+        await pilot.press("2", "a", *agent, "enter")
         await first.__aexit__(None, None, None)
         await until(pilot, lambda: "reconnecting" in static(app, "#nav-connection"))
         async with serve_gateway(settings, port):

@@ -26,12 +26,14 @@ from tui.humanize import age
 from tui.screens.deck import DeckScreen
 from tui.screens.modals import ReasonScreen
 from tui.screens.run_detail import pretty_json
+from tui.widgets.vim_keys import KeyedTable
 
 _MARK = "✓"
 
 
 class ApprovalsScreen(DeckScreen):
     MODE = "approvals"
+    LIST = "#approvals"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "decide(True)", "Approve"),
         Binding("r", "decide(False)", "Reject"),
@@ -41,7 +43,7 @@ class ApprovalsScreen(DeckScreen):
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="approvals-body"):
-            yield DataTable(id="approvals", cursor_type="row", zebra_stripes=True)
+            yield KeyedTable(id="approvals", cursor_type="row", zebra_stripes=True)
             with VerticalScroll(id="approval-scroll"):
                 yield Static("No approvals waiting.", id="approval-body")
 

@@ -19,6 +19,7 @@ from services.client import FerrumDeckError, NotFound
 from services.contract.audit import AuditEvent
 from tui.screens.deck import DeckScreen
 from tui.screens.run_detail import pretty_json
+from tui.widgets.vim_keys import KeyedTable
 
 PAGE = 100
 _FILTERS = ("action", "actor", "target", "since", "until")
@@ -26,6 +27,7 @@ _FILTERS = ("action", "actor", "target", "since", "until")
 
 class AuditScreen(DeckScreen):
     MODE = "audit"
+    LIST = "#audit"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f", "focus_filters", "Filter"),
         Binding("v", "verify", "Verify chain"),
@@ -38,7 +40,7 @@ class AuditScreen(DeckScreen):
                 yield Input(placeholder=name + hint, id=f"audit-{name}")
         yield Static("", id="verify-result")
         with Horizontal(id="audit-body"):
-            yield DataTable(id="audit", cursor_type="row", zebra_stripes=True)
+            yield KeyedTable(id="audit", cursor_type="row", zebra_stripes=True)
             with VerticalScroll(id="audit-scroll"):
                 yield Static("", id="audit-event")
 

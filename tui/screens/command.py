@@ -10,7 +10,13 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label
 
-HELP = ":run ID-OR-ITS-END  :agent NAME  :dashboard  :runs  :approvals  :audit"
+COMMANDS = (
+    ("run ID", "open a run by its id, or its end as lists show it"),
+    ("find TEXT", "runs whose input or output holds TEXT"),
+    ("agent NAME", "runs of agent NAME"),
+    ("runs", "go there; also :dashboard, :approvals, :audit"),
+)
+HELP = ":run ID-OR-ITS-END  :find TEXT  :agent NAME  :dashboard  :runs  :approvals  :audit"
 
 
 class CommandScreen(ModalScreen[str | None]):

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 class DeckScreen(Screen[None]):
     MODE: ClassVar[str]
+    LIST: ClassVar[str | None] = None
+    """The screen's list, focused whenever the screen shows, so keys move in it at once
+    (not in the filter last typed in, where Enter would open a dropdown)."""
 
     def compose(self) -> ComposeResult:
         yield NavBar(self.MODE)
@@ -44,6 +47,10 @@ class DeckScreen(Screen[None]):
         self._reloader = SingleFlight(self, self.load, "load")
         self.deck.listeners.add(self)
         self.reload()
+
+    def on_screen_resume(self) -> None:
+        if self.LIST is not None:
+            self.query_one(self.LIST).focus()
 
     def on_unmount(self) -> None:
         self.deck.listeners.discard(self)

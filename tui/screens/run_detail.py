@@ -26,6 +26,7 @@ from tui.humanize import count, duration, money
 from tui.screens.deck import DeckScreen
 from tui.screens.modals import ConfirmScreen
 from tui.status_style import status_text
+from tui.widgets.vim_keys import KeyedTable
 
 
 def pretty_json(value: Any) -> Syntax:
@@ -120,6 +121,7 @@ def summary(run: Run, budget: Budget | None) -> Text:
 
 class RunDetailScreen(DeckScreen):
     MODE = "detail"
+    LIST = "#steps"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j,n", "step(1)", "Next step"),
         Binding("k,p", "step(-1)", "Previous"),
@@ -129,7 +131,7 @@ class RunDetailScreen(DeckScreen):
     def compose_body(self) -> ComposeResult:
         yield Static("No run selected: pick one on the Runs screen (2).", id="run-summary")
         with Horizontal(id="detail-body"):
-            yield DataTable(id="steps", cursor_type="row")
+            yield KeyedTable(id="steps", cursor_type="row")
             with VerticalScroll(id="step-scroll"):
                 yield Static("", id="step-body")
 

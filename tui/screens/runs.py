@@ -9,10 +9,17 @@ the lines on screen that changed). No event leads to a fetch, except from a gate
 whose events carry only the state, where one reload of the first page stands for all of
 an update's changes.
 
-Status and agent filters go to the gateway; `/` narrows the loaded rows by text. A row is
-shown only while it matches all three: a run that changes into or out of the filter
-enters or leaves, and a changed filter drops the rows it excludes at once, before the
-gateway's answer, so the table never shows a run the filter says it should not.
+Status and agent filters go to the gateway. `/` narrows the loaded rows (id, agent,
+status) as it is typed, and enter sends it to the gateway as a search of every run's
+input and output (`text=`, also `:find TEXT`), so a search finds runs never loaded. A
+row is shown only while it matches every filter: a run that changes into or out of the
+filter enters or leaves, and a changed filter drops the rows it excludes at once, before
+the gateway's answer, so the table never shows a run the filter says it should not.
+Events do not carry input or output, so while a search is on, a run it did not find is
+not shown; the line under the list counts them, and enter searches again.
+
+Escape clears: in a filter, that filter; on the list, every filter; with none set, it
+goes back as everywhere else.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from textual.containers import Horizontal
 from textual.widgets import Input, Select, Static
 
 from services.client import FerrumDeckError, LiveEvent
+from services.contract.api import Run
 from services.contract.events import RunChanged
 from services.contract.runs import RunStatus
 from tui.humanize import age, count, money
@@ -36,6 +44,9 @@ from tui.widgets.run_list import Cells, Column, RunList
 
 PAGE = 100
 _PREFETCH_ROWS = 20
+_SEARCH_READS = 10
+"""Requests one load makes to fill a page of search results: each reads a bounded slice of
+the history (`GET /v1/runs?text=`), so a rare text may need several."""
 COLUMNS = (
     Column("id", "run", 8),
     Column("status", "status", 16),
@@ -45,20 +56,23 @@ COLUMNS = (
     Column("tokens", "tokens", 7),
     Column("cost", "cost", 9),
 )
-Filters = tuple[str | None, str | None]
+Filters = tuple[str | None, str | None, str | None]
+"""Status, agent, and the text searched for in input and output."""
 
 
 class RunsScreen(DeckScreen):
     MODE = "runs"
+    LIST = "#runs"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("slash", "focus_filter('#text')", "Filter"),
+        Binding("slash", "focus_filter('#text')", "Filter/search"),
         Binding("s", "focus_filter('#status')", "Status"),
-        Binding("g", "focus_filter('#agent')", "Agent"),
+        Binding("a", "focus_filter('#agent')", "Agent"),
+        Binding("escape", "clear", "Clear filters", show=False),
     ]
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="run-filters"):
-            yield Input(placeholder="/ filter loaded runs", id="text")
+            yield Input(placeholder="/ search (enter)", id="text")
             yield Select([(s.value, s.value) for s in RunStatus], prompt="any status", id="status")
             yield Input(placeholder="agent (enter)", id="agent")
         yield RunList(COLUMNS, id="runs")
@@ -71,6 +85,8 @@ class RunsScreen(DeckScreen):
         self._changes: dict[str, RunChanged] = {}
         self._loading = False
         self._changed_while_loading: dict[str, RunChanged] = {}
+        self._search: str | None = None
+        self._not_searched: set[str] = set()
         super().on_mount()
         self._list().focus()
 
@@ -86,24 +102,66 @@ class RunsScreen(DeckScreen):
         self._drop_excluded()
         self.reload()
 
+    def search(self, text: str | None) -> None:
+        """Runs whose input or output holds `text`, found by the gateway; None: all."""
+        self.query_one("#text", Input).value = text or ""
+        if text != self._search:
+            self._search = text
+            self._runs = {}
+            self._next = None
+            self._render_rows()
+        self._not_searched = set()
+        self.reload()
+
     def action_focus_filter(self, selector: str) -> None:
         self.query_one(selector).focus()
+
+    def action_clear(self) -> None:
+        """Escape: clear the filter being edited, or every filter from the list; with
+        none set, back as everywhere."""
+        focused = self.focused
+        text, agent = self.query_one("#text", Input), self.query_one("#agent", Input)
+        if focused is text:
+            self.search(None)
+        elif focused is agent:
+            agent.value = ""
+            self.reload()
+        elif self._filtered():
+            status = self.query_one("#status", Select)
+            if status.value is not Select.NULL:
+                status.clear()  # its Changed message reloads
+            agent.value = ""
+            self.search(None)
+        else:
+            self.deck.action_leave(False)
+            return
+        self._list().focus()
+
+    def _filtered(self) -> bool:
+        return any(self._filters()) or bool(self.query_one("#text", Input).value)
 
     # what is shown
 
     def _filters(self) -> Filters:
         status = self.query_one("#status", Select).value
         agent = self.query_one("#agent", Input).value.strip() or None
-        return (None if status is Select.NULL else str(status)), agent
+        return (None if status is Select.NULL else str(status)), agent, self._search
 
     def _listed(self, row: RunRow, filters: Filters) -> bool:
-        """Whether the gateway's listing under `filters` holds `row`."""
-        status, agent = filters
-        return (status is None or row.status == status) and (agent is None or row.agent == agent)
+        """Whether the gateway's listing under `filters` holds `row` (under a search: only
+        if the gateway found it, since no event says what a run's input holds)."""
+        status, agent, search = filters
+        return (
+            (status is None or row.status == status)
+            and (agent is None or row.agent == agent)
+            and (search is None or row.id in self._runs)
+        )
 
     def _shown(self, row: RunRow) -> bool:
         text = self.query_one("#text", Input).value.strip().lower()
-        return not text or any(text in value for value in (row.id, row.agent, row.status.value))
+        if not text or text == (self._search or "").lower():
+            return True
+        return any(text in value for value in (row.id, row.agent, row.status.value))
 
     def _cells(self, row: RunRow) -> Cells:
         return (
@@ -126,10 +184,14 @@ class RunsScreen(DeckScreen):
 
     def _show_info(self) -> None:
         more = "; scroll for more" if self._next else ""
+        if self._search is None:
+            info = f"{self._list().row_count} shown of {len(self._runs)} loaded{more}"
+        else:
+            info = f"{len(self._runs)} found with {self._search!r} in input or output{more}"
+            if self._not_searched:
+                info += f"; {len(self._not_searched)} runs changed since: enter searches again"
         # One line of a fixed size: no layout of the screen for each update of a burst.
-        self.query_one("#runs-info", Static).update(
-            f"{self._list().row_count} shown of {len(self._runs)} loaded{more}", layout=False
-        )
+        self.query_one("#runs-info", Static).update(info, layout=False)
 
     def _drop_excluded(self) -> None:
         """Remove at once the rows the filters now exclude, before the gateway answers."""
@@ -142,11 +204,26 @@ class RunsScreen(DeckScreen):
 
     # loading
 
+    async def _fetch(self, filters: Filters, cursor: str | None) -> tuple[list[Run], str | None]:
+        """A page of runs under `filters`; a search reads on until it has a page or has
+        read `_SEARCH_READS` slices of the history."""
+        status, agent, search = filters
+        found: list[Run] = []
+        for _ in range(_SEARCH_READS if search else 1):
+            page = await self.deck.client.runs(
+                status=status, agent=agent, text=search, limit=PAGE, cursor=cursor
+            )
+            found += page.items
+            cursor = page.next_cursor
+            if cursor is None or len(found) >= PAGE:
+                break
+        return found, cursor
+
     async def load(self) -> None:
         filters = self._filters()
         self._loading = True
         try:
-            page = await self.deck.client.runs(status=filters[0], agent=filters[1], limit=PAGE)
+            found, cursor = await self._fetch(filters, None)
         except FerrumDeckError as error:
             self.report(error)
             return
@@ -155,8 +232,8 @@ class RunsScreen(DeckScreen):
         changed, self._changed_while_loading = self._changed_while_loading, {}
         if filters != self._filters():
             return  # the filters changed meanwhile: a newer load is on its way
-        self._runs = {str(run.id): RunRow.of_run(run) for run in page.items}
-        self._next = page.next_cursor
+        self._runs = {str(run.id): RunRow.of_run(run) for run in found}
+        self._next = cursor
         self._render_rows()
         # what changed after the page was read would be lost under it
         self._changes = {**changed, **self._changes}
@@ -166,9 +243,7 @@ class RunsScreen(DeckScreen):
     async def _load_more(self) -> None:
         filters = self._filters()
         try:
-            page = await self.deck.client.runs(
-                status=filters[0], agent=filters[1], limit=PAGE, cursor=self._next
-            )
+            found, cursor = await self._fetch(filters, self._next)
         except FerrumDeckError as error:
             self.report(error)
             return
@@ -177,7 +252,7 @@ class RunsScreen(DeckScreen):
         if filters != self._filters():
             return
         older = []
-        for run in page.items:
+        for run in found:
             run_id = str(run.id)
             if run_id in self._runs:
                 continue
@@ -186,7 +261,7 @@ class RunsScreen(DeckScreen):
             if self._shown(row):
                 older.append((run_id, self._cells(row)))
         self._list().update(put=older)
-        self._next = page.next_cursor
+        self._next = cursor
         self._show_info()
 
     # events
@@ -214,6 +289,8 @@ class RunsScreen(DeckScreen):
         put: list[tuple[str, Cells]] = []
         remove: list[str] = []
         for row in rows:
+            if filters[2] is not None and row.id not in self._runs:
+                self._not_searched.add(row.id)
             listed = self._listed(row, filters)
             if not listed or (row.id not in self._runs and oldest is not None and row.id < oldest):
                 # out of the filter, or older than the loaded pages (scrolling fetches it)
@@ -248,6 +325,8 @@ class RunsScreen(DeckScreen):
         if event.input.id == "agent":
             self._drop_excluded()
             self.reload()
+        elif event.input.id == "text":
+            self.search(event.value.strip() or None)
         self._list().focus()
 
     def on_select_changed(self) -> None:

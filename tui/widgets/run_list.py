@@ -34,6 +34,8 @@ from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
+from tui.widgets.vim_keys import GoToTop
+
 Cell = tuple[str, str]
 """A cell's text and its Rich style (`""` for the line's own)."""
 Cells = tuple[Cell, ...]
@@ -73,7 +75,7 @@ def fit(text: str, width: int) -> str:
     return f"{text[:head]}…{text[len(text) - (width - 1 - head) :]}"
 
 
-class RunList(Widget, can_focus=True):
+class RunList(GoToTop, Widget, can_focus=True):
     DEFAULT_CSS = """
     RunList {
         height: 1fr;
@@ -106,6 +108,7 @@ class RunList(Widget, can_focus=True):
         Binding("pagedown", "page(1)", "Page down", show=False),
         Binding("home", "cursor_to(0)", "First", show=False),
         Binding("end,G", "cursor_to(-1)", "Last", show=False),
+        Binding("g", "g", "First (gg)", show=False),
         Binding("enter", "select", "Open", show=False),
     ]
 
@@ -241,6 +244,9 @@ class RunList(Widget, can_focus=True):
 
     def action_cursor_to(self, index: int) -> None:
         self._land(index if index >= 0 else len(self._ascending) - 1)
+
+    def go_top(self) -> None:
+        self.action_cursor_to(0)
 
     def action_select(self) -> None:
         if self._cursor is not None:
