@@ -5,9 +5,13 @@ from services.client import AsyncFerrumDeck
 
 async with AsyncFerrumDeck() as deck:        # URL and key: args > env > .ferrumdeck/dev.env
     run = await deck.create_run("demo", "Hello!")
+    async with asyncio.timeout(60):
+        done = await deck.wait(run.id)        # never misses a run that ended at once
     async for event in deck.events():         # live, reconnecting by itself
         ...
 ```
+
+`deck.follow(run_id)` yields the run each time it changes until it ends.
 """
 
 from __future__ import annotations

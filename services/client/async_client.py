@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from services.client.config import discover
 from services.client.errors import GatewayUnavailable, error_from_response
 from services.client.live import LiveEvent, live_events
+from services.client.run_watch import follow_run
 from services.contract.api import (
     Agent,
     AgentCreate,
@@ -287,6 +288,21 @@ class AsyncFerrumDeck:
     async def requeue_run(self, run_id: uuid.UUID | str) -> Run:
         """Queue a dead-lettered run again (`Conflict` `not_dead_lettered` for any other)."""
         return await self._post(Run, f"/v1/runs/{run_id}/requeue")
+
+    def follow(self, run_id: uuid.UUID | str) -> AsyncIterator[Run]:
+        """The run each time it changes, until it has ended (the last one yielded). It
+        joins the live feed before it first reads the run, so a run that ends at once,
+        even before `follow` is called, is never missed; see `services.client.run_watch`."""
+        run = uuid.UUID(str(run_id))
+        return follow_run(self.events(), lambda: self.run(run), run)
+
+    async def wait(self, run_id: uuid.UUID | str) -> Run:
+        """The run once it has ended (completed, failed, cancelled, over budget); a run
+        waiting for approval is waited for too. Bound it with `asyncio.timeout`."""
+        async for run in self.follow(run_id):
+            if run.status.terminal:
+                return run
+        raise AssertionError("follow ends only with a finished run")
 
     # approvals
 

@@ -152,6 +152,11 @@ class FerrumDeck:
             )
         )
 
+    def wait(self, run_id: uuid.UUID | str, *, timeout: float | None = None) -> Run:
+        """The run once it has ended; `TimeoutError` after `timeout` seconds. See
+        `AsyncFerrumDeck.wait`."""
+        return self._runner.run(asyncio.wait_for(self._client.wait(run_id), timeout))
+
     def cancel_run(self, run_id: uuid.UUID | str) -> Run:
         return self._runner.run(self._client.cancel_run(run_id))
 

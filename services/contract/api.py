@@ -59,6 +59,12 @@ class RunCreate(BaseModel):
     agent: str = Field(pattern=AGENT_REF, description="`name` (latest version) or `name@version`")
     input: str = Field(min_length=1, max_length=200_000)
     metadata: dict[str, Any] = Field(default_factory=dict, max_length=50)
+    thread_id: uuid.UUID | None = Field(
+        default=None,
+        description="Continue this thread (`POST /v1/threads`): the run starts from its "
+        "earlier runs' inputs, replies and tool results. A thread runs one run at a time: "
+        "409 `thread_busy` while another of its runs is open.",
+    )
 
 
 class Run(BaseModel):
@@ -80,6 +86,7 @@ class Run(BaseModel):
         description="When the run failed because its job was never finished by any worker; "
         "such a run can be queued again (`POST /v1/runs/{id}/requeue`).",
     )
+    thread_id: uuid.UUID | None = Field(default=None, description="The thread it continues.")
 
 
 class RunPage(BaseModel):

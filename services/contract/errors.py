@@ -44,6 +44,7 @@ class ErrorCode(StrEnum):
     # 422: well-formed, but names what does not exist, or is past a bound.
     UNKNOWN_AGENT = "unknown_agent"
     UNKNOWN_MODEL = "unknown_model"
+    UNKNOWN_THREAD = "unknown_thread"
     TOO_MANY_RULES = "too_many_rules"
     WEBHOOK_URL_REFUSED = "webhook_url_refused"
 
@@ -64,6 +65,7 @@ class ErrorCode(StrEnum):
     NOT_DEAD_LETTERED = "not_dead_lettered"
     DELIVERIES_UNPROVEN = "deliveries_unproven"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    THREAD_BUSY = "thread_busy"
 
     # 503: a backing server is away, or this gateway is stopping; retry after a while.
     DATABASE_UNAVAILABLE = "database_unavailable"

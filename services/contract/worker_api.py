@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from services.contract.budget import Spent
 from services.contract.policy import PolicyDecision
-from services.contract.runs import Budget, ModelParams, StepKind, StepStatus, Usage
+from services.contract.runs import Budget, ModelParams, RunStatus, StepKind, StepStatus, Usage
 from services.contract.tools import ToolSpec
 
 JsonValue = Any
@@ -60,6 +60,15 @@ class PriorStep(BaseModel):
     idempotent: bool | None = None
 
 
+class PriorTurn(BaseModel):
+    """An earlier run of the run's thread, oldest first: what the model is told first."""
+
+    run_id: uuid.UUID
+    status: RunStatus
+    input: str
+    steps: list[PriorStep]
+
+
 class ClaimGrant(BaseModel):
     """The run, handed to the worker that now holds its lease, with what it has spent:
     the worker checks the budget itself before each model call (`contract.budget`)."""
@@ -76,6 +85,10 @@ class ClaimGrant(BaseModel):
     steps: list[PriorStep]
     spent: Spent
     started_at: datetime
+    history: list[PriorTurn] = Field(
+        default_factory=list,
+        description="The thread's earlier runs, oldest first (none for a run on no thread).",
+    )
 
     @property
     def lease(self) -> LeaseBody:

@@ -1,10 +1,11 @@
 """The conversation of a run, rebuilt from its recorded steps.
 
 The gateway's step list is the only memory a run has, so any worker can pick a run up
-where another left it: every finished model reply, and for each tool call it asked for,
-the latest step recorded for that call. Calls of the last reply that are not settled yet
-(never asked about, approved, or started under an earlier lease) are `pending`: the
-worker deals with them before it asks the model anything again.
+where another left it. A run on a thread starts with the thread's earlier runs
+(`contract.transcript`), then its own input, every finished model reply, and for each
+tool call it asked for, the latest step recorded for that call. Calls of the last reply
+that are not settled yet (never asked about, approved, or started under an earlier
+lease) are `pending`: the worker deals with them before it asks the model anything again.
 
 Only the conversation moves itself on (`record_reply`, `take_pending`,
 `record_tool_result`): the seq of the next step and the messages the model is sent must
@@ -13,11 +14,11 @@ change together, or a resumed run and a fresh one would number their steps apart
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from services.contract.runs import StepKind, StepStatus
+from services.contract.transcript import history_messages, settled_content, tool_message
 from services.contract.worker_api import ClaimGrant, PriorStep
 
 
@@ -39,10 +40,6 @@ class PendingCall:
         )
 
 
-def tool_message(tool_call_id: str, content: str) -> dict[str, Any]:
-    return {"role": "tool", "tool_call_id": tool_call_id, "content": content}
-
-
 def final_answer_of(message: dict[str, Any]) -> str | None:
     """The run's answer, if this message is a model reply that asks for no tools."""
     if message["role"] == "assistant" and not message.get("tool_calls"):
@@ -50,21 +47,12 @@ def final_answer_of(message: dict[str, Any]) -> str | None:
     return None
 
 
-def settled_content(step: PriorStep) -> str:
-    """What the model is told about a settled tool call."""
-    if step.status == StepStatus.COMPLETED:
-        output = step.output
-        return output if isinstance(output, str) else json.dumps(output)
-    if step.status == StepStatus.FAILED:
-        return f"error: {step.error or step.output}"
-    return str(step.output)
-
-
 class Conversation:
     def __init__(self, grant: ClaimGrant) -> None:
         self._messages: list[dict[str, Any]] = []
         if grant.agent.system_prompt:
             self._messages.append({"role": "system", "content": grant.agent.system_prompt})
+        self._messages.extend(history_messages(grant.history))
         self._messages.append({"role": "user", "content": grant.input})
         self._next_seq = max((s.seq for s in grant.steps), default=0) + 1
         latest: dict[str, PriorStep] = {}

@@ -52,6 +52,10 @@ PUBLIC_ROUTES: dict[tuple[str, str], set[Role]] = {
     ("GET", "/v1/audit/verify"): EVERYONE,
     ("GET", "/v1/queue"): EVERYONE,
     ("GET", "/v1/events"): EVERYONE,
+    ("GET", "/v1/threads"): EVERYONE,
+    ("POST", "/v1/threads"): START,
+    ("GET", "/v1/threads/<uuid:thread_id>"): EVERYONE,
+    ("GET", "/v1/threads/<uuid:thread_id>/messages"): EVERYONE,
     ("GET", "/v1/webhooks"): ADMIN,
     ("POST", "/v1/webhooks"): ADMIN,
     ("DELETE", "/v1/webhooks/<uuid:webhook_id>"): ADMIN,
@@ -130,6 +134,9 @@ async def _fixtures(harness: ToolHarness) -> dict[str, str]:
             headers=harness.admin,
         )
     ).get_json()
+    thread = await (
+        await harness.client.post("/v1/threads", json={}, headers=harness.admin)
+    ).get_json()
     agents = await (await harness.client.get("/v1/agents", headers=harness.admin)).get_json()
     return {
         "name": agents["items"][0]["name"],
@@ -137,6 +144,7 @@ async def _fixtures(harness: ToolHarness) -> dict[str, str]:
         "approval_id": verdict["approval_id"],
         "key_id": key["id"],
         "webhook_id": webhook["id"],
+        "thread_id": thread["id"],
         # Deliveries and their isolation are tested in test_webhooks.
         "delivery_id": str(uuid.uuid4()),
     }
@@ -155,6 +163,7 @@ def _body(method: str, rule: str) -> dict[str, Any] | None:
         "/v1/policies": {"rules": [{"id": "ask", "tool": "notes.*", "effect": "require_approval"}]},
         "/v1/policies/evaluate": {"agent": "a", "tool": "notes.write_note"},
         "/v1/keys": {"name": "k", "role": "viewer"},
+        "/v1/threads": {"metadata": {"matrix": True}},
         "/v1/webhooks": {"url": "http://8.8.8.8/hook", "events": ["run.budget_exceeded"]},
         "/v1/approvals/decide": {
             "approval_ids": [str(uuid.uuid4())],
@@ -229,6 +238,7 @@ async def test_worker_keys_reach_only_the_worker_api(
                 "key_id": str(uuid.uuid4()),
                 "webhook_id": str(uuid.uuid4()),
                 "delivery_id": str(uuid.uuid4()),
+                "thread_id": str(uuid.uuid4()),
             },
         )
         response = await client.open(url, method=method, json=_body(method, rule), headers=worker)
@@ -258,10 +268,10 @@ async def test_another_projects_data_is_not_found_anywhere(
             _url(rule, ids), method=method, json=_body(method, rule), headers=other
         )
         assert response.status_code == 404, (method, rule, response.status_code)
-    listings = ("/v1/runs", "/v1/agents", "/v1/approvals", "/v1/keys", "/v1/audit", "/v1/webhooks")
-    for listing in listings:
+    listings = ("/v1/runs", "/v1/agents", "/v1/approvals", "/v1/keys", "/v1/audit")
+    mine = {ids[k] for k in ("run_id", "approval_id", "key_id", "name", "webhook_id", "thread_id")}
+    for listing in (*listings, "/v1/webhooks", "/v1/threads"):
         items = (await (await client.get(listing, headers=other)).get_json())["items"]
-        mine = {ids["run_id"], ids["approval_id"], ids["key_id"], ids["name"], ids["webhook_id"]}
         assert not any(
             str(item.get("id")) in mine or item.get("name") == ids["name"] for item in items
         ), listing

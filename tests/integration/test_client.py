@@ -35,6 +35,7 @@ from services.contract.policy import (
 from services.contract.runs import RunStatus
 from services.devstack.embedded import free_port
 from services.gateway.settings import GatewaySettings
+from testbed.waiting import eventually
 from tests.support.gateway_server import ServedGateway, serve_gateway
 from tests.support.harness import ToolHarness
 
@@ -200,3 +201,63 @@ def test_configuration_is_found_in_order(tmp_path: Path, monkeypatch: pytest.Mon
     assert discover(cwd=tmp_path).api_key == "fd_env"
     assert discover(api_key="fd_arg", cwd=tmp_path).api_key == "fd_arg"
     assert discover(url="http://arg:2/", cwd=tmp_path).url == "http://arg:2"
+
+
+async def test_wait_returns_a_run_that_ended_before_it_was_called(
+    served: ServedGateway, harness: ToolHarness, admin_key: str
+) -> None:
+    """A run whose end came before the caller subscribed is not waited for forever."""
+    async with AsyncFerrumDeck(served.url, admin_key) as deck:
+        run = await deck.create_run(await harness.agent(), "over at once")
+        await deck.cancel_run(run.id)
+        async with asyncio.timeout(10):
+            ended = await deck.wait(run.id)
+    assert ended.status is RunStatus.CANCELLED
+
+
+async def test_follow_sees_the_run_through_an_approval_to_its_end(
+    served: ServedGateway, harness: ToolHarness, admin_key: str
+) -> None:
+    await harness.policy({"id": "ask", "tool": "notes.*", "effect": "require_approval"})
+    run_id, epoch = await harness.running(tools=["notes.*"])
+    async with AsyncFerrumDeck(served.url, admin_key) as deck:
+        seen: list[RunStatus] = []
+
+        async def follow() -> None:
+            async for run in deck.follow(run_id):
+                seen.append(run.status)
+
+        following = asyncio.create_task(follow())
+        await eventually(lambda: _async(seen), lambda statuses: RunStatus.RUNNING in statuses)
+        await harness.authorize(run_id, epoch, 1, "notes.write_note", {"text": "hi"})
+        await eventually(
+            lambda: _async(seen), lambda statuses: RunStatus.WAITING_APPROVAL in statuses
+        )
+        (approval,) = await harness.approvals(run_id=run_id)
+        await harness.decide(approval["id"], "approve")
+        status, grant = await harness.claim(run_id)
+        assert status == 200, grant
+        await harness.call(run_id, "complete", {"epoch": grant["epoch"], "output": "done"})
+        await asyncio.wait_for(following, timeout=10)
+    assert seen[-1] is RunStatus.COMPLETED
+    assert seen.count(RunStatus.COMPLETED) == 1
+
+
+async def test_the_sync_wait_gives_up_after_its_timeout(
+    served: ServedGateway, harness: ToolHarness, admin_key: str
+) -> None:
+    agent = await harness.agent()
+
+    def use() -> RunStatus:
+        with FerrumDeck(served.url, admin_key) as deck:
+            run = deck.create_run(agent, "nobody works on this")
+            with pytest.raises(TimeoutError):
+                deck.wait(run.id, timeout=0.5)
+            deck.cancel_run(run.id)
+            return deck.wait(run.id, timeout=10).status
+
+    assert await asyncio.to_thread(use) is RunStatus.CANCELLED
+
+
+async def _async(value: list[RunStatus]) -> list[RunStatus]:
+    return list(value)

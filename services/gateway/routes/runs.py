@@ -43,6 +43,7 @@ from services.gateway.runtime import runtime
 from services.gateway.store import agents as agent_store
 from services.gateway.store import dead_lettered_runs, run_summary
 from services.gateway.store import runs as store
+from services.gateway.store import threads as thread_store
 from services.gateway.store.steps import list_steps
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,10 @@ async def create_run(data: RunCreate) -> tuple[Run, int, dict[str, str]]:
     )
     if agent is None:
         raise UnprocessableEntity(f"no agent {data.agent!r}", code=ErrorCode.UNKNOWN_AGENT)
+    if data.thread_id is not None and not await thread_store.exists(
+        res.pool, project(), data.thread_id
+    ):
+        raise UnprocessableEntity(f"no thread {data.thread_id}", code=ErrorCode.UNKNOWN_THREAD)
     request_hash = (
         hashlib.sha256(data.model_dump_json().encode()).hexdigest() if key is not None else None
     )

@@ -106,19 +106,27 @@ async def requeue(pool: asyncpg.Pool, project: str, run_id: uuid.UUID, actor: Ac
     change (an error the model or a tool reported, a budget, a human's cancel). The
     run's clock starts again, or a time budget spent waiting in the dead-letter queue
     would fail it at once."""
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            f"""UPDATE runs SET status = 'queued', error = NULL, finished_at = NULL,
-                                started_at = NULL, dead_lettered_at = NULL, updated_at = now()
-                 WHERE project = $1 AND id = $2
-                   AND status = 'failed' AND dead_lettered_at IS NOT NULL
-                 RETURNING {RUN_COLUMNS}""",
-            project,
-            run_id,
-        )
-        if row is not None:
-            await enqueue(conn, run_id, JobReason.REQUEUED)
-            await record(conn, project, actor, "run.requeued", f"run:{run_id}")
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"""UPDATE runs SET status = 'queued', error = NULL, finished_at = NULL,
+                                    started_at = NULL, dead_lettered_at = NULL, updated_at = now()
+                     WHERE project = $1 AND id = $2
+                       AND status = 'failed' AND dead_lettered_at IS NOT NULL
+                     RETURNING {RUN_COLUMNS}""",
+                project,
+                run_id,
+            )
+            if row is not None:
+                await enqueue(conn, run_id, JobReason.REQUEUED)
+                await record(conn, project, actor, "run.requeued", f"run:{run_id}")
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "runs_open_on_thread":
+            raise
+        raise Conflict(
+            "the run's thread has another run in progress; queue it again when that ends",
+            code=ErrorCode.THREAD_BUSY,
+        ) from None
     if row is not None:
         return to_run(row)
     current = await get_run(pool, project, run_id)

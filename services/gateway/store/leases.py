@@ -43,6 +43,7 @@ from services.gateway.step_fence import (
 )
 from services.gateway.store.agents import get_version
 from services.gateway.store.runs import RUN_COLUMNS, to_run
+from services.gateway.store.threads import PRIOR_STEPS, history
 
 # The run under its row lock, with what budget checks need; for a step report also the
 # status of that step (`$2`), which saves a round trip.
@@ -70,13 +71,7 @@ WITH claimed AS (
      WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now()))
      RETURNING {RUN_COLUMNS}, project, epoch, lease_expires_at,
                extract(epoch FROM now() - started_at)::float8 AS elapsed,
-               (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                           'seq', s.seq, 'kind', s.kind, 'status', s.status,
-                           'tool', s.tool, 'tool_call_id', s.tool_call_id,
-                           'input', s.input, 'output', s.output,
-                           'error', s.error, 'idempotent', s.idempotent)
-                         ORDER BY s.seq), '[]')
-                  FROM steps s WHERE s.run_id = runs.id) AS prior_steps
+               {PRIOR_STEPS.format(run="runs")} AS prior_steps
 ), event AS (
     {APPEND}
     SELECT project, $4, $5, 'run.claimed', 'run:' || id, jsonb_build_object('epoch', epoch), $6
@@ -220,6 +215,7 @@ async def claim(
         refusal = None if models is None else models.refusal(agent.model, row["project"])
         if refusal is not None:
             await _fail_withdrawn(conn, run_id, row["project"], refusal)
+        earlier = [] if run.thread_id is None else await history(conn, run.thread_id, run.id)
     assert run.started_at is not None
     return ClaimGrant(
         run_id=run.id,
@@ -232,6 +228,7 @@ async def claim(
         steps=[PriorStep.model_validate(s) for s in row["prior_steps"]],
         spent=_spent(row),
         started_at=run.started_at,
+        history=earlier,
     )
 
 

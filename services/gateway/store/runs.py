@@ -26,7 +26,7 @@ from services.gateway.store.approvals import cancel_for_run
 
 RUN_COLUMNS = """id, agent_name, agent_version, status, input, output, error, metadata,
     prompt_tokens, completion_tokens, cost_usd, steps_count, created_at, started_at,
-    finished_at, dead_lettered_at, request_hash"""
+    finished_at, dead_lettered_at, request_hash, thread_id"""
 
 _SWEEPER = Actor.system("sweeper")
 _OPEN = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING_APPROVAL)
@@ -54,6 +54,7 @@ def to_run(row: asyncpg.Record) -> Run:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         dead_lettered_at=row["dead_lettered_at"],
+        thread_id=row["thread_id"],
     )
 
 
@@ -81,22 +82,25 @@ Created = tuple[Run, bool]
 
 # One statement, so one round trip and one (synchronous) commit for any number of runs:
 # the runs, then an outbox row and a `run.created` event for each run actually inserted.
-# Rows whose idempotency key is taken are skipped by ON CONFLICT and looked up after.
+# Rows whose idempotency key is taken are skipped by ON CONFLICT and looked up after, as
+# are rows for a thread that has an open run (migration 0021).
 _CREATE_RUNS = f"""
 WITH batch AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::integer[], $5::text[],
                          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                         $11::text[], $13::uuid[])
+                         $11::text[], $13::uuid[], $14::uuid[])
         WITH ORDINALITY AS b(id, project, agent_name, agent_version, input, metadata,
                              idempotency_key, request_hash, actor, actor_kind, request_id,
-                             created_by_key, ord)
+                             created_by_key, thread_id, ord)
 ), created AS (
     INSERT INTO runs (project, id, agent_name, agent_version, status, input, metadata,
-                      idempotency_key, request_hash, created_by_key)
+                      idempotency_key, request_hash, created_by_key, thread_id)
     SELECT project, id, agent_name, agent_version, 'queued', input, metadata::jsonb,
-           idempotency_key, request_hash, created_by_key
+           idempotency_key, request_hash, created_by_key, thread_id
       FROM batch ORDER BY ord
-    ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    -- A taken idempotency key, or a thread that already has an open run (even one this
+    -- statement just inserted): the row is skipped, and its request answered after.
+    ON CONFLICT DO NOTHING
     RETURNING {RUN_COLUMNS}
 ), jobs AS (
     INSERT INTO outbox (run_id, reason, project)
@@ -159,6 +163,7 @@ async def create_runs(
         # The key that started each run: separation of duties compares its approvers
         # with it (`services/gateway/separation_of_duties.py`).
         [new.actor.key_id for new in to_insert],
+        [new.body.thread_id for new in to_insert],
     )
     inserted = {row["id"]: row for row in rows}
     # Who holds each key: this batch's run, or (key taken before) the run that took it.
@@ -174,6 +179,13 @@ async def create_runs(
     return [_outcome(new, inserted, holders) for new in batch]
 
 
+def _thread_busy(thread_id: uuid.UUID) -> Conflict:
+    return Conflict(
+        f"thread {thread_id} has a run in progress; start the next one when it ends",
+        code=ErrorCode.THREAD_BUSY,
+    )
+
+
 def _outcome(
     new: NewRun,
     inserted: dict[uuid.UUID, asyncpg.Record],
@@ -181,11 +193,14 @@ def _outcome(
 ) -> Created | Conflict:
     """What one request of a batch is answered: its new run, the run its key already
     made (a replay), or the conflict of a key reused for another body."""
-    if new.idempotency_key is None:
+    if new.id in inserted:
         return to_run(inserted[new.id]), True
-    holder = holders.get((new.project, new.idempotency_key))
-    if holder is None:  # keys are never released: runs are not deleted
-        raise RuntimeError(f"idempotency key {new.idempotency_key!r} is taken by no run")
+    holder = holders.get((new.project, new.idempotency_key)) if new.idempotency_key else None
+    if holder is None:
+        if new.body.thread_id is not None:
+            return _thread_busy(new.body.thread_id)
+        # Keys are never released (runs are not deleted), and nothing else skips a row.
+        raise RuntimeError(f"run {new.id} was neither inserted nor holds a key")
     if holder["id"] == new.id:
         return to_run(holder), True
     if holder["request_hash"] == new.request_hash:
