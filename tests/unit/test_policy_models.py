@@ -151,5 +151,5 @@ def test_an_evaluate_request_cannot_repeat_more_calls_than_it_made() -> None:
 
 
 def test_an_evaluate_request_refuses_unknown_fields() -> None:
-    with pytest.raises(ValidationError, match="args"):
-        EvaluateRequest.model_validate({"agent": "bot", "tool": "time.now", "args": {}})
+    with pytest.raises(ValidationError, match="argument"):
+        EvaluateRequest.model_validate({"agent": "bot", "tool": "time.now", "argument": {}})
