@@ -3,12 +3,19 @@
 `ferrumdeck dev` serves it as the clearly labelled local demo model, so the demo agent
 answers with no provider key and no network; the test suite serves it with scripted
 replies. Either way LiteLLM talks to it exactly as it talks to OpenAI.
+
+The demo model echoes what it is told, unless told to call a tool it is offered:
+`time.get_current_time {"timezone": "Europe/Paris"}` (a tool's name, then its arguments
+as a JSON object) is answered with that call, and the tool's result with a sentence
+quoting it. That is all the "reasoning" it has, and enough to show a newcomer a tool
+call going through policy and approval without a provider key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -46,10 +53,48 @@ def _prompt_text(body: dict[str, Any]) -> str:
 
 
 async def demo_responder(body: dict[str, Any]) -> Reply:
-    """Answers every conversation by quoting its last user message, labelled as a demo."""
-    users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    """Quotes the conversation's last user message, labelled as a demo; or makes the
+    tool call it names, then quotes the tool's result (see the module docstring)."""
+    messages = body.get("messages", [])
+    if messages and messages[-1].get("role") == "tool":
+        return Reply(content=f"{DEMO_LABEL} {_called(messages)} said: {messages[-1]['content']}")
+    users = [m for m in messages if m.get("role") == "user"]
     said = str(users[-1].get("content") or "") if users else ""
+    call = _tool_call(said, body.get("tools") or [])
+    if call is not None:
+        return Reply(tool_calls=[call])
     return Reply(content=f"{DEMO_LABEL} You said: {said}")
+
+
+def _tool_call(said: str, tools: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The call `said` asks for, if it names an offered tool (`server.tool` or the name
+    the model is shown, `server__tool`) and its arguments, if any, are a JSON object."""
+    name, _, rest = said.strip().partition(" ")
+    offered = {t.get("function", {}).get("name") for t in tools}
+    function = name.replace(".", "__", 1)
+    if function not in offered:
+        return None
+    try:
+        arguments = json.loads(rest) if rest.strip() else {}
+    except ValueError:
+        return None
+    if not isinstance(arguments, dict):
+        return None
+    return {
+        "id": f"call_demo_{len(said)}",
+        "type": "function",
+        "function": {"name": function, "arguments": json.dumps(arguments)},
+    }
+
+
+def _called(messages: list[dict[str, Any]]) -> str:
+    """The tool the last tool message answers, as FerrumDeck names it."""
+    answered = messages[-1].get("tool_call_id")
+    for message in reversed(messages):
+        for call in message.get("tool_calls") or []:
+            if call.get("id") == answered:
+                return str(call["function"]["name"]).replace("__", ".", 1)
+    return "the tool"
 
 
 def create_llm_app(responder: Responder = demo_responder) -> Quart:

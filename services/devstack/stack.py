@@ -2,10 +2,11 @@
 
 Starts embedded PostgreSQL and Valkey (unless `FERRUMDECK_DATABASE_URL` /
 `FERRUMDECK_REDIS_URL` point elsewhere), applies migrations, makes the bootstrap keys,
-registers the `demo` agent, then runs gateway, worker and the local demo model under
-honcho. When the gateway is ready it prints the URL and admin key and writes them to
-`<home>/dev.env`; the settings its processes run with are in `<home>/processes.env`.
-SIGINT/SIGTERM stops every process, then the embedded servers.
+registers the `demo` agent (allowed the tools of the time MCP server the worker is given
+unless `FERRUMDECK_MCP_SERVERS` names other servers), then runs gateway, worker and the
+local demo model under honcho. When the gateway is ready it prints the URL and admin key
+and writes them to `<home>/dev.env`; the settings its processes run with are in
+`<home>/processes.env`. SIGINT/SIGTERM stops every process, then the embedded servers.
 
 Stopping survives a closed stdout: under `make dev 2>&1 | tee log`, Ctrl-C ends `tee`
 too, and honcho's next line ("SIGINT received") raised BrokenPipeError out of its loop
@@ -19,6 +20,7 @@ default, while the worker drains for `drain_seconds`), so the wait is the drain'
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import socket
@@ -59,6 +61,7 @@ from services.worker.settings import WorkerSettings
 DATABASE = "ferrumdeck"
 DEMO_AGENT = "demo"
 DEV_PROJECT = "default"
+DEMO_SERVER = "time"
 # The `FERRUMDECK_*` settings the stack gives its gateway and worker, for `ferrumdeck config`.
 PROCESSES_ENV = "processes.env"
 _DEV = Actor.system("ferrumdeck dev")
@@ -99,6 +102,23 @@ def demo_model() -> str:
         if os.environ.get(env_name):
             return model
     return DEMO_MODEL
+
+
+def demo_mcp_servers(home: Path) -> tuple[str, list[str]]:
+    """The worker's MCP servers file and the demo agent's tools: the operator's file (if
+    `FERRUMDECK_MCP_SERVERS` names one; the demo agent gets none of its tools), else the
+    time server from PyPI over stdio, whose tools the demo agent may call (policy
+    permitting), so a first tool call needs no setup."""
+    own = os.environ.get("FERRUMDECK_MCP_SERVERS")
+    if own:
+        return own, []
+    path = home / "mcp.json"
+    server = {
+        "command": sys.executable,
+        "args": ["-m", "mcp_server_time", "--local-timezone", "UTC"],
+    }
+    path.write_text(json.dumps({"mcpServers": {DEMO_SERVER: server}}, indent=2))
+    return str(path), [f"{DEMO_SERVER}.*"]
 
 
 def write_models_file(home: Path, llm_port: int) -> Path:
@@ -148,7 +168,9 @@ async def _ensure_database(admin_dsn: str, name: str) -> None:
         await conn.close()
 
 
-async def prepare_database(database_url: str, home: Path, model: str, models: ModelAccess) -> Keys:
+async def prepare_database(
+    database_url: str, home: Path, model: str, models: ModelAccess, tools: list[str]
+) -> Keys:
     """Migrate, make (or reuse) the dev keys, and register the demo agent if it changed."""
     conn = await connect(database_url)
     try:
@@ -167,13 +189,15 @@ async def prepare_database(database_url: str, home: Path, model: str, models: Mo
             _write_env_file(
                 keys_path, {"FERRUMDECK_API_KEY": admin, "FERRUMDECK_WORKER_TOKEN": worker}
             )
-        await _register_demo_agent(conn, model, models)
+        await _register_demo_agent(conn, model, models, tools)
         return Keys(admin=admin, worker=worker)
     finally:
         await conn.close()
 
 
-async def _register_demo_agent(conn: asyncpg.Connection, model: str, models: ModelAccess) -> None:
+async def _register_demo_agent(
+    conn: asyncpg.Connection, model: str, models: ModelAccess, tools: list[str]
+) -> None:
     refusal = models.refusal(model, DEV_PROJECT)
     if refusal is not None:
         raise SystemExit(f"FERRUMDECK_DEMO_MODEL: {refusal}")
@@ -181,6 +205,7 @@ async def _register_demo_agent(conn: asyncpg.Connection, model: str, models: Mod
         name=DEMO_AGENT,
         model=model,
         system_prompt="You are FerrumDeck's demo agent. Answer briefly.",
+        tools=tools,
         budget=Budget(max_steps=5),
     )
     latest = await agent_store.get_version(conn, DEV_PROJECT, DEMO_AGENT, None)
@@ -245,7 +270,7 @@ FerrumDeck is ready ({time.monotonic() - started:.1f} s)
   demo agent  'demo' on model {model}{label}
   worker      http://127.0.0.1:{env["FERRUMDECK_METRICS_PORT"]}/metrics
   written to  {dev_env}
-  operators   ferrumdeck tui   (live dashboard, runs, approvals; reads {dev_env})
+  operators   {_ferrumdeck()} tui   (live dashboard, runs, approvals; reads {dev_env})
 
   set -a; . {dev_env}; set +a
   curl -s -H "Authorization: Bearer $FERRUMDECK_API_KEY" -H 'Content-Type: application/json' \\
@@ -255,6 +280,16 @@ Ctrl-C stops everything.
 """,
         flush=True,
     )
+
+
+def _ferrumdeck() -> str:
+    """The `ferrumdeck` of this environment as a newcomer can type it: `make dev` does not
+    put `.venv/bin` on anyone's PATH."""
+    command = Path(sys.executable).parent / "ferrumdeck"
+    try:
+        return str(command.relative_to(Path.cwd()))
+    except ValueError:
+        return str(command)
 
 
 class _PipeSafePrinter:
@@ -327,13 +362,15 @@ def run_dev(home: Path, host: str, port: int) -> int:
             ModelCatalog.load(models_file),
             GatewaySettings(provider_models=providers).provider_models,
         )
-        keys = asyncio.run(prepare_database(database_url, home, model, access))
+        mcp_servers, demo_tools = demo_mcp_servers(home)
+        keys = asyncio.run(prepare_database(database_url, home, model, access, demo_tools))
         url = f"http://{host}:{port}"
         env = {
             **os.environ,
             "FERRUMDECK_DATABASE_URL": database_url,
             "FERRUMDECK_REDIS_URL": redis_url,
             "FERRUMDECK_MODELS": str(models_file),
+            "FERRUMDECK_MCP_SERVERS": mcp_servers,
             "FERRUMDECK_PROVIDER_MODELS": providers,
             "FERRUMDECK_HOST": host,
             "FERRUMDECK_PORT": str(port),

@@ -1,13 +1,19 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
 from services.contract.model_catalog import ModelCatalog
-from services.devstack.demo_llm import DEMO_MODEL
-from services.devstack.stack import demo_model, provider_models, write_models_file
+from services.devstack.demo_llm import DEMO_LABEL, DEMO_MODEL, demo_responder
+from services.devstack.stack import (
+    demo_mcp_servers,
+    demo_model,
+    provider_models,
+    write_models_file,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -65,3 +71,51 @@ def test_models_file_keeps_the_operators_models_and_adds_the_demo(
     assert demo.call_kwargs["api_base"] == "http://127.0.0.1:9999/v1"
     assert demo.price is not None
     assert demo.price.cost(100, 100) == 0
+
+
+async def test_the_demo_model_calls_a_tool_it_is_offered_and_quotes_the_result() -> None:
+    """A newcomer's first tool call needs no provider key: the demo model makes the call
+    its input names, then says what the tool answered."""
+    offered = [{"type": "function", "function": {"name": "time__get_current_time"}}]
+    said = 'time.get_current_time {"timezone": "Europe/Paris"}'
+    asked = {"messages": [{"role": "user", "content": said}], "tools": offered}
+    (call,) = (await demo_responder(asked)).tool_calls
+    assert call["function"] == {
+        "name": "time__get_current_time",
+        "arguments": '{"timezone": "Europe/Paris"}',
+    }
+    answered = {
+        "messages": [
+            {"role": "user", "content": said},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "13:27 in Paris"},
+        ],
+        "tools": offered,
+    }
+    reply = await demo_responder(answered)
+    assert reply.content == f"{DEMO_LABEL} time.get_current_time said: 13:27 in Paris"
+
+
+async def test_the_demo_model_echoes_what_names_no_offered_tool() -> None:
+    for said, tools in [
+        ("time.get_current_time {}", []),
+        ("time.get_current_time not json", [{"function": {"name": "time__get_current_time"}}]),
+        ("Hello!", [{"function": {"name": "time__get_current_time"}}]),
+    ]:
+        reply = await demo_responder(
+            {"messages": [{"role": "user", "content": said}], "tools": tools}
+        )
+        assert reply.tool_calls == []
+        assert reply.content == f"{DEMO_LABEL} You said: {said}"
+
+
+def test_the_dev_stack_gives_the_worker_the_time_server_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FERRUMDECK_MCP_SERVERS", raising=False)
+    path, tools = demo_mcp_servers(tmp_path)
+    assert tools == ["time.*"]
+    (server,) = json.loads(Path(path).read_text())["mcpServers"].values()
+    assert "mcp_server_time" in server["args"]
+    monkeypatch.setenv("FERRUMDECK_MCP_SERVERS", "/etc/ours.json")
+    assert demo_mcp_servers(tmp_path) == ("/etc/ours.json", [])
