@@ -14,12 +14,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from services.contract.api import ApprovalStatus
 from services.contract.queue import QueueStats
-from services.contract.runs import RunStatus, StepKind, StepStatus
+from services.contract.runs import RunStatus, StepKind, StepStatus, run_cost
 
 
 class EventName(StrEnum):
@@ -45,10 +46,20 @@ class RunChanged(_Change):
     agent_version: int | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_usd: float | None = None  # None: some step had no known price
+    cost_usd: float | None = None  # None: no model call counted yet, or one unpriced
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_silent_zero(cls, data: Any) -> Any:
+        """The trigger sends the column, 0 until a model call is counted; the feed says
+        what the API says (`run_cost`)."""
+        if isinstance(data, dict) and "cost_usd" in data:
+            tokens = (data.get("prompt_tokens") or 0) + (data.get("completion_tokens") or 0)
+            data = {**data, "cost_usd": run_cost(data["cost_usd"], tokens, 0)}
+        return data
 
     @property
     def total_tokens(self) -> int:

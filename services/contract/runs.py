@@ -59,7 +59,8 @@ SETTLED_STEP_STATUSES = frozenset(
 
 
 class Usage(BaseModel):
-    """Token counts and cost; `cost_usd` is None when the model has no known price."""
+    """Token counts and cost; `cost_usd` is None when the model has no known price (and,
+    for a run, until its first model call is counted: `run_cost`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -67,6 +68,15 @@ class Usage(BaseModel):
     completion_tokens: int = Field(default=0, ge=0)
     total_tokens: int = Field(default=0, ge=0)
     cost_usd: float | None = Field(default=None, ge=0)
+
+
+def run_cost(cost: float | None, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """A run's `cost_usd` as the API shows it: None while no model call is counted yet
+    (a queued run has not cost $0, nothing is priced yet) and when a call had no known
+    price. Never a silent 0 that later turns out unknown."""
+    if prompt_tokens + completion_tokens == 0:
+        return None
+    return cost
 
 
 class Budget(BaseModel):

@@ -63,8 +63,8 @@ async def test_create_answers_202_and_publishes_the_job(
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "total_tokens": 0,
-        "cost_usd": 0.0,
-    }
+        "cost_usd": None,
+    }, "no model call yet: the cost is unknown, not $0"
     assert response.headers["Location"] == f"/v1/runs/{run['id']}"
     assert await _stream_run_ids(redis, settings, 1) == [run["id"]]
     await eventually(

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from services.contract.events import RunChanged
 from tests.support.harness import Harness, usage
 
 
@@ -118,6 +119,21 @@ async def test_an_unpriced_step_makes_the_run_cost_unknown(harness: Harness) -> 
     await harness.step(run_id, grant["epoch"], 2, usage=usage(1, 1, None))
     await harness.step(run_id, grant["epoch"], 3, usage=usage(1, 1, 0.5))
     assert (await harness.get(run_id))["usage"]["cost_usd"] is None
+
+
+async def test_a_run_has_no_cost_until_a_model_call_is_counted(harness: Harness) -> None:
+    """Never a silent 0: a queued or just-claimed run shows `null`, as does its feed event,
+    and the first counted call gives it a cost."""
+    run_id = await harness.run()
+    assert (await harness.get(run_id))["usage"]["cost_usd"] is None
+    _, grant = await harness.claim(run_id)
+    assert (await harness.get(run_id))["usage"]["cost_usd"] is None
+    await harness.step(run_id, grant["epoch"], 1, usage=usage(3, 4, 0.25))
+    assert (await harness.get(run_id))["usage"]["cost_usd"] == 0.25
+    queued = {"project": "p", "run_id": run_id, "agent": "a", "status": "queued", "steps": 0}
+    assert RunChanged.model_validate({**queued, "cost_usd": 0}).cost_usd is None
+    counted = {**queued, "prompt_tokens": 3, "completion_tokens": 4, "cost_usd": 0.25}
+    assert RunChanged.model_validate(counted).cost_usd == 0.25
 
 
 async def test_the_step_budget_is_enforced_by_the_gateway(harness: Harness) -> None:

@@ -17,7 +17,7 @@ from services.contract.api import Agent, Run, RunCreate
 from services.contract.errors import ErrorCode
 from services.contract.ids import uuid7
 from services.contract.jobs import JobReason
-from services.contract.runs import RunStatus, Usage
+from services.contract.runs import RunStatus, Usage, run_cost
 from services.gateway import metrics
 from services.gateway.audit import APPEND, Actor, record
 from services.gateway.errors import Conflict, NotFound
@@ -47,7 +47,11 @@ def to_run(row: asyncpg.Record) -> Run:
             prompt_tokens=row["prompt_tokens"],
             completion_tokens=row["completion_tokens"],
             total_tokens=row["prompt_tokens"] + row["completion_tokens"],
-            cost_usd=None if cost is None else float(cost),
+            cost_usd=run_cost(
+                None if cost is None else float(cost),
+                row["prompt_tokens"],
+                row["completion_tokens"],
+            ),
         ),
         steps_count=row["steps_count"],
         created_at=row["created_at"],
