@@ -15,7 +15,7 @@ from services.cli.output import print_json, short, table
 from services.cli.run_follow import all_steps, follow, step_summary
 from services.cli.user_input import json_object
 from services.client import FerrumDeck
-from services.contract.api import Run
+from services.contract.api import Run, Step
 from services.contract.runs import RunStatus
 
 
@@ -95,6 +95,14 @@ def _list(deck: FerrumDeck, args: argparse.Namespace) -> int:
     return OK
 
 
+def _decided(step: Step) -> str | None:
+    """Who decided a call that waited for a human, and why."""
+    decision = step.decision
+    if decision is None or decision.decided_by is None:
+        return None
+    return short(f"{decision.decided_by}: {decision.reason}", 40)
+
+
 def _show(deck: FerrumDeck, args: argparse.Namespace) -> int:
     run = deck.run(args.id)
     steps = list(all_steps(deck, run.id))
@@ -104,8 +112,8 @@ def _show(deck: FerrumDeck, args: argparse.Namespace) -> int:
     print_run(run)
     if steps:
         print()
-        rows = [(s.seq, s.kind, s.status, s.tool, step_summary(s)) for s in steps]
-        print(table(["seq", "kind", "status", "tool", "output"], rows))
+        rows = [(s.seq, s.kind, s.status, s.tool, _decided(s), step_summary(s)) for s in steps]
+        print(table(["seq", "kind", "status", "tool", "decided", "output"], rows))
     return OK
 
 

@@ -177,9 +177,18 @@ class PageQuery(BaseModel):
 
 
 class StepDecision(PolicyDecision):
-    """The policy decision on a tool call step, and who approved it when a human did."""
+    """The policy decision on a tool call step and, for a call that waited for a human,
+    how that approval ended, by whom and why."""
 
     approved_by: str | None = None
+    approval_status: ApprovalStatus | None = Field(
+        default=None, description="How the approval the call waited for ended."
+    )
+    decided_by: str | None = Field(
+        default=None,
+        description="Who decided it: a key's name, `approval-expiry`, or `system` (cancelled).",
+    )
+    reason: str | None = Field(default=None, description="The decision's reason.")
 
 
 class Step(BaseModel):

@@ -36,7 +36,8 @@ class StepKind(StrEnum):
 class StepStatus(StrEnum):
     """Where a step stands. A tool call goes `started → completed | failed`, or is
     `denied` by policy, or waits (`waiting_approval`) for a human who `approved` or
-    `rejected` it; `outcome_unknown` marks a call whose worker died mid-call."""
+    `rejected` it, or nobody did in time (`expired`); `outcome_unknown` marks a call whose
+    worker died mid-call."""
 
     STARTED = "started"
     COMPLETED = "completed"
@@ -45,6 +46,7 @@ class StepStatus(StrEnum):
     WAITING_APPROVAL = "waiting_approval"
     APPROVED = "approved"
     REJECTED = "rejected"
+    EXPIRED = "expired"
     OUTCOME_UNKNOWN = "outcome_unknown"
 
     @property
@@ -54,7 +56,13 @@ class StepStatus(StrEnum):
 
 
 SETTLED_STEP_STATUSES = frozenset(
-    {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.DENIED, StepStatus.REJECTED}
+    {
+        StepStatus.COMPLETED,
+        StepStatus.FAILED,
+        StepStatus.DENIED,
+        StepStatus.REJECTED,
+        StepStatus.EXPIRED,
+    }
 )
 
 

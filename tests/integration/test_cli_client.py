@@ -238,6 +238,12 @@ async def test_parked_calls_are_approved_and_rejected(cli: Cli, harness: ToolHar
     )
     listed = (await cli("approvals", "list")).stdout
     assert ids[parked[0]] in listed
+    shown = (await cli("runs", "show", parked[1])).stdout.splitlines()
+    header = shown.index(next(line for line in shown if line.startswith("SEQ")))
+    assert shown[header].split() == ["SEQ", "KIND", "STATUS", "TOOL", "DECIDED", "OUTPUT"]
+    step = shown[header + 1]
+    assert "rejected" in step
+    assert "test-admin: no" in step, "who rejected the call, and why"
 
 
 async def _follow_while_seeding(

@@ -176,6 +176,12 @@ async def test_an_approved_call_is_executed_by_the_next_claim(harness: ToolHarne
     )
     (step,) = await harness.steps(run_id)
     assert (step["status"], step["decision"]["approved_by"]) == ("completed", "test-admin")
+    decided = {k: step["decision"][k] for k in ("approval_status", "decided_by", "reason")}
+    assert decided == {
+        "approval_status": "approved",
+        "decided_by": "test-admin",
+        "reason": "looks fine",
+    }
 
 
 async def test_an_approved_call_runs_only_with_the_arguments_the_human_saw(
@@ -202,6 +208,10 @@ async def test_a_rejected_call_is_settled_with_the_reason_and_the_run_requeued(
     (step,) = await harness.steps(run_id)
     assert step["status"] == "rejected"
     assert "not today" in step["output"]
+    assert (step["decision"]["decided_by"], step["decision"]["reason"]) == (
+        "test-admin",
+        "not today",
+    )
     assert (await harness.get(run_id))["status"] == "queued"
 
 
@@ -229,9 +239,13 @@ async def test_cancelling_a_parked_run_is_immediate_and_voids_its_approval(
         "the call was not made: the run was cancelled",
     )
     assert step["finished_at"] is not None
+    assert step["decision"]["decided_by"] == "system"
+    assert step["decision"]["approval_status"] == "cancelled"
 
 
-async def test_an_approval_nobody_decides_expires_as_a_rejection(harness: ToolHarness) -> None:
+async def test_an_approval_nobody_decides_expires_and_its_step_says_so(
+    harness: ToolHarness,
+) -> None:
     run_id, _, approval = await _parked(harness, approval_ttl_seconds=1)
     expired = await eventually(
         lambda: harness.client.get(f"/v1/approvals/{approval['id']}", headers=harness.admin),
@@ -247,9 +261,18 @@ async def test_an_approval_nobody_decides_expires_as_a_rejection(harness: ToolHa
 
     assert await eventually(status_of_approval, lambda s: s == "expired", within=5) == "expired"
     (step,) = await harness.steps(run_id)
-    assert step["status"] == "rejected"
+    assert step["status"] == "expired", "nobody rejected it"
     assert "expired" in step["output"]
+    decided = {k: step["decision"][k] for k in ("approval_status", "decided_by", "reason")}
+    assert decided == {
+        "approval_status": "expired",
+        "decided_by": "approval-expiry",
+        "reason": "no decision in time",
+    }
     assert (await harness.get(run_id))["status"] == "queued"
+    _, grant = await harness.claim(run_id)
+    # The worker is told the call was not made, as for a rejection.
+    assert grant["steps"][0]["status"] == "rejected"
     status, body = await harness.decide(approval["id"], "approve")
     assert (status, body["error"]["details"]["status"]) == (409, "expired")
 

@@ -24,6 +24,10 @@ from services.gateway.outbox import enqueue
 from services.gateway.separation_of_duties import Party, refusal, strictest
 
 _EXPIRY = Actor.system("approval-expiry")
+# What a step's decision records of the approval it waited for ($3 who, $4 why, $5 how it
+# ended): the step answers for itself, in the API and `runs show`, without a join.
+_STEP_DECIDED = """coalesce(decision, '{}') || jsonb_build_object(
+    'decided_by', $3::text, 'reason', $4::text, 'approval_status', $5::text)"""
 _COLUMNS = """id, run_id, step_seq, agent_name AS agent, tool, arguments, rule, policy_version,
     explanation, status, reason, decided_by, expires_at, created_at, decided_at"""
 
@@ -212,21 +216,26 @@ async def _settle(
     )
     if status == ApprovalStatus.APPROVED:
         await conn.execute(
-            """UPDATE steps SET status = 'approved',
-                      decision = decision || jsonb_build_object('approved_by', $3::text)
-                WHERE run_id = $1 AND seq = $2""",
+            f"""UPDATE steps SET status = 'approved',
+                       decision = {_STEP_DECIDED} || jsonb_build_object('approved_by', $3::text)
+                 WHERE run_id = $1 AND seq = $2""",
             run_id,
             seq,
             decided_by,
+            reason,
+            status.value,
         )
     else:
         verb = "expired" if status == ApprovalStatus.EXPIRED else f"rejected by {decided_by}"
         await conn.execute(
-            """UPDATE steps SET status = 'rejected', output = to_jsonb($3::text),
-                                finished_at = now()
-                WHERE run_id = $1 AND seq = $2""",
+            f"""UPDATE steps SET status = 'rejected', output = to_jsonb($6::text),
+                                 finished_at = now(), decision = {_STEP_DECIDED}
+                 WHERE run_id = $1 AND seq = $2""",
             run_id,
             seq,
+            decided_by,
+            reason,
+            status.value,
             f"the call was not made: approval {verb}: {reason}",
         )
     requeued = await conn.fetchval(
@@ -263,7 +272,10 @@ async def cancel_for_run(conn: asyncpg.Connection, run_id: uuid.UUID) -> None:
     )
     await conn.execute(
         """UPDATE steps SET status = 'rejected', finished_at = now(),
-                            output = to_jsonb('the call was not made: the run was cancelled'::text)
+                            output = to_jsonb('the call was not made: the run was cancelled'::text),
+                            decision = coalesce(decision, '{}') || jsonb_build_object(
+                                'decided_by', 'system', 'reason', 'the run was cancelled',
+                                'approval_status', 'cancelled')
             WHERE run_id = $1 AND status = 'waiting_approval'""",
         run_id,
     )

@@ -1,13 +1,14 @@
-"""Reading a run's steps, in order."""
+"""Reading a run's steps, in order, as the API shows them."""
 
 from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 
-from services.contract.api import Step
+from services.contract.api import ApprovalStatus, Step
 from services.contract.runs import StepKind, StepStatus, Usage
 
 STEP_COLUMNS = """seq, kind, status, model, tool, input, output, error, prompt_tokens,
@@ -27,7 +28,7 @@ def to_step(row: asyncpg.Record) -> Step:
     return Step(
         seq=row["seq"],
         kind=StepKind(row["kind"]),
-        status=StepStatus(row["status"]),
+        status=_status(StepStatus(row["status"]), row["decision"]),
         model=row["model"],
         tool=row["tool"],
         input=row["input"],
@@ -38,6 +39,14 @@ def to_step(row: asyncpg.Record) -> Step:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
     )
+
+
+def _status(recorded: StepStatus, decision: dict[str, Any] | None) -> StepStatus:
+    """`expired` for a call whose approval nobody decided in time: the table stores it as
+    `rejected` (the call was not made, which is all the worker needs to tell the model),
+    and its decision says how the approval ended."""
+    expired = (decision or {}).get("approval_status") == ApprovalStatus.EXPIRED
+    return StepStatus.EXPIRED if recorded is StepStatus.REJECTED and expired else recorded
 
 
 async def list_steps(
