@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -19,6 +20,7 @@ from services.contract.api import Role
 from services.contract.audit_checkpoint import generate_signing_key
 from services.gateway.app import create_app
 from services.gateway.audit import Actor
+from services.gateway.db.app_role import as_role, grant_app_role
 from services.gateway.db.connections import connect, create_pool
 from services.gateway.db.migrations import migrate
 from services.gateway.settings import GatewaySettings
@@ -79,6 +81,26 @@ async def database_url(scratch: Path) -> AsyncIterator[str]:
         finally:
             await conn.close()
         yield dsn
+
+
+@pytest.fixture(scope="session")
+async def app_database_url(database_url: str) -> AsyncIterator[str]:
+    """The gateway's own role, as deployed (`ferrumdeck migrate --app-role`): the tests'
+    gateways run with the grants production has, while `database_url` (the superuser)
+    is what tests inspect and tamper with."""
+    role = f"fdapp_{urlsplit(database_url).path.rpartition('_')[2]}"
+    conn = await connect(database_url)
+    try:
+        await grant_app_role(conn, role, None)
+    finally:
+        await conn.close()
+    yield as_role(database_url, role)
+    conn = await connect(database_url)
+    try:
+        await conn.execute(f'DROP OWNED BY "{role}"')
+        await conn.execute(f'DROP ROLE "{role}"')
+    finally:
+        await conn.close()
 
 
 @pytest.fixture
@@ -165,10 +187,10 @@ def audit_signing_key(scratch: Path) -> Path:
 
 @pytest.fixture
 def settings(
-    database_url: str, redis_url: str, prefix: str, models_file: Path, audit_signing_key: Path
+    app_database_url: str, redis_url: str, prefix: str, models_file: Path, audit_signing_key: Path
 ) -> GatewaySettings:
     return GatewaySettings(
-        database_url=database_url,
+        database_url=app_database_url,
         audit_signing_key_file=audit_signing_key,
         redis_url=redis_url,
         stream_prefix=prefix,

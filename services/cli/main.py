@@ -18,6 +18,7 @@ from services.cli import (
     audit_subcommands,
     env_file,
     key_commands,
+    migrate_command,
     policy_commands,
     project_commands,
     run_commands,
@@ -84,25 +85,6 @@ def _cmd_config(args: argparse.Namespace) -> int:
         print(f"# {plane}")
         for variable, value in masked(planes[plane]()).items():
             print(f"{variable}={value}")
-    return 0
-
-
-def _cmd_migrate(_: argparse.Namespace) -> int:
-    from services.cli.database import database_url
-    from services.gateway.db.connections import connect
-    from services.gateway.db.migrations import latest_version, migrate
-
-    async def run() -> None:
-        conn = await connect(database_url())
-        try:
-            applied = await migrate(conn)
-        finally:
-            await conn.close()
-        for migration in applied:
-            print(f"applied {migration.version:04d}_{migration.name}")
-        print(f"database schema is at version {latest_version()}")
-
-    asyncio.run(run())
     return 0
 
 
@@ -180,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=_cmd_gateway
     )
     commands.add_parser("worker", help="consume and execute runs").set_defaults(func=_cmd_worker)
-    commands.add_parser("migrate", help="apply database migrations").set_defaults(func=_cmd_migrate)
+    migrate_command.register(commands)
     config = commands.add_parser("config", help="print the effective settings, secrets masked")
     config.add_argument("plane", nargs="?", choices=["gateway", "worker"])
     config.set_defaults(func=_cmd_config)

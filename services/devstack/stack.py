@@ -46,6 +46,7 @@ from services.contract.jobs import StreamNames
 from services.contract.model_catalog import ModelCatalog
 from services.contract.runs import Budget
 from services.contract.settings import CommonSettings
+from services.devstack.app_role import app_role_url
 from services.devstack.audit_key import audit_key_settings
 from services.devstack.demo_llm import DEMO_LABEL, DEMO_MODEL
 from services.devstack.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
@@ -364,10 +365,14 @@ def run_dev(home: Path, host: str, port: int) -> int:
         )
         mcp_servers, demo_tools = demo_mcp_servers(home)
         keys = asyncio.run(prepare_database(database_url, home, model, access, demo_tools))
+        # The embedded server is ours to add a role to; a database given is the operator's.
+        processes_url = (
+            database_url if postgres is None else asyncio.run(app_role_url(database_url))
+        )
         url = f"http://{host}:{port}"
         env = {
             **os.environ,
-            "FERRUMDECK_DATABASE_URL": database_url,
+            "FERRUMDECK_DATABASE_URL": processes_url,
             "FERRUMDECK_REDIS_URL": redis_url,
             "FERRUMDECK_MODELS": str(models_file),
             "FERRUMDECK_MCP_SERVERS": mcp_servers,
