@@ -7,8 +7,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
+from services.contract.moments import AwareMoment, Moment
 from services.contract.policy import ApprovalSettings, PolicyDecision, PolicyRule
 from services.contract.runs import Budget, ModelParams, RunStatus, StepKind, StepStatus, Usage
 
@@ -115,10 +116,10 @@ class RunListQuery(BaseModel):
         "other filters per request: a page may hold fewer than `limit` runs, even none, "
         "with a `next_cursor` to read on.",
     )
-    created_after: AwareDatetime | None = Field(
+    created_after: AwareMoment | None = Field(
         default=None, description="Only runs created at or after this moment."
     )
-    created_before: AwareDatetime | None = Field(
+    created_before: AwareMoment | None = Field(
         default=None, description="Only runs created before this moment."
     )
     limit: int = Field(default=50, ge=1, le=200)
@@ -143,7 +144,7 @@ class RunWaitQuery(BaseModel):
 
 class RunSummaryQuery(BaseModel):
     minutes: int = Field(default=15, ge=1, le=1440, description="The window's length.")
-    until: datetime | None = Field(default=None, description="The window's end; now if unset.")
+    until: Moment | None = Field(default=None, description="The window's end; now if unset.")
 
 
 class AgentSummary(BaseModel):

@@ -283,3 +283,24 @@ async def test_a_method_a_path_does_not_take_is_405_with_the_ones_it_does(
     assert response.status_code == 405
     assert set(response.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
     assert (await _error(response))["code"] == "method_not_allowed"
+
+
+async def test_a_moment_in_a_query_is_a_date_time_not_a_number(
+    client: Client, admin: dict[str, str]
+) -> None:
+    """pydantic would read `0.0` as 1970: a window nobody asked for, from input the
+    document calls invalid."""
+    for url in (
+        "/v1/runs/summary?until=0",
+        "/v1/audit?since=0.0",
+        "/v1/audit?until=-63312",
+        "/v1/runs?created_after=1e9",
+    ):
+        response = await client.get(url, headers=admin)
+        assert response.status_code == 400, url
+        assert "ISO 8601" in (await _error(response))["message"], url
+    for url in (
+        "/v1/runs/summary?until=2026-01-31T12:00:00Z",
+        "/v1/audit?since=2026-01-31T12:00:00Z",
+    ):
+        assert (await client.get(url, headers=admin)).status_code == 200, url

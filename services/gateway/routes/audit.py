@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import tag, validate_querystring, validate_response
@@ -15,6 +13,7 @@ from services.contract.audit_checkpoint import (
     CheckpointSigner,
     check_signature,
 )
+from services.contract.moments import Moment
 from services.gateway import audit
 from services.gateway.auth import READERS, project, require_role
 from services.gateway.errors import UnprocessableEntity
@@ -30,8 +29,8 @@ class AuditQuery(BaseModel):
     action: str | None = Field(default=None, max_length=100, description="e.g. run or run.created")
     actor: str | None = Field(default=None, max_length=200, description="substring of the actor")
     target: str | None = Field(default=None, max_length=200, description="e.g. run:<id>")
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, max_length=200)
 
