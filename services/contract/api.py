@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
+from services.contract.chat_input import Messages
 from services.contract.moments import AwareMoment, Moment
 from services.contract.policy import ApprovalSettings, PolicyDecision, PolicyRule
 from services.contract.runs import Budget, ModelParams, RunStatus, StepKind, StepStatus, Usage
@@ -58,7 +59,17 @@ class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     agent: str = Field(pattern=AGENT_REF, description="`name` (latest version) or `name@version`")
-    input: str = Field(min_length=1, max_length=200_000)
+    input: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200_000,
+        description="What the user says; or give `messages` instead.",
+    )
+    messages: Messages | None = Field(
+        default=None,
+        description="The input as chat messages (OpenAI format: text and inline images), "
+        "the last one the user's; instead of `input`.",
+    )
     metadata: dict[str, Any] = Field(default_factory=dict, max_length=50)
     thread_id: uuid.UUID | None = Field(
         default=None,
@@ -67,6 +78,24 @@ class RunCreate(BaseModel):
         "409 `thread_busy` while another of its runs is open.",
     )
 
+    @model_validator(mode="after")
+    def _one_input(self) -> RunCreate:
+        if (self.input is None) == (self.messages is None):
+            raise ValueError("give either input or messages")
+        if self.messages is not None and self.messages[-1].role != "user":
+            raise ValueError("the last of messages must be the user's")
+        return self
+
+    @property
+    def text(self) -> str:
+        """The input as text: what lists, searches and the audit trail show of it."""
+        if self.input is not None:
+            return self.input
+        return "\n".join(m.text() for m in self.messages or () if m.role == "user")
+
+    def wire_messages(self) -> list[dict[str, Any]] | None:
+        return None if self.messages is None else [m.wire() for m in self.messages]
+
 
 class Run(BaseModel):
     id: uuid.UUID
@@ -74,6 +103,9 @@ class Run(BaseModel):
     agent_version: int
     status: RunStatus
     input: str
+    messages: list[dict[str, Any]] | None = Field(
+        default=None, description="The input as the chat messages it was given in, if so."
+    )
     output: str | None
     error: str | None
     metadata: dict[str, Any]

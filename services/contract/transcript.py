@@ -32,29 +32,41 @@ def tool_message(tool_call_id: str, content: str) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": tool_call_id, "content": content}
 
 
+def input_messages(input: str, messages: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """What the caller said: its chat messages, or its text as one user message."""
+    return list(messages) if messages else [{"role": "user", "content": input}]
+
+
 def turn_messages(
-    input: str, status: RunStatus, steps: Sequence[PriorStep]
+    input: str,
+    status: RunStatus,
+    steps: Sequence[PriorStep],
+    messages: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     latest: dict[str, PriorStep] = {}
     for step in steps:
         if step.kind == StepKind.TOOL_CALL and step.tool_call_id:
             latest[step.tool_call_id] = step
-    messages: list[dict[str, Any]] = [{"role": "user", "content": input}]
+    said = input_messages(input, messages)
     for step in steps:
         if step.kind != StepKind.LLM_CALL or step.status != StepStatus.COMPLETED:
             continue
         if not isinstance(step.output, dict) or not isinstance(step.output.get("message"), dict):
             continue
         message: dict[str, Any] = step.output["message"]
-        messages.append(message)
+        said.append(message)
         for call in message.get("tool_calls") or []:
             recorded = latest.get(call["id"])
             if recorded is not None and recorded.status.settled:
-                messages.append(tool_message(call["id"], settled_content(recorded)))
+                said.append(tool_message(call["id"], settled_content(recorded)))
             else:
-                messages.append(tool_message(call["id"], f"not run: the run was {status.value}"))
-    return messages
+                said.append(tool_message(call["id"], f"not run: the run was {status.value}"))
+    return said
 
 
 def history_messages(history: Sequence[PriorTurn]) -> list[dict[str, Any]]:
-    return [m for turn in history for m in turn_messages(turn.input, turn.status, turn.steps)]
+    return [
+        m
+        for turn in history
+        for m in turn_messages(turn.input, turn.status, turn.steps, turn.messages)
+    ]

@@ -66,6 +66,7 @@ class PriorTurn(BaseModel):
     run_id: uuid.UUID
     status: RunStatus
     input: str
+    messages: list[dict[str, Any]] | None = None
     steps: list[PriorStep]
 
 
@@ -82,6 +83,9 @@ class ClaimGrant(BaseModel):
     lease_expires_at: datetime
     agent: AgentSpec
     input: str
+    messages: list[dict[str, Any]] | None = Field(
+        default=None, description="The input as chat messages, when it was given so."
+    )
     steps: list[PriorStep]
     spent: Spent
     started_at: datetime

@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.contract.runs import StepKind, StepStatus
-from services.contract.transcript import history_messages, settled_content, tool_message
+from services.contract.transcript import (
+    history_messages,
+    input_messages,
+    settled_content,
+    tool_message,
+)
 from services.contract.worker_api import ClaimGrant, PriorStep
 
 
@@ -53,7 +58,7 @@ class Conversation:
         if grant.agent.system_prompt:
             self._messages.append({"role": "system", "content": grant.agent.system_prompt})
         self._messages.extend(history_messages(grant.history))
-        self._messages.append({"role": "user", "content": grant.input})
+        self._messages.extend(input_messages(grant.input, grant.messages))
         self._next_seq = max((s.seq for s in grant.steps), default=0) + 1
         latest: dict[str, PriorStep] = {}
         for step in grant.steps:

@@ -225,6 +225,7 @@ async def claim(
         lease_expires_at=row["lease_expires_at"],
         agent=AgentSpec.model_validate(agent.model_dump()),
         input=run.input,
+        messages=run.messages,
         steps=[PriorStep.model_validate(s) for s in row["prior_steps"]],
         spent=_spent(row),
         started_at=run.started_at,

@@ -26,7 +26,7 @@ from services.gateway.store.approvals import cancel_for_run
 
 RUN_COLUMNS = """id, agent_name, agent_version, status, input, output, error, metadata,
     prompt_tokens, completion_tokens, cost_usd, steps_count, created_at, started_at,
-    finished_at, dead_lettered_at, request_hash, thread_id"""
+    finished_at, dead_lettered_at, request_hash, thread_id, messages"""
 
 _SWEEPER = Actor.system("sweeper")
 _OPEN = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING_APPROVAL)
@@ -59,6 +59,7 @@ def to_run(row: asyncpg.Record) -> Run:
         finished_at=row["finished_at"],
         dead_lettered_at=row["dead_lettered_at"],
         thread_id=row["thread_id"],
+        messages=row["messages"],
     )
 
 
@@ -92,15 +93,15 @@ _CREATE_RUNS = f"""
 WITH batch AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::integer[], $5::text[],
                          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                         $11::text[], $13::uuid[], $14::uuid[])
+                         $11::text[], $13::uuid[], $14::uuid[], $15::text[])
         WITH ORDINALITY AS b(id, project, agent_name, agent_version, input, metadata,
                              idempotency_key, request_hash, actor, actor_kind, request_id,
-                             created_by_key, thread_id, ord)
+                             created_by_key, thread_id, messages, ord)
 ), created AS (
     INSERT INTO runs (project, id, agent_name, agent_version, status, input, metadata,
-                      idempotency_key, request_hash, created_by_key, thread_id)
+                      idempotency_key, request_hash, created_by_key, thread_id, messages)
     SELECT project, id, agent_name, agent_version, 'queued', input, metadata::jsonb,
-           idempotency_key, request_hash, created_by_key, thread_id
+           idempotency_key, request_hash, created_by_key, thread_id, messages::jsonb
       FROM batch ORDER BY ord
     -- A taken idempotency key, or a thread that already has an open run (even one this
     -- statement just inserted): the row is skipped, and its request answered after.
@@ -156,7 +157,7 @@ async def create_runs(
         [new.project for new in to_insert],
         [new.agent.name for new in to_insert],
         [new.agent.version for new in to_insert],
-        [new.body.input for new in to_insert],
+        [new.body.text for new in to_insert],
         [json.dumps(new.body.metadata) for new in to_insert],
         [new.idempotency_key for new in to_insert],
         [new.request_hash for new in to_insert],
@@ -168,6 +169,7 @@ async def create_runs(
         # with it (`services/gateway/separation_of_duties.py`).
         [new.actor.key_id for new in to_insert],
         [new.body.thread_id for new in to_insert],
+        [_messages_json(new) for new in to_insert],
     )
     inserted = {row["id"]: row for row in rows}
     # Who holds each key: this batch's run, or (key taken before) the run that took it.
@@ -181,6 +183,11 @@ async def create_runs(
         ):
             holders[(row["project"], row["idempotency_key"])] = row
     return [_outcome(new, inserted, holders) for new in batch]
+
+
+def _messages_json(new: NewRun) -> str | None:
+    messages = new.body.wire_messages()
+    return None if messages is None else json.dumps(messages)
 
 
 def _thread_busy(thread_id: uuid.UUID) -> Conflict:

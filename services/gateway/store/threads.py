@@ -50,6 +50,7 @@ def _turn(row: asyncpg.Record) -> PriorTurn:
         run_id=row["id"],
         status=RunStatus(row["status"]),
         input=row["input"],
+        messages=row["messages"],
         steps=[PriorStep.model_validate(step) for step in row["steps"]],
     )
 
@@ -100,7 +101,7 @@ async def history(
     """The thread's runs before `before_run`, oldest first (the newest MAX_HISTORY_TURNS)."""
     rows = await conn.fetch(
         f"""SELECT * FROM (
-                SELECT r.id, r.status, r.input, {PRIOR_STEPS.format(run="r")} AS steps
+                SELECT r.id, r.status, r.input, r.messages, {PRIOR_STEPS.format(run="r")} AS steps
                   FROM runs r WHERE r.thread_id = $1 AND r.id < $2
                  ORDER BY r.id DESC LIMIT $3) newest
             ORDER BY id""",
@@ -124,7 +125,7 @@ async def messages(
     # Every run holds at least its input, so past the cursor's own run, `limit` runs hold
     # at least `limit` messages.
     rows = await pool.fetch(
-        f"""SELECT r.id, r.status, r.input, {PRIOR_STEPS.format(run="r")} AS steps
+        f"""SELECT r.id, r.status, r.input, r.messages, {PRIOR_STEPS.format(run="r")} AS steps
               FROM runs r WHERE r.thread_id = $1 AND ($2::uuid IS NULL OR r.id >= $2)
              ORDER BY r.id LIMIT $3""",
         thread_id,
@@ -134,7 +135,9 @@ async def messages(
     found: list[ThreadMessage] = []
     for row in rows:
         turn = _turn(row)
-        for index, message in enumerate(turn_messages(turn.input, turn.status, turn.steps)):
+        for index, message in enumerate(
+            turn_messages(turn.input, turn.status, turn.steps, turn.messages)
+        ):
             if after is not None and (turn.run_id, index) <= after:
                 continue
             found.append(
