@@ -10,6 +10,7 @@ from services.contract.model_catalog import ModelCatalog
 from services.gateway import access_log, metrics, request_context, request_text
 from services.gateway.audit import AuditChainer, chain_keys, checkpoint_signer
 from services.gateway.backpressure import Backpressure, Bounds
+from services.gateway.checkpoint_writer import CheckpointWriter
 from services.gateway.db.connections import create_pool
 from services.gateway.errors import register_error_handlers
 from services.gateway.events import EventHub, event_hub
@@ -106,8 +107,21 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
             interval_seconds=settings.sweep_seconds,
             requeue_after=settings.requeue_after_seconds,
         )
+        checkpoints = None
+        if audit_signer is not None and settings.audit_checkpoint_dir is not None:
+            checkpoints = CheckpointWriter(
+                pool,
+                audit_keys,
+                audit_signer,
+                settings.audit_checkpoint_dir,
+                every_seconds=settings.audit_checkpoint_seconds,
+            )
         chainer = AuditChainer(
-            pool, audit_keys, poll_seconds=settings.audit_chain_seconds, signer=audit_signer
+            pool,
+            audit_keys,
+            poll_seconds=settings.audit_chain_seconds,
+            signer=audit_signer,
+            checkpoints=checkpoints,
         )
         backpressure = Backpressure(
             pool,

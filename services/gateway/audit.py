@@ -27,7 +27,7 @@ from services.contract.audit import (
     Verification,
     link_hash,
 )
-from services.contract.audit_checkpoint import Checkpoint, CheckpointSigner
+from services.contract.audit_checkpoint import Checkpoint, CheckpointError, CheckpointSigner
 from services.contract.audit_keys import AuditKeys
 from services.gateway.background import BackgroundLoop
 from services.gateway.settings import GatewaySettings
@@ -117,8 +117,13 @@ def chain_keys(settings: GatewaySettings) -> AuditKeys:
 
 
 def checkpoint_signer(settings: GatewaySettings) -> CheckpointSigner | None:
-    """The configured checkpoint key, if any; CheckpointError at start for a bad one."""
+    """The configured checkpoint key, if any; CheckpointError at start for a bad one,
+    or for scheduled checkpoints without one."""
     if settings.audit_signing_key_file is None:
+        if settings.audit_checkpoint_dir is not None:
+            raise CheckpointError(
+                "FERRUMDECK_AUDIT_CHECKPOINT_DIR needs FERRUMDECK_AUDIT_SIGNING_KEY_FILE"
+            )
         return None
     return settings.checkpoint_signer()
 
@@ -167,12 +172,25 @@ class AuditChainer(BackgroundLoop):
         *,
         poll_seconds: float,
         signer: CheckpointSigner | None = None,
+        checkpoints: BackgroundLoop | None = None,
     ) -> None:
         super().__init__()
         self._pool = pool
         self.keys = keys
         self.signer = signer
+        self._checkpoints = checkpoints
         self._poll_seconds = poll_seconds
+
+    def start(self) -> None:
+        """Linking, and the scheduled checkpoints of what was linked, when configured."""
+        super().start()
+        if self._checkpoints is not None:
+            self._checkpoints.start()
+
+    async def stop(self) -> None:
+        if self._checkpoints is not None:
+            await self._checkpoints.stop()
+        await super().stop()
 
     async def step(self) -> float:
         try:
@@ -237,17 +255,25 @@ async def _resume_at(conn: asyncpg.Connection, check: ChainCheck, since: Checkpo
 
 
 async def checkpoint(
-    pool: asyncpg.Pool, project: str, keys: AuditKeys, signer: CheckpointSigner
+    pool: asyncpg.Pool,
+    project: str,
+    keys: AuditKeys,
+    signer: CheckpointSigner,
+    *,
+    since: Checkpoint | None = None,
 ) -> tuple[Verification, Checkpoint | None]:
-    """A signed statement of the project's chain head, once the whole chain up to it
-    verifies: a checkpoint of a chain already tampered with would vouch for the tamper."""
+    """A signed statement of the project's chain head, once the chain up to it verifies
+    (from `since`, a checkpoint already made, when given): a checkpoint of a chain
+    already tampered with would vouch for the tamper."""
     head = await pool.fetchrow(
         "SELECT seq, hash, key_id FROM audit_chain WHERE project = $1 ORDER BY seq DESC LIMIT 1",
         project,
     )
     if head is None:
         return Verification(intact=True, events=0, first_broken=None), None
-    verification = await verify_project(pool, project, keys, heads={head["seq"]: head["hash"]})
+    verification = await verify_project(
+        pool, project, keys, heads={head["seq"]: head["hash"]}, since=since
+    )
     if not verification.intact:
         return verification, None
     statement = Checkpoint(

@@ -159,6 +159,13 @@ class GatewaySettings(CommonSettings):
         "a chain's head kept outside the database; its public key checks them "
         "(`ferrumdeck audit public-key`). `make dev` writes one under .ferrumdeck/.",
     )
+    audit_checkpoint_dir: Path | None = Field(
+        default=None,
+        description="Where the gateway writes a signed checkpoint of every project's chain "
+        "head (`<dir>/<project>/<seq>.json`) each audit_checkpoint_seconds: storage the "
+        "database's administrators cannot write. Needs audit_signing_key_file.",
+    )
+    audit_checkpoint_seconds: float = Field(default=3600.0, gt=0)
     audit_chain_seconds: float = Field(
         default=0.5, gt=0, description="How often new audit events are linked into the chain."
     )
