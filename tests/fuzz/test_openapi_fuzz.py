@@ -49,9 +49,10 @@ CONFIG = {
     "checks": {"positive_data_acceptance": {"expected-statuses": ACCEPTED}},
     "operations": [
         {
-            # Beyond JSON Schema: a regex must compile as RE2, rule ids are unique, and
-            # identical calls in a row are at most the calls in the run.
-            "include-name": ["PUT /v1/policies", "POST /v1/policies/evaluate"],
+            # Beyond JSON Schema: a regex must compile as RE2, rule ids are unique,
+            # identical calls in a row are at most the calls in the run, and a window of
+            # runs ends after it starts.
+            "include-name": ["PUT /v1/policies", "POST /v1/policies/evaluate", "GET /v1/runs"],
             "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "400"]}},
         }
     ],
