@@ -13,6 +13,7 @@ from services.contract.chat_input import Messages
 from services.contract.moments import AwareMoment, Moment
 from services.contract.policy import ApprovalSettings, PolicyDecision, PolicyRule
 from services.contract.runs import Budget, ModelParams, RunStatus, StepKind, StepStatus, Usage
+from services.contract.threads import HistoryLimit
 
 AGENT_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 AGENT_REF = r"^[a-z0-9][a-z0-9_-]{0,62}(@[1-9][0-9]{0,8})?$"
@@ -43,6 +44,11 @@ class AgentCreate(BaseModel):
     )
     budget: Budget = Field(default_factory=Budget)
     params: ModelParams = Field(default_factory=ModelParams)
+    history: HistoryLimit | None = Field(
+        default=None,
+        description="On a thread, send only the newest earlier runs that fit (none: all of "
+        "the newest 200).",
+    )
 
 
 class Agent(AgentCreate):

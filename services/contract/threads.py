@@ -51,3 +51,16 @@ class ThreadMessage(BaseModel):
 class ThreadMessagePage(BaseModel):
     items: list[ThreadMessage]
     next_cursor: str | None
+
+
+class HistoryLimit(BaseModel):
+    """How much of a thread's history an agent's runs are sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = Field(
+        ge=1,
+        le=10_000_000,
+        description="Send only the newest earlier runs whose messages fit in this many "
+        "tokens (whole runs, counted by LiteLLM for the agent's model): the oldest go first.",
+    )

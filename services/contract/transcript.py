@@ -11,7 +11,7 @@ a reply.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from services.contract.runs import RunStatus, StepKind, StepStatus
@@ -62,6 +62,21 @@ def turn_messages(
             else:
                 said.append(tool_message(call["id"], f"not run: the run was {status.value}"))
     return said
+
+
+def newest_that_fit(
+    history: Sequence[PriorTurn], max_tokens: int, count: Callable[[list[dict[str, Any]]], int]
+) -> list[PriorTurn]:
+    """The newest turns whose messages total at most `max_tokens`, oldest first. Whole
+    turns only, so no tool call is sent without its result."""
+    kept: list[PriorTurn] = []
+    total = 0
+    for turn in reversed(history):
+        total += count(turn_messages(turn.input, turn.status, turn.steps, turn.messages))
+        if total > max_tokens:
+            break
+        kept.append(turn)
+    return kept[::-1]
 
 
 def history_messages(history: Sequence[PriorTurn]) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from services.contract.budget import Spent
 from services.contract.policy import PolicyDecision
 from services.contract.runs import Budget, ModelParams, RunStatus, StepKind, StepStatus, Usage
+from services.contract.threads import HistoryLimit
 from services.contract.tools import ToolSpec
 
 JsonValue = Any
@@ -44,6 +45,7 @@ class AgentSpec(BaseModel):
     tools: list[str]
     budget: Budget
     params: ModelParams
+    history: HistoryLimit | None = None
 
 
 class PriorStep(BaseModel):

@@ -17,14 +17,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import litellm
+
 from services.contract.runs import StepKind, StepStatus
 from services.contract.transcript import (
     history_messages,
     input_messages,
+    newest_that_fit,
     settled_content,
     tool_message,
 )
-from services.contract.worker_api import ClaimGrant, PriorStep
+from services.contract.worker_api import ClaimGrant, PriorStep, PriorTurn
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,25 @@ def final_answer_of(message: dict[str, Any]) -> str | None:
     return None
 
 
+def _history_sent(grant: ClaimGrant) -> list[PriorTurn]:
+    """The thread's earlier runs the model is sent: all, or the newest that fit the
+    agent's `history.max_tokens`, counted as LiteLLM counts them for its model."""
+    limit = grant.agent.history
+    if limit is None or not grant.history:
+        return grant.history
+
+    def count(messages: list[dict[str, Any]]) -> int:
+        return int(litellm.token_counter(model=grant.agent.model, messages=messages))
+
+    return newest_that_fit(grant.history, limit.max_tokens, count)
+
+
 class Conversation:
     def __init__(self, grant: ClaimGrant) -> None:
         self._messages: list[dict[str, Any]] = []
         if grant.agent.system_prompt:
             self._messages.append({"role": "system", "content": grant.agent.system_prompt})
-        self._messages.extend(history_messages(grant.history))
+        self._messages.extend(history_messages(_history_sent(grant)))
         self._messages.extend(input_messages(grant.input, grant.messages))
         self._next_seq = max((s.seq for s in grant.steps), default=0) + 1
         latest: dict[str, PriorStep] = {}

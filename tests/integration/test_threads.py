@@ -173,3 +173,23 @@ async def test_a_dead_lettered_run_is_not_queued_again_over_its_threads_open_run
     response = await harness.client.post(f"/v1/runs/{first['id']}/requeue", headers=harness.admin)
     assert response.status_code == 409
     assert (await response.get_json())["error"]["code"] == "thread_busy"
+
+
+async def test_an_agents_history_limit_is_kept_and_handed_to_the_worker(
+    harness: ToolHarness,
+) -> None:
+    agent = await harness.agent(history={"max_tokens": 4000})
+    shown = await (
+        await harness.client.get(f"/v1/agents/{agent}", headers=harness.admin)
+    ).get_json()
+    assert shown["items"][0]["history"] == {"max_tokens": 4000}
+    _, run = await _start(harness, agent, await _thread(harness), "hi")
+    _, grant = await harness.claim(run["id"])
+    assert grant["agent"]["history"] == {"max_tokens": 4000}
+    for bad in ({"max_tokens": 0}, {"tokens": 5}):
+        response = await harness.client.post(
+            "/v1/agents",
+            json={"name": "limited", "model": "scripted", "history": bad},
+            headers=harness.admin,
+        )
+        assert response.status_code == 400, bad

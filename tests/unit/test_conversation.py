@@ -5,8 +5,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.contract.budget import Spent
-from services.contract.runs import Budget, ModelParams, StepKind, StepStatus, Usage
-from services.contract.worker_api import AgentSpec, ClaimGrant, PriorStep
+from services.contract.runs import Budget, ModelParams, RunStatus, StepKind, StepStatus, Usage
+from services.contract.threads import HistoryLimit
+from services.contract.worker_api import AgentSpec, ClaimGrant, PriorStep, PriorTurn
 from services.worker.conversation import Conversation
 
 
@@ -123,3 +124,50 @@ def test_the_latest_step_of_a_retried_call_decides() -> None:
 def test_a_failed_model_call_is_not_replayed() -> None:
     failed = PriorStep(seq=1, kind=StepKind.LLM_CALL, status=StepStatus.FAILED)
     assert len(Conversation(_grant([failed])).messages) == 2
+
+
+def _turn(question: str, answer: str, *call_ids: str) -> PriorTurn:
+    steps = [_reply(1, None if call_ids else answer, *call_ids)]
+    for n, call_id in enumerate(call_ids, start=2):
+        steps.append(
+            PriorStep(
+                seq=n,
+                kind=StepKind.TOOL_CALL,
+                status=StepStatus.COMPLETED,
+                tool="time.now",
+                tool_call_id=call_id,
+                output=answer,
+            )
+        )
+    return PriorTurn(run_id=uuid.uuid4(), status=RunStatus.COMPLETED, input=question, steps=steps)
+
+
+def test_a_thread_history_comes_first_and_whole_turns_are_dropped_oldest_first() -> None:
+    old = _turn("word " * 400, "a long answer " * 400)
+    recent = _turn("What time is it?", "noon", "c1")
+    grant = _grant([])
+    everything = Conversation(grant.model_copy(update={"history": [old, recent]})).messages
+    assert [m["role"] for m in everything] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "tool",
+        "user",
+    ]
+    limited = grant.model_copy(
+        update={
+            "history": [old, recent],
+            "agent": grant.agent.model_copy(update={"history": HistoryLimit(max_tokens=200)}),
+        }
+    )
+    kept = Conversation(limited).messages
+    assert [m["role"] for m in kept] == ["system", "user", "assistant", "tool", "user"]
+    assert kept[1]["content"] == "What time is it?"
+    assert (kept[3]["tool_call_id"], kept[3]["content"]) == ("c1", "noon")
+    assert kept[-1]["content"] == "Hello"
+    tiny = limited.model_copy(
+        update={"agent": grant.agent.model_copy(update={"history": HistoryLimit(max_tokens=1)})}
+    )
+    assert [m["role"] for m in Conversation(tiny).messages] == ["system", "user"]

@@ -16,7 +16,7 @@ from services.contract.api import Agent, AgentCreate
 from services.gateway.agent_cache import AgentCache
 from services.gateway.audit import Actor, record
 
-_COLUMNS = "name, version, model, system_prompt, tools, budget, params, created_at"
+_COLUMNS = "name, version, model, system_prompt, tools, budget, params, history, created_at"
 
 
 def _agent(row: asyncpg.Record) -> Agent:
@@ -40,8 +40,8 @@ async def create_version(
         )
         row = await conn.fetchrow(
             f"""INSERT INTO agents (project, name, version, model, system_prompt, tools,
-                                    budget, params)
-                SELECT $1, $2, coalesce(max(version), 0) + 1, $3, $4, $5, $6, $7
+                                    budget, params, history)
+                SELECT $1, $2, coalesce(max(version), 0) + 1, $3, $4, $5, $6, $7, $8
                   FROM agents WHERE project = $1 AND name = $2
                 RETURNING {_COLUMNS}""",
             project,
@@ -51,6 +51,7 @@ async def create_version(
             spec.tools,
             spec.budget.model_dump(exclude_none=True),
             spec.params.model_dump(exclude_none=True),
+            None if spec.history is None else spec.history.model_dump(),
         )
         assert row is not None
         await record(
