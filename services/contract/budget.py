@@ -34,7 +34,9 @@ class Allowance:
 
 
 def steps_or_time_breach(budget: Budget, seq: int, elapsed_seconds: float) -> str | None:
-    """Why step `seq` may not start, after `elapsed_seconds` of the run, if it may not."""
+    """Why step `seq` may not start, after `elapsed_seconds` of the run, if it may not.
+    `seq` counts what the step budget counts: the run's calls, not its notes (a worker's
+    word that a tool is missing must not cost the run a step)."""
     if seq > budget.max_steps:
         return f"step budget exceeded: max_steps is {budget.max_steps}"
     if budget.max_seconds is not None and elapsed_seconds > budget.max_seconds:

@@ -114,7 +114,30 @@ class LeaseInfo(BaseModel):
     lease_expires_at: datetime
 
 
-WORKER_STEP_KINDS = frozenset({StepKind.LLM_CALL, StepKind.TOOL_CALL})
+WORKER_STEP_KINDS = frozenset({StepKind.LLM_CALL, StepKind.TOOL_CALL, StepKind.NOTE})
+
+
+class MissingTool(BaseModel):
+    """One of the agent's `tools` patterns that no tool offered to the run matched.
+    `server_unavailable`: a server of that name is configured on the worker but was not
+    connected when the run was claimed; `no_such_tool`: the server is there and lists no
+    such tool; `not_on_this_worker`: the worker has no such server for the run's project
+    (a server limited to other projects is reported so too: never named)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pattern: str = Field(min_length=1, max_length=200)
+    reason: Literal["server_unavailable", "no_such_tool", "not_on_this_worker"]
+
+
+class ToolsMissing(BaseModel):
+    """The only note a worker writes: which of the agent's tools its run was not offered,
+    and why, in these fixed terms. A worker may not write free text into a run's record:
+    a note saying "approved by alice" would read like a decision nobody made."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tools_missing: list[MissingTool] = Field(min_length=1, max_length=200)
 
 
 class StepReport(LeaseBody):
@@ -144,11 +167,24 @@ class StepReport(LeaseBody):
     @field_validator("kind")
     @classmethod
     def _kind_a_worker_makes(cls, kind: StepKind) -> StepKind:
-        """Workers report the calls they make; approval steps are written by the gateway
-        when a human decides, so a worker claiming one would forge a decision."""
+        """Workers report the calls they make, and notes of the tools a run was not
+        offered (`ToolsMissing`); approval steps are written by the gateway when a human
+        decides, so a worker claiming one would forge a decision."""
         if kind not in WORKER_STEP_KINDS:
             raise ValueError(f"a worker reports only {', '.join(sorted(WORKER_STEP_KINDS))} steps")
         return kind
+
+    @model_validator(mode="after")
+    def _a_note_says_only_which_tools_are_missing(self) -> StepReport:
+        if self.kind != StepKind.NOTE:
+            return self
+        if self.status != StepStatus.COMPLETED or any(
+            value is not None
+            for value in (self.model, self.tool, self.input, self.error, self.usage)
+        ):
+            raise ValueError("a note is completed and carries only its output")
+        self.output = ToolsMissing.model_validate(self.output).model_dump(mode="json")
+        return self
 
     @model_validator(mode="after")
     def _final_only_for_a_completed_model_call(self) -> StepReport:

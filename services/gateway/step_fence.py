@@ -38,6 +38,7 @@ class LockedRun:
     elapsed_seconds: float
     lease_key: uuid.UUID | None  # the worker key that claimed it (None: claimed by none)
     lease_token_digest: bytes | None  # of the token the claim returned
+    notes: int = 0  # the run's note steps, which its step budget does not count
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ def fence_report(
         return Verdict(Action.REPLAY)
     if recorded is None:
         _next_in_order(run, report.seq)
-    if report.seq > run.budget.max_steps:
+    if report.kind != StepKind.NOTE and report.seq - run.notes > run.budget.max_steps:
         return Verdict(
             Action.END_OVER_BUDGET, f"step budget exceeded: max_steps is {run.budget.max_steps}"
         )
@@ -169,7 +170,7 @@ def fence_ask(
     check_lease(run, Holder.of(ask, key_id))
     if decided is None:
         _next_in_order(run, ask.seq)
-        breach = steps_or_time_breach(run.budget, ask.seq, run.elapsed_seconds)
+        breach = steps_or_time_breach(run.budget, ask.seq - run.notes, run.elapsed_seconds)
         return Verdict(Action.DECIDE if breach is None else Action.END_OVER_BUDGET, breach)
     if decided.tool != ask.tool:
         raise Conflict(f"step {ask.seq} is a call of {decided.tool}", code=ErrorCode.STEP_MISMATCH)

@@ -28,6 +28,7 @@ from services.contract.worker_api import (
     FailReport,
     StepReport,
     ToolAuthorization,
+    ToolsMissing,
 )
 from services.worker import metrics
 from services.worker.conversation import Conversation, PendingCall, final_answer_of
@@ -91,7 +92,10 @@ class ClaimedRun:
         self._tools = tools
         self._tool_backoff = tool_backoff
         self._conversation = Conversation(grant)
-        self._offered = OfferedTools(tools.catalogue(), grant.agent.tools, grant.project)
+        self._offered = OfferedTools(
+            tools.catalogue(), grant.agent.tools, grant.project, tools.unavailable(grant.project)
+        )
+        self._notes = sum(1 for step in grant.steps if step.kind == StepKind.NOTE)
         self._caller = Caller(grant.project, grant.run_id)
         self._deadline = _deadline(grant)
         self._spending = _Spending(grant.spent)
@@ -99,6 +103,8 @@ class ClaimedRun:
     async def advance(self) -> None:
         """Work on the run until it ends or waits for a human (`Parked`); a refused
         callback raises `LeaseLost` wherever it comes."""
+        if not self._grant.steps and self._offered.missing:
+            await self._note_missing_tools()
         while True:
             for call in self._conversation.take_pending():
                 await self.tool_call(call)
@@ -118,6 +124,33 @@ class ClaimedRun:
             if not await self.model_call():
                 return
 
+    async def _note_missing_tools(self) -> None:
+        """Say on the run's record, before its first model call, which of the agent's
+        tools it goes without (a server down, a tool no server lists): a run that
+        completed without them would otherwise look like one that never needed them."""
+        missing = ToolsMissing(tools_missing=self._offered.missing)
+        log.warning(
+            "run %s goes without %s",
+            self._grant.run_id,
+            ", ".join(f"{m.pattern} ({m.reason})" for m in missing.tools_missing),
+        )
+        now = _now()
+        await self._gateway.report_step(
+            self._grant.run_id,
+            StepReport(
+                epoch=self._grant.epoch,
+                lease_token=self._grant.lease_token,
+                seq=self._conversation.record_note(),
+                kind=StepKind.NOTE,
+                status=StepStatus.COMPLETED,
+                output=missing.model_dump(mode="json"),
+                started_at=now,
+                finished_at=now,
+            ),
+        )
+        self._notes += 1
+        metrics.step(StepKind.NOTE, "completed")
+
     async def model_call(self) -> bool:
         """One model call, reported as a step; False when the run ended here: answered
         (the step completed it), over budget, or failed."""
@@ -134,7 +167,7 @@ class ClaimedRun:
         allowance = model_call_allowance(
             agent.budget,
             self._spending.usage,
-            seq=seq,
+            seq=seq - self._notes,
             elapsed_seconds=self._spending.elapsed_seconds,
             prompt_tokens=plan.prompt_tokens,
             max_output_tokens=plan.max_output_tokens,

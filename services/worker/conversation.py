@@ -130,6 +130,12 @@ class Conversation:
         self._next_seq += 1
         self._pending = [PendingCall.of(call) for call in message.get("tool_calls") or []]
 
+    def record_note(self) -> int:
+        """The seq of a note recorded now; the model is told nothing of it."""
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq
+
     def record_tool_result(self, call: PendingCall, seq: int, content: str) -> None:
         """The call was settled as step `seq` (the gateway's number, which may be past the
         one asked about), and the model is told `content`."""

@@ -139,6 +139,14 @@ class McpRouter:
         ]
         return sorted(specs, key=lambda spec: spec.name)
 
+    def unavailable(self, project: str) -> set[str]:
+        """The servers offered to `project` that are not connected now."""
+        return {
+            link.name
+            for link in self._links.values()
+            if link.live is None and (link.projects is None or project in link.projects)
+        }
+
     async def call(
         self, name: str, arguments: Mapping[str, Any], caller: Caller | None = None
     ) -> ToolOutcome:

@@ -1,7 +1,8 @@
 """The tools a claimed run offers its model: those of this worker's catalogue offered to
 the run's project (shared ones, and those of servers limited to it) that the agent's
 `tools` patterns allow, under names LLM APIs accept. A tool of a server limited to other
-projects is never shown to the model, whatever the agent asks for.
+projects is never shown to the model, whatever the agent asks for. The agent's patterns
+nothing matched are `missing`, for the run's record (a `ToolsMissing` note).
 
 A call of a name the run was not offered is still recorded (the model is owed an answer,
 and a resumed run rebuilds its conversation from the steps), under the name an operator
@@ -20,6 +21,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from services.contract.tools import ToolSpec
+from services.contract.worker_api import MissingTool
 from services.worker.tool_arguments import ArgumentSchema
 from services.worker.tool_names import ToolNames
 
@@ -27,13 +29,26 @@ _UNDECLARED = ArgumentSchema(None)
 
 
 class OfferedTools:
-    def __init__(self, catalogue: list[ToolSpec], allowed: list[str], project: str) -> None:
+    def __init__(
+        self,
+        catalogue: list[ToolSpec],
+        allowed: list[str],
+        project: str,
+        unavailable: set[str] | None = None,
+    ) -> None:
+        """`unavailable`: the servers offered to the project that are down right now."""
         offered = [
             spec
             for spec in catalogue
             if spec.offered_to(project)
             and any(fnmatchcase(spec.name, pattern) for pattern in allowed)
         ]
+        self.missing = _missing(
+            [spec for spec in catalogue if spec.offered_to(project)],
+            allowed,
+            unavailable or set(),
+        )
+        """The agent's patterns no offered tool matches, and why (`MissingTool`)."""
         self._names = ToolNames([spec.name for spec in offered])
         self._project_names = ToolNames(
             [spec.name for spec in catalogue if spec.offered_to(project)]
@@ -86,3 +101,21 @@ class OfferedTools:
         if tool not in self._argument_schemas:
             self._argument_schemas[tool] = ArgumentSchema(self._input_schemas[tool])
         return self._argument_schemas[tool]
+
+
+def _missing(
+    of_project: list[ToolSpec], allowed: list[str], unavailable: set[str]
+) -> list[MissingTool]:
+    found = []
+    for pattern in allowed:
+        if any(fnmatchcase(spec.name, pattern) for spec in of_project):
+            continue
+        servers = pattern.partition(".")[0]
+        if any(fnmatchcase(server, servers) for server in unavailable):
+            reason = "server_unavailable"
+        elif any(fnmatchcase(spec.server, servers) for spec in of_project):
+            reason = "no_such_tool"
+        else:
+            reason = "not_on_this_worker"
+        found.append(MissingTool(pattern=pattern, reason=reason))
+    return found

@@ -326,3 +326,29 @@ async def test_the_token_budget_left_after_a_step_caps_the_next_call(stack: Stac
     # and the estimate of a longer prompt.
     assert 300 < first["max_tokens"] < 400
     assert second["max_tokens"] <= first["max_tokens"] - 100
+
+
+async def test_a_run_offered_fewer_tools_than_its_agent_names_says_so_in_a_note(
+    stack: Stack,
+) -> None:
+    """Tools used to vanish silently: a run whose tools were missing completed with
+    nothing on its record saying it went without them. The note costs no step."""
+    prompt = f"missing tools {uuid.uuid4().hex[:8]}"
+    stack.llm.script(prompt, Reply(content="did without"))
+    run = await stack.finished(
+        await stack.start(
+            prompt, tools=["notes.add", "notes.nope", "ghost.*"], budget={"max_steps": 1}
+        )
+    )
+    assert (run["status"], run["output"]) == ("completed", "did without")
+    note, answer = await stack.steps(run["id"])
+    assert (note["seq"], note["kind"], note["status"]) == (1, "note", "completed")
+    assert note["output"] == {
+        "tools_missing": [
+            {"pattern": "notes.nope", "reason": "no_such_tool"},
+            {"pattern": "ghost.*", "reason": "not_on_this_worker"},
+        ]
+    }
+    assert (answer["seq"], answer["kind"]) == (2, "llm_call")
+    offered = (await stack.sent_to(prompt))[0]["tools"]
+    assert [tool["function"]["name"] for tool in offered] == ["notes__add"]

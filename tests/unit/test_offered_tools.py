@@ -46,3 +46,23 @@ def test_a_name_nothing_has_is_the_models_own_marked_as_not_offered() -> None:
     # A dotted name the model made up is never taken for a listed `<server>.<tool>`.
     assert offer.recorded_name("time.now") == "time.now (not offered)"
     assert offer.recorded_name("x" * 500) == "x" * 64 + " (not offered)"
+
+
+def _why(offer: OfferedTools) -> list[tuple[str, str]]:
+    return [(m.pattern, m.reason) for m in offer.missing]
+
+
+def test_the_patterns_nothing_matched_are_missing_with_the_reason() -> None:
+    offer = OfferedTools(
+        CATALOGUE,
+        ["time.*", "time.convert", "notes.*", "vault.*", "crm.find"],
+        "beta",
+        unavailable={"notes"},
+    )
+    assert _why(offer) == [
+        ("time.convert", "no_such_tool"),
+        ("notes.*", "server_unavailable"),
+        # Limited to another project: reported as no server here, never named as theirs.
+        ("vault.*", "not_on_this_worker"),
+    ]
+    assert OfferedTools(CATALOGUE, ["*"], "gamma").missing == []

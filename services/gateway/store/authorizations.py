@@ -342,7 +342,7 @@ async def _retry_unknown_outcome(
     )
     retry_seq = run["steps_count"] + 1
     budget = Budget.model_validate(run["budget"])
-    breach = steps_or_time_breach(budget, retry_seq, run["elapsed"])
+    breach = steps_or_time_breach(budget, retry_seq - run["notes"], run["elapsed"])
     if breach is not None:
         await end_run(conn, run_id, run, RunStatus.BUDGET_EXCEEDED, breach)
         return ToolVerdict(verdict="denied", seq=ask.seq, decision=original)

@@ -51,6 +51,8 @@ _LOCK = """SELECT r.project, r.lease_owner, r.lease_key, r.lease_token_digest, r
                   r.epoch, r.steps_count, r.lease_expires_at, r.agent_name,
                   r.prompt_tokens, r.completion_tokens, r.cost_usd,
                   extract(epoch FROM now() - r.started_at)::float8 AS elapsed,
+                  (SELECT count(*) FROM steps n WHERE n.run_id = r.id AND n.kind = 'note')::int
+                      AS notes,
                   a.budget, a.tools{step}
              FROM runs r JOIN agents a ON a.name = r.agent_name AND a.version = r.agent_version
             WHERE r.id = $1 FOR UPDATE OF r"""
@@ -159,6 +161,7 @@ def locked(row: asyncpg.Record) -> LockedRun:
         elapsed_seconds=row["elapsed"],
         lease_key=row["lease_key"],
         lease_token_digest=row["lease_token_digest"],
+        notes=row["notes"],
     )
 
 
