@@ -62,7 +62,16 @@ class AgentPage(BaseModel):
 
 
 class RunCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # Exactly one of the two, said so to schema readers (and to the fuzz run).
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["input"], "properties": {"input": {"type": "string"}}},
+                {"required": ["messages"], "properties": {"messages": {"type": "array"}}},
+            ]
+        },
+    )
 
     agent: str = Field(pattern=AGENT_REF, description="`name` (latest version) or `name@version`")
     input: str | None = Field(

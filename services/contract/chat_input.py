@@ -49,7 +49,12 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["user", "assistant"]
-    content: str | Annotated[list[Part], Field(max_length=MAX_PARTS)] = Field(min_length=1)
+    # Each branch bounded itself: a bound on the union is checked, but the schema would
+    # not show it on the list.
+    content: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[Part], Field(min_length=1, max_length=MAX_PARTS)]
+    )
 
     def text(self) -> str:
         if isinstance(self.content, str):

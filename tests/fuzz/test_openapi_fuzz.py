@@ -50,9 +50,14 @@ CONFIG = {
     "operations": [
         {
             # Beyond JSON Schema: a regex must compile as RE2, rule ids are unique,
-            # identical calls in a row are at most the calls in the run, and a window of
-            # runs ends after it starts.
-            "include-name": ["PUT /v1/policies", "POST /v1/policies/evaluate", "GET /v1/runs"],
+            # identical calls in a row are at most the calls in the run, a window of runs
+            # ends after it starts, and a run's last message is the user's.
+            "include-name": [
+                "PUT /v1/policies",
+                "POST /v1/policies/evaluate",
+                "GET /v1/runs",
+                "POST /v1/runs",
+            ],
             "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "400"]}},
         }
     ],
