@@ -57,14 +57,16 @@ async def receiver() -> AsyncIterator[Receiver]:
     @app.post("/hooks")
     async def hooks() -> tuple[str, int]:
         headers = {name.lower(): value for name, value in request.headers.items()}
-        state.received.append((headers, await request.get_data()))
+        body = await request.get_data(as_text=False)
+        assert isinstance(body, bytes)
+        state.received.append((headers, body))
         return "", state.answers.pop(0) if state.answers else 204
 
     config = Config()
     config.bind = [f"fd://{sock.detach()}"]
     config.accesslog = None
     stop = asyncio.Event()
-    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
     yield state
     stop.set()
     with contextlib.suppress(asyncio.CancelledError):
@@ -218,7 +220,7 @@ async def test_another_project_neither_sees_nor_touches_a_webhook_nor_feeds_it(
         ("POST", f"{base}/deliveries/{delivery['id']}/redeliver"),
         ("DELETE", base),
     ]:
-        response = await client.open(url, method=method, headers=other)
+        response = await client.open(url, method=method, json=None, headers=other)
         assert response.status_code == 404, (method, url)
     listed = await (await client.get("/v1/webhooks", headers=other)).get_json()
     assert listed["items"] == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 from services.contract.api import Run
 from services.contract.runs import RunStatus
@@ -11,7 +12,24 @@ from services.gateway.run_waiters import RunWaiters
 
 
 def _run(run_id: uuid.UUID, status: RunStatus) -> Run:
-    return Run.model_construct(id=run_id, status=status)
+    now = datetime.now(UTC)
+    return Run.model_validate(
+        {
+            "id": run_id,
+            "agent": "a",
+            "agent_version": 1,
+            "status": status,
+            "input": "hi",
+            "output": None,
+            "error": None,
+            "metadata": {},
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "steps_count": 0,
+            "created_at": now,
+            "started_at": None,
+            "finished_at": None,
+        }
+    )
 
 
 class _Stored:
