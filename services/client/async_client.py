@@ -53,6 +53,7 @@ from services.contract.audit import AuditPage, Verification
 from services.contract.policy import EvaluateRequest, PolicyDecision, PolicyRule, PolicySet
 from services.contract.queue import QueueStats
 from services.contract.runs import RunStatus
+from services.contract.threads import Thread, ThreadMessage, ThreadMessagePage
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -135,9 +136,23 @@ class AsyncFerrumDeck:
         params: dict[str, str] | None = None,
         json: Any = None,
         headers: dict[str, str] | None = None,
+        waits: float = 0,
     ) -> httpx.Response:
+        """`waits`: seconds the gateway was asked to hold the answer, added to the read
+        timeout so a wait the caller asked for is not taken for an unreachable gateway."""
+        timeout: Any = httpx.USE_CLIENT_DEFAULT
+        if waits:
+            default = self._http.timeout
+            timeout = httpx.Timeout(
+                default.connect,
+                read=(default.read or 0) + waits,
+                write=default.write,
+                pool=default.pool,
+            )
         exchange = asyncio.ensure_future(
-            self._http.request(method, path, params=params, json=json, headers=headers)
+            self._http.request(
+                method, path, params=params, json=json, headers=headers, timeout=timeout
+            )
         )
         try:
             response = await asyncio.shield(exchange)
@@ -272,15 +287,47 @@ class AsyncFerrumDeck:
     async def create_run(
         self,
         agent: str,
-        input: str,
+        input: str | None = None,
         *,
+        messages: Sequence[dict[str, Any]] | None = None,
+        thread_id: uuid.UUID | str | None = None,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        wait: int | None = None,
     ) -> Run:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        body = {"agent": agent, "input": input, "metadata": metadata or {}}
-        response = await self._request("POST", "/v1/runs", json=body, headers=headers)
+        """Start a run of `input` or of chat `messages`, on a thread if given. With
+        `wait`, the gateway answers once the run finished or parked for an approval, or
+        after `wait` seconds (`Prefer: wait`, at most 60), with the run as it is then."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        if wait is not None:
+            headers["Prefer"] = f"wait={wait}"
+        body: dict[str, Any] = {"agent": agent, "metadata": metadata or {}}
+        if input is not None:
+            body["input"] = input
+        if messages is not None:
+            body["messages"] = list(messages)
+        if thread_id is not None:
+            body["thread_id"] = str(thread_id)
+        response = await self._request(
+            "POST", "/v1/runs", json=body, headers=headers or None, waits=wait or 0
+        )
         return Run.model_validate(response.json())
+
+    async def create_thread(self, metadata: dict[str, Any] | None = None) -> Thread:
+        return await self._post(Thread, "/v1/threads", {"metadata": metadata or {}})
+
+    async def thread(self, thread_id: uuid.UUID | str) -> Thread:
+        return await self._get(Thread, f"/v1/threads/{thread_id}")
+
+    async def thread_messages(
+        self, thread_id: uuid.UUID | str, *, limit: int = 200, cursor: str | None = None
+    ) -> ThreadMessagePage:
+        return await self._get(
+            ThreadMessagePage, f"/v1/threads/{thread_id}/messages", limit=limit, cursor=cursor
+        )
+
+    def iter_thread_messages(self, thread_id: uuid.UUID | str) -> AsyncIterator[ThreadMessage]:
+        return self._iterate(lambda c: self.thread_messages(thread_id, cursor=c))
 
     async def cancel_run(self, run_id: uuid.UUID | str) -> Run:
         return await self._post(Run, f"/v1/runs/{run_id}/cancel")

@@ -39,6 +39,7 @@ from services.contract.audit import AuditPage, Verification
 from services.contract.policy import EvaluateRequest, PolicyDecision, PolicyRule, PolicySet
 from services.contract.queue import QueueStats
 from services.contract.runs import RunStatus
+from services.contract.threads import Thread, ThreadMessagePage
 
 
 class FerrumDeck:
@@ -141,16 +142,36 @@ class FerrumDeck:
     def create_run(
         self,
         agent: str,
-        input: str,
+        input: str | None = None,
         *,
+        messages: Sequence[dict[str, Any]] | None = None,
+        thread_id: uuid.UUID | str | None = None,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        wait: int | None = None,
     ) -> Run:
         return self._runner.run(
             self._client.create_run(
-                agent, input, metadata=metadata, idempotency_key=idempotency_key
+                agent,
+                input,
+                messages=messages,
+                thread_id=thread_id,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+                wait=wait,
             )
         )
+
+    def create_thread(self, metadata: dict[str, Any] | None = None) -> Thread:
+        return self._runner.run(self._client.create_thread(metadata))
+
+    def thread(self, thread_id: uuid.UUID | str) -> Thread:
+        return self._runner.run(self._client.thread(thread_id))
+
+    def thread_messages(
+        self, thread_id: uuid.UUID | str, *, limit: int = 200, cursor: str | None = None
+    ) -> ThreadMessagePage:
+        return self._runner.run(self._client.thread_messages(thread_id, limit=limit, cursor=cursor))
 
     def wait(self, run_id: uuid.UUID | str, *, timeout: float | None = None) -> Run:
         """The run once it has ended; `TimeoutError` after `timeout` seconds. See

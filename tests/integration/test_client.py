@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
@@ -261,3 +262,42 @@ async def test_the_sync_wait_gives_up_after_its_timeout(
 
 async def _async(value: list[RunStatus]) -> list[RunStatus]:
     return list(value)
+
+
+async def test_a_conversation_through_the_client_waits_for_each_answer(
+    served: ServedGateway, harness: ToolHarness, admin_key: str, db: asyncpg.Pool
+) -> None:
+    agent = await harness.agent()
+
+    async def answer(text: str) -> None:
+        async def opened() -> list[str]:
+            rows = await db.fetch(
+                "SELECT id FROM runs WHERE agent_name = $1 AND status = 'queued'", agent
+            )
+            return [str(row["id"]) for row in rows]
+
+        (run_id,) = await eventually(opened, lambda ids: len(ids) == 1)
+        _, grant = await harness.claim(run_id)
+        reply = {"message": {"role": "assistant", "content": text}}
+        await harness.step(run_id, grant["epoch"], 1, output=reply, final_output=text)
+
+    async with AsyncFerrumDeck(served.url, admin_key) as deck:
+        thread = await deck.create_thread({"user": "u1"})
+        outputs = []
+        for question, reply in (("hi", "hello"), ("again?", "yes")):
+            answering = asyncio.create_task(answer(reply))
+            run = await deck.create_run(agent, question, thread_id=thread.id, wait=30)
+            await answering
+            assert (run.status, run.thread_id) == (RunStatus.COMPLETED, thread.id)
+            outputs.append(run.output)
+        assert outputs == ["hello", "yes"]
+        said = [m.message["content"] async for m in deck.iter_thread_messages(thread.id)]
+        assert said == ["hi", "hello", "again?", "yes"]
+        assert (await deck.thread(thread.id)).runs == 2
+        looked = await deck.create_run(
+            agent, messages=[{"role": "user", "content": "look"}], wait=0
+        )
+        assert (looked.status, looked.messages) == (
+            RunStatus.QUEUED,
+            [{"role": "user", "content": "look"}],
+        )
