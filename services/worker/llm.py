@@ -1,8 +1,9 @@
 """The LiteLLM adapter: one chat completion, with usage and cost.
 
 Cost comes from the operator's configured prices when the models file gives them, else
-from LiteLLM's bundled price map (read locally: `LITELLM_LOCAL_MODEL_COST_MAP`, so no
-network fetch at import). A model neither knows has cost `None` — unknown, never 0.
+from LiteLLM's bundled price map (read locally: `LITELLM_LOCAL_MODEL_COST_MAP`, set by
+the package, `services/worker/__init__.py`, so no network fetch at import). A model
+neither knows has cost `None` — unknown, never 0.
 
 A call that fails for a reason that passes (rate limit, overload, a provider's 5xx, a
 lost connection, a timeout) is made again with backoff (`retry.Backoff`), within the
@@ -17,13 +18,10 @@ lease, and their waits would hide in one long call.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from dataclasses import dataclass
 from typing import Any
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm
 from litellm import exceptions as provider

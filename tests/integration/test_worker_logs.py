@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 
@@ -71,3 +73,20 @@ def test_the_mcp_http_clients_request_lines_are_quieted() -> None:
     # The logger the streamable HTTP transport's client really logs its requests with.
     assert not httpx2._client.logger.isEnabledFor(logging.INFO)
     assert httpx2._client.logger.isEnabledFor(logging.WARNING)
+
+
+def test_the_worker_reads_litellms_price_map_locally_whatever_imports_it_first() -> None:
+    """A worker module importing litellm before `llm.py` made each start fetch the map
+    from GitHub (three tries offline) and print LiteLLM's warnings, not JSON."""
+    script = (
+        "import os\n"
+        "import services.worker.conversation\n"
+        "import litellm\n"
+        "print(os.environ['LITELLM_LOCAL_MODEL_COST_MAP'], len(litellm.model_cost) > 100)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LITELLM_LOCAL_MODEL_COST_MAP"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.split() == ["True", "True"], result.stderr
+    assert "LiteLLM" not in result.stderr
