@@ -3,9 +3,14 @@ agent wants which tool, its arguments, the rule that parked it and why. `a` appr
 `r` rejects, each only after the operator gave a reason and confirmed. The list follows
 the live feed, so a call another operator decided disappears by itself.
 
-`space` marks calls and `*` marks every one listed; `a` / `r` then decide all the marked
-ones with one reason in one request (`POST /v1/approvals/decide`: all or none), which is
-how an operator refuses fifty calls of unknown outcome after a worker died."""
+`space` marks calls and `*` marks every one listed, `u` every call that retries one of
+unknown outcome (a worker died during it), `R` every call of the selected call's run;
+`a` / `r` then decide all the marked ones with one reason in one request (`POST
+/v1/approvals/decide`: all or none), which is how an operator refuses fifty calls of
+unknown outcome after a worker died.
+
+A retry is told by its run's steps, not by the explanation's words: the gateway parks it
+with the tool and arguments of a step marked `outcome_unknown` before it."""
 
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from tui.humanize import age
 from tui.screens.deck import DeckScreen
 from tui.screens.modals import ReasonScreen
 from tui.screens.run_detail import pretty_json
+from tui.unknown_outcomes import unknown_outcome_retries
 from tui.widgets.vim_keys import KeyedTable
 
 _MARK = "✓"
@@ -39,6 +45,8 @@ class ApprovalsScreen(DeckScreen):
         Binding("r", "decide(False)", "Reject"),
         Binding("space", "mark", "Mark"),
         Binding("asterisk", "mark_all", "Mark all"),
+        Binding("u", "mark_unknown", "Mark unknown outcomes"),
+        Binding("R", "mark_run", "Mark this run's calls"),
     ]
 
     def compose_body(self) -> ComposeResult:
@@ -129,6 +137,28 @@ class ApprovalsScreen(DeckScreen):
 
     def action_mark_all(self) -> None:
         self._set_marks(list(self._approvals), self._marked != set(self._approvals))
+
+    def action_mark_run(self) -> None:
+        approval = self._selected()
+        if approval is not None:
+            run = [i for i, a in self._approvals.items() if a.run_id == approval.run_id]
+            self._set_marks(run, True)
+            self.notify(f"{len(self._marked)} calls marked: a / r decides them.")
+
+    @work(group="mark-unknown", exclusive=True)
+    async def action_mark_unknown(self) -> None:
+        pending = list(self._approvals.values())
+        try:
+            retries = await unknown_outcome_retries(self.deck.client, pending)
+        except FerrumDeckError as error:
+            self.report(error)
+            return
+        found = [i for i in retries if i in self._approvals]  # still pending after the reads
+        self._set_marks(found, True)
+        if found:
+            self.notify(f"{len(found)} calls of unknown outcome marked: a / r decides them.")
+        else:
+            self.notify("No call waiting here retries one of unknown outcome.")
 
     def _set_marks(self, approval_ids: list[str], marked: bool) -> None:
         table = self.query_one("#approvals", DataTable)
