@@ -23,7 +23,7 @@ from typing import Any, TextIO, TypeVar
 from services.cli.output import print_json, short
 from services.client import FerrumDeck, GatewayUnavailable, ServerError
 from services.contract.api import Approval, ApprovalStatus, Run, Step
-from services.contract.runs import RunStatus, StepStatus
+from services.contract.runs import RunStatus, StepKind, StepStatus
 
 POLL_SECONDS = 0.5
 RECONNECT_FIRST_SECONDS = 0.5
@@ -58,10 +58,14 @@ class Progress:
 
 
 def step_summary(step: Step) -> str:
-    """The step's error, else what it produced: an answer's text, or its output."""
+    """The step's error, else what it produced: an answer's text, or its output; for a
+    note of missing tools, which and why."""
     if step.error:
         return short(step.error)
     output: Any = step.output
+    if step.kind is StepKind.NOTE and isinstance(output, dict) and "tools_missing" in output:
+        missing = [f"{m.get('pattern')} ({m.get('reason')})" for m in output["tools_missing"]]
+        return short("without " + ", ".join(missing))
     if isinstance(output, dict) and isinstance(output.get("message"), dict):
         message = output["message"]
         output = message.get("content") or message.get("tool_calls")
