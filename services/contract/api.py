@@ -216,6 +216,11 @@ class RunSummary(BaseModel):
     total_tokens: int
     cost_usd: float
     unpriced: int = Field(description="Runs in the window whose cost is unknown.")
+    dead_lettered: int = Field(
+        default=0,
+        description="Runs in the window failed because their job never finished (the ones "
+        "an operator may queue again).",
+    )
     agents: list[AgentSummary]
 
 

@@ -69,3 +69,37 @@ async def test_the_window_is_bounded(client: Client, admin: dict[str, str]) -> N
     for minutes in (0, 1441, "x"):
         response = await client.get(f"/v1/runs/summary?minutes={minutes}", headers=admin)
         assert response.status_code == 400
+
+
+async def test_dead_letters_of_the_window_are_counted_in_the_project_only(
+    client: Client, db: asyncpg.Pool
+) -> None:
+    project, admin = await _project(db)
+    other, other_admin = await _project(db)
+    for headers in (admin, other_admin):
+        created = await client.post(
+            "/v1/agents", json={"name": "alpha", "model": "scripted"}, headers=headers
+        )
+        assert created.status_code == 201
+    hour_ago = first_uuid7_at(datetime.now(UTC) - timedelta(hours=1))
+    rows = [
+        (uuid7(), project, "failed", True),
+        (uuid7(), project, "failed", True),
+        (uuid7(), project, "failed", False),
+        (uuid.UUID(int=hour_ago.int + 1), project, "failed", True),  # before the window
+        (uuid7(), other, "failed", True),
+    ]
+    await db.execute(
+        """INSERT INTO runs (id, project, agent_name, agent_version, status, input,
+                             dead_lettered_at)
+           SELECT id, p, 'alpha', 1, s, 'x', CASE WHEN d THEN now() END
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::boolean[]) AS t (id, p, s, d)""",
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+    )
+    summary = await (await client.get("/v1/runs/summary?minutes=15", headers=admin)).get_json()
+    assert (summary["dead_lettered"], summary["by_status"]) == (2, {"failed": 3})
+    theirs = await (await client.get("/v1/runs/summary", headers=other_admin)).get_json()
+    assert theirs["dead_lettered"] == 1

@@ -79,7 +79,7 @@ class DashboardScreen(DeckScreen):
             else f"{stats.oldest_pending_seconds:.0f} s"
         )
         lag = "unknown" if stats.lag is None else str(stats.lag)
-        numbers = f"waiting {stats.waiting or 0}   running {stats.running or 0}"
+        numbers = f"now: waiting {stats.waiting or 0}   running {stats.running or 0}"
         if stats.quota is not None:
             limits = [
                 f"{label} {value:g}"
@@ -118,6 +118,8 @@ class DashboardScreen(DeckScreen):
             f"   tokens {count(summary.total_tokens)}",
             f"cost {money(summary.cost_usd)}"
             + (f" (+{summary.unpriced} runs of unknown cost)" if summary.unpriced else ""),
+            f"dead-lettered {summary.dead_lettered}"
+            + ("  (ferrumdeck runs requeue ID)" if summary.dead_lettered else ""),
         ]
         busiest = summary.agents[:_AGENTS_SHOWN]
         if busiest:

@@ -28,21 +28,21 @@ async def summarize(
     rows = await pool.fetch(
         """WITH windowed AS (
                SELECT status, agent_name, prompt_tokens + completion_tokens AS tokens,
-                      cost_usd
+                      cost_usd, dead_lettered_at IS NOT NULL AS dead
                  FROM runs WHERE project = $1 AND id >= $2 AND id < $4
            )
            SELECT 'status' AS kind, status AS name, count(*) AS n,
                   sum(tokens) AS tokens, sum(cost_usd) AS cost,
                   count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced, 0 AS completed,
-                  0 AS failed
+                  0 AS failed, count(*) FILTER (WHERE dead) AS dead
              FROM windowed GROUP BY status
            UNION ALL
            SELECT 'agent', agent_name, count(*), 0, coalesce(sum(cost_usd), 0), 0,
                   count(*) FILTER (WHERE status = 'completed'),
-                  count(*) FILTER (WHERE status = 'failed')
+                  count(*) FILTER (WHERE status = 'failed'), 0
              FROM windowed GROUP BY agent_name
            UNION ALL
-           SELECT 'open', status, count(*), 0, 0, 0, 0, 0
+           SELECT 'open', status, count(*), 0, 0, 0, 0, 0, 0
              FROM runs WHERE project = $1 AND status = ANY($3::text[]) GROUP BY status""",
         project,
         first_uuid7_at(since),
@@ -63,6 +63,7 @@ async def summarize(
         total_tokens=sum(r["tokens"] or 0 for r in in_window),
         cost_usd=float(sum(r["cost"] or 0 for r in in_window)),
         unpriced=sum(r["unpriced"] for r in in_window),
+        dead_lettered=sum(r["dead"] for r in in_window),
         agents=sorted(
             (
                 AgentSummary(

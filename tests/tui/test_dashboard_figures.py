@@ -1,0 +1,34 @@
+"""The dashboard's figures say their window, and dead letters are among them."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+
+import asyncpg
+
+from tests.support.harness import ToolHarness
+from tests.tui.conftest import until
+from tests.tui.test_deck import static
+from tui.app import FerrumDeckApp
+
+Deck = Callable[..., FerrumDeckApp]
+
+
+async def test_dead_letters_of_the_window_are_on_the_dashboard(
+    deck: Deck, harness: ToolHarness, db: asyncpg.Pool
+) -> None:
+    run_id = await harness.run()
+    await db.execute(
+        "UPDATE runs SET status = 'failed', dead_lettered_at = now() WHERE id = $1",
+        uuid.UUID(run_id),
+    )
+    app = deck()
+    async with app.run_test(size=(140, 40)) as pilot:
+        await until(pilot, lambda: "dead-lettered" in static(app, "#run-numbers"))
+        found = re.search(r"dead-lettered (\d+)", static(app, "#run-numbers"))
+        assert found is not None
+        assert int(found.group(1)) >= 1
+        assert "requeue" in static(app, "#run-numbers")
+        await until(pilot, lambda: "now: waiting" in static(app, "#queue-numbers"))
