@@ -1,6 +1,12 @@
 """Audit (5): who did what, newest first, filtered by action, actor, target and time;
 the selected event in full; and `v` to verify the hash chain, which shows either that it
-is intact or the first link that is broken and why."""
+is intact or the first link that is broken and why.
+
+Live: every change of a run, step or approval is audited, so after such events the
+screen reads the newest page again (at most every `_LIVE_SECONDS`, only while shown and
+not bounded by `until`) and puts what is new on top. The cursor stays on its event; if
+that is not the top, the line above the list counts the new events until it gets there.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +21,15 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Input, Static
 
-from services.client import FerrumDeckError, NotFound
+from services.client import FerrumDeckError, LiveEvent, NotFound
 from services.contract.audit import AuditEvent
+from services.contract.events import ApprovalChanged, RunChanged, StepChanged
 from tui.screens.deck import DeckScreen
 from tui.screens.run_detail import pretty_json
 from tui.widgets.vim_keys import KeyedTable
 
 PAGE = 100
+_LIVE_SECONDS = 2.0
 _FILTERS = ("action", "actor", "target", "since", "until")
 
 
@@ -51,8 +59,24 @@ class AuditScreen(DeckScreen):
         self._events: dict[str, AuditEvent] = {}
         self._next: str | None = None
         self._fetching_more = False
+        self._stale = False
+        self._unseen = 0
         super().on_mount()
         table.focus()
+        self.set_interval(_LIVE_SECONDS, self._catch_up)
+
+    def on_live(self, event: LiveEvent) -> None:
+        if isinstance(event.payload, RunChanged | StepChanged | ApprovalChanged):
+            self._stale = True
+
+    def _catch_up(self) -> None:
+        if self._stale and self.is_current and self._text("until") is None:
+            self._stale = False
+            self._fetch_newer()
+
+    @work(group="audit-newer", exclusive=False)
+    async def _fetch_newer(self) -> None:
+        await self._fetch(reset=False, newer=True)
 
     def action_focus_filters(self) -> None:
         self.query_one("#audit-action", Input).focus()
@@ -74,7 +98,7 @@ class AuditScreen(DeckScreen):
     async def _fetch_more(self) -> None:
         await self._fetch(reset=False)
 
-    async def _fetch(self, *, reset: bool) -> None:
+    async def _fetch(self, *, reset: bool, newer: bool = False) -> None:
         try:
             since, until = self._time("since"), self._time("until")
         except ValueError as error:
@@ -88,7 +112,7 @@ class AuditScreen(DeckScreen):
                 since=since,
                 until=until,
                 limit=PAGE,
-                cursor=None if reset else self._next,
+                cursor=None if reset or newer else self._next,
             )
         except NotFound:
             self.query_one("#verify-result", Static).update(
@@ -99,26 +123,60 @@ class AuditScreen(DeckScreen):
             self.report(error)
             return
         finally:
-            self._fetching_more = False
+            if not newer:
+                self._fetching_more = False
         table = self.query_one("#audit", DataTable)
+        if newer:
+            self._put_newer(table, page.items)
+            return
         if reset:
             self._events = {}
             table.clear()
         for event in page.items:
-            key = str(event.id)
-            if key in self._events:
-                continue
-            self._events[key] = event
-            table.add_row(
-                key,
-                event.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                event.actor,
-                event.action,
-                event.target,
-                key=key,
-            )
+            self._add(table, event)
         self._next = page.next_cursor
         self._show_selected()
+
+    def _add(self, table: DataTable[object], event: AuditEvent) -> bool:
+        key = str(event.id)
+        if key in self._events:
+            return False
+        self._events[key] = event
+        table.add_row(
+            key,
+            event.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            event.actor,
+            event.action,
+            event.target,
+            key=key,
+        )
+        return True
+
+    def _put_newer(self, table: DataTable[object], events: list[AuditEvent]) -> None:
+        """The newest page's events not shown yet, on top; the cursor on its event. (A
+        gap wider than a page between them and the rest is closed by the next reload.)"""
+        newest = max((int(k) for k in self._events), default=0)
+        added = sum(self._add(table, e) for e in events if e.id > newest)
+        if not added:
+            return
+        current = self._cursor_key(table)
+        table.sort("#", key=int, reverse=True)
+        if current is not None:
+            row = table.get_row_index(current)
+            table.move_cursor(row=row, animate=False)
+            self._unseen = row
+        self._show_unseen()
+
+    def _show_unseen(self) -> None:
+        self.query_one("#verify-result", Static).update(
+            f"▲ {self._unseen} new events above (gg)" if self._unseen else ""
+        )
+
+    def _cursor_key(self, table: DataTable[object]) -> str | None:
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return None if key is None else str(key)
 
     def _show_selected(self) -> None:
         table = self.query_one("#audit", DataTable)
@@ -143,6 +201,9 @@ class AuditScreen(DeckScreen):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_selected()
+        if self._unseen and event.cursor_row < self._unseen:
+            self._unseen = event.cursor_row
+            self._show_unseen()
         if (
             self._next
             and not self._fetching_more
