@@ -58,6 +58,23 @@ from tui.single_flight import SingleFlight
 from tui.widgets.nav_bar import TABS
 
 Clock = Callable[[], datetime]
+_PALETTE_ACTIONS: dict[type[Screen[Any]], tuple[tuple[str, str, str], ...]] = {
+    RunDetailScreen: (
+        ("Cancel this run", "Cancel the run shown (asks first)", "cancel_run"),
+        ("Requeue this run", "Queue a dead-lettered run again (asks first)", "requeue_run"),
+    ),
+    ApprovalsScreen: (
+        ("Approve", "Approve the selected or marked calls, with a reason", "decide(True)"),
+        ("Reject", "Reject the selected or marked calls, with a reason", "decide(False)"),
+        (
+            "Mark unknown outcomes",
+            "Mark every call retrying one of unknown outcome",
+            "mark_unknown",
+        ),
+    ),
+    AuditScreen: (("Verify the audit chain", "Check every link of the hash chain", "verify"),),
+}
+"""What the palette offers on a screen besides navigation: the screen's own actions."""
 QUEUE_SAMPLES = 300  # five minutes at one `queue` event a second
 _PROBE_SECONDS = 2.0
 DELIVER_SECONDS = 0.25
@@ -209,7 +226,13 @@ class FerrumDeckApp(App[None]):
         for mode, label in TABS:
             name = label.split(" ", 1)[1]
             yield SystemCommand(f"Go to {name}", f"Show the {name} screen", self._goer(mode))
-        yield SystemCommand("Help", "Every key of the deck", self.action_help)
+        yield SystemCommand("Help", "The keys of this screen", self.action_help)
+        for title, help_, action in _PALETTE_ACTIONS.get(type(screen), ()):
+            yield SystemCommand(title, help_, self._doer(screen, action))
+
+    @staticmethod
+    def _doer(screen: Screen[object], action: str) -> Callable[[], object]:
+        return lambda: screen.run_action(action)
 
     def _goer(self, mode: str) -> Callable[[], None]:
         return lambda: self.action_go(mode)

@@ -225,7 +225,7 @@ class RunDetailScreen(DeckScreen):
             self.notify(f"Run is already {run.status.value}.", severity="warning")
             return
         self.app.push_screen(
-            ConfirmScreen(f"Cancel run {str(run.id)[:8]} of {run.agent}?", "Cancel run"),
+            ConfirmScreen(f"Cancel run {str(run.id)[-8:]} of {run.agent}?", "Cancel run"),
             self._cancel_confirmed,
         )
 
@@ -240,6 +240,33 @@ class RunDetailScreen(DeckScreen):
         except FerrumDeckError as error:
             self.report(error)
             return
-        self.notify(f"Run {run_id[:8]} cancelled.")
+        self.notify(f"Run {run_id[-8:]} cancelled.")
+        self._run = run
+        self.query_one("#run-summary", Static).update(summary(run, self._budget))
+
+    def action_requeue_run(self) -> None:
+        run = self._run
+        if run is None:
+            return
+        if run.dead_lettered_at is None:
+            self.notify("Only a dead-lettered run can be queued again.", severity="warning")
+            return
+        self.app.push_screen(
+            ConfirmScreen(f"Queue run {str(run.id)[-8:]} of {run.agent} again?", "Requeue"),
+            self._requeue_confirmed,
+        )
+
+    def _requeue_confirmed(self, confirmed: bool | None) -> None:
+        if confirmed and self._run is not None:
+            self._requeue(str(self._run.id))
+
+    @work(group="requeue")
+    async def _requeue(self, run_id: str) -> None:
+        try:
+            run = await self.deck.client.requeue_run(run_id)
+        except FerrumDeckError as error:
+            self.report(error)
+            return
+        self.notify(f"Run {run_id[-8:]} queued again.")
         self._run = run
         self.query_one("#run-summary", Static).update(summary(run, self._budget))
