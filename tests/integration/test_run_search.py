@@ -20,6 +20,8 @@ from services.gateway.store import runs as run_store
 from services.gateway.store.keys import create_key
 
 _BASE = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+_Row = tuple[int, str, str, str, str | None]
+"""A run to insert: minute, agent, status, input, output."""
 
 
 async def _project(db: asyncpg.Pool, client: Client) -> tuple[str, dict[str, str]]:
@@ -45,7 +47,7 @@ def _id_at(minute: int) -> uuid.UUID:
 async def _insert(
     db: asyncpg.Pool,
     project: str,
-    runs: list[tuple[int, str, str, str, str | None]],
+    runs: list[_Row],
 ) -> dict[int, str]:
     """(minute, agent, status, input, output) each; answers each run's id by minute."""
     ids = {minute: _id_at(minute) for minute, *_ in runs}
@@ -127,7 +129,7 @@ async def test_a_search_reads_within_its_bounds_and_goes_on_from_a_cursor(
     """A page may be empty and still have a cursor: the search stopped at its bounds, not
     at the end, and the next page reads on from where it stopped."""
     project, admin = await _project(db, client)
-    runs = [(m, "alpha", "completed", "x" * 100, None) for m in range(25)]
+    runs: list[_Row] = [(m, "alpha", "completed", "x" * 100, None) for m in range(25)]
     runs[2] = (2, "alpha", "completed", "needle" + "x" * 94, None)
     ids = await _insert(db, project, runs)
 
