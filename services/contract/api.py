@@ -7,14 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from services.contract.chat_input import Messages
 from services.contract.moments import AwareMoment, Moment
@@ -22,10 +15,6 @@ from services.contract.policy import ApprovalSettings, PolicyDecision, PolicyRul
 from services.contract.runs import Budget, ModelParams, RunStatus, StepKind, StepStatus, Usage
 from services.contract.threads import HistoryLimit
 
-# A summary's window ends where run ids can say (UUIDv7 counts from 1970, a day of window
-# before it) and datetime can reach.
-_EARLIEST_UNTIL = datetime(1970, 1, 2)
-_LATEST = datetime(9999, 12, 31)
 AGENT_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 AGENT_REF = r"^[a-z0-9][a-z0-9_-]{0,62}(@[1-9][0-9]{0,8})?$"
 TOOL_PATTERN = r"^[A-Za-z0-9_*?-]+\.[A-Za-z0-9_.*?-]+$|^\*$"
@@ -207,13 +196,6 @@ class RunSummaryQuery(BaseModel):
         description="The window's end, from 1970-01-02 to 9999-12-31 (run ids count time "
         "from 1970); now if unset.",
     )
-
-    @field_validator("until")
-    @classmethod
-    def _within_run_ids(cls, value: datetime | None) -> datetime | None:
-        if value is not None and not _EARLIEST_UNTIL <= value.replace(tzinfo=None) <= _LATEST:
-            raise ValueError("until must be between 1970-01-02 and 9999-12-31")
-        return value
 
 
 class AgentSummary(BaseModel):

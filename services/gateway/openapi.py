@@ -66,12 +66,17 @@ _ERRORS: dict[str, dict[int, str]] = {
     "agents.agent_versions": {404: "No agent of that name."},
     "runs.create_run": {
         400: "`invalid_idempotency_key`: `Idempotency-Key` is not 1 to 200 characters.",
-        409: "`idempotency_key_reused`: the key was used for a different request.",
-        422: "`unknown_agent`: no such agent or version.",
+        409: "`idempotency_key_reused`: the key was used for a different request; "
+        "`thread_busy`: the thread has a run in progress.",
+        422: "`unknown_agent`: no such agent or version; `unknown_thread`: no such thread.",
         429: "Also: not accepting runs now (backlog or project quota); see `Retry-After`.",
     },
     "runs.cancel_run": {409: "`run_finished`: the run already ended."},
-    "runs.requeue_run": {409: "`not_dead_lettered`, `deliveries_unproven`: not requeueable."},
+    "runs.requeue_run": {
+        409: "`not_dead_lettered`, `deliveries_unproven`: not requeueable; `thread_busy`: "
+        "its thread has another run in progress."
+    },
+    "runs.summary": {422: "`until` is before 1970-01-02 or after 9999-12-31."},
     "approvals.approve": {
         403: "Also `separation_of_duties`: policy requires another approver.",
         409: "`approval_decided`: already decided, expired or cancelled.",

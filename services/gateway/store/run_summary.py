@@ -16,7 +16,12 @@ import asyncpg
 from services.contract.api import AgentSummary, RunSummary
 from services.contract.ids import first_uuid7_at
 from services.contract.runs import RunStatus
+from services.gateway.errors import UnprocessableEntity
 
+# A window ends where run ids can say (UUIDv7 counts from 1970, and a window may be a day
+# long) and where datetime can reach.
+_EARLIEST_UNTIL = datetime(1970, 1, 2)
+_LATEST_UNTIL = datetime(9999, 12, 31)
 _OPEN = [RunStatus.QUEUED.value, RunStatus.RUNNING.value, RunStatus.WAITING_APPROVAL.value]
 
 
@@ -24,6 +29,10 @@ async def summarize(
     pool: asyncpg.Pool, project: str, minutes: int, until: datetime | None = None
 ) -> RunSummary:
     until = until or datetime.now(UTC)
+    if not _EARLIEST_UNTIL <= until.replace(tzinfo=None) <= _LATEST_UNTIL:
+        raise UnprocessableEntity(
+            "until must be between 1970-01-02 and 9999-12-31: run ids count time from 1970"
+        )
     since = until - timedelta(minutes=minutes)
     rows = await pool.fetch(
         """WITH windowed AS (
