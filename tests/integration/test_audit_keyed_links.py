@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -19,7 +19,8 @@ import pytest
 from services.contract.audit import AuditEvent, canonical_json
 from services.contract.audit_keys import AuditKeys
 from services.gateway.audit import Actor, link_pending, record, verify_project
-from services.gateway.db.connections import connect
+from services.gateway.db.connections import connect, create_pool
+from services.gateway.db.migrations import migrate
 from services.gateway.settings import GatewaySettings
 from services.gateway.store.audit_trail import EVENT_COLUMNS, to_event
 
@@ -139,9 +140,25 @@ async def test_a_link_made_under_another_key_is_not_taken_for_one_made_under_our
     assert found.first_broken.seq == 2
 
 
+@pytest.fixture
+async def own_db(empty_database: str) -> AsyncIterator[asyncpg.Pool]:
+    """A database of the test's own: linking with a rotated key links every project's
+    pending events, which in the shared database would leave other tests' chains keyed
+    by a key their gateways do not hold."""
+    conn = await connect(empty_database)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    pool = await create_pool(empty_database)
+    yield pool
+    await pool.close()
+
+
 async def test_after_a_rotation_old_links_verify_under_the_old_key_kept_behind_the_new(
-    db: asyncpg.Pool,
+    own_db: asyncpg.Pool,
 ) -> None:
+    db = own_db
     project = await _project(db, 3, keys=KEYS)
     rotated = AuditKeys.of(["a-new-audit-key-" + "n" * 32, "test-audit-key-" + "k" * 32])
     assert rotated.current_id != KEYS.current_id
