@@ -62,7 +62,6 @@ class ApprovalsScreen(DeckScreen):
             table.add_column(label, key=label)
         self._approvals: dict[str, Approval] = {}
         self._marked: set[str] = set()
-        super().on_mount()
         table.focus()
 
     def on_screen_resume(self) -> None:

@@ -61,7 +61,6 @@ class AuditScreen(DeckScreen):
         self._fetching_more = False
         self._stale = False
         self._unseen = 0
-        super().on_mount()
         table.focus()
         self.set_interval(_LIVE_SECONDS, self._catch_up)
 

@@ -42,7 +42,6 @@ class DashboardScreen(DeckScreen):
         table.add_column("pending", key="pending")
         table.add_column("idle", key="idle")
         self._dirty = False
-        super().on_mount()
         self._show_queue()
         self.set_interval(1.0, self._reload_if_dirty)
         self.set_interval(15.0, self._reload_if_current)

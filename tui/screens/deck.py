@@ -44,6 +44,9 @@ class DeckScreen(Screen[None]):
         return cast("FerrumDeckApp", self.app)
 
     def on_mount(self) -> None:
+        """Textual calls every class's own `on_mount`, the subclass's first, so a screen's
+        state is set before this loads it; a subclass must not call it again (it did, and
+        each screen loaded twice as it mounted)."""
         self._reloader = SingleFlight(self, self.load, "load")
         self.deck.listeners.add(self)
         self.reload()

@@ -143,7 +143,6 @@ class RunDetailScreen(DeckScreen):
         self._run: Run | None = None
         self._budget: Budget | None = None
         self._steps: list[Step] = []
-        super().on_mount()
         table.focus()
 
     def on_screen_resume(self) -> None:

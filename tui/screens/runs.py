@@ -87,7 +87,6 @@ class RunsScreen(DeckScreen):
         self._changed_while_loading: dict[str, RunChanged] = {}
         self._search: str | None = None
         self._not_searched: set[str] = set()
-        super().on_mount()
         self._list().focus()
 
     def _list(self) -> RunList:
