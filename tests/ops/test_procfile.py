@@ -48,6 +48,9 @@ async def test_honcho_runs_the_platform_and_stops_cleanly(
                 f"FERRUMDECK_PORT={port}",
                 f"FERRUMDECK_URL={url}",
                 f"FERRUMDECK_WORKER_TOKEN={worker_key}",
+                # The session's key: links this gateway makes in the shared database
+                # must verify for every later test (tests/conftest.py).
+                f"FERRUMDECK_AUDIT_KEY={os.environ['FERRUMDECK_AUDIT_KEY']}",
                 "FERRUMDECK_READ_BLOCK_MS=200",
             ]
         )
