@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -132,6 +133,8 @@ class Stack:
             "FERRUMDECK_STREAM_PREFIX": self.prefix,
             "FERRUMDECK_MODELS": str(self.models_file),
             "FERRUMDECK_LOG_LEVEL": self.args.log_level,
+            # The bench's own database and chain: a fixed key is as good as any.
+            "FERRUMDECK_AUDIT_KEY": os.environ.get("FERRUMDECK_AUDIT_KEY", "bench-" + "k" * 32),
         }
 
     async def start_llm(self, delay_seconds: float = 0.0) -> None:

@@ -10,7 +10,6 @@ A late-committing event is simply linked later; the chain order is the link orde
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 import uuid
 from collections import deque
@@ -107,15 +106,11 @@ async def record(
 
 
 def chain_keys(settings: GatewaySettings) -> AuditKeys:
-    """The configured keys. With none configured the gateway still records and links,
-    under a key that dies with the process, and says so: once it restarts, verify
-    reports those links as made under a key it does not hold, never as intact."""
-    if settings.audit_key is None and settings.audit_key_file is None:
-        log.warning(
-            "no FERRUMDECK_AUDIT_KEY or FERRUMDECK_AUDIT_KEY_FILE: audit links are keyed "
-            "with a key that will not outlive this process, so they cannot be verified later"
-        )
-        return AuditKeys.of([secrets.token_urlsafe(32)])
+    """The configured keys; AuditKeyError (the gateway does not start) without one.
+
+    A gateway once started without a key and linked under one that died with it: in a
+    database other gateways share, every later verify of those chains then failed, so a
+    forgotten setting looked like tampering. Failing closed names the setting instead."""
     return settings.audit_keys()
 
 

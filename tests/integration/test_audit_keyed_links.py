@@ -252,3 +252,25 @@ async def test_cli_verify_takes_the_keys_from_a_file_and_says_in_a_line_when_it_
     )
     assert wrong.returncode == 1
     assert json.loads(wrong.stdout)["first_broken"]["seq"] == 1
+
+
+def test_a_gateway_without_an_audit_key_does_not_start(database_url: str) -> None:
+    """Fail closed: one linking under a key that dies with it left every later verify of
+    a shared database's chains failing, as if they had been tampered with."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FERRUMDECK_AUDIT_KEY")}
+    env |= {
+        "FERRUMDECK_DATABASE_URL": database_url,
+        "FERRUMDECK_ENV_FILE": "",
+        "FERRUMDECK_PORT": "0",
+    }
+    started = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "gateway"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode == 2
+    assert started.stderr.strip().splitlines() == [
+        "ferrumdeck gateway: set FERRUMDECK_AUDIT_KEY or FERRUMDECK_AUDIT_KEY_FILE"
+    ]
