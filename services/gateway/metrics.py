@@ -42,6 +42,11 @@ RUNS_CREATED = Counter(
 RUNS_FINISHED = Counter(
     "ferrumdeck_runs_finished_total", "Runs that reached a terminal status.", ["status"]
 )
+RUN_WAITERS = Gauge(
+    "ferrumdeck_run_waiters",
+    "Requests holding their answer until a run settles (`Prefer: wait`, `?wait=`): each "
+    "holds a connection, so watch it against the proxy's and the server's limits.",
+)
 QUEUE_LAG = Gauge(
     "ferrumdeck_queue_lag",
     "Jobs on the runs stream not yet delivered to any worker (NaN when Redis cannot tell).",

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from services.contract.api import Run
 from services.contract.events import EventName
 from services.contract.runs import RunStatus
+from services.gateway.metrics import RUN_WAITERS
 
 _SETTLED = frozenset(
     {
@@ -45,10 +46,6 @@ class RunWaiters:
     def __init__(self) -> None:
         self._waiting: dict[uuid.UUID, set[asyncio.Event]] = {}
 
-    @property
-    def count(self) -> int:
-        return sum(len(events) for events in self._waiting.values())
-
     def notice(self, name: str, data: dict[str, object]) -> None:
         """Wake the waiters a notification concerns: a run's settling, or a `resync`
         (notifications were lost, so anyone's run may have settled unheard)."""
@@ -72,9 +69,11 @@ class RunWaiters:
     def _registered(self, run_id: uuid.UUID) -> Iterator[asyncio.Event]:
         event = asyncio.Event()
         self._waiting.setdefault(run_id, set()).add(event)
+        RUN_WAITERS.inc()
         try:
             yield event
         finally:
+            RUN_WAITERS.dec()
             events = self._waiting[run_id]
             events.discard(event)
             if not events:

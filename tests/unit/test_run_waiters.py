@@ -6,6 +6,8 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
+from prometheus_client import REGISTRY
+
 from services.contract.api import Run
 from services.contract.runs import RunStatus
 from services.gateway.run_waiters import RunWaiters
@@ -32,6 +34,13 @@ def _run(run_id: uuid.UUID, status: RunStatus) -> Run:
     )
 
 
+def _waiting() -> float:
+    """The gauge an operator watches: requests held open until their run settles."""
+    value = REGISTRY.get_sample_value("ferrumdeck_run_waiters")
+    assert value is not None
+    return value
+
+
 class _Stored:
     """The run as the database has it, changed by the test."""
 
@@ -47,17 +56,18 @@ class _Stored:
 async def test_a_waiter_wakes_when_its_run_settles_and_not_for_others() -> None:
     waiters, run_id = RunWaiters(), uuid.uuid4()
     stored = _Stored(run_id)
+    before = _waiting()
     waiting = asyncio.create_task(waiters.until_settled(run_id, 30, stored.read))
     await asyncio.sleep(0.01)
     waiters.notice("run", {"run_id": str(uuid.uuid4()), "status": "completed"})
     waiters.notice("run", {"run_id": str(run_id), "status": "running"})
     waiters.notice("step", {"run_id": str(run_id), "status": "completed"})
     await asyncio.sleep(0.01)
-    assert (stored.reads, waiters.count) == (1, 1)
+    assert (stored.reads, _waiting() - before) == (1, 1)
     stored.run = _run(run_id, RunStatus.COMPLETED)
     waiters.notice("run", {"run_id": str(run_id), "status": "completed"})
     assert (await asyncio.wait_for(waiting, 5)).status == RunStatus.COMPLETED
-    assert waiters.count == 0
+    assert _waiting() == before
 
 
 async def test_a_resync_makes_every_waiter_read_again() -> None:

@@ -121,7 +121,8 @@ async def messages(
     limit: int,
 ) -> list[ThreadMessage]:
     """The thread's messages in order, from just after `after` (a run and an index)."""
-    await get(pool, project, thread_id)
+    if not await exists(pool, project, thread_id):
+        raise NotFound(f"no thread {thread_id}")
     # Every run holds at least its input, so past the cursor's own run, `limit` runs hold
     # at least `limit` messages.
     rows = await pool.fetch(
