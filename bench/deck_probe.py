@@ -42,11 +42,13 @@ class _Probe:
     """The deck under test and what is measured of it."""
 
     def __init__(self, url: str, key: str) -> None:
+        import tui.app
         from services.client import AsyncFerrumDeck
-        from tui.app import FerrumDeckApp
 
         self.url, self.key = url, key
-        self.app = FerrumDeckApp(AsyncFerrumDeck(url, key))
+        self.app = tui.app.FerrumDeckApp(AsyncFerrumDeck(url, key))
+        # as `ferrumdeck tui` starts it (decks before `settle_heap` had no such step)
+        getattr(tui.app, "settle_heap", lambda: None)()
         self.before: str | None = None
         self.waiting = False
         self.shown_at = 0.0

@@ -16,6 +16,7 @@ finds out when they answer again.
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -82,6 +83,15 @@ DELIVER_SECONDS = 0.25
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def settle_heap() -> None:
+    """Moves what is alive before the deck starts (modules, classes, functions: most of
+    its objects) out of the garbage collector's sight. Each full collection then scans
+    only what the deck made since, and those pauses are what a key press waits behind in
+    a burst: 50-84 ms of CPU each before, 20-38 after (bench.deck_burst)."""
+    gc.collect()
+    gc.freeze()
 
 
 class FerrumDeckApp(App[None]):

@@ -137,13 +137,14 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
 def _cmd_tui(args: argparse.Namespace) -> int:
     from services.client import AsyncFerrumDeck, ConfigError
-    from tui.app import FerrumDeckApp
+    from tui.app import FerrumDeckApp, settle_heap
 
     try:
         client = AsyncFerrumDeck(args.url, args.key)
     except ConfigError as exc:
         print(f"ferrumdeck tui: {exc}", file=sys.stderr)
         return 2
+    settle_heap()
     FerrumDeckApp(client).run()
     return 0
 
