@@ -72,6 +72,11 @@ _PALETTE_ACTIONS: dict[type[Screen[Any]], tuple[tuple[str, str, str], ...]] = {
             "Mark every call retrying one of unknown outcome",
             "mark_unknown",
         ),
+        (
+            "Mark this worker's unknown outcomes",
+            "Mark the calls of unknown outcome the selected call's worker left",
+            "mark_worker",
+        ),
     ),
     AuditScreen: (("Verify the audit chain", "Check every link of the hash chain", "verify"),),
 }

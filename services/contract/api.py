@@ -259,6 +259,8 @@ class Step(BaseModel):
     error: str | None
     usage: Usage | None
     decision: StepDecision | None = None
+    # the worker (its label) that started a tool call: whose calls a dead worker left
+    worker: str | None = None
     started_at: datetime
     finished_at: datetime | None
 

@@ -22,14 +22,16 @@ SIZE = (140, 40)
 Deck = Callable[..., FerrumDeckApp]
 
 
-async def _unknown_outcome(harness: ToolHarness, db: asyncpg.Pool, agent: str, text: str) -> str:
-    """A run whose notes.write_note call was started by w1, which then died: w2 finds the
-    call of unknown outcome, and the retry waits for a human."""
+async def _unknown_outcome(
+    harness: ToolHarness, db: asyncpg.Pool, agent: str, text: str, started_by: str = "w1"
+) -> str:
+    """A run whose notes.write_note call was started by `started_by`, which then died: w2
+    finds the call of unknown outcome, and the retry waits for a human."""
     response = await harness.client.post(
         "/v1/runs", json={"agent": agent, "input": text}, headers=harness.admin
     )
     run_id = str((await response.get_json())["id"])
-    _, grant = await harness.claim(run_id, "w1")
+    _, grant = await harness.claim(run_id, started_by)
     _, verdict = await harness.authorize(
         run_id, grant["epoch"], 1, "notes.write_note", {"text": text}
     )
@@ -114,3 +116,44 @@ async def test_shift_r_marks_the_calls_of_the_selected_run(
         table.move_cursor(row=row_keys(app, "#approvals").index(calls[1]))
         await pilot.press("R")
         assert cast(ApprovalsScreen, app.screen)._marked == {calls[1]}
+
+
+async def test_shift_w_marks_the_unknown_outcomes_of_the_selected_calls_worker(
+    deck: Deck, harness: ToolHarness, db: asyncpg.Pool
+) -> None:
+    """Two workers died: the operator allows again what one left and refuses the other's."""
+    await harness.policy({"id": "notes-ok", "tool": "notes.*", "effect": "allow"})
+    agent = await harness.agent(tools=["notes.*"])
+    of_w1 = {
+        await approval_of(harness, await _unknown_outcome(harness, db, agent, f"w1 {n}"))
+        for n in range(2)
+    }
+    of_w3 = await approval_of(
+        harness, await _unknown_outcome(harness, db, agent, "w3", started_by="w3")
+    )
+    steps = await harness.steps(await _run_of(harness, of_w3))
+    assert [(s["status"], s["worker"]) for s in steps] == [
+        ("outcome_unknown", "w3"),
+        ("waiting_approval", "w2"),
+    ]
+    app = deck()
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.connection == "live")
+        await pilot.press("4")
+        await until(pilot, lambda: of_w1 | {of_w3} <= set(row_keys(app, "#approvals")))
+        table = app.screen.query_one("#approvals", DataTable)
+        table.move_cursor(row=row_keys(app, "#approvals").index(of_w3))
+        await pilot.press("W")
+        await until(pilot, lambda: any("of worker w3 marked" in n for n in notifications(app)))
+        assert cast(ApprovalsScreen, app.screen)._marked == {of_w3}
+        table.move_cursor(row=row_keys(app, "#approvals").index(sorted(of_w1)[0]))
+        await pilot.press("W")
+        await until(
+            pilot,
+            lambda: any("2 calls of unknown outcome of worker w1" in n for n in notifications(app)),
+        )
+        assert cast(ApprovalsScreen, app.screen)._marked == of_w1 | {of_w3}
+
+
+async def _run_of(harness: ToolHarness, approval_id: str) -> str:
+    return next(str(a["run_id"]) for a in await harness.approvals() if a["id"] == approval_id)

@@ -4,7 +4,8 @@ agent wants which tool, its arguments, the rule that parked it and why. `a` appr
 the live feed, so a call another operator decided disappears by itself.
 
 `space` marks calls and `*` marks every one listed, `u` every call that retries one of
-unknown outcome (a worker died during it), `R` every call of the selected call's run;
+unknown outcome (a worker died during it), `W` those of them whose lost call the same
+worker as the selected one's started, `R` every call of the selected call's run;
 `a` / `r` then decide all the marked ones with one reason in one request (`POST
 /v1/approvals/decide`: all or none), which is how an operator refuses fifty calls of
 unknown outcome after a worker died.
@@ -46,6 +47,7 @@ class ApprovalsScreen(DeckScreen):
         Binding("space", "mark", "Mark"),
         Binding("asterisk", "mark_all", "Mark all"),
         Binding("u", "mark_unknown", "Mark unknown outcomes"),
+        Binding("W", "mark_worker", "Mark this worker's unknown outcomes"),
         Binding("R", "mark_run", "Mark this run's calls"),
     ]
 
@@ -146,11 +148,8 @@ class ApprovalsScreen(DeckScreen):
 
     @work(group="mark-unknown", exclusive=True)
     async def action_mark_unknown(self) -> None:
-        pending = list(self._approvals.values())
-        try:
-            retries = await unknown_outcome_retries(self.deck.client, pending)
-        except FerrumDeckError as error:
-            self.report(error)
+        retries = await self._unknown_outcomes()
+        if retries is None:
             return
         found = [i for i in retries if i in self._approvals]  # still pending after the reads
         self._set_marks(found, True)
@@ -158,6 +157,33 @@ class ApprovalsScreen(DeckScreen):
             self.notify(f"{len(found)} calls of unknown outcome marked: a / r decides them.")
         else:
             self.notify("No call waiting here retries one of unknown outcome.")
+
+    @work(group="mark-unknown", exclusive=True)
+    async def action_mark_worker(self) -> None:
+        selected = self._selected()
+        retries = await self._unknown_outcomes()
+        if selected is None or retries is None:
+            return
+        if str(selected.id) not in retries:
+            self.notify(
+                "The selected call does not retry one of unknown outcome: no worker to follow.",
+                severity="warning",
+            )
+            return
+        worker = retries[str(selected.id)]
+        found = [i for i, w in retries.items() if w == worker and i in self._approvals]
+        self._set_marks(found, True)
+        self.notify(
+            f"{len(found)} calls of unknown outcome of worker {worker or '(not recorded)'} "
+            "marked: a / r decides them."
+        )
+
+    async def _unknown_outcomes(self) -> dict[str, str | None] | None:
+        try:
+            return await unknown_outcome_retries(self.deck.client, list(self._approvals.values()))
+        except FerrumDeckError as error:
+            self.report(error)
+            return None
 
     def _set_marks(self, approval_ids: list[str], marked: bool) -> None:
         table = self.query_one("#approvals", DataTable)

@@ -163,7 +163,7 @@ async def _record_decision(
         Effect.REQUIRE_APPROVAL: StepStatus.WAITING_APPROVAL,
     }[decision.effect]
     output = f"denied by policy: {decision.explanation}" if status == StepStatus.DENIED else None
-    await _insert_tool_step(conn, run_id, ask, status, decision, output)
+    await _insert_tool_step(conn, run, run_id, ask, status, decision, output)
     verb = {
         Effect.ALLOW: "allowed",
         Effect.DENY: "denied",
@@ -192,6 +192,7 @@ async def _record_decision(
 
 async def _insert_tool_step(
     conn: asyncpg.Connection,
+    run: asyncpg.Record,
     run_id: uuid.UUID,
     ask: ToolAuthorization,
     status: StepStatus,
@@ -201,8 +202,8 @@ async def _insert_tool_step(
     settled = status == StepStatus.DENIED
     await conn.execute(
         """INSERT INTO steps (run_id, seq, kind, status, tool, tool_call_id, input, output,
-                              idempotent, decision, epoch, started_at, finished_at)
-           VALUES ($1, $2, 'tool_call', $3, $4, $5, $6, $7, $8, $9, $10, now(),
+                              idempotent, decision, epoch, worker, started_at, finished_at)
+           VALUES ($1, $2, 'tool_call', $3, $4, $5, $6, $7, $8, $9, $10, $12, now(),
                    CASE WHEN $11 THEN now() END)""",
         run_id,
         ask.seq,
@@ -215,6 +216,7 @@ async def _insert_tool_step(
         decision.model_dump(mode="json"),
         ask.epoch,
         settled,
+        run["lease_owner"],
     )
     await conn.execute(
         "UPDATE runs SET steps_count = greatest(steps_count, $2), updated_at = now() WHERE id = $1",
@@ -274,11 +276,12 @@ async def _resume(
         if not_offered is not None:
             return await _settle_not_offered(conn, run, run_id, ask, not_offered)
         await conn.execute(
-            "UPDATE steps SET status = 'started', epoch = $3, started_at = now() "
+            "UPDATE steps SET status = 'started', epoch = $3, worker = $4, started_at = now() "
             "WHERE run_id = $1 AND seq = $2",
             run_id,
             ask.seq,
             ask.epoch,
+            run["lease_owner"],
         )
         return ToolVerdict(verdict="execute", seq=ask.seq, decision=decision)
     if action is Action.DENY_AGAIN:

@@ -12,7 +12,7 @@ from services.contract.api import ApprovalStatus, Step
 from services.contract.runs import StepKind, StepStatus, Usage
 
 STEP_COLUMNS = """seq, kind, status, model, tool, input, output, error, prompt_tokens,
-    completion_tokens, cost_usd, decision, started_at, finished_at"""
+    completion_tokens, cost_usd, decision, worker, started_at, finished_at"""
 
 
 def to_step(row: asyncpg.Record) -> Step:
@@ -36,6 +36,7 @@ def to_step(row: asyncpg.Record) -> Step:
         error=row["error"],
         usage=usage,
         decision=row["decision"],
+        worker=row["worker"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
     )
