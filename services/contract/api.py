@@ -225,6 +225,14 @@ class RunSummary(BaseModel):
         description="Runs in the window failed because their job never finished (the ones "
         "an operator may queue again).",
     )
+    refused: int = Field(
+        default=0,
+        description="Runs the project was refused (429: backlog or quota) in the window's "
+        "minutes the gateway still keeps (the last hour): `refused_minutes` of them, from "
+        "`refused_since`.",
+    )
+    refused_minutes: int = 0
+    refused_since: datetime | None = None
     agents: list[AgentSummary]
 
 

@@ -41,6 +41,7 @@ from services.contract.jobs import StreamNames
 from services.contract.queue import ProjectQuota, QueueStats
 from services.gateway.errors import TooManyRequests
 from services.gateway.queue_stats import queue_stats
+from services.gateway.refusals import Refusals
 from services.gateway.store.quotas import quotas
 
 log = logging.getLogger(__name__)
@@ -145,10 +146,19 @@ class Backpressure:
         self._checked_at = float("-inf")
         self._backlog: Backlog | None = None
         self._lock = asyncio.Lock()
+        self.refusals = Refusals(redis, streams)
 
     async def admit(self, project: str) -> None:
         """Raise 429 while the backlog is past its bound and `project` holds its share, or
-        `project` is past one of its quotas."""
+        `project` is past one of its quotas; each refusal is counted for the project's
+        summary (`refusals.py`)."""
+        try:
+            await self._admit(project)
+        except TooManyRequests:
+            await self.refusals.count(project)
+            raise
+
+    async def _admit(self, project: str) -> None:
         backlog = await self._current()
         breach = None if backlog is None else self.bounds.breach(backlog, project)
         if breach is not None:

@@ -189,3 +189,36 @@ async def test_past_its_rate_a_project_is_told_when_to_retry(platform: Platform)
     assert 429 in statuses
     assert retry_after == "2"
     assert (await platform.start("quiet", "unaffected"))[0] == 202
+
+
+async def _summary(platform: Platform, project: str) -> dict[str, object]:
+    response = await platform.client.get(
+        "/v1/runs/summary", query_string={"minutes": 15}, headers=platform.keys[project]
+    )
+    assert response.status_code == 200
+    summary: dict[str, object] = await response.get_json()
+    return summary
+
+
+async def test_the_summary_counts_the_projects_own_refusals_and_says_of_which_minutes(
+    platform: Platform,
+) -> None:
+    """An operator asked why a client cannot get in sees it on the dashboard: the 429s
+    of its project, and none of another project's."""
+    before = {p: await _summary(platform, p) for p in ("flood", "quiet")}
+    await _quota(platform, "flood", max_queued=1)
+    assert (await platform.start("flood", "first"))[0] == 202
+    for n in range(4):
+        assert (await platform.start("flood", f"refused {n}"))[0] == 429
+    assert (await platform.start("quiet", "gets in"))[0] == 202
+    flood, quiet = await _summary(platform, "flood"), await _summary(platform, "quiet")
+    assert flood["refused"] == int(str(before["flood"]["refused"])) + 4
+    assert quiet["refused"] == before["quiet"]["refused"]
+    assert flood["refused_minutes"] in (15, 16)  # the window's whole minutes, the last open
+    assert flood["refused_since"] is not None
+    old = await platform.client.get(
+        "/v1/runs/summary",
+        query_string={"minutes": 15, "until": "2020-01-01T00:00:00Z"},
+        headers=platform.keys["flood"],
+    )
+    assert (await old.get_json())["refused_minutes"] == 0  # not kept that long: not "0 refused"

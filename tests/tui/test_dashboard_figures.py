@@ -1,4 +1,4 @@
-"""The dashboard's figures say their window, and dead letters are among them."""
+"""The dashboard's figures say their window, and dead letters and refusals are among them."""
 
 from __future__ import annotations
 
@@ -31,4 +31,9 @@ async def test_dead_letters_of_the_window_are_on_the_dashboard(
         assert found is not None
         assert int(found.group(1)) >= 1
         assert "requeue" in static(app, "#run-numbers")
+        refused = re.search(
+            r"refused \(429\) (\d+) in the last (\d+) min", static(app, "#run-numbers")
+        )
+        assert refused is not None  # counted by the gateway: tests/integration/test_backpressure
+        assert int(refused.group(2)) in (15, 16)
         await until(pilot, lambda: "now: waiting" in static(app, "#queue-numbers"))

@@ -119,6 +119,9 @@ class DashboardScreen(DeckScreen):
             + (f" (+{summary.unpriced} runs of unknown cost)" if summary.unpriced else ""),
             f"dead-lettered {summary.dead_lettered}"
             + ("  (ferrumdeck runs requeue ID)" if summary.dead_lettered else ""),
+            f"refused (429) {summary.refused} in the last {summary.refused_minutes} min"
+            if summary.refused_minutes
+            else "refused (429) not kept for this window",
         ]
         busiest = summary.agents[:_AGENTS_SHOWN]
         if busiest:

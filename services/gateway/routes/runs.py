@@ -175,9 +175,17 @@ def _first_id_at(moment: datetime | None) -> uuid.UUID | None:
 async def summary(query_args: RunSummaryQuery) -> RunSummary:
     """What the project's runs did in the last `minutes` (by status, tokens, cost, per
     agent) and how many are open now, counted by the database rather than by paging
-    through the runs."""
-    return await run_summary.summarize(
-        runtime().pool, project(), query_args.minutes, query_args.until
+    through the runs; and how many runs the project was refused (429) lately, counted
+    in Redis by every gateway."""
+    res = runtime()
+    counted = await run_summary.summarize(res.pool, project(), query_args.minutes, query_args.until)
+    refused = await res.backpressure.refusals.of(project(), counted.since, counted.until)
+    return counted.model_copy(
+        update={
+            "refused": refused.count,
+            "refused_minutes": refused.minutes,
+            "refused_since": refused.since,
+        }
     )
 
 
