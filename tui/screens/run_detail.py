@@ -68,8 +68,12 @@ def step_body(step: Step) -> RenderableType:
         answer = step.output.get("message") if isinstance(step.output, dict) else step.output
         parts.append(Text("\nAnswer", style="bold underline"))
         parts.append(_message_text(answer))
+    elif step.kind is StepKind.NOTE:
+        parts.append(Text("\nNote", style="bold underline"))
+        parts.append(pretty_json(step.output if step.output is not None else step.input))
     else:
-        parts.append(Text(f"tool {step.tool}", style="dim"))
+        by = f" · started by worker {step.worker}" if step.worker else ""
+        parts.append(Text(f"tool {step.tool}{by}", style="dim"))
         parts.append(Text("\nArguments", style="bold underline"))
         parts.append(pretty_json(step.input))
         parts.append(Text("\nResult", style="bold underline"))
