@@ -46,9 +46,9 @@ class _Probe:
         from services.client import AsyncFerrumDeck
 
         self.url, self.key = url, key
-        self.app = tui.app.FerrumDeckApp(AsyncFerrumDeck(url, key))
         # as `ferrumdeck tui` starts it (decks before `settle_heap` had no such step)
         getattr(tui.app, "settle_heap", lambda: None)()
+        self.app = tui.app.FerrumDeckApp(AsyncFerrumDeck(url, key))
         self.before: str | None = None
         self.waiting = False
         self.shown_at = 0.0

@@ -177,9 +177,9 @@ async def summary(query_args: RunSummaryQuery) -> RunSummary:
     agent) and how many are open now, counted by the database rather than by paging
     through the runs; and how many runs the project was refused (429) lately, counted
     in Redis by every gateway."""
-    res = runtime()
-    counted = await run_summary.summarize(res.pool, project(), query_args.minutes, query_args.until)
-    refused = await res.backpressure.refusals.of(project(), counted.since, counted.until)
+    res, own = runtime(), project()
+    counted = await run_summary.summarize(res.pool, own, query_args.minutes, query_args.until)
+    refused = await res.backpressure.refusals.of(own, counted.since, counted.until)
     return counted.model_copy(
         update={
             "refused": refused.count,
