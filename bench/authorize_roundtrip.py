@@ -29,7 +29,7 @@ from functools import partial
 import httpx
 
 from bench.measure import machine, ms, percentile, ratio, table
-from bench.stack import MODEL, Stack, add_stack_args, open_stack
+from bench.stack import MODEL, SEAL, Stack, add_stack_args, open_stack
 from services.contract.api import AgentCreate
 from services.contract.runs import Budget
 from services.contract.tools import ToolSpec
@@ -95,7 +95,7 @@ async def bench(args: argparse.Namespace) -> None:
         await stack.start_llm()
         await stack.start_gateway()
         gateway = GatewayClient(stack.url, stack.worker_key)
-        pool = await create_pool(stack.dsn, min_size=2, max_size=2)
+        pool = await create_pool(stack.dsn, min_size=2, max_size=2, seal=SEAL)
         try:
             # The gateway authorises only tools the lease holder listed, as a worker does.
             server, _, tool = TOOL.partition(".")

@@ -29,6 +29,7 @@ import asyncpg
 import httpx
 
 from bench.measure import table
+from bench.stack import AUDIT_KEY, SEAL
 from services.contract.api import Role
 from services.contract.policy import PolicySet
 from services.devstack.embedded import free_port
@@ -64,7 +65,7 @@ def _policy() -> dict[str, Any]:
 
 
 async def _admin_key(dsn: str) -> str:
-    conn = await connect(dsn)
+    conn = await connect(dsn, seal=SEAL)
     try:
         await migrate(conn)
         _, secret = await create_key(conn, "bench-admin", Role.ADMIN, "bench", Actor.system("b"))
@@ -115,6 +116,7 @@ async def bench() -> None:
         "FERRUMDECK_STREAM_PREFIX": f"fdbench:{database}",
         "FERRUMDECK_PORT": str(port),
         "FERRUMDECK_LOG_LEVEL": "WARNING",
+        "FERRUMDECK_AUDIT_KEY": AUDIT_KEY,
     }
     try:
         key = await _admin_key(dsn)

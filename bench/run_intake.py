@@ -33,7 +33,7 @@ import aiohttp
 from redis.asyncio import Redis
 
 from bench.measure import CpuMeter, Series, closed_loop, machine, ms, ratio, table
-from bench.stack import BENCH, MODEL, PROJECT, Stack, add_stack_args, open_stack
+from bench.stack import BENCH, MODEL, PROJECT, SEAL, Stack, add_stack_args, open_stack
 from services.contract.api import AgentCreate, RunCreate
 from services.gateway.db.connections import create_pool
 from services.gateway.store.agents import get_version
@@ -80,7 +80,7 @@ async def _through_gateways(
 
 async def _transaction_only(stack: Stack, clients: int, seconds: float) -> Series:
     size = min(clients, GATEWAY_POOL)
-    pool = await create_pool(stack.dsn, min_size=size, max_size=size)
+    pool = await create_pool(stack.dsn, min_size=size, max_size=size, seal=SEAL)
     agent = await get_version(pool, PROJECT, "bench", None)
     assert agent is not None
     body = RunCreate.model_validate(BODY)

@@ -36,6 +36,8 @@ import httpx
 import yaml
 
 from services.contract.api import AgentCreate, Role
+from services.contract.audit_keys import AuditKeys
+from services.contract.audit_mac import EventSeal
 from services.contract.policy import PolicySet
 from services.devstack.embedded import free_port
 from services.gateway.audit import Actor
@@ -48,6 +50,10 @@ from testbed import servers
 from testbed.processes import Service, wait_until
 from testbed.waiting import eventually
 
+# The bench's own database and chain: a fixed key is as good as any. What the benches
+# write through the store themselves is sealed under it too, as a gateway's would be.
+AUDIT_KEY = os.environ.get("FERRUMDECK_AUDIT_KEY", "bench-" + "k" * 32)
+SEAL = EventSeal(AuditKeys.of([AUDIT_KEY]))
 PROJECT = "default"
 MODEL = "bench"
 BENCH = Actor.system("bench")
@@ -133,8 +139,7 @@ class Stack:
             "FERRUMDECK_STREAM_PREFIX": self.prefix,
             "FERRUMDECK_MODELS": str(self.models_file),
             "FERRUMDECK_LOG_LEVEL": self.args.log_level,
-            # The bench's own database and chain: a fixed key is as good as any.
-            "FERRUMDECK_AUDIT_KEY": os.environ.get("FERRUMDECK_AUDIT_KEY", "bench-" + "k" * 32),
+            "FERRUMDECK_AUDIT_KEY": AUDIT_KEY,
         }
 
     async def start_llm(self, delay_seconds: float = 0.0) -> None:
@@ -361,14 +366,14 @@ async def open_stack(args: argparse.Namespace) -> AsyncIterator[Stack]:
             servers.throwaway_database(admin_dsn) as dsn,
         ):
             prefix = f"fdbench:{uuid.uuid4().hex[:12]}"
-            conn = await connect(dsn)
+            conn = await connect(dsn, seal=SEAL)
             try:
                 await migrate(conn)
                 _, admin_key = await create_key(conn, "bench-admin", Role.ADMIN, PROJECT, BENCH)
                 _, worker_key = await create_key(conn, "bench-worker", Role.WORKER, None, BENCH)
             finally:
                 await conn.close()
-            pool = await create_pool(dsn, min_size=1, max_size=4)
+            pool = await create_pool(dsn, min_size=1, max_size=4, seal=SEAL)
             stack = Stack(
                 args, home, admin_dsn, dsn, redis_url, prefix, pool, admin_key, worker_key
             )

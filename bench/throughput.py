@@ -65,7 +65,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from bench.measure import CpuMeter, machine, ms, ratio, table
-from bench.stack import BENCH, MODEL, PROJECT, Stack, add_stack_args, open_stack
+from bench.stack import BENCH, MODEL, PROJECT, SEAL, Stack, add_stack_args, open_stack
 from services.contract.api import Agent, AgentCreate, Role, RunCreate
 from services.contract.jobs import JobMessage, StreamNames
 from services.contract.model_catalog import ModelCatalog
@@ -182,7 +182,7 @@ async def _through_platform(stack: Stack, phase: Phase) -> Outcome:
 @contextlib.asynccontextmanager
 async def _baseline_database(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
     async with servers.throwaway_database(stack.admin_dsn) as dsn:
-        conn = await connect(dsn)
+        conn = await connect(dsn, seal=SEAL)
         try:
             await migrate(conn)
             for spec in (ONE_STEP, TOOLS):
@@ -191,7 +191,7 @@ async def _baseline_database(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
             await put_policy(conn, PROJECT, PolicySet.model_validate(rules), BENCH)
         finally:
             await conn.close()
-        pool = await create_pool(dsn, min_size=4, max_size=20)
+        pool = await create_pool(dsn, min_size=4, max_size=20, seal=SEAL)
         try:
             yield pool
         finally:

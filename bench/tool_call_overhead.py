@@ -31,6 +31,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from bench.stack import AUDIT_KEY, SEAL
 from services.contract.api import AgentCreate, Role
 from services.contract.policy import PolicySet
 from services.contract.runs import Budget, StepKind, StepStatus
@@ -69,7 +70,7 @@ async def _timed(samples: list[float], action: Callable[[], Awaitable[Any]]) -> 
 
 
 async def _prepare(dsn: str) -> tuple[str, str]:
-    conn = await connect(dsn)
+    conn = await connect(dsn, seal=SEAL)
     try:
         await migrate(conn)
         _, admin = await create_key(conn, "bench-admin", Role.ADMIN, PROJECT, BENCH)
@@ -112,6 +113,7 @@ async def bench(calls: int) -> None:
             "FERRUMDECK_STREAM_PREFIX": f"fdbench:{database}",
             "FERRUMDECK_PORT": str(port),
             "FERRUMDECK_LOG_LEVEL": "WARNING",
+            "FERRUMDECK_AUDIT_KEY": AUDIT_KEY,
             # The agent's model is never called here, only claimed under.
             "FERRUMDECK_PROVIDER_MODELS": "openai",
         }

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import asyncpg
 
+from bench.stack import AUDIT_KEY, SEAL
 from services.devstack.embedded import free_port
 from services.gateway.db.connections import connect
 from services.gateway.db.migrations import migrate
@@ -61,7 +62,7 @@ async def _has_project(conn: asyncpg.Connection, table: str) -> bool:
 async def _seed(dsn: str, runs: int) -> str:
     """`runs` runs of four agents over the last week, newest every few seconds; returns an
     admin key's secret."""
-    conn = await connect(dsn)
+    conn = await connect(dsn, seal=SEAL)
     try:
         await migrate(conn)
         project = await _has_project(conn, "runs")
@@ -176,6 +177,7 @@ async def bench(runs: int) -> None:
             "FERRUMDECK_STREAM_PREFIX": f"fdbench:{database}",
             "FERRUMDECK_PORT": str(port),
             "FERRUMDECK_LOG_LEVEL": "WARNING",
+            "FERRUMDECK_AUDIT_KEY": AUDIT_KEY,
         }
         url = f"http://127.0.0.1:{port}"
         with tempfile.TemporaryDirectory(prefix="fdbench-") as home:

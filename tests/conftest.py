@@ -28,6 +28,7 @@ from services.gateway.store.keys import create_key
 from testbed import servers
 from tests.support.harness import ToolHarness
 from tests.support.scripted_llm import ScriptedLLM, serve_llm
+from tests.support.sealing import SEAL, TEST_AUDIT_KEY
 
 # A stray .env in the checkout must not leak settings into the processes tests start.
 os.environ["FERRUMDECK_ENV_FILE"] = ""
@@ -36,7 +37,7 @@ os.environ["FERRUMDECK_ENV_FILE"] = ""
 os.environ["FERRUMDECK_REQUEUE_AFTER_SECONDS"] = "86400"
 # The gateways tests start (in process and as processes that inherit this environment)
 # key the audit chain with this, so what one links another verifies.
-os.environ["FERRUMDECK_AUDIT_KEY"] = "test-audit-key-" + "k" * 32
+os.environ["FERRUMDECK_AUDIT_KEY"] = TEST_AUDIT_KEY
 
 TESTS = Actor.system("test suite")
 # Whole directories whose every test is of one kind; `make test-quick` leaves them out.
@@ -75,7 +76,7 @@ async def database_url(scratch: Path) -> AsyncIterator[str]:
         servers.postgres_admin_dsn(scratch) as admin_dsn,
         servers.throwaway_database(admin_dsn) as dsn,
     ):
-        conn = await connect(dsn)
+        conn = await connect(dsn, seal=SEAL)
         try:
             await migrate(conn)
         finally:
@@ -89,13 +90,13 @@ async def app_database_url(database_url: str) -> AsyncIterator[str]:
     gateways run with the grants production has, while `database_url` (the superuser)
     is what tests inspect and tamper with."""
     role = f"fdapp_{urlsplit(database_url).path.rpartition('_')[2]}"
-    conn = await connect(database_url)
+    conn = await connect(database_url, seal=SEAL)
     try:
         await grant_app_role(conn, role, None)
     finally:
         await conn.close()
     yield as_role(database_url, role)
-    conn = await connect(database_url)
+    conn = await connect(database_url, seal=SEAL)
     try:
         await conn.execute(f'DROP OWNED BY "{role}"')
         await conn.execute(f'DROP ROLE "{role}"')
@@ -114,7 +115,7 @@ async def empty_database(scratch: Path) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(database_url)
+    pool = await create_pool(database_url, seal=SEAL)
     yield pool
     await pool.close()
 

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.contract.audit_checkpoint import CheckpointError, CheckpointSigner, load_public_key
 from services.contract.audit_keys import AuditKeys
+from services.contract.audit_mac import EventSeal
 from services.gateway.settings import GatewaySettings
 
 DEV_SERVER_ENV = Path(".ferrumdeck") / "server.env"
@@ -47,6 +48,11 @@ def audit_keys(key_file: Path | None = None) -> AuditKeys:
         if dev_file and "FERRUMDECK_AUDIT_KEY" not in os.environ:
             return GatewaySettings(audit_key_file=Path(dev_file)).audit_keys()
     return settings.audit_keys()
+
+
+def event_seal() -> EventSeal:
+    """What a command that appends audit events seals them with (`audit_keys`)."""
+    return EventSeal(audit_keys())
 
 
 def checkpoint_signer(signing_key: Path | None = None) -> CheckpointSigner:

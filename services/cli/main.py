@@ -89,14 +89,14 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_create(args: argparse.Namespace) -> int:
-    from services.cli.database import database_url
+    from services.cli.database import database_url, event_seal
     from services.contract.api import Role
     from services.gateway.audit import Actor
     from services.gateway.db.connections import connect
     from services.gateway.store.keys import create_key
 
     async def run() -> None:
-        conn = await connect(database_url())
+        conn = await connect(database_url(), seal=event_seal())
         try:
             info, secret = await create_key(
                 conn,

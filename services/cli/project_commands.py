@@ -34,7 +34,7 @@ def register(commands: Any) -> None:
 
 
 def _set_quota(args: argparse.Namespace) -> int:
-    from services.cli.database import database_url
+    from services.cli.database import database_url, event_seal
     from services.contract.queue import ProjectQuota
     from services.gateway.audit import Actor
     from services.gateway.db.connections import connect
@@ -52,7 +52,7 @@ def _set_quota(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> None:
-        conn = await connect(database_url())
+        conn = await connect(database_url(), seal=event_seal())
         try:
             await set_quota(conn, args.name, quota, Actor.system("ferrumdeck projects set-quota"))
         finally:

@@ -12,6 +12,11 @@ Chains begun before links were keyed start with plain `sha256(prev_hash ‖ JSON
 (no key id). Those verify as they were; the first keyed link chains from the last of
 them, so it vouches for that whole unkeyed prefix, and no unkeyed link may follow a
 keyed one.
+
+Every event also carries its own MAC, made by the gateway as it appends it
+(`services.contract.audit_mac`), so a row the application never wrote is reported even
+once the chainer has linked it. Events from before MACs began have none; from the first
+id that must (`mac_from`, recorded by the migration that began them) none may lack one.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from services.contract.audit_keys import AuditKeys
+from services.contract.audit_mac import EventSeal, event_message
 
 GENESIS = "0" * 64
 
@@ -51,6 +57,8 @@ class AuditEvent(BaseModel):
     prev_hash: str | None = None
     hash: str | None = None
     key_id: str | None = None
+    mac_key_id: str | None = None
+    mac: str | None = None
 
 
 class AuditPage(BaseModel):
@@ -78,6 +86,9 @@ class Verification(BaseModel):
         default=0,
         description="Links made before the chain was keyed (plain SHA-256, first in it).",
     )
+    without_mac: int = Field(
+        default=0, description="Events appended before events carried MACs (none since)."
+    )
     first_broken: BrokenLink | None
     checkpoints: int = Field(default=0, description="Signed checkpoints the chain was held to.")
     checkpoint_failure: CheckpointFailure | None = Field(
@@ -102,6 +113,20 @@ def canonical_json(event: AuditEvent) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def event_message_of(event: AuditEvent) -> bytes:
+    """What the event's MAC covers: every field the gateway wrote, but the id."""
+    return event_message(
+        project=event.project,
+        actor=event.actor,
+        actor_kind=event.actor_kind.value,
+        action=event.action,
+        target=event.target,
+        details=event.details,
+        request_id=event.request_id,
+        created_at=event.created_at,
+    )
+
+
 def unkeyed_link_hash(prev_hash: str, event: AuditEvent) -> str:
     """A link of a chain begun before links were keyed."""
     return hashlib.sha256(prev_hash.encode() + canonical_json(event)).hexdigest()
@@ -115,15 +140,26 @@ def link_hash(keys: AuditKeys, prev_hash: str, event: AuditEvent) -> str:
 class ChainCheck:
     """Checks one project's links one at a time, in chain order, holding only the last:
     a chain of any length verifies in constant memory. `heads` are checkpointed links
-    (seq to hash) the chain must still have."""
+    (seq to hash) the chain must still have; from event id `mac_from` on every event
+    must carry a valid MAC. Without `mac_from` (an export checked offline) it is learnt:
+    no event may lack a MAC once one with a lower id had one."""
 
-    def __init__(self, keys: AuditKeys | None, heads: Mapping[int, str] | None = None) -> None:
+    def __init__(
+        self,
+        keys: AuditKeys | None,
+        heads: Mapping[int, str] | None = None,
+        *,
+        mac_from: int | None = None,
+    ) -> None:
         self._keys = keys
+        self._seal = None if keys is None else EventSeal(keys)
+        self._mac_from = mac_from
         self._heads = dict(heads or {})
         self._prev = GENESIS
         self._keyed = False
         self.events = 0
         self.unkeyed = 0
+        self.without_mac = 0
         self.broken: BrokenLink | None = None
         self.checkpoint_failure: CheckpointFailure | None = None
 
@@ -143,7 +179,7 @@ class ChainCheck:
         elif event.prev_hash != self._prev:
             problem = "prev_hash does not match the previous link: the chain was altered"
         else:
-            problem = self._check_hash(event)
+            problem = self._check_hash(event) or self._check_mac(event)
         if problem is not None:
             self.broken = BrokenLink(id=event.id, seq=event.seq, reason=problem)
             return False
@@ -182,6 +218,20 @@ class ChainCheck:
             return "hash does not match the event's contents: the event was altered"
         return None
 
+    def _check_mac(self, event: AuditEvent) -> str | None:
+        required = self._mac_from is not None and event.id >= self._mac_from
+        if event.mac is None and not required:
+            self.without_mac += 1
+            return None
+        if self._seal is None:
+            return "the event carries a MAC and no audit key was given to check it"
+        problem = self._seal.problem(
+            event.mac_key_id, event.mac, event_message_of(event), required=required
+        )
+        if problem is None and (self._mac_from is None or event.id < self._mac_from):
+            self._mac_from = event.id
+        return problem
+
     def result(self, checkpoints: int = 0) -> Verification:
         """The verdict; a checkpointed head beyond the chain's end means events were cut."""
         failure = self.checkpoint_failure
@@ -197,6 +247,7 @@ class ChainCheck:
             intact=self.broken is None and failure is None,
             events=self.events,
             unkeyed=self.unkeyed,
+            without_mac=self.without_mac,
             first_broken=self.broken,
             checkpoints=checkpoints,
             checkpoint_failure=failure,
@@ -204,11 +255,15 @@ class ChainCheck:
 
 
 def verify(
-    events: Iterable[AuditEvent], keys: AuditKeys | None, heads: Mapping[int, str] | None = None
+    events: Iterable[AuditEvent],
+    keys: AuditKeys | None,
+    heads: Mapping[int, str] | None = None,
+    *,
+    mac_from: int | None = None,
 ) -> Verification:
     """Check chained events of one project, given in chain order (by `seq`), against
     the checkpointed `heads` (seq to hash) too."""
-    check = ChainCheck(keys, heads)
+    check = ChainCheck(keys, heads, mac_from=mac_from)
     for event in events:
         if not check.add(event):
             break

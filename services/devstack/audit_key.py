@@ -9,6 +9,8 @@ import secrets
 from pathlib import Path
 
 from services.contract.audit_checkpoint import generate_signing_key
+from services.contract.audit_mac import EventSeal
+from services.gateway.settings import GatewaySettings
 
 AUDIT_KEY_FILE = "audit.key"
 SIGNING_KEY_FILE = "audit-signing.pem"
@@ -33,3 +35,10 @@ def audit_key_settings(home: Path) -> dict[str, str]:
         generate_signing_key(signing)
     found["FERRUMDECK_AUDIT_SIGNING_KEY_FILE"] = str(signing)
     return found
+
+
+def audit_seal(found: dict[str, str]) -> EventSeal:
+    """What the stack's own set-up seals its audit events with: the key its gateway gets."""
+    key_file = found.get("FERRUMDECK_AUDIT_KEY_FILE")
+    settings = GatewaySettings(audit_key_file=Path(key_file)) if key_file else GatewaySettings()
+    return EventSeal(settings.audit_keys())

@@ -42,12 +42,13 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from services.contract.api import AgentCreate, Role
+from services.contract.audit_mac import EventSeal
 from services.contract.jobs import StreamNames
 from services.contract.model_catalog import ModelCatalog
 from services.contract.runs import Budget
 from services.contract.settings import CommonSettings
 from services.devstack.app_role import app_role_url
-from services.devstack.audit_key import audit_key_settings
+from services.devstack.audit_key import audit_key_settings, audit_seal
 from services.devstack.demo_llm import DEMO_LABEL, DEMO_MODEL
 from services.devstack.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
 from services.gateway.audit import Actor
@@ -170,10 +171,15 @@ async def _ensure_database(admin_dsn: str, name: str) -> None:
 
 
 async def prepare_database(
-    database_url: str, home: Path, model: str, models: ModelAccess, tools: list[str]
+    database_url: str,
+    home: Path,
+    model: str,
+    models: ModelAccess,
+    tools: list[str],
+    seal: EventSeal,
 ) -> Keys:
     """Migrate, make (or reuse) the dev keys, and register the demo agent if it changed."""
-    conn = await connect(database_url)
+    conn = await connect(database_url, seal=seal)
     try:
         await migrate(conn)
         keys_path = home / "keys.env"
@@ -364,7 +370,8 @@ def run_dev(home: Path, host: str, port: int) -> int:
             GatewaySettings(provider_models=providers).provider_models,
         )
         mcp_servers, demo_tools = demo_mcp_servers(home)
-        keys = asyncio.run(prepare_database(database_url, home, model, access, demo_tools))
+        seal = audit_seal(audit_key)
+        keys = asyncio.run(prepare_database(database_url, home, model, access, demo_tools, seal))
         # The embedded server is ours to add a role to; a database given is the operator's.
         processes_url = (
             database_url if postgres is None else asyncio.run(app_role_url(database_url))

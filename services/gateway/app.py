@@ -6,6 +6,7 @@ from quart import Quart
 from quart_schema import QuartSchema
 from redis.asyncio import Redis
 
+from services.contract.audit_mac import EventSeal
 from services.contract.model_catalog import ModelCatalog
 from services.gateway import access_log, metrics, request_context, request_text
 from services.gateway.audit import AuditChainer, chain_keys, checkpoint_signer
@@ -88,7 +89,10 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
     @app.before_serving
     async def _open() -> None:
         pool = await create_pool(
-            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+            settings.database_url,
+            seal=EventSeal(audit_keys),
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
         )
         redis = Redis.from_url(settings.redis_url)
         relay = OutboxRelay(

@@ -5,6 +5,10 @@ exactly when its change committed. It only inserts: appends never wait on each o
 The `AuditChainer` then links committed events into each project's keyed chain, one
 chainer at a time across all gateways (an advisory lock), in the order it finds them.
 A late-committing event is simply linked later; the chain order is the link order.
+
+Each event is sealed (`services.contract.audit_mac`) by whoever appends it, under the key
+its connection carries (`AuditedConnection`); the chainer checks each seal before it
+links the event, and reports an event it did not make.
 """
 
 from __future__ import annotations
@@ -24,12 +28,16 @@ from quart import has_request_context
 from services.contract.audit import (
     GENESIS,
     ActorKind,
+    AuditEvent,
     ChainCheck,
     Verification,
+    event_message_of,
     link_hash,
 )
 from services.contract.audit_checkpoint import Checkpoint, CheckpointError, CheckpointSigner
 from services.contract.audit_keys import AuditKeys
+from services.contract.audit_mac import EventSeal, Sealed
+from services.gateway import metrics
 from services.gateway.background import BackgroundLoop
 from services.gateway.settings import GatewaySettings
 from services.gateway.store.audit_trail import EVENT_COLUMNS, to_event
@@ -71,9 +79,41 @@ class Actor:
 # How every statement that appends events begins, `record` and the statements that append
 # an event in the same statement as the change it records (a round trip saved on the
 # hot paths: run creation, dispatch, claim, steps, a run's end).
-APPEND = (
-    "INSERT INTO audit_events (project, actor, actor_kind, action, target, details, request_id)"
-)
+APPEND = """INSERT INTO audit_events (project, actor, actor_kind, action, target, details,
+                          request_id, created_at, mac_key_id, mac)"""
+
+
+def seal_of(conn: asyncpg.Connection | asyncpg.Pool) -> EventSeal:
+    """The seal `conn`'s events are appended under; a connection opened without the audit
+    keys refuses to append (its events would read as forged to every verifier)."""
+    seal = getattr(conn, "seal", None)
+    if not isinstance(seal, EventSeal):
+        raise RuntimeError(
+            "this database connection cannot append audit events: open it with the audit "
+            "keys (create_pool(..., seal=EventSeal(keys)))"
+        )
+    return seal
+
+
+def seal(
+    conn: asyncpg.Connection,
+    project: str,
+    actor: Actor,
+    action: str,
+    target: str,
+    details: dict[str, Any],
+    request: str | None,
+) -> Sealed:
+    """The time, key and MAC for an event a statement is about to append."""
+    return seal_of(conn).seal(
+        project=project,
+        actor=actor.audited,
+        actor_kind=actor.kind.value,
+        action=action,
+        target=target,
+        details=details,
+        request_id=request,
+    )
 
 
 def request_id() -> str | None:
@@ -93,15 +133,21 @@ async def record(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Append one event; call it inside the transaction of the change it records."""
+    details = details or {}
+    rid = request_id()
+    sealed = seal(conn, project, actor, action, target, details, rid)
     await conn.execute(
-        f"{APPEND} VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        f"{APPEND} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         project,
         actor.audited,
         actor.kind.value,
         action,
         target,
-        details or {},
-        request_id(),
+        details,
+        rid,
+        sealed.created_at,
+        sealed.key_id,
+        sealed.mac,
     )
 
 
@@ -135,12 +181,18 @@ class _Linked:
 
 async def _link(pool: asyncpg.Pool, keys: AuditKeys, batch: int, from_id: int) -> _Linked | None:
     """Link up to `batch` committed, unlinked events with ids from `from_id`; None when
-    another chainer holds the lock (then nothing was looked at)."""
+    another chainer holds the lock (then nothing was looked at).
+
+    An event whose MAC does not vouch for it is linked all the same, so the chain does not
+    stall behind it and verify names its seq; the chainer says so in an
+    `audit.forged_event` event of its own, its log and a metric."""
     async with pool.acquire() as conn, conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _CHAIN_LOCK):
             return None
-        sequence_at = await conn.fetchval(
-            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM audit_events_id_seq"
+        where = await conn.fetchrow(
+            """SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS sequence_at,
+                      (SELECT from_id FROM audit_mac_switch) AS mac_from
+                 FROM audit_events_id_seq"""
         )
         rows = await conn.fetch(
             f"""SELECT {EVENT_COLUMNS} FROM audit_events e
@@ -149,8 +201,10 @@ async def _link(pool: asyncpg.Pool, keys: AuditKeys, batch: int, from_id: int) -
             batch,
             from_id,
         )
+        sealer = EventSeal(keys)
         heads: dict[str, tuple[int, str]] = {}
         links = []
+        forged: list[tuple[AuditEvent, int, str]] = []
         for row in rows:
             event = to_event(row)
             if event.project not in heads:
@@ -161,6 +215,12 @@ async def _link(pool: asyncpg.Pool, keys: AuditKeys, batch: int, from_id: int) -
                 )
                 heads[event.project] = (head["seq"], head["hash"]) if head else (0, GENESIS)
             seq, prev = heads[event.project]
+            required = where["mac_from"] is not None and event.id >= where["mac_from"]
+            problem = sealer.problem(
+                event.mac_key_id, event.mac, event_message_of(event), required=required
+            )
+            if problem is not None:
+                forged.append((event, seq + 1, problem))
             digest = link_hash(keys, prev, event)
             links.append((event.id, event.project, seq + 1, prev, digest, keys.current_id))
             heads[event.project] = (seq + 1, digest)
@@ -169,7 +229,29 @@ async def _link(pool: asyncpg.Pool, keys: AuditKeys, batch: int, from_id: int) -
                VALUES ($1, $2, $3, $4, $5, $6)""",
             links,
         )
-    return _Linked(len(links), links[-1][0] if links else 0, sequence_at)
+        for event, seq, problem in forged:
+            await _report_forged(conn, event, seq, problem)
+    return _Linked(len(links), links[-1][0] if links else 0, where["sequence_at"])
+
+
+async def _report_forged(conn: asyncpg.Connection, event: AuditEvent, seq: int, why: str) -> None:
+    log.error(
+        "audit event %s (%s, seq %s of %s) was not written by a gateway: %s",
+        event.id,
+        event.action,
+        seq,
+        event.project,
+        why,
+    )
+    metrics.audit_forged_event()
+    await record(
+        conn,
+        event.project,
+        Actor.system("audit-chainer"),
+        "audit.forged_event",
+        f"audit:{event.id}",
+        {"event_id": event.id, "seq": seq, "action": event.action, "reason": why},
+    )
 
 
 async def link_pending(pool: asyncpg.Pool, keys: AuditKeys, *, batch: int = 1000) -> int:
@@ -272,8 +354,9 @@ async def verify_project(
     heads = dict(heads or {})
     if since is not None:
         heads[since.seq] = since.hash
-    check = ChainCheck(keys, heads)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        mac_from = await conn.fetchval("SELECT from_id FROM audit_mac_switch")
+        check = ChainCheck(keys, heads, mac_from=mac_from)
         start = 1
         if since is not None and await _resume_at(conn, check, since):
             start = since.seq + 1

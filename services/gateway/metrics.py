@@ -70,6 +70,11 @@ STREAM_TRIMMED = Counter(
     "ferrumdeck_stream_trimmed_total",
     "Acknowledged entries this gateway trimmed from the runs stream.",
 )
+AUDIT_FORGED_EVENTS = Counter(
+    "ferrumdeck_audit_forged_events_total",
+    "Audit events the chainer found without a valid MAC: rows no gateway wrote. Alert on "
+    "any increase; `GET /v1/audit/verify` names each one's seq.",
+)
 APPROVALS_PENDING = Gauge(
     "ferrumdeck_approvals_pending", "Tool calls waiting for a human decision."
 )
@@ -100,6 +105,10 @@ def run_created() -> None:
 
 def run_finished(status: RunStatus) -> None:
     RUNS_FINISHED.labels(status=status.value).inc()
+
+
+def audit_forged_event() -> None:
+    AUDIT_FORGED_EVENTS.inc()
 
 
 def stream_trimmed(entries: int) -> None:

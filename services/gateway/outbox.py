@@ -40,13 +40,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.contract.jobs import JobMessage, JobReason, StreamNames
-from services.gateway.audit import APPEND
+from services.gateway.audit import APPEND, Actor, seal
 from services.gateway.background import BackgroundLoop
 from services.gateway.redis_replies import text, undelivered
 
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_SECONDS = 5.0
+_RELAY = Actor.system("outbox-relay")
 
 
 async def enqueue(conn: asyncpg.Connection, run_id: uuid.UUID, reason: JobReason) -> None:
@@ -59,16 +60,15 @@ async def enqueue(conn: asyncpg.Connection, run_id: uuid.UUID, reason: JobReason
     )
 
 
-# Take up to $1 jobs, every waiting project's in turn, and record their `run.dispatched`
-# events in one statement. Within a turn, projects go in the order this relay last served
-# them ($2, least recently served first; one it does not remember goes first), then
-# oldest job first. Its transaction's commit need not wait for its WAL flush: if
-# a crash loses it, the outbox rows come back and are published again, which the claim
-# makes harmless. Run creation stays synchronous, so a 202 still means durable; this
-# takes a flush per batch off a run's path. `set_config(…, true)` is `SET LOCAL` inside
-# the statement, saving its round trip (evaluated for the rows taken; with none, there
-# is nothing to commit).
-_TAKE = f"""
+# Take up to $1 jobs, every waiting project's in turn. Within a turn, projects go in the
+# order this relay last served them ($2, least recently served first; one it does not
+# remember goes first), then oldest job first. Its transaction's commit need not wait
+# for its WAL flush: if a crash loses it, the outbox rows come back and are published
+# again, which the claim makes harmless. Run creation stays synchronous, so a 202 still
+# means durable; this takes a flush per batch off a run's path. `set_config(…, true)` is
+# `SET LOCAL` inside the statement, saving its round trip (evaluated for the rows taken;
+# with none, there is nothing to commit).
+_TAKE = """
 WITH RECURSIVE waiting(project) AS (
     (SELECT project FROM outbox ORDER BY project LIMIT 1)
     UNION ALL
@@ -90,11 +90,6 @@ WITH RECURSIVE waiting(project) AS (
 ), taken AS (
     DELETE FROM outbox WHERE id IN (SELECT id FROM turns ORDER BY turn, served, id LIMIT $1)
     RETURNING id, run_id, reason, project
-), dispatched AS (
-    {APPEND}
-    SELECT r.project, 'outbox-relay', 'system', 'run.dispatched', 'run:' || r.id,
-           jsonb_build_object('reason', t.reason), NULL
-      FROM taken t JOIN runs r ON r.id = t.run_id
 )
 SELECT t.id, t.run_id, t.reason, t.project,
        set_config('synchronous_commit', 'off', true) AS commit_mode
@@ -154,13 +149,43 @@ class OutboxRelay(BackgroundLoop):
                     )
                     pipe.xadd(self._streams.runs, job.to_fields())  # type: ignore[arg-type]
                 entry_ids = await pipe.execute()
-            # Which entry carries each run's latest job, for the sweeper to look for.
+            # Which entry carries each run's latest job, for the sweeper to look for, and
+            # the jobs' `run.dispatched` events, sealed here since the rows taken were
+            # known only now.
+            sealed = [
+                seal(
+                    conn,
+                    row["project"],
+                    _RELAY,
+                    "run.dispatched",
+                    f"run:{row['run_id']}",
+                    {"reason": row["reason"]},
+                    None,
+                )
+                for row in rows
+            ]
             await conn.execute(
-                """UPDATE runs SET job_id = j.entry_id
-                     FROM unnest($1::uuid[], $2::text[]) AS j(run_id, entry_id)
-                    WHERE runs.id = j.run_id""",
+                f"""WITH jobs AS (
+                        UPDATE runs SET job_id = j.entry_id
+                          FROM unnest($1::uuid[], $2::text[]) AS j(run_id, entry_id)
+                         WHERE runs.id = j.run_id
+                    )
+                    {APPEND}
+                    SELECT e.project, $3, $4, 'run.dispatched', 'run:' || e.run_id,
+                           jsonb_build_object('reason', e.reason), NULL, e.created_at,
+                           e.mac_key_id, e.mac
+                      FROM unnest($5::text[], $1::uuid[], $6::text[], $7::timestamptz[],
+                                  $8::text[], $9::text[])
+                           AS e(project, run_id, reason, created_at, mac_key_id, mac)""",
                 [row["run_id"] for row in rows],
                 [text(entry_id) for entry_id in entry_ids],
+                _RELAY.audited,
+                _RELAY.kind.value,
+                [row["project"] for row in rows],
+                [row["reason"] for row in rows],
+                [s.created_at for s in sealed],
+                [s.key_id for s in sealed],
+                [s.mac for s in sealed],
             )
         self._remember_served(row["project"] for row in rows)
         return len(rows)

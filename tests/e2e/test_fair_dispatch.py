@@ -28,6 +28,7 @@ from services.gateway.store.keys import create_key
 from testbed import servers
 from testbed.processes import Service, wait_until
 from testbed.waiting import eventually
+from tests.support.sealing import SEAL
 
 FLOOD = 2000
 CLIENTS = 32
@@ -52,7 +53,7 @@ async def fair_stack(
         servers.postgres_admin_dsn(scratch) as admin_dsn,
         servers.throwaway_database(admin_dsn) as dsn,
     ):
-        conn = await connect(dsn)
+        conn = await connect(dsn, seal=SEAL)
         try:
             await migrate(conn)
             _, worker_key = await create_key(
@@ -87,7 +88,7 @@ async def fair_stack(
             },
             logs / "worker.log",
         )
-        pool = await create_pool(dsn)
+        pool = await create_pool(dsn, seal=SEAL)
         try:
             await wait_until(f"{url}/readyz", 30, gateway)
             yield url, pool

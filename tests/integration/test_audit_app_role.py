@@ -16,19 +16,23 @@ import pytest
 
 from services.gateway.db.app_role import as_role
 from services.gateway.db.connections import connect
+from tests.support.sealing import SEAL
 
 
 @pytest.fixture
 async def as_gateway(app_database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await connect(app_database_url)
+    conn = await connect(app_database_url, seal=SEAL)
     yield conn
     await conn.close()
 
 
 async def _appended(conn: asyncpg.Connection) -> int:
+    """An event the role writes by hand, in a project of its own: no gateway sealed it,
+    so whichever chainer links it reports it, and only there."""
     event_id: int = await conn.fetchval(
         """INSERT INTO audit_events (project, actor, actor_kind, action, target)
-           VALUES ('default', 'intruder', 'system', 'approval.approved', 'run:x') RETURNING id"""
+           VALUES ($1, 'intruder', 'system', 'approval.approved', 'run:x') RETURNING id""",
+        f"intruded-{uuid.uuid4().hex[:8]}",
     )
     return event_id
 
@@ -94,7 +98,7 @@ async def test_migrate_makes_the_app_role_again_and_again_and_it_runs_a_gateways
         assert again.returncode == 0, again.stderr
         assert "applied" not in again.stdout
 
-        conn = await connect(as_role(empty_database, role))
+        conn = await connect(as_role(empty_database, role), seal=SEAL)
         try:
             await conn.execute("INSERT INTO projects (name) VALUES ('granted')")
             await _appended(conn)
@@ -106,7 +110,7 @@ async def test_migrate_makes_the_app_role_again_and_again_and_it_runs_a_gateways
         finally:
             await conn.close()
     finally:
-        admin = await connect(empty_database)
+        admin = await connect(empty_database, seal=SEAL)
         try:
             if await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
                 await admin.execute(f'DROP OWNED BY "{role}"')

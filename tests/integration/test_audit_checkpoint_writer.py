@@ -17,6 +17,7 @@ from services.gateway.audit import Actor, record
 from services.gateway.db.connections import connect
 from services.gateway.settings import GatewaySettings
 from testbed.waiting import eventually
+from tests.support.sealing import SEAL
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ async def test_the_gateway_checkpoints_each_new_head_and_none_of_a_tampered_chai
     later = await eventually(_probe_of(folder), lambda found: found[-1].seq == 5)
     assert [c.seq for c in later] == [3, 5]
 
-    conn = await connect(database_url)
+    conn = await connect(database_url, seal=SEAL)
     try:
         async with conn.transaction():
             await conn.execute("SET LOCAL session_replication_role = replica")

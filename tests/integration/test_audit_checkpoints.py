@@ -26,6 +26,7 @@ from services.gateway.db.connections import connect
 from services.gateway.settings import GatewaySettings
 from services.gateway.store.audit_trail import EVENT_COLUMNS, to_event
 from services.gateway.store.keys import create_key
+from tests.support.sealing import SEAL
 
 KEYS = GatewaySettings().audit_keys()
 
@@ -66,7 +67,7 @@ async def _checkpoint(database_url: str, signing_key: Path, project: str, out: P
 
 
 async def _as_superuser(database_url: str, statements: list[tuple[str, Any]]) -> None:
-    conn = await connect(database_url)
+    conn = await connect(database_url, seal=SEAL)
     try:
         async with conn.transaction():
             await conn.execute("SET LOCAL session_replication_role = replica")
@@ -78,7 +79,7 @@ async def _as_superuser(database_url: str, statements: list[tuple[str, Any]]) ->
 
 async def _cut_newest(database_url: str, project: str, n: int) -> None:
     """Truncation: the newest `n` events and their links gone, the chain still whole."""
-    conn = await connect(database_url)
+    conn = await connect(database_url, seal=SEAL)
     try:
         ids = await conn.fetch(
             "SELECT event_id FROM audit_chain WHERE project = $1 ORDER BY seq DESC LIMIT $2",
@@ -139,17 +140,18 @@ async def test_cutting_the_newest_events_off_is_caught_by_a_checkpoint_of_the_he
     assert over_api["checkpoint_failure"]["seq"] == 8
 
 
-async def test_a_whole_chain_rewritten_as_unkeyed_links_diverges_from_its_checkpoint(
+async def test_a_whole_chain_rewritten_as_unkeyed_links_is_caught_at_the_edit(
     database_url: str,
     audit_signing_key: Path,
     project: tuple[str, dict[str, str]],
     tmp_path: Path,
 ) -> None:
     """The one rewrite keyed links let through (they accept an unkeyed prefix, as chains
-    begun before keys have): a checkpoint records the link that was really there."""
+    begun before keys have). Of events from before MACs only a checkpoint catches it;
+    of sealed events, the edited event's MAC does, checkpoint or not."""
     name, _ = project
     await _checkpoint(database_url, audit_signing_key, name, tmp_path / "cp.json")
-    conn = await connect(database_url)
+    conn = await connect(database_url, seal=SEAL)
     try:
         rows = await conn.fetch(
             f"""SELECT {EVENT_COLUMNS} FROM audit_chain c
@@ -188,9 +190,9 @@ async def test_a_whole_chain_rewritten_as_unkeyed_links_diverges_from_its_checkp
         str(tmp_path / "cp.json"),
     )
     assert held.returncode == 1
-    failure = json.loads(held.stdout)["checkpoint_failure"]
-    assert failure["seq"] == 8
-    assert "rewritten" in failure["reason"]
+    broken = json.loads(held.stdout)["first_broken"]
+    assert broken["seq"] == 2
+    assert "MAC does not verify" in broken["reason"]
 
 
 async def test_an_export_cut_short_fails_offline_against_the_checkpoint(

@@ -23,6 +23,7 @@ from services.gateway.db.connections import connect, create_pool
 from services.gateway.db.migrations import migrate
 from services.gateway.settings import GatewaySettings
 from services.gateway.store.audit_trail import EVENT_COLUMNS, to_event
+from tests.support.sealing import SEAL
 
 KEYS = GatewaySettings().audit_keys()
 OTHER = AuditKeys.of(["another-audit-key-" + "o" * 32])
@@ -53,7 +54,7 @@ async def _as_superuser(
     database_url: str, change: Callable[[asyncpg.Connection], Awaitable[None]]
 ) -> None:
     """Behind the database's back: triggers off, as its superuser can."""
-    conn = await connect(database_url)
+    conn = await connect(database_url, seal=SEAL)
     try:
         async with conn.transaction():
             await conn.execute("SET LOCAL session_replication_role = replica")
@@ -145,12 +146,12 @@ async def own_db(empty_database: str) -> AsyncIterator[asyncpg.Pool]:
     """A database of the test's own: linking with a rotated key links every project's
     pending events, which in the shared database would leave other tests' chains keyed
     by a key their gateways do not hold."""
-    conn = await connect(empty_database)
+    conn = await connect(empty_database, seal=SEAL)
     try:
         await migrate(conn)
     finally:
         await conn.close()
-    pool = await create_pool(empty_database)
+    pool = await create_pool(empty_database, seal=SEAL)
     yield pool
     await pool.close()
 
@@ -178,15 +179,20 @@ async def test_after_a_rotation_old_links_verify_under_the_old_key_kept_behind_t
 
 
 async def test_a_chain_begun_unkeyed_goes_on_keyed_and_its_old_part_stays_checked(
-    db: asyncpg.Pool, database_url: str
+    own_db: asyncpg.Pool, empty_database: str
 ) -> None:
-    """The chain as migration 0017 finds it: plain SHA-256 links. The first keyed link
-    chains from the last of them, so rewriting the unkeyed part, even consistently,
-    breaks the chain at the switch."""
+    """The chain as migration 0017 finds it: plain SHA-256 links, of events from before
+    they carried MACs (0018). The first keyed link chains from the last of them, so
+    rewriting the unkeyed part, even consistently, breaks the chain at the switch."""
+    db, database_url = own_db, empty_database
     project = await _project(db, 3)
 
     async def as_before_0017(conn: asyncpg.Connection) -> None:
         await _relink_unkeyed(conn, project, 1, keep_key_id=False)
+        await conn.execute(
+            "UPDATE audit_events SET mac = NULL, mac_key_id = NULL WHERE project = $1", project
+        )
+        await conn.execute("UPDATE audit_mac_switch SET from_id = from_id + 1000000")
 
     await _as_superuser(database_url, as_before_0017)
     async with db.acquire() as conn:
@@ -194,7 +200,7 @@ async def test_a_chain_begun_unkeyed_goes_on_keyed_and_its_old_part_stays_checke
             await record(conn, project, Actor.system("tests"), "agent.created", f"agent:c{n}@1")
     await link_pending(db, KEYS)
     before = await verify_project(db, project, KEYS)
-    assert (before.intact, before.events, before.unkeyed) == (True, 5, 3)
+    assert (before.intact, before.events, before.unkeyed, before.without_mac) == (True, 5, 3, 3)
 
     async def rewrite_old_part(conn: asyncpg.Connection) -> None:
         first = await conn.fetchval(

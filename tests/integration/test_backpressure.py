@@ -27,6 +27,7 @@ from services.gateway.store.quotas import set_quota
 from testbed.streams import read_new
 from testbed.waiting import eventually
 from tests.support.harness import ToolHarness
+from tests.support.sealing import SEAL
 
 TESTS = Actor.system("tests")
 
@@ -54,7 +55,7 @@ class Platform:
 
 @pytest.fixture
 async def platform(empty_database: str, settings: GatewaySettings) -> AsyncIterator[Platform]:
-    conn = await connect(empty_database)
+    conn = await connect(empty_database, seal=SEAL)
     keys = {}
     try:
         await migrate(conn)
@@ -72,7 +73,7 @@ async def platform(empty_database: str, settings: GatewaySettings) -> AsyncItera
             "backpressure_refresh_seconds": 0,
         }
     )
-    pool = await create_pool(empty_database, min_size=1, max_size=2)
+    pool = await create_pool(empty_database, min_size=1, max_size=2, seal=SEAL)
     try:
         async with create_app(bounded).test_app() as app:
             yield Platform(app.test_client(), keys, bounded, pool)

@@ -15,6 +15,7 @@ from services.gateway.app import create_app
 from services.gateway.db.connections import connect
 from services.gateway.db.migrations import migrate
 from services.gateway.settings import GatewaySettings
+from tests.support.sealing import SEAL
 
 
 def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -73,7 +74,7 @@ async def test_keys_create_finds_the_dev_stacks_database_by_itself(
     empty_database: str, tmp_path: Path
 ) -> None:
     """Run from a checkout while `make dev` runs: no FERRUMDECK_DATABASE_URL needed."""
-    conn = await connect(empty_database)
+    conn = await connect(empty_database, seal=SEAL)
     try:
         await migrate(conn)
     finally:

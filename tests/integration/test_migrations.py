@@ -13,10 +13,11 @@ from services.gateway.db.migrations import (
     pending,
 )
 from services.gateway.settings import GatewaySettings
+from tests.support.sealing import SEAL
 
 
 async def test_concurrent_migrations_apply_each_file_once(empty_database: str) -> None:
-    conns = [await connect(empty_database) for _ in range(3)]
+    conns = [await connect(empty_database, seal=SEAL) for _ in range(3)]
     try:
         applied = await asyncio.gather(*(migrate(c) for c in conns))
         assert sorted(len(a) for a in applied) == [0, 0, len(available())]
@@ -38,7 +39,7 @@ async def test_readyz_says_when_the_schema_is_behind(
         body = await response.get_json()
         assert body["status"] == "not_ready"
         assert any("run migrate" in problem for problem in body["problems"]), body
-        conn = await connect(empty_database)
+        conn = await connect(empty_database, seal=SEAL)
         try:
             await migrate(conn)
         finally:
@@ -52,7 +53,7 @@ async def test_a_migration_numbered_below_the_newest_applied_is_still_pending(
 ) -> None:
     """Migrations written side by side land in either order: one that lands after a
     higher-numbered one must still be applied, and readiness must say it is missing."""
-    conn = await connect(empty_database)
+    conn = await connect(empty_database, seal=SEAL)
     try:
         await migrate(conn)
         assert await pending(conn) == []

@@ -26,6 +26,7 @@ from services.gateway.store.agents import create_version
 from services.gateway.store.runs import NewRun, create_runs
 from testbed.streams import entries
 from testbed.waiting import eventually
+from tests.support.sealing import SEAL
 
 TESTER = Actor.system("intake test")
 
@@ -54,7 +55,7 @@ async def agent(client: Client, admin: dict[str, str], db: asyncpg.Pool) -> Asyn
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    own = await create_pool(database_url, min_size=1, max_size=4)
+    own = await create_pool(database_url, min_size=1, max_size=4, seal=SEAL)
     yield own
     await own.close()
 

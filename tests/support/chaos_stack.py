@@ -46,6 +46,7 @@ from services.gateway.store.keys import create_key
 from testbed import servers
 from tests.support.fault_proxy import FaultProxy
 from tests.support.scripted_llm import ScriptedLLM, serve_llm
+from tests.support.sealing import SEAL
 
 POLICY = {"rules": [{"id": "chaos-notes", "tool": "notes.*", "effect": "allow"}]}
 
@@ -496,7 +497,7 @@ def _tcp_address(dsn: str) -> tuple[str, int] | None:
 
 
 async def _prepare_database(dsn: str) -> tuple[str, str]:
-    conn = await connect(dsn)
+    conn = await connect(dsn, seal=SEAL)
     try:
         await migrate(conn)
         actor = Actor.system("chaos")
@@ -545,7 +546,7 @@ async def chaos_stack(
     async with contextlib.AsyncExitStack() as exits:
         dsn = await exits.enter_async_context(servers.throwaway_database(admin_dsn))
         admin_key, worker_key = await _prepare_database(dsn)
-        db = await create_pool(dsn, min_size=1, max_size=4)
+        db = await create_pool(dsn, min_size=1, max_size=4, seal=SEAL)
         exits.push_async_callback(db.close)
 
         proxy: FaultProxy | None = None

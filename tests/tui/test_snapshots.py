@@ -20,6 +20,7 @@ from services.gateway.db.connections import connect
 from services.gateway.db.migrations import migrate
 from testbed import servers
 from testbed.processes import Service, wait_until
+from tests.support.sealing import SEAL
 from tests.tui import seeded
 from tests.tui.conftest import text_of, until
 from tui.app import FerrumDeckApp
@@ -43,7 +44,7 @@ async def gateway(
         servers.postgres_admin_dsn(scratch) as admin_dsn,
         servers.throwaway_database(admin_dsn) as dsn,
     ):
-        conn = await connect(dsn)
+        conn = await connect(dsn, seal=SEAL)
         try:
             await migrate(conn)
             key = await seeded.seed(conn)

@@ -8,6 +8,10 @@ audit rows, and has no `UPDATE`, `DELETE`, `TRUNCATE`, `TRIGGER` or ownership to
 them with. A compromised gateway (or anyone holding its database password) can append
 to the trail but not rewrite it. Granting is idempotent and covers every table there
 is, so `ferrumdeck migrate --app-role NAME` re-grants after each migration.
+
+It appends events without choosing their ids (`INSERT` on every column but `id`): the
+sequence hands ids out, so an event it forges cannot pose as one from before events
+carried MACs (`audit_mac_switch`, which it may only read).
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ import asyncpg
 
 ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 AUDIT_TABLES = ("audit_events", "audit_chain")
+# Every column of an event but its id, which the sequence gives.
+_EVENT_COLUMNS = (
+    "project, actor, actor_kind, action, target, details, request_id, created_at, mac_key_id, mac"
+)
 
 
 class AppRoleError(ValueError):
@@ -53,6 +61,9 @@ async def grant_app_role(conn: asyncpg.Connection, name: str, password: str | No
                 f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
                 f"REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON {audit} FROM {role}",
                 f"REVOKE INSERT, UPDATE, DELETE ON schema_migrations FROM {role}",
+                f"REVOKE INSERT, UPDATE, DELETE ON audit_mac_switch FROM {role}",
+                f"REVOKE INSERT ON audit_events FROM {role}",
+                f"GRANT INSERT ({_EVENT_COLUMNS}) ON audit_events TO {role}",
                 f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
             ):
                 await conn.execute(statement)

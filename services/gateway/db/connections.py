@@ -9,6 +9,8 @@ import re
 
 import asyncpg
 
+from services.contract.audit_mac import EventSeal
+
 # A server that drops packets would otherwise hold each request for asyncpg's default 60 s.
 CONNECT_TIMEOUT_SECONDS = 5.0
 
@@ -37,6 +39,17 @@ def unreachable(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.InterfaceError) and _CLOSED.search(str(exc)) is not None
 
 
+class AuditedConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A connection that carries the seal its audit events are appended under.
+
+    Every statement that appends an event runs on a connection from the gateway's pool
+    (or a command's own), so the pool is what holds the key: no store function has to be
+    handed it, and a connection opened without one refuses to append rather than write
+    an event every verifier would report as forged."""
+
+    seal: EventSeal | None = None
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(
@@ -52,14 +65,24 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     rolled back by asyncpg before this runs."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, seal: EventSeal | None = None, min_size: int = 2, max_size: int = 10
+) -> asyncpg.Pool:
     """A pool that replaces connections the server dropped on their next use, so a
-    gateway outlives a database restart without restarting itself."""
+    gateway outlives a database restart without restarting itself; its connections
+    append audit events under `seal`."""
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await _init_connection(conn)
+        if isinstance(conn, AuditedConnection):
+            conn.seal = seal
+
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        init=_init_connection,
+        connection_class=AuditedConnection,
+        init=init,
         reset=_keep_session,
         timeout=CONNECT_TIMEOUT_SECONDS,
     )
@@ -67,8 +90,10 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
     return pool
 
 
-async def connect(dsn: str) -> asyncpg.Connection:
-    """One connection, for command-line tools that do a few statements and exit."""
-    conn = await asyncpg.connect(dsn)
+async def connect(dsn: str, *, seal: EventSeal | None = None) -> asyncpg.Connection:
+    """One connection, for command-line tools that do a few statements and exit; with
+    `seal` when they append audit events."""
+    conn = await asyncpg.connect(dsn, connection_class=AuditedConnection)
     await _init_connection(conn)
+    conn.seal = seal
     return conn

@@ -12,7 +12,7 @@ import asyncpg
 from services.contract.audit import AuditEvent
 
 EVENT_COLUMNS = """e.id, e.project, e.actor, e.actor_kind, e.action, e.target, e.details,
-    e.request_id, e.created_at, c.seq, c.prev_hash, c.hash, c.key_id"""
+    e.request_id, e.created_at, e.mac_key_id, e.mac, c.seq, c.prev_hash, c.hash, c.key_id"""
 
 
 def to_event(row: asyncpg.Record) -> AuditEvent:

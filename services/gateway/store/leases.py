@@ -28,7 +28,7 @@ from services.contract.worker_api import (
 )
 from services.gateway import lease_tokens, metrics
 from services.gateway.agent_cache import AgentCache
-from services.gateway.audit import APPEND, Actor, record, request_id
+from services.gateway.audit import APPEND, Actor, record, request_id, seal
 from services.gateway.db.named_statement import NamedStatement
 from services.gateway.errors import Conflict, NotFound
 from services.gateway.model_access import ModelAccess
@@ -70,16 +70,27 @@ WITH claimed AS (
                     lease_token_digest = $8,
                     lease_expires_at = now() + make_interval(secs => $3),
                     started_at = coalesce(started_at, now()), updated_at = now()
-     WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now()))
+     WHERE id = $1 AND epoch = $9
+       AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now()))
      RETURNING {RUN_COLUMNS}, project, epoch, lease_expires_at,
                extract(epoch FROM now() - started_at)::float8 AS elapsed,
                {PRIOR_STEPS.format(run="runs")} AS prior_steps
 ), event AS (
     {APPEND}
-    SELECT project, $4, $5, 'run.claimed', 'run:' || id, jsonb_build_object('epoch', epoch), $6
+    SELECT project, $4, $5, 'run.claimed', 'run:' || id, $10::jsonb, $6, $11, $12, $13
       FROM claimed
 )
 SELECT * FROM claimed"""
+
+# What a claim needs to know first: whether the run can be claimed, and the project and
+# epoch its sealed `run.claimed` event names.
+_CLAIMABLE = """SELECT project, status, epoch,
+                       status = 'queued' OR (status = 'running' AND lease_expires_at < now())
+                           AS claimable
+                  FROM runs WHERE id = $1"""
+# Claims of one run racing each other: each lost race re-reads the run, and the run is
+# then held by the winner, so a second attempt almost always ends it.
+_CLAIM_ATTEMPTS = 3
 
 
 # A step, its audit event and the run's totals and lease in one statement: every step of
@@ -101,7 +112,7 @@ _RECORD_STEP = NamedStatement.compile(
        ), event AS (
            {APPEND}
            VALUES (:project, :actor, :actor_kind, 'step.recorded', 'run:' || :run_id,
-                   :details::jsonb, :request_id)
+                   :details::jsonb, :request_id, :created_at, :mac_key_id, :mac)
        )
        UPDATE runs SET
            steps_count = greatest(steps_count, :seq),
@@ -145,6 +156,15 @@ def _refused(row: asyncpg.Record, epoch: int) -> Conflict:
     return refusal(row["status"], row["epoch"], epoch)
 
 
+def _not_claimable(status: str) -> Conflict:
+    code = ErrorCode.LEASE_HELD if status == "running" else ErrorCode.RUN_NOT_CLAIMABLE
+    return Conflict(
+        f"run is {status}" + (" under a live lease" if code is ErrorCode.LEASE_HELD else ""),
+        code=code,
+        details={"status": status},
+    )
+
+
 def lease_holder(run: asyncpg.Record) -> Actor:
     """The worker a run read with `_LOCK` is held by, as the audit names it: its key,
     and the name it gave itself."""
@@ -180,38 +200,42 @@ async def claim(
 
     One statement, with its `run.claimed` audit event, committed on its own: a claim is
     on every run's path, and a transaction around two statements would cost three more
-    round trips."""
+    round trips. It is preceded by a read of the run's project and epoch, which the
+    event's MAC covers; the claim holds only while the epoch is still the one read."""
     actor = Actor.worker(worker_id, key_id)
     token, token_digest = lease_tokens.mint()
+    rid = request_id()
     async with pool.acquire() as conn:
-        row = await conn.fetchrow(
-            _CLAIM,
-            run_id,
-            worker_id,
-            lease_seconds,
-            actor.audited,
-            actor.kind.value,
-            request_id(),
-            key_id,
-            token_digest,
-        )
-        if row is None:
-            current = await conn.fetchrow(
-                "SELECT status, lease_expires_at FROM runs WHERE id = $1", run_id
-            )
+        for _ in range(_CLAIM_ATTEMPTS):
+            current = await conn.fetchrow(_CLAIMABLE, run_id)
             if current is None:
                 raise NotFound(f"no run {run_id}")
-            code = (
-                ErrorCode.LEASE_HELD
-                if current["status"] == "running"
-                else ErrorCode.RUN_NOT_CLAIMABLE
+            if not current["claimable"]:
+                raise _not_claimable(current["status"])
+            details = {"epoch": current["epoch"] + 1}
+            sealed = seal(
+                conn, current["project"], actor, "run.claimed", f"run:{run_id}", details, rid
             )
-            raise Conflict(
-                f"run is {current['status']}"
-                + (" under a live lease" if code is ErrorCode.LEASE_HELD else ""),
-                code=code,
-                details={"status": current["status"]},
+            row = await conn.fetchrow(
+                _CLAIM,
+                run_id,
+                worker_id,
+                lease_seconds,
+                actor.audited,
+                actor.kind.value,
+                rid,
+                key_id,
+                token_digest,
+                current["epoch"],
+                details,
+                sealed.created_at,
+                sealed.key_id,
+                sealed.mac,
             )
+            if row is not None:
+                break
+        else:
+            raise _not_claimable("running")
         run = to_run(row)
         agent = await get_version(conn, row["project"], run.agent, run.agent_version, cache=agents)
         assert agent is not None
@@ -374,6 +398,9 @@ async def _record_step(
     worker = lease_holder(run)
     finished = report.status != StepStatus.STARTED
     counted = finished and usage is not None
+    details = {"seq": report.seq, "kind": report.kind.value, "status": report.status.value}
+    rid = request_id()
+    sealed = seal(conn, run["project"], worker, "step.recorded", f"run:{run_id}", details, rid)
     totals = await conn.fetchrow(
         _RECORD_STEP.sql,
         *_RECORD_STEP.args(
@@ -400,12 +427,11 @@ async def _record_step(
                 "project": run["project"],
                 "actor": worker.audited,
                 "actor_kind": worker.kind.value,
-                "details": {
-                    "seq": report.seq,
-                    "kind": report.kind.value,
-                    "status": report.status.value,
-                },
-                "request_id": request_id(),
+                "details": details,
+                "request_id": rid,
+                "created_at": sealed.created_at,
+                "mac_key_id": sealed.key_id,
+                "mac": sealed.mac,
             }
         ),
     )
@@ -451,6 +477,11 @@ async def end_run(
     """End a run locked by `lock_running`, recording who ended it and why (one statement
     with its audit event: every run ends here)."""
     worker = lease_holder(run)
+    details = {"error": error} if error else {}
+    rid = request_id()
+    sealed = seal(
+        conn, run["project"], worker, f"run.{status.value}", f"run:{run_id}", details, rid
+    )
     await conn.execute(
         f"""WITH ended AS (
                UPDATE runs SET status = $2, output = $3, error = $4, finished_at = now(),
@@ -459,15 +490,19 @@ async def end_run(
                 RETURNING project, id
            )
            {APPEND}
-           SELECT project, $5, $6, 'run.' || $2, 'run:' || id, $7::jsonb, $8 FROM ended""",
+           SELECT project, $5, $6, 'run.' || $2, 'run:' || id, $7::jsonb, $8, $9, $10, $11
+             FROM ended""",
         run_id,
         status.value,
         output,
         error,
         worker.audited,
         worker.kind.value,
-        {"error": error} if error else {},
-        request_id(),
+        details,
+        rid,
+        sealed.created_at,
+        sealed.key_id,
+        sealed.mac,
     )
     metrics.run_finished(status)
 

@@ -19,7 +19,7 @@ from services.contract.ids import uuid7
 from services.contract.jobs import JobReason
 from services.contract.runs import RunStatus, Usage, run_cost
 from services.gateway import metrics
-from services.gateway.audit import APPEND, Actor, record
+from services.gateway.audit import APPEND, Actor, record, seal
 from services.gateway.errors import Conflict, NotFound
 from services.gateway.outbox import enqueue
 from services.gateway.store.approvals import cancel_for_run
@@ -93,10 +93,12 @@ _CREATE_RUNS = f"""
 WITH batch AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::integer[], $5::text[],
                          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                         $11::text[], $13::uuid[], $14::uuid[], $15::text[])
+                         $11::text[], $13::uuid[], $14::uuid[], $15::text[],
+                         $16::timestamptz[], $17::text[], $18::text[])
         WITH ORDINALITY AS b(id, project, agent_name, agent_version, input, metadata,
                              idempotency_key, request_hash, actor, actor_kind, request_id,
-                             created_by_key, thread_id, messages, ord)
+                             created_by_key, thread_id, messages, created_at, mac_key_id,
+                             mac, ord)
 ), created AS (
     INSERT INTO runs (project, id, agent_name, agent_version, status, input, metadata,
                       idempotency_key, request_hash, created_by_key, thread_id, messages)
@@ -113,7 +115,8 @@ WITH batch AS (
 ), events AS (
     {APPEND}
     SELECT b.project, b.actor, b.actor_kind, 'run.created', 'run:' || c.id,
-           jsonb_build_object('agent', c.agent_name || '@' || c.agent_version), b.request_id
+           jsonb_build_object('agent', c.agent_name || '@' || c.agent_version), b.request_id,
+           b.created_at, b.mac_key_id, b.mac
       FROM created c JOIN batch b ON b.id = c.id ORDER BY b.ord
 )
 SELECT * FROM created"""
@@ -151,6 +154,18 @@ async def create_runs(
             keyed.append(new)
     keyed.sort(key=lambda new: (new.project, new.idempotency_key or ""))
     to_insert = keyed + unkeyed
+    sealed = [
+        seal(
+            conn,
+            new.project,
+            new.actor,
+            "run.created",
+            f"run:{new.id}",
+            {"agent": f"{new.agent.name}@{new.agent.version}"},
+            new.request_id,
+        )
+        for new in to_insert
+    ]
     rows = await conn.fetch(
         _CREATE_RUNS,
         [new.id for new in to_insert],
@@ -170,6 +185,9 @@ async def create_runs(
         [new.actor.key_id for new in to_insert],
         [new.body.thread_id for new in to_insert],
         [_messages_json(new) for new in to_insert],
+        [s.created_at for s in sealed],
+        [s.key_id for s in sealed],
+        [s.mac for s in sealed],
     )
     inserted = {row["id"]: row for row in rows}
     # Who holds each key: this batch's run, or (key taken before) the run that took it.
