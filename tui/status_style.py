@@ -10,6 +10,7 @@ _STYLES = {
     "running": "bold cyan",
     "started": "cyan",
     "waiting_approval": "bold yellow",
+    "waiting_thread": "yellow",
     "pending": "bold yellow",
     "completed": "green",
     "approved": "green",

@@ -22,6 +22,7 @@ from services.cli import (
     policy_commands,
     project_commands,
     run_commands,
+    thread_commands,
 )
 
 
@@ -189,7 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     common = api_session.options()
     key_commands.register(keys, common)
-    for api_commands in (run_commands, agent_commands, policy_commands, approval_commands):
+    for api_commands in (
+        run_commands,
+        thread_commands,
+        agent_commands,
+        policy_commands,
+        approval_commands,
+    ):
         api_commands.register(commands, common)
 
     llm = commands.add_parser("demo-llm", help="serve the local OpenAI-compatible demo model")

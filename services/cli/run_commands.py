@@ -44,7 +44,12 @@ def print_run(run: Run) -> None:
 def _create(deck: FerrumDeck, args: argparse.Namespace) -> int:
     metadata = json_object("--metadata", args.metadata)
     run = deck.create_run(
-        args.agent, args.input, metadata=metadata, idempotency_key=args.idempotency_key
+        args.agent,
+        args.input,
+        thread_id=args.thread,
+        if_busy="enqueue" if args.enqueue else "reject",
+        metadata=metadata,
+        idempotency_key=args.idempotency_key,
     )
     if not args.follow:
         if args.as_json:
@@ -147,6 +152,12 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     create.add_argument("--input", required=True, help="what the agent is asked")
     create.add_argument("--metadata", metavar="JSON", help="a JSON object kept with the run")
     create.add_argument("--idempotency-key", help="retrying with the same key starts no new run")
+    create.add_argument("--thread", metavar="ID", help="continue this thread (a conversation)")
+    create.add_argument(
+        "--enqueue",
+        action="store_true",
+        help="if the thread has a run open, wait for it rather than be refused",
+    )
     create.add_argument("--follow", action="store_true", help="show steps until the run ends")
     create.set_defaults(func=api_command("runs create", _create))
 

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -291,11 +291,13 @@ class AsyncFerrumDeck:
         *,
         messages: Sequence[dict[str, Any]] | None = None,
         thread_id: uuid.UUID | str | None = None,
+        if_busy: Literal["reject", "enqueue"] = "reject",
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         wait: int | None = None,
     ) -> Run:
-        """Start a run of `input` or of chat `messages`, on a thread if given. With
+        """Start a run of `input` or of chat `messages`, on a thread if given (while the
+        thread has a run open: refused, or with `if_busy="enqueue"` waiting for it). With
         `wait`, the gateway answers once the run finished or parked for an approval, or
         after `wait` seconds (`Prefer: wait`, at most 60), with the run as it is then."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
@@ -308,6 +310,8 @@ class AsyncFerrumDeck:
             body["messages"] = list(messages)
         if thread_id is not None:
             body["thread_id"] = str(thread_id)
+        if if_busy != "reject":
+            body["if_busy"] = if_busy
         response = await self._request(
             "POST", "/v1/runs", json=body, headers=headers or None, waits=wait or 0
         )

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -146,6 +146,7 @@ class FerrumDeck:
         *,
         messages: Sequence[dict[str, Any]] | None = None,
         thread_id: uuid.UUID | str | None = None,
+        if_busy: Literal["reject", "enqueue"] = "reject",
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         wait: int | None = None,
@@ -156,6 +157,7 @@ class FerrumDeck:
                 input,
                 messages=messages,
                 thread_id=thread_id,
+                if_busy=if_busy,
                 metadata=metadata,
                 idempotency_key=idempotency_key,
                 wait=wait,

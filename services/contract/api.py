@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
@@ -90,7 +90,14 @@ class RunCreate(BaseModel):
         default=None,
         description="Continue this thread (`POST /v1/threads`): the run starts from its "
         "earlier runs' inputs, replies and tool results. A thread runs one run at a time: "
-        "409 `thread_busy` while another of its runs is open.",
+        "409 `thread_busy` while another of its runs is open, unless `if_busy` says "
+        "`enqueue`.",
+    )
+    if_busy: Literal["reject", "enqueue"] = Field(
+        default="reject",
+        description="On a thread with a run open: `reject` (409 `thread_busy`) or "
+        "`enqueue` (the run waits, `waiting_thread`, and is queued when the runs before it "
+        "on the thread have ended, in the order they were created).",
     )
 
     @model_validator(mode="after")

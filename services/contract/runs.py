@@ -11,6 +11,7 @@ class RunStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     WAITING_APPROVAL = "waiting_approval"
+    WAITING_THREAD = "waiting_thread"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"

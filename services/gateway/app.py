@@ -38,6 +38,7 @@ from services.gateway.routes import queue as queue_routes
 from services.gateway.run_intake import RunIntake
 from services.gateway.runtime import Runtime, runtime
 from services.gateway.settings import GatewaySettings
+from services.gateway.store import thread_queue
 from services.gateway.sweeper import Sweeper
 from services.gateway.webhook_sender import WebhookSender
 
@@ -169,6 +170,7 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
             settings.streams,
             backpressure=backpressure,
             platform_view=settings.platform_view,
+            also={thread_queue.CHANNEL: runtime().relay.on_notify},
         )
         hub.install(app)
         hub.keep_coherent(runtime().key_cache, runtime().agent_cache)

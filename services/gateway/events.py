@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,7 @@ from services.contract.jobs import StreamNames
 from services.gateway.background import BackgroundLoop
 from services.gateway.backpressure import Backpressure
 from services.gateway.coherent_cache import Coherent
-from services.gateway.notification_listener import NotificationListener
+from services.gateway.notification_listener import Handler, NotificationListener
 from services.gateway.principal import Principal
 from services.gateway.queue_stats import queue_stats
 from services.gateway.run_waiters import RunWaiters
@@ -155,13 +156,18 @@ class EventHub:
         buffer: int = 1000,
         backpressure: Backpressure | None = None,
         platform_view: bool = False,
+        also: Mapping[str, Handler] | None = None,
     ) -> None:
+        """`also` maps other channels to what handles their payloads, on the same one
+        listening connection."""
         self.heartbeat_seconds = heartbeat_seconds
         self._buffer = buffer
         self._subscriptions: set[Subscription] = set()
         self.waiters = RunWaiters()
         self._listener = NotificationListener(dsn, on_reconnect=lambda: self.broadcast(RESYNC))
         self._listener.listen(CHANNEL, self._on_notify)
+        for channel, handler in (also or {}).items():
+            self._listener.listen(channel, handler)
         self._publisher = _QueuePublisher(
             self, redis, streams, queue_interval_seconds, backpressure, platform_view
         )

@@ -126,6 +126,10 @@ class OutboxRelay(BackgroundLoop):
         # Projects this relay published for, least recently served first.
         self._served: OrderedDict[str, None] = OrderedDict()
 
+    def on_notify(self, _payload: str) -> None:
+        """A notification that a job was committed where no relay could be woken."""
+        self.wake()
+
     async def room(self) -> int:
         """How many jobs the stream's window has room for now."""
         return max(0, self._window - await undelivered(self._redis, self._streams, self._window))

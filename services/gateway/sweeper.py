@@ -26,6 +26,7 @@ from services.gateway.job_presence import jobs_waiting
 from services.gateway.outbox import OutboxRelay
 from services.gateway.store.approvals import expire_due
 from services.gateway.store.runs import republish_stale
+from services.gateway.store.thread_queue import promote_stranded
 from services.gateway.stream_trim import trim_runs_stream
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class Sweeper(BackgroundLoop):
     async def _sweep_database(self) -> None:
         try:
             expired = await expire_due(self._pool)
+            stranded = await promote_stranded(self._pool)
             republished = await republish_stale(
                 self._pool,
                 after_seconds=self._requeue_after,
@@ -74,7 +76,9 @@ class Sweeper(BackgroundLoop):
             log.info("expired %d approvals", expired)
         if republished:
             log.info("published %d stalled runs again", republished)
-        if expired or republished:
+        if stranded:
+            log.info("queued %d runs that were left waiting for an idle thread", stranded)
+        if expired or republished or stranded:
             self._relay.wake()
 
     async def _trim_stream(self) -> None:

@@ -101,6 +101,30 @@ async def test_runs_are_created_listed_shown_and_cancelled(cli: Cli, harness: To
     one_error_line(await cli("runs", "create", agent, "--input", "x", "--metadata", "[1]"))
 
 
+async def test_a_conversation_is_held_from_the_shell(cli: Cli, harness: ToolHarness) -> None:
+    agent = await harness.agent()
+    thread = json.loads((await cli("threads", "create", "--json")).stdout)
+    first = await cli("runs", "create", agent, "--input", "hi", "--thread", thread["id"], "--json")
+    assert json.loads(first.stdout)["status"] == "queued"
+    one_error_line(
+        await cli("runs", "create", agent, "--input", "again", "--thread", thread["id"]),
+        "409",
+        "thread_busy",
+    )
+    waiting = await cli(
+        "runs", "create", agent, "--input", "and then?", "--thread", thread["id"], "--enqueue"
+    )
+    assert waiting.returncode == 0, waiting.stderr
+    assert "waiting_thread" in waiting.stdout
+    shown = (await cli("threads", "show", thread["id"])).stdout
+    assert json.loads(first.stdout)["id"] in shown
+    listed = (await cli("threads", "messages", thread["id"])).stdout
+    lines = listed.splitlines()
+    assert lines[0].split()[:2] == ["RUN", "RUN"]
+    assert ["hi" in lines[1], "and then?" in lines[2]] == [True, True]
+    one_error_line(await cli("threads", "show", str(uuid.uuid4())), "threads show", "404")
+
+
 async def test_bad_key_and_no_gateway_are_one_line(cli: Cli, served: ServedGateway) -> None:
     one_error_line(await cli("agents", "list", "--key", "fd_wrong"), "401")
     one_error_line(await cli("runs", "list", "--url", "http://127.0.0.1:9"), "cannot reach")

@@ -27,6 +27,7 @@ from services.gateway.audit import Actor, record
 from services.gateway.errors import Conflict, NotFound
 from services.gateway.outbox import enqueue
 from services.gateway.store.runs import RUN_COLUMNS, get_run, to_run
+from services.gateway.store.thread_queue import promote_next
 
 
 def _error(deliveries: int, reason: str) -> str:
@@ -48,7 +49,7 @@ async def dead_letter(
     `max_deliveries` times is `409 deliveries_unproven`."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            """SELECT project, status,
+            """SELECT project, status, thread_id,
                       coalesce(lease_expires_at > now(), false) AS lease_live
                  FROM runs WHERE id = $1 FOR UPDATE""",
             run_id,
@@ -96,6 +97,8 @@ async def dead_letter(
                 "worker": report.worker_id,
             },
         )
+        if row["thread_id"] is not None:
+            await promote_next(conn, row["thread_id"])
     metrics.run_finished(RunStatus.FAILED)
 
 

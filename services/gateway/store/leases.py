@@ -43,12 +43,13 @@ from services.gateway.step_fence import (
 )
 from services.gateway.store.agents import get_version
 from services.gateway.store.runs import RUN_COLUMNS, to_run
+from services.gateway.store.thread_queue import promote_next
 from services.gateway.store.threads import PRIOR_STEPS, history
 
 # The run under its row lock, with what budget checks need; for a step report also the
 # status of that step (`$2`), which saves a round trip.
 _LOCK = """SELECT r.project, r.lease_owner, r.lease_key, r.lease_token_digest, r.status,
-                  r.epoch, r.steps_count, r.lease_expires_at, r.agent_name,
+                  r.epoch, r.steps_count, r.lease_expires_at, r.agent_name, r.thread_id,
                   r.prompt_tokens, r.completion_tokens, r.cost_usd,
                   extract(epoch FROM now() - r.started_at)::float8 AS elapsed,
                   (SELECT count(*) FROM steps n WHERE n.run_id = r.id AND n.kind = 'note')::int
@@ -504,6 +505,8 @@ async def end_run(
         sealed.key_id,
         sealed.mac,
     )
+    if run["thread_id"] is not None:
+        await promote_next(conn, run["thread_id"])
     metrics.run_finished(status)
 
 

@@ -14,6 +14,7 @@ from decimal import Decimal
 import asyncpg
 
 from services.contract.api import Agent, Run, RunCreate
+from services.contract.audit_mac import Sealed
 from services.contract.errors import ErrorCode
 from services.contract.ids import uuid7
 from services.contract.jobs import JobReason
@@ -23,13 +24,20 @@ from services.gateway.audit import APPEND, Actor, record, seal
 from services.gateway.errors import Conflict, NotFound
 from services.gateway.outbox import enqueue
 from services.gateway.store.approvals import cancel_for_run
+from services.gateway.store.thread_queue import promote_next
 
 RUN_COLUMNS = """id, agent_name, agent_version, status, input, output, error, metadata,
     prompt_tokens, completion_tokens, cost_usd, steps_count, created_at, started_at,
     finished_at, dead_lettered_at, request_hash, thread_id, messages"""
 
 _SWEEPER = Actor.system("sweeper")
-_OPEN = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING_APPROVAL)
+# What can be cancelled; a run waiting for its thread too (it never ran).
+_OPEN = (
+    RunStatus.QUEUED,
+    RunStatus.RUNNING,
+    RunStatus.WAITING_APPROVAL,
+    RunStatus.WAITING_THREAD,
+)
 
 
 def to_run(row: asyncpg.Record) -> Run:
@@ -102,7 +110,7 @@ WITH batch AS (
 ), created AS (
     INSERT INTO runs (project, id, agent_name, agent_version, status, input, metadata,
                       idempotency_key, request_hash, created_by_key, thread_id, messages)
-    SELECT project, id, agent_name, agent_version, 'queued', input, metadata::jsonb,
+    SELECT project, id, agent_name, agent_version, $19, input, metadata::jsonb,
            idempotency_key, request_hash, created_by_key, thread_id, messages::jsonb
       FROM batch ORDER BY ord
     -- A taken idempotency key, or a thread that already has an open run (even one this
@@ -111,7 +119,8 @@ WITH batch AS (
     RETURNING {RUN_COLUMNS}
 ), jobs AS (
     INSERT INTO outbox (run_id, reason, project)
-    SELECT c.id, $12, b.project FROM created c JOIN batch b ON b.id = c.id ORDER BY b.ord
+    SELECT c.id, $12, b.project FROM created c JOIN batch b ON b.id = c.id
+     WHERE $19 = 'queued' ORDER BY b.ord
 ), events AS (
     {APPEND}
     SELECT b.project, b.actor, b.actor_kind, 'run.created', 'run:' || c.id,
@@ -125,6 +134,40 @@ _HOLDERS = f"""
 SELECT project, idempotency_key, {RUN_COLUMNS} FROM runs
  WHERE idempotency_key IS NOT NULL
    AND (project, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"""
+
+
+async def _insert(
+    conn: asyncpg.Connection,
+    to_insert: Sequence[NewRun],
+    sealed: Sequence[Sealed],
+    status: RunStatus,
+) -> list[asyncpg.Record]:
+    """The rows of `_CREATE_RUNS` inserted as `status` (queued ones with their jobs)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        _CREATE_RUNS,
+        [new.id for new in to_insert],
+        [new.project for new in to_insert],
+        [new.agent.name for new in to_insert],
+        [new.agent.version for new in to_insert],
+        [new.body.text for new in to_insert],
+        [json.dumps(new.body.metadata) for new in to_insert],
+        [new.idempotency_key for new in to_insert],
+        [new.request_hash for new in to_insert],
+        [new.actor.audited for new in to_insert],
+        [new.actor.kind.value for new in to_insert],
+        [new.request_id for new in to_insert],
+        JobReason.CREATED.value,
+        # The key that started each run: separation of duties compares its approvers
+        # with it (`services/gateway/separation_of_duties.py`).
+        [new.actor.key_id for new in to_insert],
+        [new.body.thread_id for new in to_insert],
+        [_messages_json(new) for new in to_insert],
+        [s.created_at for s in sealed],
+        [s.key_id for s in sealed],
+        [s.mac for s in sealed],
+        status.value,
+    )
+    return rows
 
 
 async def create_runs(
@@ -166,29 +209,7 @@ async def create_runs(
         )
         for new in to_insert
     ]
-    rows = await conn.fetch(
-        _CREATE_RUNS,
-        [new.id for new in to_insert],
-        [new.project for new in to_insert],
-        [new.agent.name for new in to_insert],
-        [new.agent.version for new in to_insert],
-        [new.body.text for new in to_insert],
-        [json.dumps(new.body.metadata) for new in to_insert],
-        [new.idempotency_key for new in to_insert],
-        [new.request_hash for new in to_insert],
-        [new.actor.audited for new in to_insert],
-        [new.actor.kind.value for new in to_insert],
-        [new.request_id for new in to_insert],
-        JobReason.CREATED.value,
-        # The key that started each run: separation of duties compares its approvers
-        # with it (`services/gateway/separation_of_duties.py`).
-        [new.actor.key_id for new in to_insert],
-        [new.body.thread_id for new in to_insert],
-        [_messages_json(new) for new in to_insert],
-        [s.created_at for s in sealed],
-        [s.key_id for s in sealed],
-        [s.mac for s in sealed],
-    )
+    rows = await _insert(conn, to_insert, sealed, RunStatus.QUEUED)
     inserted = {row["id"]: row for row in rows}
     # Who holds each key: this batch's run, or (key taken before) the run that took it.
     holders: dict[tuple[str, str], asyncpg.Record] = {
@@ -200,7 +221,40 @@ async def create_runs(
             _HOLDERS, [project for project, _ in taken], [key for _, key in taken]
         ):
             holders[(row["project"], row["idempotency_key"])] = row
+    await _wait_for_threads(conn, to_insert, sealed, inserted, holders)
     return [_outcome(new, inserted, holders) for new in batch]
+
+
+async def _wait_for_threads(
+    conn: asyncpg.Connection,
+    to_insert: Sequence[NewRun],
+    sealed: Sequence[Sealed],
+    inserted: dict[uuid.UUID, asyncpg.Record],
+    holders: dict[tuple[str, str], asyncpg.Record],
+) -> None:
+    """Insert as `waiting_thread` the runs skipped for a busy thread that asked to wait
+    (`if_busy: "enqueue"`); then give each of their threads a chance to take its next
+    run at once, in case its open run ended between the two statements."""
+    waiting = [
+        (new, sealed_one)
+        for new, sealed_one in zip(to_insert, sealed, strict=True)
+        if new.id not in inserted
+        and new.body.thread_id is not None
+        and new.body.if_busy == "enqueue"
+        and (new.idempotency_key is None or (new.project, new.idempotency_key) not in holders)
+    ]
+    if not waiting:
+        return
+    rows = await _insert(
+        conn, [new for new, _ in waiting], [one for _, one in waiting], RunStatus.WAITING_THREAD
+    )
+    inserted.update((row["id"], row) for row in rows)
+    for thread_id in {row["thread_id"] for row in rows}:
+        promoted = await promote_next(conn, thread_id)
+        if promoted is not None and promoted in inserted:
+            row = await conn.fetchrow(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = $1", promoted)
+            assert row is not None
+            inserted[promoted] = row
 
 
 def _messages_json(new: NewRun) -> str | None:
@@ -367,6 +421,8 @@ async def cancel_run(pool: asyncpg.Pool, project: str, run_id: uuid.UUID, actor:
         if row is not None:
             await cancel_for_run(conn, run_id)
             await record(conn, project, actor, "run.cancelled", f"run:{run_id}")
+            if row["thread_id"] is not None:
+                await promote_next(conn, row["thread_id"])
     if row is not None:
         metrics.run_finished(RunStatus.CANCELLED)
         return to_run(row)
