@@ -144,18 +144,9 @@ class OutboxRelay(BackgroundLoop):
             rows = await conn.fetch(_TAKE, wanted, list(self._served))
             if not rows:
                 return 0
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for row in rows:
-                    job = JobMessage(
-                        run_id=row["run_id"],
-                        reason=JobReason(row["reason"]),
-                        project=row["project"],
-                    )
-                    pipe.xadd(self._streams.runs, job.to_fields())  # type: ignore[arg-type]
-                entry_ids = await pipe.execute()
-            # Which entry carries each run's latest job, for the sweeper to look for, and
-            # the jobs' `run.dispatched` events, sealed here since the rows taken were
-            # known only now.
+            # The jobs' `run.dispatched` events go in before the jobs reach the stream,
+            # so a worker's `run.claimed` always comes after them in the trail; they are
+            # sealed here since the rows taken were known only now.
             sealed = [
                 seal(
                     conn,
@@ -169,27 +160,38 @@ class OutboxRelay(BackgroundLoop):
                 for row in rows
             ]
             await conn.execute(
-                f"""WITH jobs AS (
-                        UPDATE runs SET job_id = j.entry_id
-                          FROM unnest($1::uuid[], $2::text[]) AS j(run_id, entry_id)
-                         WHERE runs.id = j.run_id
-                    )
-                    {APPEND}
-                    SELECT e.project, $3, $4, 'run.dispatched', 'run:' || e.run_id,
+                f"""{APPEND}
+                    SELECT e.project, $1, $2, 'run.dispatched', 'run:' || e.run_id,
                            jsonb_build_object('reason', e.reason), NULL, e.created_at,
                            e.mac_key_id, e.mac
-                      FROM unnest($5::text[], $1::uuid[], $6::text[], $7::timestamptz[],
-                                  $8::text[], $9::text[])
+                      FROM unnest($3::text[], $4::uuid[], $5::text[], $6::timestamptz[],
+                                  $7::text[], $8::text[])
                            AS e(project, run_id, reason, created_at, mac_key_id, mac)""",
-                [row["run_id"] for row in rows],
-                [text(entry_id) for entry_id in entry_ids],
                 _RELAY.audited,
                 _RELAY.kind.value,
                 [row["project"] for row in rows],
+                [row["run_id"] for row in rows],
                 [row["reason"] for row in rows],
                 [s.created_at for s in sealed],
                 [s.key_id for s in sealed],
                 [s.mac for s in sealed],
+            )
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for row in rows:
+                    job = JobMessage(
+                        run_id=row["run_id"],
+                        reason=JobReason(row["reason"]),
+                        project=row["project"],
+                    )
+                    pipe.xadd(self._streams.runs, job.to_fields())  # type: ignore[arg-type]
+                entry_ids = await pipe.execute()
+            # Which entry carries each run's latest job, for the sweeper to look for.
+            await conn.execute(
+                """UPDATE runs SET job_id = j.entry_id
+                     FROM unnest($1::uuid[], $2::text[]) AS j(run_id, entry_id)
+                    WHERE runs.id = j.run_id""",
+                [row["run_id"] for row in rows],
+                [text(entry_id) for entry_id in entry_ids],
             )
         self._remember_served(row["project"] for row in rows)
         return len(rows)

@@ -45,8 +45,15 @@ EXAMPLES_PER_OPERATION = 20
 # Valid input a generator cannot know to be refused: a name that may not exist is 422
 # (`unknown_agent`, `unknown_model`), and everywhere else the defaults hold.
 ACCEPTED = ["2xx", "401", "403", "404", "409", "422", "429"]
+# Invalid input is refused as schemathesis expects, or as 413 when what makes it invalid
+# is its size: a string past its maxLength can take the body past the gateway's limit,
+# which is checked before the body is read.
+REFUSED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429"]
 CONFIG = {
-    "checks": {"positive_data_acceptance": {"expected-statuses": ACCEPTED}},
+    "checks": {
+        "positive_data_acceptance": {"expected-statuses": ACCEPTED},
+        "negative_data_rejection": {"expected-statuses": REFUSED},
+    },
     "operations": [
         {
             # Beyond JSON Schema: a regex must compile as RE2, rule ids are unique,
