@@ -17,14 +17,14 @@ MCP plumbing) is overhead. This script measures both in one run:
   concurrency, on a second throw-away database so the gateway's relay cannot see its
   rows. No HTTP, no worker, no model, no MCP: the floor storage sets.
 * **baseline, the model call**: 300 model calls made in this process exactly as the
-  worker makes them (`services.worker.llm`: token count, then LiteLLM to the same
-  server), one at a time, timed in CPU: the ceiling LiteLLM alone sets on model steps
-  per second per core.
+  worker makes them for an agent without a token or cost budget (`services.worker.llm`:
+  the call plan, then LiteLLM to the same server), one at a time, timed in CPU: the
+  ceiling LiteLLM alone sets on model steps per second per core.
 
 Before those, the **overhead per step** (issue item 4) is taken from `--alone` one-step
 and half as many three-step runs made one at a time (so no queueing enters), from each
 run's steps (`GET /v1/runs/{id}/steps`) and timeline. `wall` is a step's own
-`finished_at - started_at`: for a model step the token count, the budget check and the
+`finished_at - started_at`: for a model step the call plan, the budget check and the
 call through LiteLLM; for a tool step the MCP call. `timeline` is from the previous
 step's end (the run's start for the first step) to this step's end, so it also holds the
 previous step's report round trip (and a tool call's authorisation). The model's own time
@@ -338,23 +338,27 @@ async def _bare_tool_seconds(calls: int) -> list[float]:
 
 
 async def _model_call_cpu(stack: Stack, calls: int) -> list[float]:
-    """CPU seconds of each model call made as the worker makes it (`services.worker.llm`:
-    token count, then LiteLLM to the bench model), in this process, one at a time: what
+    """CPU seconds of each model call made as the worker makes it for the bench's agent,
+    which has no token or cost budget (`services.worker.llm`: the call plan, then LiteLLM
+    to the bench model), in this process, one at a time: what
     one model step costs before the platform adds anything, so the ceiling it sets on
     runs/s per core is in the same table."""
     llm = LLM(ModelCatalog.load(stack.models_file), 30.0, Backoff(0, 0.1, 1.0))
     messages = [{"role": "user", "content": "hello"}]
     params = ModelParams()
-    await llm.complete(MODEL, messages, params, tools=[], max_output_tokens=None)
-    samples = []
-    for _ in range(calls):
-        began = time.process_time()
-        plan = llm.plan(MODEL, messages, [], params)
-        await llm.complete(
-            MODEL, messages, params, tools=[], max_output_tokens=plan.max_output_tokens
-        )
-        samples.append(time.process_time() - began)
-    return samples
+    try:
+        await llm.complete(MODEL, messages, params, tools=[], max_output_tokens=None)
+        samples = []
+        for _ in range(calls):
+            began = time.process_time()
+            plan = llm.plan(MODEL, messages, [], params, count_prompt=False)
+            await llm.complete(
+                MODEL, messages, params, tools=[], max_output_tokens=plan.max_output_tokens
+            )
+            samples.append(time.process_time() - began)
+        return samples
+    finally:
+        await llm.aclose()
 
 
 async def _alone(stack: Stack, agent: str, prefix: str) -> uuid.UUID:
@@ -472,7 +476,7 @@ async def bench(args: argparse.Namespace) -> None:
     print(table(headers, rows))
     ceiling = 1 / statistics.median(model_cpu)
     print(
-        f"\nbaseline, one model call as the worker makes it (token count + LiteLLM), alone "
+        f"\nbaseline, one model call as the worker makes it (plan + LiteLLM), alone "
         f"in one process: CPU {ms(model_cpu, 50)} ms p50, {ms(model_cpu, 99)} ms p99 per "
         f"call, i.e. at most {ceiling:.0f} model calls/s per core before any platform work"
     )

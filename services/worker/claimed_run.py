@@ -160,7 +160,14 @@ class ClaimedRun:
         functions = self._offered.functions
         started = _now()
         try:
-            plan = self._llm.plan(agent.model, messages, functions, agent.params)
+            plan = self._llm.plan(
+                agent.model,
+                messages,
+                functions,
+                agent.params,
+                count_prompt=agent.budget.max_tokens is not None
+                or agent.budget.max_cost_usd is not None,
+            )
         except LLMError as exc:
             await self._model_call_failed(seq, messages, started, exc)
             return False

@@ -3,7 +3,10 @@
 Cost comes from the operator's configured prices when the models file gives them, else
 from LiteLLM's bundled price map (read locally: `LITELLM_LOCAL_MODEL_COST_MAP`, set by
 the package, `services/worker/__init__.py`, so no network fetch at import). A model
-neither knows has cost `None` — unknown, never 0.
+neither knows has cost `None` — unknown, never 0. LiteLLM prices every reply itself as
+it makes the call, so configured prices are passed to it (its failing path for a model
+it has no price for is a sixth of a call's CPU) and its figure is read back rather than
+computed a second time.
 
 A call that fails for a reason that passes (rate limit, overload, a provider's 5xx, a
 lost connection, a timeout) is made again with backoff (`retry.Backoff`), within the
@@ -29,6 +32,7 @@ from litellm import exceptions as provider
 from services.contract.model_catalog import ModelCatalog, ModelCatalogError, ResolvedModel
 from services.contract.runs import ModelParams, Usage
 from services.worker import metrics
+from services.worker.model_clients import ModelClients
 from services.worker.provider_errors import provider_message
 from services.worker.retry import Backoff, retry_after_seconds
 
@@ -104,6 +108,10 @@ class LLM:
         self._catalog = catalog
         self._timeout = timeout_seconds
         self._backoff = backoff
+        self._clients = ModelClients()
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
 
     def plan(
         self,
@@ -111,12 +119,21 @@ class LLM:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]],
         params: ModelParams,
+        *,
+        count_prompt: bool,
     ) -> CallPlan:
+        """`count_prompt`: whether the budget needs the prompt's size (a token or cost
+        limit). Counting tokenises the whole conversation, so it is skipped when nothing
+        reads it (`prompt_tokens` is then 0)."""
         resolved = self._resolve(model)
-        prompt_tokens = litellm.token_counter(
-            model=resolved.model,
-            messages=messages,
-            tools=tools or None,  # type: ignore[arg-type]  # OpenAI tool dicts, as LiteLLM sends them
+        prompt_tokens = (
+            litellm.token_counter(
+                model=resolved.model,
+                messages=messages,
+                tools=tools or None,  # type: ignore[arg-type]  # OpenAI tool dicts, as LiteLLM sends them
+            )
+            if count_prompt
+            else 0
         )
         info = _model_info(resolved.model)
         max_output = params.max_tokens or info.get("max_output_tokens")
@@ -152,6 +169,9 @@ class LLM:
             call_params["max_tokens"] = max_output_tokens
         if tools:
             call_params["tools"] = tools
+        if resolved.price is not None:
+            call_params["input_cost_per_token"] = resolved.price.input_per_token
+            call_params["output_cost_per_token"] = resolved.price.output_per_token
         response, seconds = await self._call(model, resolved, messages, call_params, deadline)
         prompt = int(getattr(response.usage, "prompt_tokens", 0) or 0)
         completion = int(getattr(response.usage, "completion_tokens", 0) or 0)
@@ -194,7 +214,7 @@ class LLM:
                     messages=messages,
                     timeout=self._timeout,
                     num_retries=0,
-                    **resolved.call_kwargs,
+                    **self._clients.call_kwargs(resolved),
                     **call_params,
                 )
             except Exception as exc:
@@ -233,9 +253,7 @@ def _model_info(model: str) -> dict[str, Any]:
 
 
 def _price_map_cost(response: Any) -> float | None:
-    # LiteLLM signals "no price for this model" with a bare Exception, so nothing narrower
-    # can be caught here; any failure means the cost is unknown.
-    try:
-        return float(litellm.completion_cost(completion_response=response))
-    except Exception:
-        return None
+    """What LiteLLM priced the reply at as it made the call; `None` when its price map
+    has no price for the model."""
+    cost = getattr(response, "_hidden_params", {}).get("response_cost")
+    return float(cost) if isinstance(cost, int | float) else None

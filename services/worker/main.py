@@ -60,13 +60,15 @@ async def run_worker(settings: WorkerSettings) -> None:
             on_catalogue_change=catalogue_changed.set,
         )
         stack.push_async_callback(router.aclose)
+        llm = LLM(catalog, settings.llm_timeout_seconds, settings.backoff(settings.llm_retries))
+        stack.push_async_callback(llm.aclose)
         consumer = Consumer(
             redis,
             settings.streams,
             gateway,
             AgentLoop(
                 gateway,
-                LLM(catalog, settings.llm_timeout_seconds, settings.backoff(settings.llm_retries)),
+                llm,
                 router,
                 settings.heartbeat_seconds,
                 tool_backoff=settings.backoff(settings.tool_retries),

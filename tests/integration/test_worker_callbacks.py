@@ -128,13 +128,14 @@ async def _worker(
     await gateway.report_tools(
         CatalogueReport(worker_id="callbacks-worker", tools=tools.catalogue())
     )
+    llm = LLM(ModelCatalog.load(models_file), 10.0, QUICK)
     consumer = Consumer(
         redis,
         StreamNames(settings.stream_prefix),
         gateway,
         AgentLoop(
             gateway,
-            LLM(ModelCatalog.load(models_file), 10.0, QUICK),
+            llm,
             tools,
             heartbeat_seconds=60.0,  # no heartbeat among the callbacks counted
             tool_backoff=QUICK,
@@ -152,6 +153,7 @@ async def _worker(
         await task
         await consumer.drain(0)
         await gateway.aclose()
+        await llm.aclose()
 
 
 @pytest.fixture

@@ -173,13 +173,14 @@ async def worker(
     gateway = GatewayClient(
         gateway_url or stack.url, stack.worker_key, ride_through_seconds=ride_through_seconds
     )
+    llm = LLM(ModelCatalog.load(stack.models_file), 10.0, llm_backoff)
     consumer = Consumer(
         stack.redis,
         stack.streams,
         gateway,
         AgentLoop(
             gateway,
-            LLM(ModelCatalog.load(stack.models_file), 10.0, llm_backoff),
+            llm,
             McpRouter({}),
             heartbeat_seconds=1.0,
             tool_backoff=QUICK,
@@ -198,6 +199,7 @@ async def worker(
         if not running.task.done():
             await running.shut_down(0)
         await gateway.aclose()
+        await llm.aclose()
 
 
 def retries(kind: str) -> float:

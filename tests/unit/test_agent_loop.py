@@ -184,8 +184,10 @@ async def tools(notes_file: Path) -> AsyncIterator[McpRouter]:
 
 
 @pytest.fixture
-def model(models_file: Path) -> LLM:
-    return LLM(ModelCatalog.load(models_file), 10.0, QUICK)
+async def model(models_file: Path) -> AsyncIterator[LLM]:
+    llm = LLM(ModelCatalog.load(models_file), 10.0, QUICK)
+    yield llm
+    await llm.aclose()
 
 
 @dataclass
