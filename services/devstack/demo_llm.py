@@ -9,6 +9,12 @@ The demo model echoes what it is told, unless told to call a tool it is offered:
 as a JSON object) is answered with that call, and the tool's result with a sentence
 quoting it. That is all the "reasoning" it has, and enough to show a newcomer a tool
 call going through policy and approval without a provider key.
+
+Asked with `"stream": true`, it answers as OpenAI streams: `chat.completion.chunk`
+events over SSE, the text a word at a time and each tool call's arguments in pieces,
+then a usage chunk when `stream_options.include_usage` asks for one, then `[DONE]`;
+`chunk_delay_seconds` spaces the chunks, so a test can see the first arrive before the
+model has finished.
 """
 
 from __future__ import annotations
@@ -17,11 +23,11 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from quart import Quart, jsonify, request
+from quart import Quart, Response, jsonify, request
 
 DEMO_MODEL = "ferrumdeck-demo"
 DEMO_LABEL = "[FerrumDeck local demo model, not a real LLM]"
@@ -39,6 +45,7 @@ class Reply:
     delay_seconds: float = 0.0
     error_status: int | None = None
     retry_after: str | None = None
+    chunk_delay_seconds: float = 0.0
 
 
 Responder = Callable[[dict[str, Any]], Awaitable[Reply]]
@@ -118,28 +125,69 @@ def create_llm_app(responder: Responder = demo_responder) -> Quart:
             return jsonify({"error": error}), reply.error_status, headers
         prompt_tokens = reply.prompt_tokens or _count_tokens(_prompt_text(body))
         completion_tokens = reply.completion_tokens or _count_tokens(reply.content or "tool")
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        head = {
+            "id": f"chatcmpl-{next(ids)}",
+            "created": int(time.time()),
+            "model": body.get("model", DEMO_MODEL),
+        }
+        finish = "tool_calls" if reply.tool_calls else "stop"
+        if body.get("stream"):
+            with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            events = _streamed(reply, head, finish, usage if with_usage else None)
+            return Response(events, mimetype="text/event-stream")
         message: dict[str, Any] = {"role": "assistant", "content": reply.content}
         if reply.tool_calls:
             message["tool_calls"] = reply.tool_calls
         return jsonify(
-            {
-                "id": f"chatcmpl-{next(ids)}",
+            head
+            | {
                 "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body.get("model", DEMO_MODEL),
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": message,
-                        "finish_reason": "tool_calls" if reply.tool_calls else "stop",
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": usage,
             }
         )
 
     return app
+
+
+async def _streamed(
+    reply: Reply, head: dict[str, Any], finish: str, usage: dict[str, int] | None
+) -> AsyncIterator[bytes]:
+    chunks = [*_deltas(reply), {"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}]
+    if usage is not None:
+        chunks.append({"choices": [], "usage": usage})
+    for n, chunk in enumerate(chunks):
+        if n and reply.chunk_delay_seconds:
+            await asyncio.sleep(reply.chunk_delay_seconds)
+        event = head | {"object": "chat.completion.chunk"} | chunk
+        yield f"data: {json.dumps(event)}\n\n".encode()
+    yield b"data: [DONE]\n\n"
+
+
+def _deltas(reply: Reply) -> Iterator[dict[str, Any]]:
+    """The reply in the pieces a provider streams it in: the role, the text a word at a
+    time, each tool call's id and name, then its arguments in a few pieces."""
+    yield {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+    words = (reply.content or "").split(" ")
+    for n, word in enumerate(words if reply.content else []):
+        piece = word if n == 0 else f" {word}"
+        yield {"choices": [{"index": 0, "delta": {"content": piece}}]}
+    for index, call in enumerate(reply.tool_calls):
+        function = call["function"]
+        opening = {
+            "index": index,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": function["name"], "arguments": ""},
+        }
+        yield {"choices": [{"index": 0, "delta": {"tool_calls": [opening]}}]}
+        arguments = function["arguments"]
+        step = max(1, len(arguments) // 3)
+        for start in range(0, len(arguments), step):
+            part = {"index": index, "function": {"arguments": arguments[start : start + step]}}
+            yield {"choices": [{"index": 0, "delta": {"tool_calls": [part]}}]}

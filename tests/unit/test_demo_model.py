@@ -1,19 +1,23 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
+import litellm
 import pytest
 import yaml
 
 from services.contract.model_catalog import ModelCatalog
-from services.devstack.demo_llm import DEMO_LABEL, DEMO_MODEL, demo_responder
+from services.devstack.demo_llm import DEMO_LABEL, DEMO_MODEL, Reply, demo_responder
 from services.devstack.stack import (
     demo_mcp_servers,
     demo_model,
     provider_models,
     write_models_file,
 )
+from tests.support.scripted_llm import ScriptedLLM, serve_llm
 
 
 @pytest.fixture(autouse=True)
@@ -119,3 +123,54 @@ def test_the_dev_stack_gives_the_worker_the_time_server_unless_told_otherwise(
     assert "mcp_server_time" in server["args"]
     monkeypatch.setenv("FERRUMDECK_MCP_SERVERS", "/etc/ours.json")
     assert demo_mcp_servers(tmp_path) == ("/etc/ours.json", [])
+
+
+async def _both_ways(reply: Reply) -> tuple[Any, Any, float, float]:
+    """The reply unstreamed, then streamed through LiteLLM and assembled by its own chunk
+    builder, with when the first and the last chunk arrived."""
+    scripted = ScriptedLLM()
+    scripted.script("stream me", reply)
+    messages = [{"role": "user", "content": "stream me"}]
+    async with serve_llm(scripted) as url:
+        call = {"model": "openai/scripted", "api_base": url, "api_key": "k", "num_retries": 0}
+        whole = await litellm.acompletion(messages=messages, **call)
+        began = time.perf_counter()
+        stream = await litellm.acompletion(
+            messages=messages, stream=True, stream_options={"include_usage": True}, **call
+        )
+        chunks, arrived = [], []
+        async for chunk in stream:
+            chunks.append(chunk)
+            arrived.append(time.perf_counter() - began)
+    assembled = litellm.stream_chunk_builder(chunks, messages=messages)
+    return whole, assembled, arrived[0], arrived[-1]
+
+
+async def test_a_streamed_answer_arrives_in_pieces_and_adds_up_to_the_whole() -> None:
+    reply = Reply(
+        content="one two three four five six",
+        prompt_tokens=9,
+        completion_tokens=6,
+        chunk_delay_seconds=0.05,
+    )
+    whole, assembled, first, last = await _both_ways(reply)
+    # Nine chunks 50 ms apart: the first came long before the model had finished.
+    assert last - first > 0.3
+    assert assembled.choices[0].message.content == whole.choices[0].message.content
+    assert whole.choices[0].message.content == "one two three four five six"
+    assert (assembled.usage.prompt_tokens, assembled.usage.completion_tokens) == (9, 6)
+
+
+async def test_a_streamed_tool_call_is_assembled_as_the_unstreamed_one() -> None:
+    arguments = json.dumps({"timezone": "Europe/Paris", "format": "long"})
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "time__get_current_time", "arguments": arguments},
+    }
+    whole, assembled, _, _ = await _both_ways(Reply(tool_calls=[call]))
+    (streamed_call,) = assembled.choices[0].message.tool_calls
+    (plain_call,) = whole.choices[0].message.tool_calls
+    assert (streamed_call.id, streamed_call.function.name) == ("call_1", "time__get_current_time")
+    assert json.loads(streamed_call.function.arguments) == json.loads(plain_call.function.arguments)
+    assert assembled.choices[0].finish_reason == "tool_calls"
