@@ -54,7 +54,12 @@ async def test_every_run_of_the_window_is_counted_not_a_page_of_them(
     summary = await (await client.get("/v1/runs/summary?minutes=15", headers=admin)).get_json()
     assert summary["started"] == 2500, summary
     assert summary["by_status"] == {"completed": 1250, "queued": 1250}
-    assert summary["open"] == {"queued": 1250, "running": 0, "waiting_approval": 40}
+    assert summary["open"] == {
+        "queued": 1250,
+        "running": 0,
+        "waiting_approval": 40,
+        "waiting_thread": 0,
+    }
     assert summary["total_tokens"] == 2500 * 15
     assert abs(summary["cost_usd"] - 2.5) < 1e-6
     agents = {a["agent"]: (a["started"], a["completed"]) for a in summary["agents"]}
@@ -110,3 +115,24 @@ async def test_dead_letters_of_the_window_are_counted_in_the_project_only(
     assert (summary["dead_lettered"], summary["by_status"]) == (2, {"failed": 3})
     theirs = await (await client.get("/v1/runs/summary", headers=other_admin)).get_json()
     assert theirs["dead_lettered"] == 1
+
+
+async def test_a_run_waiting_for_its_thread_is_counted_open(
+    client: Client, db: asyncpg.Pool
+) -> None:
+    project, admin = await _project(db)
+    created = await client.post(
+        "/v1/agents", json={"name": "chat", "model": "scripted"}, headers=admin
+    )
+    assert created.status_code == 201
+    thread = await (await client.post("/v1/threads", json={}, headers=admin)).get_json()
+    for turn in ("first", "second"):
+        body = {"agent": "chat", "input": turn, "thread_id": thread["id"], "if_busy": "enqueue"}
+        assert (await client.post("/v1/runs", json=body, headers=admin)).status_code == 202
+    summary = await (await client.get("/v1/runs/summary", headers=admin)).get_json()
+    assert summary["open"] == {
+        "queued": 1,
+        "running": 0,
+        "waiting_approval": 0,
+        "waiting_thread": 1,
+    }

@@ -37,3 +37,21 @@ async def test_dead_letters_of_the_window_are_on_the_dashboard(
         assert refused is not None  # counted by the gateway: tests/integration/test_backpressure
         assert int(refused.group(2)) in (15, 16)
         await until(pilot, lambda: "now: waiting" in static(app, "#queue-numbers"))
+
+
+async def test_runs_waiting_for_their_thread_are_counted_open_on_the_dashboard(
+    deck: Deck, harness: ToolHarness
+) -> None:
+    agent = await harness.agent()
+    made = await harness.client.post("/v1/threads", json={}, headers=harness.admin)
+    thread = (await made.get_json())["id"]
+    for turn in ("first", "second", "third"):
+        body = {"agent": agent, "input": turn, "thread_id": thread, "if_busy": "enqueue"}
+        sent = await harness.client.post("/v1/runs", json=body, headers=harness.admin)
+        assert sent.status_code == 202
+    app = deck()
+    async with app.run_test(size=(140, 40)) as pilot:
+        await until(pilot, lambda: "waiting_thread" in static(app, "#run-numbers"))
+        found = re.search(r"waiting_thread\s(\d+)", static(app, "#run-numbers"))
+        assert found is not None
+        assert int(found.group(1)) >= 2

@@ -19,6 +19,8 @@ from tui.screens.deck import DeckScreen
 WINDOW_MINUTES = 15
 _AGENTS_SHOWN = 5
 _OPEN = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING_APPROVAL)
+# Shown only when there are some: only conversations queued with `if_busy: enqueue` wait.
+_OPEN_WHEN_ANY = (RunStatus.WAITING_THREAD,)
 
 
 class DashboardScreen(DeckScreen):
@@ -110,7 +112,12 @@ class DashboardScreen(DeckScreen):
             self.report(error)
             return
         lines = [
-            "open now  " + " · ".join(f"{s} {summary.open.get(s, 0)}" for s in _OPEN),
+            "open now  "
+            + " · ".join(
+                # A status and its count wrap together on a narrow screen.
+                f"{s}\N{NO-BREAK SPACE}{summary.open.get(s, 0)}"
+                for s in (*_OPEN, *(s for s in _OPEN_WHEN_ANY if summary.open.get(s)))
+            ),
             f"started   {summary.started}",
             *(f"  {status:<17}{n}" for status, n in sorted(summary.by_status.items())),
             f"throughput {summary.completed / WINDOW_MINUTES:.1f} completed/min"

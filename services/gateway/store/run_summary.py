@@ -22,7 +22,12 @@ from services.gateway.errors import UnprocessableEntity
 # long) and where datetime can reach.
 _EARLIEST_UNTIL = datetime(1970, 1, 2)
 _LATEST_UNTIL = datetime(9999, 12, 31)
-_OPEN = [RunStatus.QUEUED.value, RunStatus.RUNNING.value, RunStatus.WAITING_APPROVAL.value]
+_OPEN = [
+    RunStatus.QUEUED.value,
+    RunStatus.RUNNING.value,
+    RunStatus.WAITING_APPROVAL.value,
+    RunStatus.WAITING_THREAD.value,
+]
 
 
 async def summarize(
