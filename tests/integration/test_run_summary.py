@@ -120,7 +120,7 @@ async def test_dead_letters_of_the_window_are_counted_in_the_project_only(
 async def test_a_run_waiting_for_its_thread_is_counted_open(
     client: Client, db: asyncpg.Pool
 ) -> None:
-    project, admin = await _project(db)
+    _, admin = await _project(db)
     created = await client.post(
         "/v1/agents", json={"name": "chat", "model": "scripted"}, headers=admin
     )
