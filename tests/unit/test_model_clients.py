@@ -19,7 +19,7 @@ from quart import request
 from services.contract.model_catalog import ModelCatalog
 from services.contract.runs import ModelParams
 from services.devstack.demo_llm import Reply, create_llm_app
-from services.worker.llm import LLM
+from services.worker.llm import LLM, LLMReply
 from services.worker.retry import Backoff
 
 
@@ -49,6 +49,12 @@ async def _endpoint(name: str, seen: list[tuple[str, str]]) -> AsyncIterator[str
         await task
 
 
+async def _ask(llm: LLM, model: str) -> LLMReply:
+    return await llm.complete(
+        model, [{"role": "user", "content": "hi"}], ModelParams(), tools=[], max_output_tokens=None
+    )
+
+
 def _entry(name: str, api_base: str, api_key: str, price: float | None) -> dict[str, Any]:
     params: dict[str, Any] = {"model": "openai/scripted", "api_base": api_base, "api_key": api_key}
     if price is not None:
@@ -70,13 +76,7 @@ async def test_models_sharing_an_endpoint_keep_their_own_keys_and_prices(tmp_pat
         try:
             replies = {}
             for model in ["a", "b", "c", "a", "c", "b"]:
-                replies[model] = await llm.complete(
-                    model,
-                    [{"role": "user", "content": "hi"}],
-                    ModelParams(),
-                    tools=[],
-                    max_output_tokens=None,
-                )
+                replies[model] = await _ask(llm, model)
         finally:
             await llm.aclose()
     assert seen == [
@@ -107,13 +107,7 @@ async def test_a_model_without_a_configured_endpoint_is_left_to_litellm(tmp_path
             env.setenv("OPENAI_BASE_URL", url)
             env.setenv("OPENAI_API_BASE", url)
             try:
-                reply = await llm.complete(
-                    "e",
-                    [{"role": "user", "content": "hi"}],
-                    ModelParams(),
-                    tools=[],
-                    max_output_tokens=None,
-                )
+                reply = await _ask(llm, "e")
             finally:
                 await llm.aclose()
     assert reply.message["content"] == "from env"
