@@ -44,6 +44,12 @@ def steps_or_time_breach(budget: Budget, seq: int, elapsed_seconds: float) -> st
     return None
 
 
+def reads_prompt_size(budget: Budget) -> bool:
+    """Whether `model_call_allowance` needs the next prompt's token count: only a token
+    or cost limit reads it, and counting tokenises the whole conversation."""
+    return budget.max_tokens is not None or budget.max_cost_usd is not None
+
+
 def model_call_allowance(
     budget: Budget,
     used: Usage,

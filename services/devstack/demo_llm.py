@@ -173,8 +173,8 @@ def _deltas(reply: Reply) -> Iterator[dict[str, Any]]:
     """The reply in the pieces a provider streams it in: the role, the text a word at a
     time, each tool call's id and name, then its arguments in a few pieces."""
     yield {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
-    words = (reply.content or "").split(" ")
-    for n, word in enumerate(words if reply.content else []):
+    words = reply.content.split(" ") if reply.content else []
+    for n, word in enumerate(words):
         piece = word if n == 0 else f" {word}"
         yield {"choices": [{"index": 0, "delta": {"content": piece}}]}
     for index, call in enumerate(reply.tool_calls):

@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from services.contract.budget import Spent, model_call_allowance
+from services.contract.budget import Spent, model_call_allowance, reads_prompt_size
 from services.contract.runs import StepKind, StepStatus, Usage
 from services.contract.worker_api import (
     ClaimGrant,
@@ -165,8 +165,7 @@ class ClaimedRun:
                 messages,
                 functions,
                 agent.params,
-                count_prompt=agent.budget.max_tokens is not None
-                or agent.budget.max_cost_usd is not None,
+                count_prompt=reads_prompt_size(agent.budget),
             )
         except LLMError as exc:
             await self._model_call_failed(seq, messages, started, exc)

@@ -122,9 +122,8 @@ class LLM:
         *,
         count_prompt: bool,
     ) -> CallPlan:
-        """`count_prompt`: whether the budget needs the prompt's size (a token or cost
-        limit). Counting tokenises the whole conversation, so it is skipped when nothing
-        reads it (`prompt_tokens` is then 0)."""
+        """`count_prompt`: whether the budget needs the prompt's size
+        (`budget.reads_prompt_size`); when not, `prompt_tokens` is 0."""
         resolved = self._resolve(model)
         prompt_tokens = (
             litellm.token_counter(
@@ -178,7 +177,7 @@ class LLM:
         if resolved.price is not None:
             cost: float | None = resolved.price.cost(prompt, completion)
         else:
-            cost = _price_map_cost(response)
+            cost = _litellm_cost(response)
         choice = response.choices[0]
         message = choice.message.model_dump(exclude_none=True)
         usage = Usage(
@@ -252,7 +251,7 @@ def _model_info(model: str) -> dict[str, Any]:
     return {k: v for k, v in info.items() if v is not None}
 
 
-def _price_map_cost(response: Any) -> float | None:
+def _litellm_cost(response: Any) -> float | None:
     """What LiteLLM priced the reply at as it made the call; `None` when its price map
     has no price for the model."""
     cost = getattr(response, "_hidden_params", {}).get("response_cost")
