@@ -99,6 +99,12 @@ class RunCreate(BaseModel):
         "`enqueue` (the run waits, `waiting_thread`, and is queued when the runs before it "
         "on the thread have ended, in the order they were created).",
     )
+    stream: bool = Field(
+        default=False,
+        description="Publish the model's tokens as it writes them, from the first call on, "
+        "for `GET /v1/runs/{id}/stream`. Without it, tokens are published only while "
+        "someone has that stream open.",
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> RunCreate:
@@ -142,6 +148,9 @@ class Run(BaseModel):
         "such a run can be queued again (`POST /v1/runs/{id}/requeue`).",
     )
     thread_id: uuid.UUID | None = Field(default=None, description="The thread it continues.")
+    stream: bool = Field(
+        default=False, description="Whether it was started with `stream` (tokens published)."
+    )
 
 
 class RunPage(BaseModel):

@@ -55,6 +55,14 @@ class StreamNames:
     def group(self) -> str:
         return f"{self.prefix}:workers"
 
+    def run_tokens(self, run_id: uuid.UUID) -> str:
+        """A run's tokens as the model writes them: short-lived, bounded, never durable."""
+        return f"{self.prefix}:run:{run_id}:tokens"
+
+    def run_watched(self, run_id: uuid.UUID) -> str:
+        """Set while someone follows the run's stream: its workers then publish tokens."""
+        return f"{self.prefix}:run:{run_id}:watched"
+
     @property
     def dead_letter(self) -> str:
         """Entries no worker could finish after `max_deliveries` tries, kept for operators."""

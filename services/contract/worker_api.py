@@ -95,6 +95,11 @@ class ClaimGrant(BaseModel):
         default_factory=list,
         description="The thread's earlier runs, oldest first (none for a run on no thread).",
     )
+    stream: bool = Field(
+        default=False,
+        description="Publish every model call's tokens (`POST /v1/runs` `stream`), not only "
+        "while someone follows the run.",
+    )
 
     @property
     def lease(self) -> LeaseBody:

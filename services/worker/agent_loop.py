@@ -23,6 +23,7 @@ from services.worker.gateway_client import GatewayClient, LeaseLost
 from services.worker.llm import LLM
 from services.worker.mcp_router import McpRouter
 from services.worker.retry import Backoff
+from services.worker.token_stream import TokenStreams
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,11 @@ class AgentLoop:
         heartbeat_seconds: float,
         *,
         tool_backoff: Backoff,
+        tokens: TokenStreams | None = None,
     ) -> None:
+        """`tokens`: where model calls of watched runs publish their tokens (none: never)."""
         self._gateway = gateway
+        self._tokens = tokens
         self._llm = llm
         self._tools = tools
         self._heartbeat_seconds = heartbeat_seconds
@@ -51,7 +55,12 @@ class AgentLoop:
         beat = asyncio.create_task(self._heartbeat(grant, work, lost))
         try:
             run = ClaimedRun(
-                grant, self._gateway, self._llm, self._tools, tool_backoff=self._tool_backoff
+                grant,
+                self._gateway,
+                self._llm,
+                self._tools,
+                tool_backoff=self._tool_backoff,
+                tokens=self._tokens,
             )
             await run.advance()
         except LeaseLost as exc:

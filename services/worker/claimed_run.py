@@ -37,6 +37,7 @@ from services.worker.llm import LLM, LLMError
 from services.worker.mcp_router import Caller, McpRouter
 from services.worker.offered_tools import OfferedTools
 from services.worker.retry import Backoff
+from services.worker.token_stream import TokenStreams
 from services.worker.tool_retries import call_tool
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,10 @@ class ClaimedRun:
         tools: McpRouter,
         *,
         tool_backoff: Backoff,
+        tokens: TokenStreams | None = None,
     ) -> None:
         self._grant = grant
+        self._tokens = tokens
         self._gateway = gateway
         self._llm = llm
         self._tools = tools
@@ -192,6 +195,13 @@ class ClaimedRun:
                 ),
             )
             return False
+        publisher = (
+            None
+            if self._tokens is None
+            else await self._tokens.publisher(
+                self._grant.run_id, epoch=self._grant.epoch, seq=seq, requested=self._grant.stream
+            )
+        )
         try:
             reply = await self._llm.complete(
                 agent.model,
@@ -200,10 +210,16 @@ class ClaimedRun:
                 tools=functions,
                 max_output_tokens=allowance.max_output_tokens,
                 deadline=self._deadline,
+                tokens=publisher,
             )
+            if publisher is not None:
+                await publisher.finish()
         except LLMError as exc:
             await self._model_call_failed(seq, messages, started, exc)
             return False
+        finally:
+            if publisher is not None:
+                await publisher.aclose()
         answer = final_answer_of(reply.message)
         ack = await self._gateway.report_step(
             self._grant.run_id,

@@ -17,14 +17,20 @@ passing one (an OpenAI model with no key comes as a 500 `InternalServerError`, a
 one as an `APIConnectionError`): waiting brings no key.
 LiteLLM's own retries stay off (`num_retries=0`): they know neither the budget nor the
 lease, and their waits would hide in one long call.
+
+A call whose tokens someone follows is made streamed (`tokens`): each text delta goes to
+the sink as it arrives, usage comes in the stream's last chunk (`include_usage`), and the
+reply is put together by LiteLLM's own chunk builder, tool calls included, so the step
+records what an unstreamed call would have returned.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import litellm
 from litellm import exceptions as provider
@@ -61,6 +67,15 @@ _NO_CREDENTIALS = re.compile(
     r"|no api[ _-]?key",
     re.IGNORECASE,
 )
+
+
+class TokenSink(Protocol):
+    """Where a streamed call's text deltas go as they arrive (`token_stream`)."""
+
+    def write(self, delta: str) -> None: ...
+
+    def restart(self) -> None:
+        """The call is made again from the start."""
 
 
 class LLMError(Exception):
@@ -159,9 +174,11 @@ class LLM:
         tools: list[dict[str, Any]],
         max_output_tokens: int | None,
         deadline: float | None = None,
+        tokens: TokenSink | None = None,
     ) -> LLMReply:
         """The model's reply; transient failures are retried until `deadline` (on the
-        `time.monotonic` clock: the end of the run's time budget), if there is one."""
+        `time.monotonic` clock: the end of the run's time budget), if there is one.
+        With `tokens` the call is streamed into it."""
         resolved = self._resolve(model)
         call_params = params.model_dump(exclude_none=True)
         if max_output_tokens is not None:
@@ -171,7 +188,9 @@ class LLM:
         if resolved.price is not None:
             call_params["input_cost_per_token"] = resolved.price.input_per_token
             call_params["output_cost_per_token"] = resolved.price.output_per_token
-        response, seconds = await self._call(model, resolved, messages, call_params, deadline)
+        response, seconds = await self._call(
+            model, resolved, messages, call_params, deadline, tokens
+        )
         prompt = int(getattr(response.usage, "prompt_tokens", 0) or 0)
         completion = int(getattr(response.usage, "completion_tokens", 0) or 0)
         if resolved.price is not None:
@@ -202,11 +221,14 @@ class LLM:
         messages: list[dict[str, Any]],
         call_params: dict[str, Any],
         deadline: float | None,
+        tokens: TokenSink | None,
     ) -> tuple[Any, float]:
         """The response of the first attempt that succeeds, and how long that one took."""
         attempt = 0
         while True:
             started = time.perf_counter()
+            if tokens is not None and attempt > 0:
+                tokens.restart()
             try:
                 response = await litellm.acompletion(
                     model=resolved.model,
@@ -215,7 +237,12 @@ class LLM:
                     num_retries=0,
                     **self._clients.call_kwargs(resolved),
                     **call_params,
+                    **(_STREAMED if tokens is not None else {}),
                 )
+                if tokens is not None:
+                    response = await _gathered(
+                        response, messages, tokens, price=resolved.price is None
+                    )
             except Exception as exc:
                 metrics.llm_call(model, time.perf_counter() - started, None)
                 failure = provider_message(exc)
@@ -232,6 +259,29 @@ class LLM:
                     failure = f"{failure} (after {attempt} attempts)"
                 raise LLMError(failure) from exc
             return response, time.perf_counter() - started
+
+
+_STREAMED: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
+
+
+async def _gathered(
+    stream: Any, messages: list[dict[str, Any]], tokens: TokenSink, *, price: bool
+) -> Any:
+    """The whole reply of a streamed call, its text deltas written to `tokens` as they
+    come; with `price`, priced by LiteLLM as an unstreamed reply is (the chunk builder
+    does not)."""
+    chunks = []
+    async for chunk in stream:
+        chunks.append(chunk)
+        if chunk.choices and (delta := chunk.choices[0].delta.content):
+            tokens.write(delta)
+    response = litellm.stream_chunk_builder(chunks, messages=messages)
+    if response is None:
+        raise LLMError("the model's stream ended without a reply")
+    if price:
+        with suppress(Exception):  # a model LiteLLM has no price for: the cost is unknown
+            response._hidden_params["response_cost"] = litellm.completion_cost(response)
+    return response
 
 
 def _retry_after(exc: Exception) -> float | None:

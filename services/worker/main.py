@@ -33,6 +33,7 @@ from services.worker.mcp_config import load_mcp_servers, log_shared_servers
 from services.worker.mcp_router import McpRouter
 from services.worker.probe_server import ProbeServer, create_probe_app
 from services.worker.settings import WorkerSettings
+from services.worker.token_stream import TokenStreams
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ async def run_worker(settings: WorkerSettings) -> None:
                 router,
                 settings.heartbeat_seconds,
                 tool_backoff=settings.backoff(settings.tool_retries),
+                tokens=TokenStreams(redis, settings.streams),
             ),
             worker_id=settings.worker_id,
             max_in_flight=settings.max_in_flight,

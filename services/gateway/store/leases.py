@@ -258,6 +258,7 @@ async def claim(
         spent=_spent(row),
         started_at=run.started_at,
         history=earlier,
+        stream=run.stream,
     )
 
 

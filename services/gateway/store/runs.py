@@ -28,7 +28,7 @@ from services.gateway.store.thread_queue import promote_next
 
 RUN_COLUMNS = """id, agent_name, agent_version, status, input, output, error, metadata,
     prompt_tokens, completion_tokens, cost_usd, steps_count, created_at, started_at,
-    finished_at, dead_lettered_at, request_hash, thread_id, messages"""
+    finished_at, dead_lettered_at, request_hash, thread_id, messages, stream"""
 
 _SWEEPER = Actor.system("sweeper")
 # What can be cancelled; a run waiting for its thread too (it never ran).
@@ -68,6 +68,7 @@ def to_run(row: asyncpg.Record) -> Run:
         dead_lettered_at=row["dead_lettered_at"],
         thread_id=row["thread_id"],
         messages=row["messages"],
+        stream=row["stream"],
     )
 
 
@@ -102,16 +103,17 @@ WITH batch AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::integer[], $5::text[],
                          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
                          $11::text[], $13::uuid[], $14::uuid[], $15::text[],
-                         $16::timestamptz[], $17::text[], $18::text[])
+                         $16::timestamptz[], $17::text[], $18::text[], $20::boolean[])
         WITH ORDINALITY AS b(id, project, agent_name, agent_version, input, metadata,
                              idempotency_key, request_hash, actor, actor_kind, request_id,
                              created_by_key, thread_id, messages, created_at, mac_key_id,
-                             mac, ord)
+                             mac, stream, ord)
 ), created AS (
     INSERT INTO runs (project, id, agent_name, agent_version, status, input, metadata,
-                      idempotency_key, request_hash, created_by_key, thread_id, messages)
+                      idempotency_key, request_hash, created_by_key, thread_id, messages,
+                      stream)
     SELECT project, id, agent_name, agent_version, $19, input, metadata::jsonb,
-           idempotency_key, request_hash, created_by_key, thread_id, messages::jsonb
+           idempotency_key, request_hash, created_by_key, thread_id, messages::jsonb, stream
       FROM batch ORDER BY ord
     -- A taken idempotency key, or a thread that already has an open run (even one this
     -- statement just inserted): the row is skipped, and its request answered after.
@@ -166,6 +168,7 @@ async def _insert(
         [s.key_id for s in sealed],
         [s.mac for s in sealed],
         status.value,
+        [new.body.stream for new in to_insert],
     )
     return rows
 
