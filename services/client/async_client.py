@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from services.client.config import discover
 from services.client.errors import GatewayUnavailable, error_from_response
 from services.client.live import LiveEvent, live_events
+from services.client.run_stream import RunStreamItem, stream_run
 from services.client.run_watch import follow_run
 from services.contract.api import (
     Agent,
@@ -295,11 +296,14 @@ class AsyncFerrumDeck:
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         wait: int | None = None,
+        stream: bool = False,
     ) -> Run:
         """Start a run of `input` or of chat `messages`, on a thread if given (while the
         thread has a run open: refused, or with `if_busy="enqueue"` waiting for it). With
         `wait`, the gateway answers once the run finished or parked for an approval, or
-        after `wait` seconds (`Prefer: wait`, at most 60), with the run as it is then."""
+        after `wait` seconds (`Prefer: wait`, at most 60), with the run as it is then.
+        With `stream`, its tokens are published from its first model call on
+        (`stream_run`)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         if wait is not None:
             headers["Prefer"] = f"wait={wait}"
@@ -312,6 +316,8 @@ class AsyncFerrumDeck:
             body["thread_id"] = str(thread_id)
         if if_busy != "reject":
             body["if_busy"] = if_busy
+        if stream:
+            body["stream"] = True
         response = await self._request(
             "POST", "/v1/runs", json=body, headers=headers or None, waits=wait or 0
         )
@@ -346,6 +352,12 @@ class AsyncFerrumDeck:
         even before `follow` is called, is never missed; see `services.client.run_watch`."""
         run = uuid.UUID(str(run_id))
         return follow_run(self.events(), lambda: self.run(run), run)
+
+    def stream_run(self, run_id: uuid.UUID | str) -> AsyncGenerator[RunStreamItem, None]:
+        """The run's tokens as the model writes them, its steps as they are recorded, and
+        its end, resuming by itself after a lost connection; see
+        `services.client.run_stream`."""
+        return stream_run(self._http, run_id)
 
     async def wait(self, run_id: uuid.UUID | str) -> Run:
         """The run once it has ended (completed, failed, cancelled, over budget); a run

@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     NUL_CHARACTER = "nul_character"
     INVALID_CURSOR = "invalid_cursor"
     INVALID_IDEMPOTENCY_KEY = "invalid_idempotency_key"
+    INVALID_LAST_EVENT_ID = "invalid_last_event_id"
     BAD_ROLE = "bad_role"
 
     # 403: the key's role may do this, but not here: policy requires the approver of a
@@ -71,3 +72,4 @@ class ErrorCode(StrEnum):
     DATABASE_UNAVAILABLE = "database_unavailable"
     REDIS_UNAVAILABLE = "redis_unavailable"
     SHUTTING_DOWN = "shutting_down"
+    TOO_MANY_STREAMS = "too_many_streams"  # this gateway holds its most run streams open

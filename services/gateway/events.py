@@ -196,6 +196,7 @@ class EventHub:
         hold the server's graceful drain for its whole timeout."""
         for subscription in self._subscriptions:
             subscription.close()
+        self.waiters.close_watchers()
 
     async def stop(self) -> None:
         """End every client's stream, then the loops and the listening connection."""

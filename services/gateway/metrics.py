@@ -42,6 +42,11 @@ RUNS_CREATED = Counter(
 RUNS_FINISHED = Counter(
     "ferrumdeck_runs_finished_total", "Runs that reached a terminal status.", ["status"]
 )
+RUN_STREAMS = Gauge(
+    "ferrumdeck_run_streams",
+    "Run streams open (`GET /v1/runs/{id}/stream`): each holds a connection to the client "
+    "and one to Redis; the gateway refuses more than `max_run_streams`.",
+)
 RUN_WAITERS = Gauge(
     "ferrumdeck_run_waiters",
     "Requests holding their answer until a run settles (`Prefer: wait`, `?wait=`): each "

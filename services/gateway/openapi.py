@@ -23,8 +23,9 @@ from quart_schema.typing import Model
 from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
 from werkzeug.routing import Rule
 
-from services.contract.api import ErrorBody, Role
+from services.contract.api import ErrorBody, Role, Run, Step
 from services.contract.events import PAYLOADS, EventName
+from services.contract.run_stream import RunStreamEvent, TokenDelta
 from services.gateway.auth import roles_admitted
 
 _HUMAN_ROLES = frozenset(Role) - {Role.WORKER}
@@ -75,6 +76,10 @@ _ERRORS: dict[str, dict[int, str]] = {
     "runs.requeue_run": {
         409: "`not_dead_lettered`, `deliveries_unproven`: not requeueable; `thread_busy`: "
         "its thread has another run in progress."
+    },
+    "runs.stream_run": {
+        400: "`invalid_last_event_id`: `Last-Event-ID` is not an id this stream sent.",
+        503: "Also `too_many_streams`: this gateway holds its most run streams open.",
     },
     "runs.summary": {422: "`until` is before 1970-01-02 or after 9999-12-31."},
     "approvals.approve": {
@@ -154,6 +159,52 @@ def _event_stream(components: dict[str, Any]) -> dict[int, Any]:
         }
     }
 
+
+def _run_stream(components: dict[str, Any]) -> dict[int, Any]:
+    """`/v1/runs/{id}/stream`'s 200 (Server-Sent Events ending with `end`) and 204."""
+    variants = [
+        {
+            "type": "object",
+            "properties": {
+                "event": {"const": name.value},
+                "id": {"type": "string"},
+                "data": _component(model, components),
+            },
+            "required": ["event", "id", "data"],
+        }
+        for name, model in (
+            (RunStreamEvent.TOKEN, TokenDelta),
+            (RunStreamEvent.STEP, Step),
+            (RunStreamEvent.END, Run),
+        )
+    ]
+    components["RunStreamEvent"] = {
+        "description": "One event of a run's stream: its `event:` name, its `id:` (send it "
+        "back as `Last-Event-ID` to resume after it) and its `data:` line (JSON).",
+        "oneOf": variants,
+    }
+    return {
+        200: {
+            "description": "A `text/event-stream` that ends after `end`; each event is a "
+            "`RunStreamEvent` (OpenAPI 3.2's `itemSchema`, given as `x-item-schema`).",
+            "content": {
+                "text/event-stream": {
+                    "schema": {"type": "string"},
+                    "x-item-schema": {"$ref": _REF.format(model="RunStreamEvent")},
+                }
+            },
+        },
+        204: {"description": "`Last-Event-ID` was `end`: the stream has nothing more."},
+    }
+
+
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "maxLength": 100},
+    "description": "The id of the last event received: the stream resumes after it.",
+}
 
 _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
@@ -255,6 +306,9 @@ def _completed(
     parameters = list(operation["parameters"])
     if rule.endpoint == "events.stream_events":
         responses |= _event_stream(components)
+    if rule.endpoint == "runs.stream_run":
+        responses |= _run_stream(components)
+        parameters.append(_LAST_EVENT_ID)
     responses |= _SUCCESS.get(rule.endpoint, {})
     if rule.endpoint == "runs.create_run":
         parameters.append(_IDEMPOTENCY_KEY)

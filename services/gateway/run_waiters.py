@@ -9,13 +9,16 @@ their first read, so a change between that read and the wait is never missed; wh
 listener lost notifications (`resync`) every waiter reads again. A waiter holds one
 event and a set entry, nothing per notification, and no database connection while it
 waits.
+
+A run's stream (`run_stream`) watches its run the same way, woken by any change to the
+run or its steps rather than only by its settling.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from services.contract.api import Run
@@ -45,39 +48,48 @@ class RunWaiters:
 
     def __init__(self) -> None:
         self._waiting: dict[uuid.UUID, set[asyncio.Event]] = {}
+        self._watching: dict[uuid.UUID, set[asyncio.Event]] = {}
+        self.closing = False
+        """Set as the gateway stops: watchers end instead of reading again."""
 
     def notice(self, name: str, data: dict[str, object]) -> None:
         """Wake the waiters a notification concerns: a run's settling, or a `resync`
         (notifications were lost, so anyone's run may have settled unheard)."""
         if name == EventName.RESYNC:
-            for events in self._waiting.values():
-                for event in events:
-                    event.set()
+            for registry in (self._waiting, self._watching):
+                for events in registry.values():
+                    _wake(events)
             return
-        if name != EventName.RUN:
+        if name not in (EventName.RUN, EventName.STEP):
             return
         try:
             run_id = uuid.UUID(str(data["run_id"]))
-            status = RunStatus(str(data["status"]))
         except (KeyError, ValueError):
             return
-        if settled(status):
-            for event in self._waiting.get(run_id, ()):
-                event.set()
+        _wake(self._watching.get(run_id, ()))
+        if name == EventName.RUN and _settled_status(data.get("status")):
+            _wake(self._waiting.get(run_id, ()))
 
     @contextmanager
     def _registered(self, run_id: uuid.UUID) -> Iterator[asyncio.Event]:
-        event = asyncio.Event()
-        self._waiting.setdefault(run_id, set()).add(event)
         RUN_WAITERS.inc()
         try:
-            yield event
+            with _entry(self._waiting, run_id) as event:
+                yield event
         finally:
             RUN_WAITERS.dec()
-            events = self._waiting[run_id]
-            events.discard(event)
-            if not events:
-                del self._waiting[run_id]
+
+    def close_watchers(self) -> None:
+        self.closing = True
+        for events in self._watching.values():
+            _wake(events)
+
+    @contextmanager
+    def watching(self, run_id: uuid.UUID) -> Iterator[asyncio.Event]:
+        """An event set on every change to the run or its steps (and on `resync`); the
+        watcher clears it before it reads."""
+        with _entry(self._watching, run_id) as event:
+            yield event
 
     async def until_settled(
         self, run_id: uuid.UUID, seconds: float, read: Callable[[], Awaitable[Run]]
@@ -99,3 +111,30 @@ class RunWaiters:
                         await changed.wait()
                 except TimeoutError:
                     return await read()
+
+
+def _settled_status(status: object) -> bool:
+    try:
+        return settled(RunStatus(str(status)))
+    except ValueError:
+        return False
+
+
+def _wake(events: Iterable[asyncio.Event]) -> None:
+    for event in events:
+        event.set()
+
+
+@contextmanager
+def _entry(
+    registry: dict[uuid.UUID, set[asyncio.Event]], run_id: uuid.UUID
+) -> Iterator[asyncio.Event]:
+    event = asyncio.Event()
+    registry.setdefault(run_id, set()).add(event)
+    try:
+        yield event
+    finally:
+        events = registry[run_id]
+        events.discard(event)
+        if not events:
+            del registry[run_id]

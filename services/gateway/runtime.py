@@ -22,6 +22,7 @@ from services.gateway.key_cache import KeyCache
 from services.gateway.model_access import ModelAccess
 from services.gateway.outbox import OutboxRelay
 from services.gateway.run_intake import RunIntake
+from services.gateway.run_stream import StreamSlots
 from services.gateway.settings import GatewaySettings
 from services.gateway.sweeper import Sweeper
 from services.gateway.webhook_sender import WebhookSender
@@ -43,10 +44,12 @@ class Runtime:
     webhook_sender: WebhookSender
     key_cache: KeyCache = field(init=False)
     agent_cache: AgentCache = field(init=False)
+    stream_slots: StreamSlots = field(init=False)
 
     def __post_init__(self) -> None:
         self.key_cache = KeyCache(self.settings.key_cache_seconds)
         self.agent_cache = AgentCache(self.settings.agent_cache_entries)
+        self.stream_slots = StreamSlots(self.settings.max_run_streams)
 
     def install(self, app: Quart) -> None:
         app.extensions[_KEY] = self

@@ -73,6 +73,12 @@ class GatewaySettings(CommonSettings):
         "POST /v1/runs, `?wait=N` on GET /v1/runs/{id}); keep it under the idle timeout of "
         "any proxy in front of the gateway.",
     )
+    max_run_streams: int = Field(
+        default=500,
+        ge=1,
+        description="Run streams (GET /v1/runs/{id}/stream) one gateway holds open; more "
+        "answer 503 too_many_streams. Each holds a Redis connection while it is open.",
+    )
     webhook_allow_private: bool = Field(
         default=False,
         description="Let webhooks call loopback, link-local and private addresses (make dev "

@@ -23,6 +23,9 @@ ADMIN = {Role.ADMIN}
 DECIDE = {Role.ADMIN, Role.OPERATOR}
 START = {Role.ADMIN, Role.INTEGRATION}
 
+# Streams that stay open while what they follow goes on: the role matrix cannot read them.
+_ENDLESS = {"/v1/events", "/v1/runs/<uuid:run_id>/stream"}
+
 # (method, URL rule) -> roles that may use it. Every /v1 route of the app must be here.
 PUBLIC_ROUTES: dict[tuple[str, str], set[Role]] = {
     ("GET", "/v1/agents"): EVERYONE,
@@ -33,6 +36,7 @@ PUBLIC_ROUTES: dict[tuple[str, str], set[Role]] = {
     ("POST", "/v1/runs"): START,
     ("GET", "/v1/runs/<uuid:run_id>"): EVERYONE,
     ("GET", "/v1/runs/<uuid:run_id>/steps"): EVERYONE,
+    ("GET", "/v1/runs/<uuid:run_id>/stream"): EVERYONE,
     ("POST", "/v1/runs/<uuid:run_id>/cancel"): DECIDE,
     ("POST", "/v1/runs/<uuid:run_id>/requeue"): DECIDE,
     ("GET", "/v1/approvals"): EVERYONE,
@@ -190,7 +194,7 @@ async def test_role_matrix(
     covered = 0
     shared = await _fixtures(harness)
     for (method, rule), allowed in sorted(PUBLIC_ROUTES.items()):
-        if rule == "/v1/events":
+        if rule in _ENDLESS:
             continue
         for role in HUMAN_ROLES:
             ids = await _fixtures(harness) if method != "GET" else shared
@@ -206,7 +210,20 @@ async def test_role_matrix(
                 assert response.status_code == 403, (method, rule, role, response.status_code)
                 assert (await response.get_json())["error"]["code"] == "forbidden"
             covered += 1
-    assert covered == (len(PUBLIC_ROUTES) - 1) * len(HUMAN_ROLES)
+    assert covered == (len(PUBLIC_ROUTES) - len(_ENDLESS)) * len(HUMAN_ROLES)
+
+
+async def test_every_role_may_follow_a_run_to_its_end(
+    harness: ToolHarness, client: Client, role_keys: dict[Role, str]
+) -> None:
+    """The stream of a run still going never ends, so the matrix above leaves it out:
+    here every role follows a run that has ended, and gets to its `end`."""
+    run_id, _ = await harness.running()
+    await client.post(f"/v1/runs/{run_id}/cancel", headers=harness.admin)
+    for role in HUMAN_ROLES:
+        response = await client.get(f"/v1/runs/{run_id}/stream", headers=_bearer(role_keys[role]))
+        assert response.status_code == 200, role
+        assert "event: end" in await response.get_data(as_text=True), role
 
 
 async def test_keyless_routes_answer_with_a_key_of_any_kind_or_none(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from quart import Blueprint, request
+from quart import Blueprint, Response, make_response, request
 from quart_schema import tag, validate_querystring, validate_request, validate_response
 from redis.exceptions import RedisError
 
@@ -24,6 +25,7 @@ from services.contract.api import (
 )
 from services.contract.errors import ErrorCode
 from services.contract.ids import first_uuid7_at
+from services.contract.run_stream import END_ID, StreamPosition
 from services.gateway import dead_letter_stream, metrics
 from services.gateway.audit import request_id as audit_request_id
 from services.gateway.auth import (
@@ -39,6 +41,7 @@ from services.gateway.errors import BadRequest, UnprocessableEntity
 from services.gateway.events import event_hub
 from services.gateway.pagination import decode_cursor, encode_cursor, paginate
 from services.gateway.prefer import preferred_wait
+from services.gateway.run_stream import RunStream
 from services.gateway.runtime import runtime
 from services.gateway.store import agents as agent_store
 from services.gateway.store import dead_lettered_runs, run_summary
@@ -214,6 +217,64 @@ async def get_steps(run_id: uuid.UUID, query_args: PageQuery) -> StepPage:
     items = await list_steps(pool, run_id, after=after, limit=query_args.limit + 1)
     page, next_cursor = paginate(items, query_args.limit, lambda s: [s.seq])
     return StepPage(items=page, next_cursor=next_cursor)
+
+
+@blueprint.get("/<uuid:run_id>/stream")
+@tag(["runs"])
+async def stream_run(run_id: uuid.UUID) -> Response:
+    """`text/event-stream` of the run as it happens: `token` events (text the model has
+    written so far of step `step`, as it writes it), `step` events (each step once it
+    has settled) and one `end` event with the finished run, after which the stream ends.
+
+    A client that connects after the run ended gets its steps and `end` at once. Send
+    the last event's id as `Last-Event-ID` to resume after it, missing and repeating
+    nothing; after `end` (id `end`) the answer is 204. Tokens are a preview kept minutes
+    in Redis, not stored: a run started with `"stream": true` publishes them from its
+    first model call, any other from the first call made while someone follows it. A
+    comment line is sent every 15 s of silence.
+    """
+    res, owner = runtime(), project()
+    last = request.headers.get("Last-Event-ID")
+    if last is not None and last.strip() == END_ID:
+        await store.get_run(res.pool, owner, run_id)
+        return Response(status=204)
+    try:
+        after = StreamPosition() if last is None else StreamPosition.parse(last)
+    except ValueError as exc:
+        raise BadRequest(str(exc), code=ErrorCode.INVALID_LAST_EVENT_ID) from exc
+    await store.get_run(res.pool, owner, run_id)
+    hub = event_hub()
+    res.stream_slots.take()
+    stream = RunStream(
+        pool=res.pool,
+        redis=res.redis,
+        streams=res.settings.streams,
+        waiters=hub.waiters,
+        project=owner,
+        run_id=run_id,
+        after=after,
+        heartbeat_seconds=hub.heartbeat_seconds,
+    )
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in stream.events():
+                yield chunk
+        finally:
+            res.stream_slots.give_back()
+
+    response = await make_response(
+        body(),
+        200,
+        {
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        },
+    )
+    assert isinstance(response, Response)
+    response.timeout = None
+    return response
 
 
 @blueprint.post("/<uuid:run_id>/cancel")
