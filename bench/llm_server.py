@@ -9,7 +9,10 @@ also counts requests in progress: the concurrency benchmark reads the peak to se
 many model calls one worker really held open at once.
 
 A run whose input contains `tools=N` is answered with one `notes__add` call per turn
-for its first N turns, then with a final answer.
+for its first N turns, then with a final answer. One whose input contains `words=N`
+is answered with N words (streamed a word a chunk when the call streams, `chunk_ms=M`
+apart); the wall-clock time its first chunk leaves is kept by prompt (`first_chunks`),
+for the time-to-first-token benchmark.
 
 Run: `python -m bench.llm_server --port P [--delay SECONDS]` (the stack starts it).
 """
@@ -31,13 +34,14 @@ from services.devstack.demo_llm import Reply, create_llm_app
 TOOL = "notes__add"
 
 
-def _tools_wanted(prompt: str) -> int:
-    _, found, rest = prompt.partition("tools=")
+def _number(prompt: str, name: str) -> int:
+    _, found, rest = prompt.partition(f"{name}=")
     return int(rest.split()[0]) if found else 0
 
 
 def create_app(delay_seconds: float) -> Quart:
     timings: list[tuple[str, int, float]] = []
+    first_chunks: dict[str, float] = {}
     gauge = {"now": 0, "peak": 0, "requests": 0}
 
     async def responder(body: dict[str, Any]) -> Reply:
@@ -45,7 +49,14 @@ def create_app(delay_seconds: float) -> Quart:
         prompt = next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")
         turn = sum(1 for m in messages if m.get("role") == "assistant")
         g.bench_key = (prompt, turn)
-        if turn < _tools_wanted(prompt):
+        if words := _number(prompt, "words"):
+            content = " ".join(f"w{n}" for n in range(words))
+            delay = _number(prompt, "chunk_ms") / 1000
+            # The role chunk leaves as soon as this returns, the first word one delay
+            # later: the time of the first text, as near as the server can tell.
+            first_chunks[prompt] = time.time() + delay
+            return Reply(content=content, completion_tokens=words, chunk_delay_seconds=delay)
+        if turn < _number(prompt, "tools"):
             call = {
                 "id": f"call_{turn}",
                 "type": "function",
@@ -75,9 +86,10 @@ def create_app(delay_seconds: float) -> Quart:
     async def stats() -> Any:
         """Requests served, the peak in progress at once, and each request's own time;
         `?reset=1` starts counting afresh (the peak is per benchmark phase)."""
-        body = jsonify({**gauge, "timings": timings})
+        body = jsonify({**gauge, "timings": timings, "first_chunks": first_chunks})
         if request.args.get("reset"):
             timings.clear()
+            first_chunks.clear()
             gauge["peak"] = gauge["now"]
             gauge["requests"] = 0
         return body

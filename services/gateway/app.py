@@ -185,7 +185,7 @@ def create_app(settings: GatewaySettings | None = None) -> Quart:
         await res.sweeper.stop()
         await res.chainer.stop()
         await res.webhook_sender.stop()
-        await res.redis.aclose()
+        await res.close_redis()
         await res.pool.close()
 
     return app

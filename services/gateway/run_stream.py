@@ -51,6 +51,8 @@ _RENEW_SECONDS = 10.0
 _STEPS_PER_READ = 100
 _ENTRIES_PER_READ = 1000
 _REDIS_RETRY_SECONDS = 1.0
+_BLOCK_MS = 4000
+"""Under redis-py's 5 s socket timeout: a longer block would be cut as a timeout."""
 
 Entries = list[tuple[str, dict[str, Any]]]
 
@@ -208,7 +210,7 @@ class RunStream:
             found: Any = await self._redis.xread(
                 {self._tokens_key: after},
                 count=_ENTRIES_PER_READ,
-                block=int(self._heartbeat * 1000),
+                block=min(_BLOCK_MS, int(self._heartbeat * 1000)),
             )
         except (RedisError, OSError) as exc:
             log.warning("run %s: tokens unavailable: %s", self._run_id, exc)

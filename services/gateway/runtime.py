@@ -45,11 +45,22 @@ class Runtime:
     key_cache: KeyCache = field(init=False)
     agent_cache: AgentCache = field(init=False)
     stream_slots: StreamSlots = field(init=False)
+    stream_redis: Redis = field(init=False)
+    """Run streams' own client: each open stream holds a connection in its `XREAD`, and
+    they must never take the connections the relay and the intake need (a shared pool
+    of redis-py's default size ran out at 200 open streams and stalled the relay)."""
 
     def __post_init__(self) -> None:
         self.key_cache = KeyCache(self.settings.key_cache_seconds)
         self.agent_cache = AgentCache(self.settings.agent_cache_entries)
         self.stream_slots = StreamSlots(self.settings.max_run_streams)
+        self.stream_redis = Redis.from_url(
+            self.settings.redis_url, max_connections=2 * self.settings.max_run_streams + 8
+        )
+
+    async def close_redis(self) -> None:
+        await self.redis.aclose()
+        await self.stream_redis.aclose()
 
     def install(self, app: Quart) -> None:
         app.extensions[_KEY] = self

@@ -154,3 +154,17 @@ async def test_the_client_streams_a_run_as_typed_events(stack: Stack) -> None:
     assert step.output["message"]["content"] == answer
     assert isinstance(items[-1], RunEnded)
     assert items[-1].run.output == answer
+
+
+async def test_a_client_that_comes_after_a_streamed_run_ended_gets_its_tokens_first(
+    stack: Stack,
+) -> None:
+    agent = await register_agent(stack)
+    prompt = unique_prompt("Stream before anyone looks")
+    answer = _answer(prompt)
+    stack.llm.script(prompt, Reply(content=answer, chunk_delay_seconds=0.01))
+    run_id = await _start(stack, agent, prompt)
+    await wait_finished(stack, run_id)
+    events = await _follow(stack, run_id)
+    assert [name for _, name, _, _ in events][-2:] == ["step", "end"]
+    assert _text(events, 1) == answer

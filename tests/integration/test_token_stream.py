@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -13,9 +14,8 @@ from services.worker.token_stream import TokenStreams, TokenStreamSettings
 
 
 async def _entries(redis: Redis, key: str) -> list[dict[str, str]]:
-    return [
-        {k.decode(): v.decode() for k, v in fields.items()} for _, fields in await redis.xrange(key)
-    ]
+    found: Any = await redis.xrange(key)
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in found]
 
 
 async def test_only_a_run_that_asked_or_is_followed_gets_a_publisher(

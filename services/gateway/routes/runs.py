@@ -247,7 +247,7 @@ async def stream_run(run_id: uuid.UUID) -> Response:
     res.stream_slots.take()
     stream = RunStream(
         pool=res.pool,
-        redis=res.redis,
+        redis=res.stream_redis,
         streams=res.settings.streams,
         waiters=hub.waiters,
         project=owner,
